@@ -1,0 +1,28 @@
+//! mailferry's configuration: one TOML file, read in two stages.
+//!
+//! 1. [`raw`] mirrors the file with serde (through the `config` crate, which also layers
+//!    `MAILFERRY__`-prefixed environment variables on top). Keys the program does not know
+//!    are collected, not fatal on the first one.
+//! 2. [`Config::from_raw`] applies provider presets, parses durations, reads `*-file`
+//!    secrets, checks cross-references, and returns *every* problem at once, each naming its
+//!    key path and, where the file has it, its line.
+//!
+//! Secrets live in [`Secret`], which never prints its content.
+
+#![warn(missing_docs)]
+
+mod error;
+mod load;
+mod model;
+mod presets;
+pub mod raw;
+mod secret;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::load;
+pub use model::{
+    AccountConfig, Config, Daemon, DestinationConfig, DestinationKind, Endpoint, Protocol,
+    SmtpConfig, SmtpSender, SourceAuth, TlsMode,
+};
+pub use presets::{Preset, preset};
+pub use secret::Secret;

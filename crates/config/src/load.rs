@@ -1,0 +1,201 @@
+//! Reading the file: `config` layers the file and the environment, serde fills
+//! [`RawConfig`], and line numbers come from a spanned parse of the same text.
+
+use std::path::Path;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::model::Config;
+use crate::raw::RawConfig;
+
+/// Environment variables with this prefix override file keys, `__` separating levels:
+/// `MAILFERRY__DAEMON__STATE_DIR=/tmp/x`.
+const ENV_PREFIX: &str = "MAILFERRY";
+
+/// Reads and checks the configuration file at `path`.
+///
+/// # Errors
+/// Every problem found, each naming its key and, where known, its line.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let fail = |errors| ConfigErrors { path: path.to_owned(), errors };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![ConfigError { key: String::new(), line: None, message: format!("cannot read the file: {e}") }])
+    })?;
+    let spans = match DeTable::parse(&text) {
+        Ok(table) => table,
+        Err(e) => {
+            let line = e.span().map(|s| line_of(&text, s.start));
+            let message = e.message().to_owned();
+            return Err(fail(vec![ConfigError { key: String::new(), line, message: format!("not valid TOML: {message}") }]));
+        }
+    };
+
+    let layered = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .convert_case(config::Case::Kebab),
+        )
+        .build()
+        .map_err(|e| fail(vec![ConfigError { key: String::new(), line: None, message: e.to_string() }]))?;
+
+    let mut unknown = Vec::new();
+    let raw: RawConfig = serde_ignored::deserialize(layered, |p| unknown.push(key_path(&p)))
+        .map_err(|e: config::ConfigError| fail(vec![ConfigError { key: String::new(), line: None, message: e.to_string() }]))?;
+
+    let mut errors: Vec<ConfigError> = unknown
+        .into_iter()
+        .map(|key| ConfigError { key, line: None, message: "unknown key: check its spelling against config/mailferry.example.toml".into() })
+        .collect();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let config = Config::from_raw(raw, base);
+    match config {
+        Ok(config) if errors.is_empty() => return Ok(config),
+        Ok(_) => {}
+        Err(more) => errors.extend(more),
+    }
+    for e in &mut errors {
+        e.line = find_line(&text, spans.get_ref(), &e.key);
+    }
+    errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+    Err(fail(errors))
+}
+
+/// Turns serde_ignored's path into our notation: `account[1].auth.pasword-file`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        P::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() { key.clone() } else { format!("{parent}.{key}") }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+/// The 1-based line where `key` (in our notation) is written, or where its nearest written
+/// ancestor is (a missing key is reported at its table).
+fn find_line(text: &str, root: &DeTable<'_>, key: &str) -> Option<usize> {
+    let mut table = root;
+    let mut best = None;
+    for segment in key.split('.').filter(|s| !s.is_empty()) {
+        let (name, index) = match segment.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let (k, v) = table.get_key_value(name)?;
+        best = Some(line_of(text, k.span().start));
+        let mut value = v.get_ref();
+        if let (Some(i), DeValue::Array(items)) = (index, value) {
+            let item = items.get(i)?;
+            best = Some(line_of(text, item.span().start));
+            value = item.get_ref();
+        }
+        match value {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    best
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    const GOOD: &str = r#"
+[daemon]
+state-dir = "state"
+
+[[destination]]
+name = "home"
+kind = "smtp"
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+envelope-to = ["me@home.example"]
+
+[[account]]
+name = "gmx"
+provider = "gmx"
+username = "me@gmx.net"
+auth = { method = "password", password-file = "gmx.pass" }
+destination = "home"
+"#;
+
+    #[test]
+    fn good_file_resolves_presets_and_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "gmx.pass", "s3cret\n");
+        let cfg = load(&write(dir.path(), "m.toml", GOOD)).expect("valid");
+        let a = &cfg.accounts[0];
+        assert_eq!(a.endpoint.host, "imap.gmx.net");
+        assert_eq!(a.endpoint.port, 993);
+        assert_eq!(a.folders, ["INBOX"]);
+        assert_eq!(a.interval, std::time::Duration::from_secs(600));
+        let crate::SourceAuth::Password(p) = &a.auth;
+        assert_eq!(p.expose(), "s3cret");
+        assert_eq!(cfg.daemon.state_dir, dir.path().join("state"));
+        assert!(cfg.warnings.iter().any(|w| w.contains("unencrypted")));
+    }
+
+    #[test]
+    fn all_errors_at_once_with_keys_and_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = GOOD
+            .replace("provider = \"gmx\"", "provider = \"gmx\"\npasword = \"x\"\ninterval = \"soon\"")
+            .replace("destination = \"home\"", "destination = \"nowhere\"");
+        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
+        let shown = err.to_string();
+        let keys: Vec<_> = err.errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"account[0].pasword"), "{shown}");
+        assert!(keys.contains(&"account[0].interval"), "{shown}");
+        assert!(keys.contains(&"account[0].auth.password-file"), "{shown}");
+        assert!(keys.contains(&"account[0].destination"), "{shown}");
+        let typo = err.errors.iter().find(|e| e.key == "account[0].pasword").expect("typo");
+        assert_eq!(typo.line, Some(16), "{shown}");
+        assert!(shown.contains("m.toml:16: account[0].pasword: unknown key"), "{shown}");
+        assert!(shown.contains("\"soon\" is not a duration"), "{shown}");
+        assert!(shown.contains("no [[destination]] is named \"nowhere\""), "{shown}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "gmx.pass", "hunter2\n");
+        let text = GOOD.replace("destination = \"home\"", "destination = \"x\"");
+        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = load(&write(dir.path(), "m.toml", "[daemon]\nstate-dir = \n")).expect_err("invalid");
+        assert_eq!(err.errors[0].line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "gmx.pass", "x");
+        let text = GOOD.replace("port = 2525", "port = \"many\"");
+        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+}

@@ -1,0 +1,477 @@
+//! The checked configuration and the second stage that builds it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::raw::{RawAccount, RawAuth, RawConfig, RawDaemon, RawDestination};
+use crate::secret::Secret;
+use crate::{presets, Preset};
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[daemon]`
+    pub daemon: Daemon,
+    /// Every `[[destination]]`, names unique.
+    pub destinations: Vec<DestinationConfig>,
+    /// Every `[[account]]`, names unique, each referring to an existing destination.
+    pub accounts: Vec<AccountConfig>,
+    /// Things that work but that the user should hear about (logged at start).
+    pub warnings: Vec<String>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Where the SQLite state lives.
+    pub state_dir: PathBuf,
+    /// No account is polled more often than this.
+    pub min_interval: Duration,
+    /// DNS + TCP connect + TLS handshake.
+    pub connect_timeout: Duration,
+    /// Each network read or command round trip.
+    pub io_timeout: Duration,
+}
+
+/// How a connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAP 993, SMTP 465).
+    Implicit,
+    /// Plain text, then STARTTLS before anything else is sent (IMAP 143, SMTP 587).
+    StartTls,
+    /// No TLS at all. Only for loopback tests; logs a warning.
+    None,
+}
+
+/// A server to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP address; also the name the certificate must carry.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// How the connection is secured.
+    pub tls: TlsMode,
+    /// PEM bytes of extra CA certificates to trust, read from `tls-ca-file`.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// The protocol an account is read with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// IMAP4rev1.
+    Imap,
+}
+
+/// How a source logs in.
+#[derive(Debug, Clone)]
+pub enum SourceAuth {
+    /// LOGIN with a password (or an app password).
+    Password(Secret),
+}
+
+/// One `[[account]]`: a mailbox to gather from.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// Unique name, used in logs, the ledger and the CLI.
+    pub name: String,
+    /// The preset applied, if any.
+    pub provider: Option<&'static Preset>,
+    /// How the mailbox is read.
+    pub protocol: Protocol,
+    /// The server.
+    pub endpoint: Endpoint,
+    /// Login name.
+    pub username: String,
+    /// Login method and secret.
+    pub auth: SourceAuth,
+    /// Folders to gather, in order.
+    pub folders: Vec<String>,
+    /// How often the daemon polls (never below `min-interval`).
+    pub interval: Duration,
+    /// Name of the destination (checked to exist).
+    pub destination: String,
+}
+
+/// The envelope sender used when re-sending over SMTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpSender {
+    /// The message's own `Return-Path`, else its `From`, else the null sender `<>`.
+    FromMessage,
+    /// Always this address.
+    Fixed(String),
+}
+
+/// An SMTP destination.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// The server.
+    pub endpoint: Endpoint,
+    /// SMTP AUTH credentials, when the server needs them.
+    pub credentials: Option<(String, Secret)>,
+    /// Envelope recipients: the mailbox that gathers the mail.
+    pub envelope_to: Vec<String>,
+    /// Envelope sender policy.
+    pub envelope_from: SmtpSender,
+    /// Name sent with EHLO.
+    pub hello_name: Option<String>,
+}
+
+/// What kind of destination, with its settings.
+#[derive(Debug, Clone)]
+pub enum DestinationKind {
+    /// Re-send over SMTP.
+    Smtp(SmtpConfig),
+}
+
+/// One `[[destination]]`.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Unique name that accounts refer to.
+    pub name: String,
+    /// Kind and settings.
+    pub kind: DestinationKind,
+}
+
+impl Config {
+    /// The account called `name`.
+    #[must_use]
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// The destination called `name`.
+    #[must_use]
+    pub fn destination(&self, name: &str) -> Option<&DestinationConfig> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+
+    /// Second stage: checks everything in `raw` and resolves presets, durations and
+    /// secrets. Relative `*-file` paths are taken relative to `base` (the config file's
+    /// directory). Returns all problems, never just the first.
+    ///
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, Vec<ConfigError>> {
+        let mut cx = Checker { base, errors: Vec::new(), warnings: Vec::new() };
+        let daemon = cx.daemon(raw.daemon.unwrap_or_default());
+
+        let mut destinations = Vec::new();
+        let mut names = HashSet::new();
+        for (i, d) in raw.destination.into_iter().enumerate() {
+            let key = format!("destination[{i}]");
+            if let Some(d) = cx.destination(&key, d) {
+                if !names.insert(d.name.clone()) {
+                    cx.err(format!("{key}.name"), format!("the name {:?} is used twice", d.name));
+                }
+                destinations.push(d);
+            }
+        }
+
+        let mut accounts = Vec::new();
+        let mut account_names = HashSet::new();
+        for (i, a) in raw.account.into_iter().enumerate() {
+            let key = format!("account[{i}]");
+            if let Some(a) = cx.account(&key, a, &daemon, &names) {
+                if !account_names.insert(a.name.clone()) {
+                    cx.err(format!("{key}.name"), format!("the name {:?} is used twice", a.name));
+                }
+                accounts.push(a);
+            }
+        }
+        if accounts.is_empty() && cx.errors.is_empty() {
+            cx.err(String::new(), "no [[account]] is configured: add one (see config/mailferry.example.toml)".into());
+        }
+
+        if cx.errors.is_empty() {
+            Ok(Self { daemon, destinations, accounts, warnings: cx.warnings })
+        } else {
+            Err(cx.errors)
+        }
+    }
+}
+
+/// Collects errors while checking the raw configuration.
+struct Checker<'a> {
+    base: &'a Path,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+}
+
+const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+impl Checker<'_> {
+    fn err(&mut self, key: String, message: String) {
+        self.errors.push(ConfigError { key, line: None, message });
+    }
+
+    fn required<T>(&mut self, key: String, value: Option<T>, what: &str) -> Option<T> {
+        if value.is_none() {
+            self.err(key, format!("missing: set it to {what}"));
+        }
+        value
+    }
+
+    fn duration(&mut self, key: String, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.err(key, "must be longer than zero".into());
+                    default
+                }
+                Err(e) => {
+                    self.err(key, format!("{text:?} is not a duration ({e}); write e.g. \"90s\", \"15m\" or \"1h\""));
+                    default
+                }
+            },
+        }
+    }
+
+    fn path(&self, value: &str) -> PathBuf {
+        let p = Path::new(value);
+        if p.is_absolute() { p.to_owned() } else { self.base.join(p) }
+    }
+
+    /// Reads a secret from `*-file` or `*-env`; exactly one of them must be set.
+    fn secret(&mut self, key: &str, file: Option<String>, env: Option<String>) -> Option<Secret> {
+        match (file, env) {
+            (Some(_), Some(_)) => {
+                self.err(format!("{key}password-file"), "set either password-file or password-env, not both".into());
+                None
+            }
+            (Some(file), None) => {
+                let path = self.path(&file);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        let value = text.trim_end_matches(['\r', '\n']).to_owned();
+                        if value.is_empty() {
+                            self.err(format!("{key}password-file"), format!("{} is empty", path.display()));
+                            None
+                        } else {
+                            Some(Secret::new(value))
+                        }
+                    }
+                    Err(e) => {
+                        self.err(format!("{key}password-file"), format!("cannot read {}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(value) if !value.is_empty() => Some(Secret::new(value)),
+                _ => {
+                    self.err(format!("{key}password-env"), format!("the environment variable {var} is not set or empty"));
+                    None
+                }
+            },
+            (None, None) => {
+                self.err(format!("{key}password-file"), "missing: set password-file (a file holding only the password) or password-env".into());
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, key: String, value: Option<&str>, default: TlsMode) -> TlsMode {
+        match value {
+            None => default,
+            Some("implicit") => TlsMode::Implicit,
+            Some("starttls") => TlsMode::StartTls,
+            Some("none") => {
+                self.warnings.push(format!("{key} = \"none\": passwords and mail cross the network unencrypted"));
+                TlsMode::None
+            }
+            Some(other) => {
+                self.err(key, format!("{other:?} is not a TLS mode; use \"implicit\", \"starttls\" or \"none\""));
+                default
+            }
+        }
+    }
+
+    fn ca_file(&mut self, key: String, value: Option<&str>) -> Option<Vec<u8>> {
+        let path = self.path(value?);
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(17).any(|w| w == b"BEGIN CERTIFICATE") => Some(pem),
+            Ok(_) => {
+                self.err(key, format!("{} holds no PEM certificate", path.display()));
+                None
+            }
+            Err(e) => {
+                self.err(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn daemon(&mut self, raw: RawDaemon) -> Daemon {
+        Daemon {
+            state_dir: raw.state_dir.map_or_else(|| PathBuf::from("/var/lib/mailferry"), |d| self.path(&d)),
+            min_interval: self.duration("daemon.min-interval".into(), raw.min_interval.as_deref(), DEFAULT_MIN_INTERVAL),
+            connect_timeout: self.duration("daemon.connect-timeout".into(), raw.connect_timeout.as_deref(), Duration::from_secs(30)),
+            io_timeout: self.duration("daemon.io-timeout".into(), raw.io_timeout.as_deref(), Duration::from_secs(120)),
+        }
+    }
+
+    fn destination(&mut self, key: &str, raw: RawDestination) -> Option<DestinationConfig> {
+        let name = self.required(format!("{key}.name"), raw.name, "a name that accounts refer to");
+        match raw.kind.as_deref() {
+            Some("smtp") => {}
+            Some(other) => {
+                self.err(format!("{key}.kind"), format!("{other:?} is not a destination kind; use \"smtp\""));
+                return None;
+            }
+            None => {
+                self.err(format!("{key}.kind"), "missing: set it to \"smtp\"".into());
+                return None;
+            }
+        }
+        let host = self.required(format!("{key}.host"), raw.host, "the SMTP server's host name");
+        let tls = self.tls(format!("{key}.tls"), raw.tls.as_deref(), TlsMode::StartTls);
+        let port = raw.port.unwrap_or(match tls {
+            TlsMode::Implicit => 465,
+            TlsMode::StartTls => 587,
+            TlsMode::None => 25,
+        });
+        let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
+        let credentials = match raw.username {
+            Some(user) => self.secret(&format!("{key}."), raw.password_file, raw.password_env).map(|s| (user, s)),
+            None => {
+                if raw.password_file.is_some() || raw.password_env.is_some() {
+                    self.err(format!("{key}.username"), "missing: a password is set, so set the SMTP user name too".into());
+                }
+                None
+            }
+        };
+        let envelope_to = raw.envelope_to.unwrap_or_default();
+        if envelope_to.is_empty() {
+            self.err(format!("{key}.envelope-to"), "missing: set it to the address(es) that should receive the mail, e.g. [\"me@example.org\"]".into());
+        }
+        for (i, addr) in envelope_to.iter().enumerate() {
+            if !looks_like_address(addr) {
+                self.err(format!("{key}.envelope-to[{i}]"), format!("{addr:?} is not an email address"));
+            }
+        }
+        let envelope_from = match raw.envelope_from {
+            None => SmtpSender::FromMessage,
+            Some(a) if looks_like_address(&a) => SmtpSender::Fixed(a),
+            Some(a) => {
+                self.err(format!("{key}.envelope-from"), format!("{a:?} is not an email address"));
+                SmtpSender::FromMessage
+            }
+        };
+        Some(DestinationConfig {
+            name: name?,
+            kind: DestinationKind::Smtp(SmtpConfig {
+                endpoint: Endpoint { host: host?, port, tls, ca_pem },
+                credentials,
+                envelope_to,
+                envelope_from,
+                hello_name: raw.hello_name,
+            }),
+        })
+    }
+
+    fn account(&mut self, key: &str, raw: RawAccount, daemon: &Daemon, destinations: &HashSet<String>) -> Option<AccountConfig> {
+        let name = self.required(format!("{key}.name"), raw.name, "a short unique name, e.g. \"outlook\"");
+        if let Some(n) = &name {
+            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                self.err(format!("{key}.name"), format!("{n:?} may hold only letters, digits, '-', '_' and '.'"));
+            }
+        }
+        let provider = match raw.provider.as_deref() {
+            None => None,
+            Some(p) => {
+                let found = presets::preset(p);
+                if found.is_none() {
+                    self.err(format!("{key}.provider"), format!("{p:?} is not a known provider; use one of {} or leave it out and set host", presets::names()));
+                }
+                found
+            }
+        };
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("imap") => Protocol::Imap,
+            Some(other) => {
+                self.err(format!("{key}.protocol"), format!("{other:?} is not supported; use \"imap\""));
+                Protocol::Imap
+            }
+        };
+        let host = raw.host.or_else(|| provider.map(|p| p.imap_host.to_owned()));
+        let host = self.required(format!("{key}.host"), host, "the IMAP server's host name (or set provider)");
+        let tls = self.tls(format!("{key}.tls"), raw.tls.as_deref(), TlsMode::Implicit);
+        let port = raw.port.unwrap_or(match tls {
+            TlsMode::Implicit => 993,
+            TlsMode::StartTls | TlsMode::None => 143,
+        });
+        let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
+        let username = self.required(format!("{key}.username"), raw.username, "the login name, usually the email address");
+        let auth = self.auth(&format!("{key}.auth"), raw.auth);
+        if let (Some(p), Some(SourceAuth::Password(_))) = (provider, &auth) {
+            if p.password_login_refused {
+                self.warnings.push(format!(
+                    "{key}: {} refuses password logins, app passwords included (\"Basic authentication is disabled\"); this account needs OAuth2",
+                    p.name
+                ));
+            }
+        }
+        let folders = raw.folders.unwrap_or_else(|| vec!["INBOX".to_owned()]);
+        if folders.is_empty() {
+            self.err(format!("{key}.folders"), "is empty: list at least one folder, e.g. [\"INBOX\"]".into());
+        }
+        let mut interval = self.duration(format!("{key}.interval"), raw.interval.as_deref(), daemon.min_interval);
+        if interval < daemon.min_interval {
+            self.warnings.push(format!(
+                "{key}.interval is below daemon.min-interval; using {}",
+                humantime::format_duration(daemon.min_interval)
+            ));
+            interval = daemon.min_interval;
+        }
+        let destination = self.required(format!("{key}.destination"), raw.destination, "the name of a [[destination]]");
+        if let Some(d) = &destination {
+            if !destinations.contains(d) {
+                let known: Vec<_> = destinations.iter().map(String::as_str).collect();
+                self.err(
+                    format!("{key}.destination"),
+                    format!("no [[destination]] is named {d:?}; known: {}", if known.is_empty() { "none".into() } else { known.join(", ") }),
+                );
+            }
+        }
+        Some(AccountConfig {
+            name: name?,
+            provider,
+            protocol,
+            endpoint: Endpoint { host: host?, port, tls, ca_pem },
+            username: username?,
+            auth: auth?,
+            folders,
+            interval,
+            destination: destination?,
+        })
+    }
+
+    fn auth(&mut self, key: &str, raw: Option<RawAuth>) -> Option<SourceAuth> {
+        let Some(raw) = raw else {
+            self.err(key.to_owned(), "missing: set it to { method = \"password\", password-file = \"...\" }".into());
+            return None;
+        };
+        match raw.method.as_deref() {
+            Some("password") => self.secret(&format!("{key}."), raw.password_file, raw.password_env).map(SourceAuth::Password),
+            Some(other) => {
+                self.err(format!("{key}.method"), format!("{other:?} is not supported; use \"password\""));
+                None
+            }
+            None => {
+                self.err(format!("{key}.method"), "missing: set it to \"password\"".into());
+                None
+            }
+        }
+    }
+}
+
+/// A light check that catches typos (a missing `@`); the server has the last word.
+fn looks_like_address(a: &str) -> bool {
+    a.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !a.contains(char::is_whitespace))
+}

@@ -1,0 +1,104 @@
+//! The configuration file as written: every field optional, every value in its TOML type.
+//! [`crate::Config::from_raw`] turns this into the checked [`crate::Config`].
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// `[daemon]`
+    pub daemon: Option<RawDaemon>,
+    /// `[[destination]]`
+    #[serde(default)]
+    pub destination: Vec<RawDestination>,
+    /// `[[account]]`
+    #[serde(default)]
+    pub account: Vec<RawAccount>,
+}
+
+/// `[daemon]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RawDaemon {
+    /// Directory of the SQLite state.
+    pub state_dir: Option<String>,
+    /// Floor for every account's interval.
+    pub min_interval: Option<String>,
+    /// Timeout for DNS + TCP connect + TLS handshake.
+    pub connect_timeout: Option<String>,
+    /// Timeout for each network read or command round trip.
+    pub io_timeout: Option<String>,
+}
+
+/// `[[destination]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RawDestination {
+    /// Name that accounts refer to.
+    pub name: Option<String>,
+    /// `smtp`
+    pub kind: Option<String>,
+    /// Server host.
+    pub host: Option<String>,
+    /// Server port.
+    pub port: Option<u16>,
+    /// `implicit`, `starttls` or `none`.
+    pub tls: Option<String>,
+    /// PEM file of a private CA to trust.
+    pub tls_ca_file: Option<String>,
+    /// SMTP AUTH user name.
+    pub username: Option<String>,
+    /// File holding the SMTP password.
+    pub password_file: Option<String>,
+    /// Environment variable holding the SMTP password.
+    pub password_env: Option<String>,
+    /// Envelope recipients.
+    pub envelope_to: Option<Vec<String>>,
+    /// Fixed envelope sender.
+    pub envelope_from: Option<String>,
+    /// EHLO name.
+    pub hello_name: Option<String>,
+}
+
+/// `[[account]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RawAccount {
+    /// Unique name.
+    pub name: Option<String>,
+    /// Preset name.
+    pub provider: Option<String>,
+    /// `imap`
+    pub protocol: Option<String>,
+    /// Server host (overrides the preset).
+    pub host: Option<String>,
+    /// Server port (overrides the preset).
+    pub port: Option<u16>,
+    /// `implicit`, `starttls` or `none`.
+    pub tls: Option<String>,
+    /// PEM file of a private CA to trust.
+    pub tls_ca_file: Option<String>,
+    /// Login name.
+    pub username: Option<String>,
+    /// How to log in.
+    pub auth: Option<RawAuth>,
+    /// Folders to fetch.
+    pub folders: Option<Vec<String>>,
+    /// How often to fetch.
+    pub interval: Option<String>,
+    /// Name of a `[[destination]]`.
+    pub destination: Option<String>,
+}
+
+/// `auth = { ... }` of an account.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RawAuth {
+    /// `password`
+    pub method: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+}

@@ -1,0 +1,15 @@
+//! The vocabulary every other mailferry crate shares: raw messages, where a message came
+//! from, how an error should be handled, and the [`Source`] and [`Destination`] traits.
+//!
+//! This crate does no I/O. Adapters (IMAP, SMTP, ...) implement the traits; the engine drives
+//! them and decides what to do with a failure by its [`ErrorClass`], never by its text.
+
+#![warn(missing_docs)]
+
+mod error;
+mod message;
+mod traits;
+
+pub use error::{Classify, ErrorClass};
+pub use message::RawMessage;
+pub use traits::{Destination, FolderState, ListedMessage, Receipt, Source};

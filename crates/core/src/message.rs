@@ -1,0 +1,114 @@
+//! Raw messages as they came from the source.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// One message's bytes exactly as the source served them. mailferry never rewrites them;
+/// only a destination's wire format may transform them on the way out (SMTP's CRLF and
+/// dot-stuffing rules), and must undo that on the other side.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    bytes: Vec<u8>,
+}
+
+impl RawMessage {
+    /// Wraps the bytes of a message.
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes }
+    }
+
+    /// The message's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The size in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the message has no bytes at all (real mailboxes hold such messages).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The SHA-256 of the bytes, as lowercase hex. Together with the Message-ID this
+    /// recognises a message seen before under another UIDVALIDITY.
+    #[must_use]
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(Sha256::digest(&self.bytes))
+    }
+
+    /// The Message-ID header without angle brackets, if the message has a parseable one.
+    #[must_use]
+    pub fn message_id(&self) -> Option<String> {
+        self.header_message().and_then(|m| m.message_id().map(str::to_owned))
+    }
+
+    /// The address to use as the envelope sender when re-sending: the `Return-Path` if there
+    /// is one, else the first `From` address. `None` when neither holds an address.
+    #[must_use]
+    pub fn envelope_sender(&self) -> Option<String> {
+        let msg = self.header_message()?;
+        let from_return_path = msg
+            .return_path()
+            .as_address()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_owned);
+        from_return_path.or_else(|| {
+            msg.from()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .map(str::to_owned)
+        })
+    }
+
+    /// Parses the header block only; the body is never needed here.
+    fn header_message(&self) -> Option<mail_parser::Message<'_>> {
+        mail_parser::MessageParser::new().parse_headers(&self.bytes)
+    }
+}
+
+impl fmt::Debug for RawMessage {
+    /// Never prints the content: bodies and headers are private.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawMessage").field("len", &self.bytes.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_and_sender_come_from_headers() {
+        let m = RawMessage::new(
+            b"Return-Path: <bounce@a.example>\r\nFrom: Ann <ann@a.example>\r\nMessage-ID: <x1@a.example>\r\n\r\nhi\r\n"
+                .to_vec(),
+        );
+        assert_eq!(m.message_id().as_deref(), Some("x1@a.example"));
+        assert_eq!(m.envelope_sender().as_deref(), Some("bounce@a.example"));
+    }
+
+    #[test]
+    fn sender_falls_back_to_from_and_then_none() {
+        let m = RawMessage::new(b"From: ann@a.example\r\n\r\nhi".to_vec());
+        assert_eq!(m.envelope_sender().as_deref(), Some("ann@a.example"));
+        assert_eq!(m.message_id(), None);
+        let empty = RawMessage::new(Vec::new());
+        assert_eq!(empty.envelope_sender(), None);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn debug_hides_content() {
+        let m = RawMessage::new(b"Subject: secret\r\n\r\n".to_vec());
+        assert!(!format!("{m:?}").contains("secret"));
+    }
+}
