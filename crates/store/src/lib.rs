@@ -1,1 +1,378 @@
-//! placeholder
+//! mailferry's state in one SQLite file: the ledger of every message seen, and the history
+//! of runs. The ledger is the truth: a message counts as delivered only once its
+//! `delivered` row is committed, and nothing at the source may change before that.
+//!
+//! The file is created `0600` inside a `0700` directory, in WAL mode with
+//! `synchronous = FULL`, so that a committed delivery survives a crash or power loss.
+
+#![warn(missing_docs)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// The embedded migrations; run by [`Store::open`].
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// The file name of the database inside the state directory.
+pub const DB_FILE: &str = "mailferry.db";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory or file could not be created or secured.
+    #[error("cannot prepare the state directory {path}")]
+    Prepare {
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("cannot open the state database {path}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A query failed.
+    #[error("cannot update the state database")]
+    Query(#[from] sqlx::Error),
+    /// A value does not fit its column.
+    #[error("value out of range for the state database: {0}")]
+    Range(&'static str),
+}
+
+/// Where a message was seen: the ledger's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LedgerKey {
+    /// Account name.
+    pub account: String,
+    /// Folder name.
+    pub folder: String,
+    /// The folder's UIDVALIDITY when the message was seen.
+    pub uidvalidity: u32,
+    /// The message's UID.
+    pub uid: u32,
+}
+
+/// What the ledger says about a message about to be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// First attempt, or a retry after a temporary refusal: deliver it.
+    Fresh,
+    /// An earlier attempt was interrupted between "attempt" and its outcome (a crash, a
+    /// kill, a cut connection): it may or may not have arrived. Deliver again (SMTP is
+    /// at-least-once) and count it.
+    Interrupted,
+    /// The same bytes were already delivered from this folder under another UIDVALIDITY:
+    /// recorded as a duplicate, do not deliver.
+    Duplicate,
+}
+
+/// Facts about one message, recorded with the attempt.
+#[derive(Debug, Clone)]
+pub struct MessageFacts<'a> {
+    /// The Message-ID header, if any.
+    pub message_id: Option<&'a str>,
+    /// SHA-256 of the raw bytes, lowercase hex.
+    pub sha256: &'a str,
+    /// Size in bytes.
+    pub size: usize,
+    /// Name of the destination it goes to.
+    pub destination: &'a str,
+}
+
+/// Counts of one account's run, as stored in `runs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Messages fetched from the source.
+    pub fetched: u64,
+    /// Messages the destination accepted.
+    pub delivered: u64,
+    /// Messages not delivered because they already were (duplicates).
+    pub skipped: u64,
+    /// Messages deferred or refused.
+    pub failed: u64,
+}
+
+/// A message the destination refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Where it is.
+    pub key: LedgerKey,
+    /// Its Message-ID, if any.
+    pub message_id: Option<String>,
+    /// The destination's reason.
+    pub reason: String,
+}
+
+/// The state database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir` and runs the migrations.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created with safe permissions, or SQLite fails.
+    pub async fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        prepare_files(state_dir)?;
+        let path = state_dir.join(DB_FILE);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let open_err = |source| StoreError::Open { path: path.clone(), source };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        MIGRATOR.run(&pool).await.map_err(|e| open_err(e.into()))?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (tests with `#[sqlx::test]`).
+    #[must_use]
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// UIDs of `folder` under `uidvalidity` that need no further delivery: delivered,
+    /// refused for good, or recognised as duplicates. Everything else is new or retried.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn settled_uids(&self, account: &str, folder: &str, uidvalidity: u32) -> Result<HashSet<u32>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT uid FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
+             AND state IN ('delivered', 'refused', 'duplicate')",
+        )
+        .bind(account)
+        .bind(folder)
+        .bind(i64::from(uidvalidity))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| u32::try_from(r.get::<i64, _>(0)).map_err(|_| StoreError::Range("uid")))
+            .collect()
+    }
+
+    /// Records that `key` is about to be delivered, before anything is sent, so that a
+    /// crash during delivery is detectable. Recognises content already delivered under
+    /// another UIDVALIDITY of the same folder and records it as a duplicate instead.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn begin_attempt(&self, key: &LedgerKey, facts: &MessageFacts<'_>) -> Result<Attempt, StoreError> {
+        let now = now();
+        let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
+        let mut tx = self.pool.begin().await?;
+        let previous: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let seen_elsewhere: bool = previous.is_none()
+            && sqlx::query_scalar::<_, i64>(
+                "SELECT EXISTS (SELECT 1 FROM ledger WHERE account = ? AND folder = ? AND sha256 = ? \
+                 AND uidvalidity <> ? AND state = 'delivered' \
+                 AND message_id IS ?)",
+            )
+            .bind(&key.account)
+            .bind(&key.folder)
+            .bind(facts.sha256)
+            .bind(i64::from(key.uidvalidity))
+            .bind(facts.message_id)
+            .fetch_one(&mut *tx)
+            .await?
+                != 0;
+        let state = if seen_elsewhere { "duplicate" } else { "attempt" };
+        sqlx::query(
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, message_id, sha256, size, state, attempts, \
+             destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE SET \
+             state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, \
+             sha256 = excluded.sha256, size = excluded.size, destination = excluded.destination, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .bind(facts.message_id)
+        .bind(facts.sha256)
+        .bind(size)
+        .bind(state)
+        .bind(i64::from(!seen_elsewhere))
+        .bind(facts.destination)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(match (seen_elsewhere, previous.as_deref()) {
+            (true, _) => Attempt::Duplicate,
+            (false, Some("attempt")) => Attempt::Interrupted,
+            _ => Attempt::Fresh,
+        })
+    }
+
+    /// Records that the destination accepted `key`. Only after this returns may the source
+    /// be changed.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn mark_delivered(&self, key: &LedgerKey, destination_id: &str) -> Result<(), StoreError> {
+        self.set_state(key, "delivered", Some(destination_id), None).await
+    }
+
+    /// Records a temporary refusal: the message is tried again on the next run.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn mark_deferred(&self, key: &LedgerKey, reason: &str) -> Result<(), StoreError> {
+        self.set_state(key, "deferred", None, Some(reason)).await
+    }
+
+    /// Records a permanent refusal with the destination's reason: the message stays at the
+    /// source and is not retried automatically.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn mark_refused(&self, key: &LedgerKey, reason: &str) -> Result<(), StoreError> {
+        self.set_state(key, "refused", None, Some(reason)).await
+    }
+
+    async fn set_state(&self, key: &LedgerKey, state: &str, destination_id: Option<&str>, error: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ledger SET state = ?, destination_id = COALESCE(?, destination_id), last_error = ?, updated_at = ? \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
+        )
+        .bind(state)
+        .bind(destination_id)
+        .bind(error)
+        .bind(now())
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Messages of `account` refused for good, oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn refusals(&self, account: &str) -> Result<Vec<Refusal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT folder, uidvalidity, uid, message_id, last_error FROM ledger \
+             WHERE account = ? AND state = 'refused' ORDER BY updated_at, id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Refusal {
+                    key: LedgerKey {
+                        account: account.to_owned(),
+                        folder: r.get(0),
+                        uidvalidity: u32::try_from(r.get::<i64, _>(1)).map_err(|_| StoreError::Range("uidvalidity"))?,
+                        uid: u32::try_from(r.get::<i64, _>(2)).map_err(|_| StoreError::Range("uid"))?,
+                    },
+                    message_id: r.get(3),
+                    reason: r.get::<Option<String>, _>(4).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a run of `account`; returns its id for [`Store::finish_run`].
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn start_run(&self, account: &str) -> Result<i64, StoreError> {
+        let id = sqlx::query("INSERT INTO runs (account, started_at) VALUES (?, ?)")
+            .bind(account)
+            .bind(now())
+            .execute(&self.pool)
+            .await?
+            .last_insert_rowid();
+        Ok(id)
+    }
+
+    /// Ends run `id` with its counts and, if it stopped early, the error.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn finish_run(&self, id: i64, counts: &RunCounts, error: Option<&str>) -> Result<(), StoreError> {
+        let n = |v: u64| i64::try_from(v).map_err(|_| StoreError::Range("count"));
+        sqlx::query(
+            "UPDATE runs SET finished_at = ?, fetched = ?, delivered = ?, skipped = ?, failed = ?, error = ? WHERE id = ?",
+        )
+        .bind(now())
+        .bind(n(counts.fetched)?)
+        .bind(n(counts.delivered)?)
+        .bind(n(counts.skipped)?)
+        .bind(n(counts.failed)?)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the state directory `0700` and the database file `0600` before SQLite opens it,
+/// so that no window exists in which another user could read it.
+fn prepare_files(state_dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Prepare { path, source }
+    };
+    if !state_dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(err(state_dir))?;
+    }
+    for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal"), format!("{DB_FILE}-shm")] {
+        let path = state_dir.join(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err(&path))?;
+        }
+    }
+    let db = state_dir.join(DB_FILE);
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&db).map_err(err(&db))?;
+    Ok(())
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0)
+}
