@@ -1,1 +1,20 @@
-//! placeholder
+//! The SMTP destination: re-sends each message's raw bytes, unchanged but for what SMTP
+//! itself requires ([RFC 5321 §2.3.8] CRLF line ends, [§4.5.2] dot-stuffing, a final
+//! CRLF), to a fixed envelope recipient.
+//!
+//! lettre supplies the wire protocol; this crate drives its connection command by command,
+//! because what a reply means depends on when it comes: a 5xx to `AUTH` is the account's
+//! problem, a 5xx to `RCPT` or after `DATA` is this one message's.
+//!
+//! [RFC 5321 §2.3.8]: https://www.rfc-editor.org/rfc/rfc5321#section-2.3.8
+//! [§4.5.2]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.2
+
+#![warn(missing_docs)]
+
+mod destination;
+mod error;
+mod wire;
+
+pub use destination::{SmtpDestination, SmtpOptions, SmtpTls};
+pub use error::SmtpError;
+pub use wire::to_smtp_data;

@@ -1,0 +1,221 @@
+//! The IMAP session as a [`Source`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_imap::{Client, Session};
+use futures_util::StreamExt;
+use mailferry_core::{FolderState, ListedMessage, RawMessage, Source};
+use tracing::debug;
+
+use crate::connect::{self, ConnectOptions, Stream, Tls, timed};
+use crate::error::ImapError;
+
+/// How to log in.
+pub enum Login<'a> {
+    /// `LOGIN user password` (also app passwords).
+    Password {
+        /// Login name.
+        username: &'a str,
+        /// The password; never logged.
+        password: &'a str,
+    },
+}
+
+/// A logged-in IMAP session reading one folder at a time.
+pub struct ImapSource {
+    session: Session<Stream>,
+    io_timeout: Duration,
+}
+
+impl std::fmt::Debug for ImapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapSource").finish_non_exhaustive()
+    }
+}
+
+impl ImapSource {
+    /// Connects, secures the connection as `opts.tls` says, and logs in.
+    ///
+    /// # Errors
+    /// [`ImapError::Connect`]/[`ImapError::Timeout`] for network trouble,
+    /// [`ImapError::LoginRefused`] when the credentials are rejected.
+    pub async fn connect(opts: &ConnectOptions, login: Login<'_>) -> Result<Self, ImapError> {
+        let io = opts.io_timeout;
+        let tcp = connect::tcp(opts).await?;
+        let stream: Stream = match opts.tls {
+            Tls::Implicit => Box::new(connect::tls(opts, tcp).await?),
+            Tls::None => Box::new(tcp),
+            Tls::StartTls => {
+                let mut plain = Client::new(tcp);
+                greeting(&mut plain, io).await?;
+                timed("STARTTLS", io, plain.run_command_and_check_ok("STARTTLS", None))
+                    .await
+                    .map_err(|e| match e {
+                        ImapError::Session(async_imap::error::Error::Bad(_) | async_imap::error::Error::No(_)) => {
+                            ImapError::Unsupported("STARTTLS")
+                        }
+                        other => other,
+                    })?;
+                Box::new(connect::tls(opts, plain.into_inner()).await?)
+            }
+        };
+        let mut client = Client::new(stream);
+        if opts.tls != Tls::StartTls {
+            greeting(&mut client, io).await?;
+        }
+        let Login::Password { username, password } = login;
+        debug!(server = %opts.server(), "logging in");
+        let session = match tokio::time::timeout(io, client.login(username, password)).await {
+            Err(_) => return Err(ImapError::Timeout { step: "login", after: io }),
+            Ok(Ok(session)) => session,
+            Ok(Err((async_imap::error::Error::No(text), _))) => return Err(login_refusal(text)),
+            Ok(Err((async_imap::error::Error::Validate(_), _))) => {
+                return Err(ImapError::LoginRefused(
+                    "the user name or password holds a character IMAP LOGIN cannot carry".into(),
+                ));
+            }
+            Ok(Err((e, _))) => return Err(ImapError::Session(e)),
+        };
+        Ok(Self { session, io_timeout: io })
+    }
+
+    fn drain_unsolicited(&mut self) {
+        while self.session.unsolicited_responses.try_recv().is_ok() {}
+    }
+}
+
+/// Reads the server greeting. It must be read before the first command, or the first
+/// command's response parsing would see it.
+async fn greeting<T>(client: &mut Client<T>, io: Duration) -> Result<(), ImapError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    match tokio::time::timeout(io, client.read_response()).await {
+        Err(_) => Err(ImapError::Timeout { step: "greeting", after: io }),
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Ok(None)) => Err(ImapError::Protocol("the server closed the connection before greeting".into())),
+        Ok(Err(e)) => Err(ImapError::Session(e.into())),
+    }
+}
+
+/// A `NO` to LOGIN: refused for good, or only for now (RFC 5530 `[UNAVAILABLE]`,
+/// Microsoft's throttling).
+fn login_refusal(text: String) -> ImapError {
+    let temporary = ["[UNAVAILABLE]", "[INUSE]", "throttled", "Temporary", "temporarily"];
+    if temporary.iter().any(|t| text.contains(t)) {
+        ImapError::LoginUnavailable(text)
+    } else {
+        ImapError::LoginRefused(text)
+    }
+}
+
+/// Formats UIDs as an IMAP sequence set, merging runs: `1:3,7,9:10`.
+fn sequence_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+impl Source for ImapSource {
+    type Error = ImapError;
+
+    async fn open(&mut self, folder: &str) -> Result<FolderState, ImapError> {
+        let io = self.io_timeout;
+        let mailbox = match tokio::time::timeout(io, self.session.examine(folder)).await {
+            Err(_) => return Err(ImapError::Timeout { step: "EXAMINE", after: io }),
+            Ok(Err(async_imap::error::Error::No(reason) | async_imap::error::Error::Bad(reason))) => {
+                return Err(ImapError::Folder { folder: folder.to_owned(), reason });
+            }
+            Ok(Err(e)) => return Err(ImapError::Session(e)),
+            Ok(Ok(m)) => m,
+        };
+        let uidvalidity = mailbox
+            .uid_validity
+            .ok_or_else(|| ImapError::Protocol(format!("no UIDVALIDITY for folder {folder:?}")))?;
+        let mut messages = Vec::with_capacity(usize::try_from(mailbox.exists).unwrap_or(0));
+        if mailbox.exists > 0 {
+            let mut stream = timed("UID FETCH sizes", io, self.session.uid_fetch("1:*", "(UID RFC822.SIZE)")).await?;
+            while let Some(item) = timed("UID FETCH sizes", io, async { Ok::<_, ImapError>(stream.next().await) }).await? {
+                let fetch = item?;
+                if let Some(uid) = fetch.uid {
+                    messages.push(ListedMessage { uid, size: fetch.size.unwrap_or(0) });
+                }
+            }
+        }
+        self.drain_unsolicited();
+        messages.sort_unstable_by_key(|m| m.uid);
+        debug!(folder, uidvalidity, count = messages.len(), "folder opened");
+        Ok(FolderState { uidvalidity, messages })
+    }
+
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, RawMessage)>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let io = self.io_timeout;
+        let set = sequence_set(uids);
+        let mut by_uid = HashMap::with_capacity(uids.len());
+        {
+            let mut stream = timed("UID FETCH", io, self.session.uid_fetch(&set, "(UID BODY.PEEK[])")).await?;
+            while let Some(item) = timed("UID FETCH", io, async { Ok::<_, ImapError>(stream.next().await) }).await? {
+                let fetch = item?;
+                let Some(uid) = fetch.uid else { continue };
+                let body = fetch
+                    .body()
+                    .ok_or_else(|| ImapError::Protocol(format!("the server sent no BODY[] for UID {uid}")))?;
+                by_uid.insert(uid, RawMessage::new(body.to_vec()));
+            }
+        }
+        self.drain_unsolicited();
+        Ok(uids.iter().filter_map(|uid| by_uid.remove(uid).map(|m| (*uid, m))).collect())
+    }
+
+    async fn close(mut self) {
+        let _ = tokio::time::timeout(self.io_timeout, self.session.logout()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_sets_merge_runs() {
+        assert_eq!(sequence_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(sequence_set(&[5]), "5");
+        assert_eq!(sequence_set(&[3, 1, 2, 2]), "1:3");
+    }
+
+    #[test]
+    fn login_refusals_are_classified() {
+        use mailferry_core::{Classify, ErrorClass};
+        assert_eq!(login_refusal("[AUTHENTICATIONFAILED] Authentication failed.".into()).class(), ErrorClass::Auth);
+        assert_eq!(
+            login_refusal("[UNAVAILABLE] Temporary authentication failure. [host:2026-11-22]".into()).class(),
+            ErrorClass::Transient
+        );
+        let basic = login_refusal("LOGIN failed. Basic authentication is disabled.".into());
+        assert!(basic.hint().is_some_and(|h| h.contains("OAuth2")));
+    }
+}

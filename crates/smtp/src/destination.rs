@@ -1,0 +1,232 @@
+//! One SMTP connection, reused across messages, driven command by command.
+
+use std::time::Duration;
+
+use lettre::Address;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use mailferry_core::{Destination, RawMessage, Receipt};
+use tokio::sync::Mutex;
+use tracing::debug;
+
+use crate::error::SmtpError;
+use crate::wire::to_smtp_data;
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// `STARTTLS` after EHLO (port 587 or 25); refused if the server does not offer it.
+    StartTls,
+    /// No TLS (loopback only).
+    None,
+}
+
+/// Settings of an SMTP destination.
+#[derive(Clone)]
+pub struct SmtpOptions {
+    /// Host name or IP address; the certificate must match it.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: SmtpTls,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `AUTH` user name and password.
+    pub credentials: Option<(String, String)>,
+    /// Envelope recipients.
+    pub envelope_to: Vec<String>,
+    /// Fixed envelope sender; `None` takes it from each message.
+    pub envelope_from: Option<String>,
+    /// EHLO name; the host name when `None`.
+    pub hello_name: Option<String>,
+    /// Limit for connect + greeting + EHLO + TLS.
+    pub connect_timeout: Duration,
+    /// Limit for each later command round trip (and for sending one message's data).
+    pub io_timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Delivers messages over one SMTP connection at a time, opened lazily and reused.
+pub struct SmtpDestination {
+    opts: SmtpOptions,
+    to: Vec<Address>,
+    from: Option<Address>,
+    hello: ClientId,
+    tls: Option<TlsParameters>,
+    conn: Mutex<Option<AsyncSmtpConnection>>,
+}
+
+impl std::fmt::Debug for SmtpDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpDestination").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl SmtpDestination {
+    /// Checks the addresses and TLS settings; connects only on the first delivery.
+    ///
+    /// # Errors
+    /// [`SmtpError::Address`] for an unusable address, [`SmtpError::Connect`] for bad TLS
+    /// settings.
+    pub fn new(opts: SmtpOptions) -> Result<Self, SmtpError> {
+        let to = opts
+            .envelope_to
+            .iter()
+            .map(|a| a.parse::<Address>().map_err(|_| SmtpError::Address { what: "envelope-to", value: a.clone() }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let from = opts
+            .envelope_from
+            .as_ref()
+            .map(|a| a.parse::<Address>().map_err(|_| SmtpError::Address { what: "envelope-from", value: a.clone() }))
+            .transpose()?;
+        let tls = match opts.tls {
+            SmtpTls::None => None,
+            SmtpTls::Implicit | SmtpTls::StartTls => {
+                let mut builder = TlsParameters::builder(opts.host.clone());
+                if let Some(pem) = &opts.ca_pem {
+                    let cert = Certificate::from_pem(pem).map_err(|source| SmtpError::Connect { server: server(&opts), source })?;
+                    builder = builder.add_root_certificate(cert);
+                }
+                Some(builder.build_rustls().map_err(|source| SmtpError::Connect { server: server(&opts), source })?)
+            }
+        };
+        let hello = ClientId::Domain(opts.hello_name.clone().unwrap_or_else(local_hostname));
+        Ok(Self { opts, to, from, hello, tls, conn: Mutex::new(None) })
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let o = &self.opts;
+        let connect_err = |source| SmtpError::Connect { server: server(o), source };
+        let implicit = if o.tls == SmtpTls::Implicit { self.tls.clone() } else { None };
+        let connect = AsyncSmtpConnection::connect_tokio1((o.host.as_str(), o.port), Some(o.connect_timeout), &self.hello, implicit, None);
+        let mut conn = within("connect", o.connect_timeout, connect).await?.map_err(connect_err)?;
+        if let (SmtpTls::StartTls, Some(params)) = (o.tls, &self.tls) {
+            within("STARTTLS", o.connect_timeout, conn.starttls(params.clone(), &self.hello))
+                .await?
+                .map_err(connect_err)?;
+        }
+        if let Some((user, password)) = &o.credentials {
+            let creds = Credentials::new(user.clone(), password.clone());
+            within("AUTH", o.io_timeout, conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds))
+                .await?
+                .map_err(|e| if e.is_permanent() { SmtpError::Auth(e) } else { SmtpError::Session { step: "AUTH", source: e } })?;
+        }
+        debug!(server = %server(o), encrypted = conn.is_encrypted(), "SMTP session ready");
+        Ok(conn)
+    }
+
+    /// Ends the session politely, if one is open.
+    pub async fn close(&self) {
+        if let Some(mut conn) = self.conn.lock().await.take() {
+            let _ = tokio::time::timeout(self.opts.io_timeout, conn.quit()).await;
+        }
+    }
+
+    async fn transaction(&self, conn: &mut AsyncSmtpConnection, message: &RawMessage) -> Result<Receipt, SmtpError> {
+        let io = self.opts.io_timeout;
+        let from = self.from.clone().or_else(|| message.envelope_sender().and_then(|a| a.parse().ok()));
+        let mut params = Vec::new();
+        if !message.as_bytes().is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let ascii = |a: &Address| <Address as AsRef<str>>::as_ref(a).is_ascii();
+        let utf8 = from.as_ref().is_some_and(|a| !ascii(a)) || self.to.iter().any(|a| !ascii(a));
+        if utf8 && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        reply("MAIL", within("MAIL", io, conn.command(Mail::new(from, params))).await?)?;
+        for to in &self.to {
+            reply("RCPT", within("RCPT", io, conn.command(Rcpt::new(to.clone(), Vec::new()))).await?)?;
+        }
+        reply("DATA", within("DATA", io, conn.command(Data)).await?)?;
+        let data = to_smtp_data(message.as_bytes());
+        let response = reply("message data", within("message data", io, conn.message_iter(data.chunks(64 * 1024))).await?)?;
+        let text = response.message().collect::<Vec<_>>().join(" ");
+        Ok(Receipt { id: format!("{} {text}", response.code()) })
+    }
+}
+
+impl Destination for SmtpDestination {
+    type Error = SmtpError;
+
+    async fn deliver(&self, message: &RawMessage) -> Result<Receipt, SmtpError> {
+        if message.is_empty() {
+            return Err(SmtpError::Refused {
+                reply: "the message is empty (0 bytes); SMTP has no way to carry an empty message".into(),
+            });
+        }
+        let mut guard = self.conn.lock().await;
+        let reused = guard.as_ref().is_some_and(|c| !c.has_broken());
+        if !reused {
+            *guard = Some(self.connect().await?);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(SmtpError::Refused { reply: "internal: no SMTP connection".into() });
+        };
+        let mut result = self.transaction(conn, message).await;
+        // A reused connection may have been closed by the server while idle. Nothing of this
+        // message was accepted if MAIL already failed on the network, so one retry is safe.
+        if reused && matches!(&result, Err(SmtpError::Session { step: "MAIL", .. })) {
+            *guard = Some(self.connect().await?);
+            if let Some(conn) = guard.as_mut() {
+                result = self.transaction(conn, message).await;
+            }
+        }
+        match &result {
+            Ok(_) => {}
+            Err(SmtpError::Deferred { .. } | SmtpError::Refused { .. }) => {
+                let reset = match guard.as_mut() {
+                    Some(conn) => matches!(tokio::time::timeout(self.opts.io_timeout, conn.command(Rset)).await, Ok(Ok(_))),
+                    None => false,
+                };
+                if !reset {
+                    *guard = None;
+                }
+            }
+            Err(_) => *guard = None,
+        }
+        result
+    }
+}
+
+/// What a reply means at this point of the transaction.
+fn reply(step: &'static str, r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
+    r.map_err(|e| match e.status() {
+        // 421: the server is closing the channel; the connection is gone, not the message.
+        Some(code) if code.to_string() == "421" => SmtpError::Session { step, source: e },
+        Some(_) if e.is_transient() => SmtpError::Deferred { reply: e.to_string() },
+        Some(_) => SmtpError::Refused { reply: e.to_string() },
+        None => SmtpError::Session { step, source: e },
+    })
+}
+
+async fn within<T>(step: &'static str, limit: Duration, fut: impl Future<Output = T>) -> Result<T, SmtpError> {
+    tokio::time::timeout(limit, fut).await.map_err(|_| SmtpError::Timeout { step, after: limit })
+}
+
+fn server(o: &SmtpOptions) -> String {
+    format!("{}:{}", o.host, o.port)
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
