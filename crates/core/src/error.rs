@@ -37,4 +37,12 @@ pub trait Classify {
     fn hint(&self) -> Option<&'static str> {
         None
     }
+
+    /// For a delivery error: whether the destination may have accepted the message anyway
+    /// (the connection broke after the data was sent, before the reply). Such a delivery
+    /// stays "attempted" in the ledger and is reported as a possible duplicate when it is
+    /// re-sent; every other failure is known not to have delivered.
+    fn may_have_arrived(&self) -> bool {
+        false
+    }
 }

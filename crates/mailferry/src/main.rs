@@ -1,1 +1,248 @@
-fn main() {}
+//! The `mailferry` command: parses the command line, sets up logging, loads the
+//! configuration, opens the store, and hands over to the engine. Everything else lives in
+//! the library crates.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailferry_config::Config;
+use mailferry_engine::{AccountReport, Observer, RunOptions};
+use mailferry_store::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Gathers mail from your other mailboxes into the one you read.
+#[derive(Debug, Parser)]
+#[command(name = "mailferry", version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "MAILFERRY_CONFIG", default_value = "/etc/mailferry/mailferry.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run as a service: fetch every account at its interval until stopped.
+    Run,
+    /// Fetch every account (or one) once, print a summary per account, and exit.
+    Once {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Show what is new without fetching, delivering or recording anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the configuration file and exit.
+    CheckConfig,
+}
+
+/// Exit codes: 0 all good, 1 something failed (details printed), 2 bad configuration.
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Run));
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        warn!("a TLS crypto provider was already installed");
+    }
+    let config = match mailferry_config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mailferry: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    if matches!(cli.command, Command::CheckConfig) {
+        println!(
+            "{}: ok ({} account{}, {} destination{})",
+            cli.config.display(),
+            config.accounts.len(),
+            if config.accounts.len() == 1 { "" } else { "s" },
+            config.destinations.len(),
+            if config.destinations.len() == 1 { "" } else { "s" },
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Command::Once { account: Some(name), .. } = &cli.command {
+        if config.account(name).is_none() {
+            let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+            eprintln!("mailferry: --account {name:?}: no such account in {}; known: {}", cli.config.display(), known.join(", "));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailferry: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailferry: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn init_logging(service: bool) {
+    let default = if service { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.daemon.state_dir)
+        .await
+        .with_context(|| format!("cannot open the state in {}", config.daemon.state_dir.display()))?;
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    let code = match command {
+        Command::Once { account, dry_run } => once(&config, &store, RunOptions { account, dry_run }, &cancel).await,
+        Command::Run => {
+            service(&config, &store, &cancel).await;
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => ExitCode::SUCCESS,
+    };
+    store.close().await;
+    Ok(code)
+}
+
+async fn once(config: &Config, store: &Store, opts: RunOptions, cancel: &CancellationToken) -> ExitCode {
+    let bar = Progress::new();
+    let reports = mailferry_engine::run_once(config, store, &opts, &bar, cancel).await;
+    bar.finish();
+    for r in &reports {
+        print_report(r, opts.dry_run);
+    }
+    if reports.iter().any(AccountReport::failed) { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+}
+
+fn print_report(r: &AccountReport, dry_run: bool) {
+    if dry_run {
+        println!("{}: {} new (dry run: nothing fetched or delivered)", r.account, r.new);
+    } else {
+        let c = &r.counts;
+        let mut line = format!(
+            "{}: fetched {}, delivered {}, skipped {}, failed {}",
+            r.account, c.fetched, c.delivered, c.skipped, c.failed
+        );
+        if r.resent > 0 {
+            line.push_str(&format!(" ({} re-sent after an interrupted attempt)", r.resent));
+        }
+        println!("{line}");
+    }
+    for p in &r.deferred {
+        println!("  deferred {} UID {} {}: {}", p.folder, p.uid, p.message_id.as_deref().map_or(String::new(), |m| format!("<{m}>")), p.reason);
+    }
+    for p in &r.refused {
+        println!("  refused {} UID {} {}: {}", p.folder, p.uid, p.message_id.as_deref().map_or(String::new(), |m| format!("<{m}>")), p.reason);
+    }
+    if let Some(e) = &r.error {
+        println!("  error: account {:?}: {}", r.account, e.message);
+        if let Some(h) = e.hint {
+            println!("  hint: {h}");
+        }
+    }
+}
+
+/// A minimal service loop: every account on its own timer, until SIGTERM or SIGINT.
+/// A failing account is retried at its next tick and never delays the others.
+async fn service(config: &Config, store: &Store, cancel: &CancellationToken) {
+    info!(accounts = config.accounts.len(), "mailferry started");
+    let tasks = config.accounts.iter().map(|account| async move {
+        let opts = RunOptions { account: Some(account.name.clone()), dry_run: false };
+        loop {
+            let reports = mailferry_engine::run_once(config, store, &opts, &(), cancel).await;
+            for r in &reports {
+                if let Some(e) = &r.error {
+                    warn!(account = %r.account, cause = %e.message, hint = e.hint.unwrap_or(""), "run failed");
+                }
+            }
+            let wait = account.interval + jitter(account.interval / 10);
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+    futures_util::future::join_all(tasks).await;
+    info!("mailferry stopped");
+}
+
+/// Up to `max`, different per call.
+fn jitter(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    max.mul_f64(f64::from(nanos) / 1e9)
+}
+
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot listen for signals");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("stopping after the message in flight");
+    cancel.cancel();
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Self { bar }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for Progress {
+    fn planned(&self, account: &str, folder: &str, _messages: usize, bytes: u64) {
+        self.bar.inc_length(bytes);
+        self.bar.set_message(format!("{account}/{folder}"));
+    }
+
+    fn done(&self, _account: &str, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+}

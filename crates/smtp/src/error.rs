@@ -79,4 +79,11 @@ impl Classify for SmtpError {
             _ => None,
         }
     }
+
+    fn may_have_arrived(&self) -> bool {
+        matches!(
+            self,
+            Self::Session { step: "message data", .. } | Self::Timeout { step: "message data", .. }
+        )
+    }
 }

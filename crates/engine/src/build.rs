@@ -1,0 +1,46 @@
+//! Turns configuration into adapters.
+
+use mailferry_config::{AccountConfig, Daemon, DestinationConfig, DestinationKind, SmtpSender, SourceAuth, TlsMode};
+use mailferry_imap::{ConnectOptions, ImapError, ImapSource, Login, Tls};
+use mailferry_smtp::{SmtpDestination, SmtpError, SmtpOptions, SmtpTls};
+
+pub(crate) async fn connect_source(account: &AccountConfig, daemon: &Daemon) -> Result<ImapSource, ImapError> {
+    let e = &account.endpoint;
+    let opts = ConnectOptions {
+        host: e.host.clone(),
+        port: e.port,
+        tls: match e.tls {
+            TlsMode::Implicit => Tls::Implicit,
+            TlsMode::StartTls => Tls::StartTls,
+            TlsMode::None => Tls::None,
+        },
+        ca_pem: e.ca_pem.clone(),
+        connect_timeout: daemon.connect_timeout,
+        io_timeout: daemon.io_timeout,
+    };
+    let SourceAuth::Password(password) = &account.auth;
+    ImapSource::connect(&opts, Login::Password { username: &account.username, password: password.expose() }).await
+}
+
+pub(crate) fn destination(dest: &DestinationConfig, daemon: &Daemon) -> Result<SmtpDestination, SmtpError> {
+    let DestinationKind::Smtp(s) = &dest.kind;
+    SmtpDestination::new(SmtpOptions {
+        host: s.endpoint.host.clone(),
+        port: s.endpoint.port,
+        tls: match s.endpoint.tls {
+            TlsMode::Implicit => SmtpTls::Implicit,
+            TlsMode::StartTls => SmtpTls::StartTls,
+            TlsMode::None => SmtpTls::None,
+        },
+        ca_pem: s.endpoint.ca_pem.clone(),
+        credentials: s.credentials.as_ref().map(|(u, p)| (u.clone(), p.expose().to_owned())),
+        envelope_to: s.envelope_to.clone(),
+        envelope_from: match &s.envelope_from {
+            SmtpSender::FromMessage => None,
+            SmtpSender::Fixed(a) => Some(a.clone()),
+        },
+        hello_name: s.hello_name.clone(),
+        connect_timeout: daemon.connect_timeout,
+        io_timeout: daemon.io_timeout,
+    })
+}

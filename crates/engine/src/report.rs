@@ -1,0 +1,72 @@
+//! What one run of one account did.
+
+use mailferry_core::{Classify, ErrorClass};
+use mailferry_store::RunCounts;
+
+/// A message that was not delivered in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageProblem {
+    /// Folder it is in.
+    pub folder: String,
+    /// Its UID.
+    pub uid: u32,
+    /// Its Message-ID, if any.
+    pub message_id: Option<String>,
+    /// The destination's words.
+    pub reason: String,
+}
+
+/// An error that ended an account's run early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// How it is handled.
+    pub class: ErrorClass,
+    /// The full chain of causes, `: `-separated.
+    pub message: String,
+    /// What the user can do about it.
+    pub hint: Option<&'static str>,
+}
+
+impl ErrorReport {
+    /// Captures `err` with its chain of causes.
+    pub fn from_error<E: std::error::Error + Classify>(err: &E) -> Self {
+        let mut message = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        Self { class: err.class(), message, hint: err.hint() }
+    }
+}
+
+/// The outcome of one account's run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountReport {
+    /// Account name.
+    pub account: String,
+    /// The counts stored in the `runs` table.
+    pub counts: RunCounts,
+    /// Messages found new at the source (the only count in a dry run).
+    pub new: u64,
+    /// Deliveries repeated because an earlier attempt's outcome was never recorded.
+    pub resent: u64,
+    /// Messages refused for now; tried again next run.
+    pub deferred: Vec<MessageProblem>,
+    /// Messages refused for good; they stay at the source.
+    pub refused: Vec<MessageProblem>,
+    /// Why the run ended early, if it did.
+    pub error: Option<ErrorReport>,
+}
+
+impl AccountReport {
+    /// Whether anything in this run needs the user's attention.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || !self.deferred.is_empty() || !self.refused.is_empty()
+    }
+}

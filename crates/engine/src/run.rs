@@ -1,0 +1,304 @@
+//! `run_once`: every selected account, once, side by side.
+
+use mailferry_config::{AccountConfig, Config};
+use mailferry_core::{Classify, Destination, ErrorClass, ListedMessage, RawMessage, Source};
+use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::build;
+use crate::report::{AccountReport, ErrorReport, MessageProblem};
+
+/// A fetch batch holds at most this many messages...
+const BATCH_MESSAGES: usize = 64;
+/// ...and at most this many announced bytes (but always at least one message).
+const BATCH_BYTES: u64 = 2 * 1024 * 1024;
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only this account (by name); all accounts when `None`.
+    pub account: Option<String>,
+    /// List what is new, fetch and deliver nothing, record nothing.
+    pub dry_run: bool,
+}
+
+/// Progress callbacks, for a progress bar. Called from the accounts' tasks.
+pub trait Observer: Send + Sync {
+    /// `messages` new messages totalling `bytes` are about to be fetched from `folder`.
+    fn planned(&self, account: &str, folder: &str, messages: usize, bytes: u64) {
+        let _ = (account, folder, messages, bytes);
+    }
+    /// One message of `bytes` is done with (delivered, skipped or failed).
+    fn done(&self, account: &str, bytes: u64) {
+        let _ = (account, bytes);
+    }
+}
+
+impl Observer for () {}
+
+/// Runs every account of `config` (or the one named in `opts`) once, concurrently, and
+/// returns one report per account in configuration order. Stops between messages when
+/// `cancel` fires.
+pub async fn run_once(
+    config: &Config,
+    store: &Store,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> Vec<AccountReport> {
+    let accounts = config
+        .accounts
+        .iter()
+        .filter(|a| opts.account.as_ref().is_none_or(|n| *n == a.name));
+    let runs = accounts.map(|account| {
+        let span = info_span!("account", account = %account.name);
+        run_account(config, account, store, opts, observer, cancel).instrument(span)
+    });
+    futures_util::future::join_all(runs).await
+}
+
+/// Why an account's run ended early.
+enum Stop {
+    Source(mailferry_imap::ImapError),
+    Destination(mailferry_smtp::SmtpError),
+    Store(StoreError),
+}
+
+impl Stop {
+    fn report(&self) -> ErrorReport {
+        match self {
+            Self::Source(e) => ErrorReport::from_error(e),
+            Self::Destination(e) => ErrorReport::from_error(e),
+            Self::Store(e) => {
+                let mut r = ErrorReport::from_error(&StoreFailure(e));
+                r.hint = Some("check the state directory's disk space and permissions");
+                r
+            }
+        }
+    }
+}
+
+/// Gives store errors a class so they report like the others.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct StoreFailure<'a>(&'a StoreError);
+
+impl Classify for StoreFailure<'_> {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+async fn run_account(
+    config: &Config,
+    account: &AccountConfig,
+    store: &Store,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> AccountReport {
+    let mut report = AccountReport { account: account.name.clone(), ..AccountReport::default() };
+    let run_id = if opts.dry_run { None } else { store.start_run(&account.name).await.ok() };
+    let outcome = pipeline(config, account, store, opts, observer, cancel, &mut report).await;
+    if let Err(stop) = outcome {
+        let r = stop.report();
+        warn!(cause = %r.message, class = ?r.class, "run ended early");
+        report.error = Some(r);
+    }
+    if let Some(id) = run_id {
+        let error = report.error.as_ref().map(|e| e.message.as_str());
+        if let Err(e) = store.finish_run(id, &report.counts, error).await {
+            warn!(cause = %e, "cannot record the run");
+        }
+    }
+    info!(
+        fetched = report.counts.fetched,
+        delivered = report.counts.delivered,
+        skipped = report.counts.skipped,
+        failed = report.counts.failed,
+        "run finished"
+    );
+    report
+}
+
+async fn pipeline(
+    config: &Config,
+    account: &AccountConfig,
+    store: &Store,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let dest_config = config
+        .destination(&account.destination)
+        .ok_or_else(|| Stop::Destination(mailferry_smtp::SmtpError::Address { what: "destination", value: account.destination.clone() }))?;
+    let destination = build::destination(dest_config, &config.daemon).map_err(Stop::Destination)?;
+    let mut source = build::connect_source(account, &config.daemon).await.map_err(Stop::Source)?;
+    let result = async {
+        for folder in &account.folders {
+            if cancel.is_cancelled() {
+                break;
+            }
+            gather_folder(account, folder, &mut source, &destination, &dest_config.name, store, opts, observer, cancel, report).await?;
+        }
+        Ok(())
+    }
+    .await;
+    source.close().await;
+    destination.close().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn gather_folder(
+    account: &AccountConfig,
+    folder: &str,
+    source: &mut mailferry_imap::ImapSource,
+    destination: &mailferry_smtp::SmtpDestination,
+    destination_name: &str,
+    store: &Store,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let state = source.open(folder).await.map_err(Stop::Source)?;
+    let settled = store.settled_uids(&account.name, folder, state.uidvalidity).await.map_err(Stop::Store)?;
+    let new: Vec<ListedMessage> = state.messages.into_iter().filter(|m| !settled.contains(&m.uid)).collect();
+    report.new += new.len() as u64;
+    debug!(folder, new = new.len(), settled = settled.len(), "listed");
+    if opts.dry_run || new.is_empty() {
+        return Ok(());
+    }
+    observer.planned(&account.name, folder, new.len(), new.iter().map(|m| u64::from(m.size)).sum());
+
+    for batch in batches(&new) {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
+        let fetched = source.fetch(&uids).await.map_err(Stop::Source)?;
+        for (uid, message) in fetched {
+            report.counts.fetched += 1;
+            let key = LedgerKey { account: account.name.clone(), folder: folder.to_owned(), uidvalidity: state.uidvalidity, uid };
+            let size = message.len() as u64;
+            let outcome = deliver_one(&key, &message, destination, destination_name, store, report).await;
+            observer.done(&account.name, size);
+            outcome?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the attempt, delivers, records the outcome.
+async fn deliver_one(
+    key: &LedgerKey,
+    message: &RawMessage,
+    destination: &mailferry_smtp::SmtpDestination,
+    destination_name: &str,
+    store: &Store,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let message_id = message.message_id();
+    let sha256 = message.sha256_hex();
+    let facts = MessageFacts { message_id: message_id.as_deref(), sha256: &sha256, size: message.len(), destination: destination_name };
+    match store.begin_attempt(key, &facts).await.map_err(Stop::Store)? {
+        Attempt::Duplicate => {
+            debug!(uid = key.uid, "already delivered under an earlier UIDVALIDITY");
+            report.counts.skipped += 1;
+            return Ok(());
+        }
+        Attempt::Interrupted => {
+            warn!(uid = key.uid, "an earlier delivery of this message was interrupted; sending it again");
+            report.resent += 1;
+        }
+        Attempt::Fresh => {}
+    }
+    match destination.deliver(message).await {
+        Ok(receipt) => {
+            store.mark_delivered(key, &receipt.id).await.map_err(Stop::Store)?;
+            debug!(uid = key.uid, reply = %receipt.id, "delivered");
+            report.counts.delivered += 1;
+            Ok(())
+        }
+        Err(e) => {
+            let problem = || MessageProblem {
+                folder: key.folder.clone(),
+                uid: key.uid,
+                message_id: message_id.clone(),
+                reason: ErrorReport::from_error(&e).message,
+            };
+            match e.class() {
+                ErrorClass::Deferred => {
+                    let p = problem();
+                    warn!(uid = key.uid, reason = %p.reason, "delivery deferred; will retry next run");
+                    store.mark_deferred(key, &p.reason).await.map_err(Stop::Store)?;
+                    report.counts.failed += 1;
+                    report.deferred.push(p);
+                    Ok(())
+                }
+                ErrorClass::Refused => {
+                    let p = problem();
+                    warn!(uid = key.uid, reason = %p.reason, "delivery refused; the message stays at the source");
+                    store.mark_refused(key, &p.reason).await.map_err(Stop::Store)?;
+                    report.counts.failed += 1;
+                    report.refused.push(p);
+                    Ok(())
+                }
+                _ => {
+                    if !e.may_have_arrived() {
+                        let reason = ErrorReport::from_error(&e).message;
+                        store.mark_deferred(key, &reason).await.map_err(Stop::Store)?;
+                    }
+                    report.counts.failed += 1;
+                    Err(Stop::Destination(e))
+                }
+            }
+        }
+    }
+}
+
+/// Splits `messages` into fetch batches bounded by count and announced size.
+fn batches(messages: &[ListedMessage]) -> impl Iterator<Item = &[ListedMessage]> {
+    let mut rest = messages;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0u64;
+        let mut n = 0;
+        while n < rest.len() && n < BATCH_MESSAGES {
+            let size = u64::from(rest[n].size);
+            if n > 0 && bytes + size > BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        Some(batch)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(sizes: &[u32]) -> Vec<ListedMessage> {
+        sizes.iter().enumerate().map(|(i, &size)| ListedMessage { uid: u32::try_from(i).unwrap_or(0) + 1, size }).collect()
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes_but_always_progress() {
+        let many = listed(&[10; 200]);
+        let sizes: Vec<usize> = batches(&many).map(<[_]>::len).collect();
+        assert_eq!(sizes, [64, 64, 64, 8]);
+        let big = listed(&[5_000_000, 1_000_000, 1_000_000, 300_000]);
+        let sizes: Vec<usize> = batches(&big).map(<[_]>::len).collect();
+        assert_eq!(sizes, [1, 2, 1]);
+        assert_eq!(batches(&[]).count(), 0);
+    }
+}
