@@ -88,11 +88,11 @@ fn find_line(text: &str, root: &DeTable<'_>, key: &str) -> Option<usize> {
             Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (segment, None),
         };
-        let (k, v) = table.get_key_value(name)?;
+        let Some((k, v)) = table.get_key_value(name) else { return best };
         best = Some(line_of(text, k.span().start));
         let mut value = v.get_ref();
         if let (Some(i), DeValue::Array(items)) = (index, value) {
-            let item = items.get(i)?;
+            let Some(item) = items.get(i) else { return best };
             best = Some(line_of(text, item.span().start));
             value = item.get_ref();
         }

@@ -1,1 +1,390 @@
-//! placeholder
+//! Real servers for mailferry's tests, private to one test and on 127.0.0.1 only:
+//!
+//! - [`Pki`]: a CA generated per run and a server certificate it signs (rustls refuses a
+//!   self-signed certificate used directly as a server certificate);
+//! - [`Dovecot`]: a private Dovecot instance (IMAP with TLS) with its own config, state and
+//!   Maildir in a temporary directory; never touches `/etc/dovecot`;
+//! - [`SmtpReceiver`]: aiosmtpd running `py/smtp_receiver.py`, storing what it accepts;
+//! - [`fixtures`]: message bytes for the tests.
+//!
+//! Helpers panic with a message on failure: they only run inside tests.
+
+#![warn(missing_docs)]
+#![allow(clippy::missing_panics_doc)]
+
+pub mod fixtures;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A test CA and a server certificate for `localhost` and `127.0.0.1`.
+#[derive(Debug)]
+pub struct Pki {
+    /// The CA certificate (PEM): what clients trust (`tls-ca-file`).
+    pub ca_pem: PathBuf,
+    /// Server certificate followed by the CA (PEM).
+    pub chain_pem: PathBuf,
+    /// Server private key (PEM).
+    pub key_pem: PathBuf,
+}
+
+impl Pki {
+    /// Generates a fresh CA and server certificate into `dir`.
+    #[must_use]
+    pub fn generate(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "mailferry test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+        leaf.distinguished_name.push(DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf certificate");
+
+        let pki = Self { ca_pem: dir.join("ca.pem"), chain_pem: dir.join("server-chain.pem"), key_pem: dir.join("server.key") };
+        std::fs::write(&pki.ca_pem, ca_cert.pem()).expect("write CA");
+        std::fs::write(&pki.chain_pem, format!("{}{}", leaf_cert.pem(), ca_cert.pem())).expect("write chain");
+        std::fs::write(&pki.key_pem, leaf_key.serialize_pem()).expect("write key");
+        std::fs::set_permissions(&pki.key_pem, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        pki
+    }
+}
+
+/// The user every test mailbox belongs to.
+pub const USER: &str = "alice@test.example";
+/// That user's password.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A private Dovecot serving IMAP over implicit TLS, IMAP with STARTTLS, on 127.0.0.1.
+pub struct Dovecot {
+    dir: TempDir,
+    /// The certificates Dovecot presents.
+    pub pki: Pki,
+    /// Port of IMAP with implicit TLS.
+    pub imaps_port: u16,
+    /// Port of IMAP with STARTTLS.
+    pub imap_port: u16,
+    uid: u32,
+    gid: u32,
+}
+
+impl std::fmt::Debug for Dovecot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dovecot").field("dir", &self.dir.path()).field("imaps_port", &self.imaps_port).finish_non_exhaustive()
+    }
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+impl Dovecot {
+    /// Starts a private instance; panics with Dovecot's log if it does not come up.
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("mailferry-dovecot-").tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let pki = Pki::generate(dir.path());
+        // Dovecot refuses to deliver mail as root; when the tests run as root, mail
+        // belongs to nobody, otherwise to the current user.
+        let me = std::fs::metadata(dir.path()).expect("meta");
+        let (uid, gid) = if me.uid() == 0 { (65534, 65534) } else { (me.uid(), me.gid()) };
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join("Maildir").join("cur")).expect("mkdir");
+        for sub in ["new", "tmp"] {
+            std::fs::create_dir_all(home.join("Maildir").join(sub)).expect("mkdir");
+        }
+        std::fs::write(dir.path().join("passwd"), format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n")).expect("passwd");
+        let mut d = Self { dir, pki, imaps_port: 0, imap_port: 0, uid, gid };
+        d.chown_tree(&home);
+        let mut last_log = String::new();
+        for _ in 0..8 {
+            d.imaps_port = random_port();
+            d.imap_port = random_port();
+            d.write_config();
+            let status = Command::new("dovecot")
+                .arg("-c")
+                .arg(d.dir.path().join("dovecot.conf"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("cannot run dovecot: install dovecot-imapd (scripts/test does)");
+            if status.success() && wait_listening(d.imaps_port) && wait_listening(d.imap_port) {
+                return d;
+            }
+            last_log = d.log();
+            d.stop();
+        }
+        panic!("dovecot did not start; its log:\n{last_log}");
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path().display();
+        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        let conf = format!(
+            r#"# private test instance written by mailferry-testkit
+instance_name = mailferry-test-{pid}-{n}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+info_log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{d}/server-chain.pem
+ssl_key = <{d}/server.key
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+auth_cache_size = 0
+auth_failure_delay = 0
+mail_location = maildir:~/Maildir
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+first_valid_gid = {gid}
+last_valid_gid = {gid}
+mail_fsync = never
+passdb {{
+  driver = passwd-file
+  args = {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={d}/home allow_all_users=yes
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0600
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"#,
+            pid = std::process::id(),
+            uid = self.uid,
+            gid = self.gid,
+            imap = self.imap_port,
+            imaps = self.imaps_port,
+        );
+        std::fs::write(self.dir.path().join("dovecot.conf"), conf).expect("write dovecot.conf");
+    }
+
+    /// The Maildir directory of `folder` (`INBOX` is the Maildir root).
+    #[must_use]
+    pub fn folder_dir(&self, folder: &str) -> PathBuf {
+        let root = self.dir.path().join("home").join("Maildir");
+        if folder == "INBOX" { root } else { root.join(format!(".{folder}")) }
+    }
+
+    /// Puts `bytes` into `folder` as an unread message, exactly as given.
+    pub fn add_message(&self, folder: &str, bytes: &[u8]) {
+        let dir = self.folder_dir(folder);
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        }
+        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}.M{n}P{}.testkit:2,", 1_700_000_000 + n, std::process::id());
+        let path = dir.join("cur").join(name);
+        std::fs::write(&path, bytes).expect("write message");
+        self.chown_tree(&dir);
+    }
+
+    /// Maildir file names in `folder`'s `cur/`, to check flags (`:2,` = unread, no flags).
+    #[must_use]
+    pub fn message_files(&self, folder: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.folder_dir(folder).join("cur"))
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Forgets `folder`'s UIDs (its uidlist and indexes), as when a mailbox is recreated: the
+    /// same messages come back under a new UIDVALIDITY. Waits past the current second,
+    /// since Dovecot derives a new UIDVALIDITY from the clock.
+    pub fn reset_uidvalidity(&self, folder: &str) {
+        let dir = self.folder_dir(folder);
+        for entry in std::fs::read_dir(&dir).expect("read folder").filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("dovecot") {
+                std::fs::remove_file(entry.path()).expect("remove index");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+
+    fn chown_tree(&self, path: &Path) {
+        if std::fs::metadata(path).map(|m| m.uid() == self.uid).unwrap_or(false) && self.uid != 65534 {
+            return;
+        }
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", self.uid, self.gid))
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown failed");
+    }
+
+    fn stop(&self) {
+        let pid_file = self.dir.path().join("run").join("master.pid");
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            let pid = pid.trim().to_owned();
+            let _ = Command::new("kill").arg(&pid).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Dovecot's log so far, for assertion messages.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn random_port() -> u16 {
+    // Dovecot binds its own sockets, so a port cannot be handed over; start() retries on
+    // another port when one is taken, instead of probing first (which races).
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    let mixed = u64::from(seed).wrapping_mul(6_364_136_223_846_793_005).wrapping_add(n.wrapping_mul(1_442_695_040_888_963_407)) >> 33;
+    20_000 + u16::try_from(mixed % 40_000).expect("port in range")
+}
+
+fn wait_listening(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// One message the receiver accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The bytes as received, after SMTP's dot-unstuffing.
+    pub raw: Vec<u8>,
+    /// The envelope sender (`<>` as an empty string).
+    pub mail_from: String,
+    /// The envelope recipients.
+    pub rcpt_tos: Vec<String>,
+    /// MAIL FROM parameters (e.g. `BODY=8BITMIME`).
+    pub mail_options: Vec<String>,
+}
+
+/// A real SMTP server (aiosmtpd) on 127.0.0.1 that stores what it accepts.
+pub struct SmtpReceiver {
+    child: Child,
+    dir: TempDir,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for SmtpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpReceiver").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl SmtpReceiver {
+    /// Starts the receiver; with `pki` it offers STARTTLS with that certificate.
+    #[must_use]
+    pub fn start(pki: Option<&Pki>) -> Self {
+        let dir = tempfile::Builder::new().prefix("mailferry-smtp-").tempdir().expect("tempdir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py").join("smtp_receiver.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(dir.path()).arg("--slow-seconds").arg("3");
+        if let Some(pki) = pki {
+            cmd.arg("--tls-cert").arg(&pki.chain_pem).arg("--tls-key").arg(&pki.key_pem);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run python3: scripts/test installs it with aiosmtpd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read receiver port");
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP receiver did not start (is aiosmtpd installed?); it said {line:?}"));
+        Self { child, dir, port }
+    }
+
+    /// Everything accepted so far, in arrival order.
+    #[must_use]
+    pub fn messages(&self) -> Vec<Received> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .expect("read receiver dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|p| {
+                let raw = std::fs::read(&p).expect("read message");
+                let env: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(p.with_extension("json")).expect("read envelope")).expect("envelope json");
+                let strings = |v: &serde_json::Value| -> Vec<String> {
+                    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+                };
+                Received {
+                    raw,
+                    mail_from: env["mail_from"].as_str().unwrap_or_default().to_owned(),
+                    rcpt_tos: strings(&env["rcpt_tos"]),
+                    mail_options: strings(&env["mail_options"]),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

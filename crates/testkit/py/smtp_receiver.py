@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""A real SMTP receiver for mailferry's tests: aiosmtpd on 127.0.0.1, storing every
+accepted message byte-for-byte (after SMTP's own dot-unstuffing) as NNNNNN.eml, with its
+envelope in NNNNNN.json.
+
+It binds port 0 itself and prints "PORT <n>" on stdout once listening, so that the caller
+never probes for a free port. Behaviour for tests is chosen by a header in the message:
+
+  X-Test-Smtp: 451-once   first attempt gets 451, later attempts are accepted
+  X-Test-Smtp: 550        always 550
+  X-Test-Smtp: slow       the reply to DATA comes after --slow-seconds
+
+Command-line:  smtp_receiver.py OUT_DIR [--tls-cert F --tls-key F] [--slow-seconds S]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import ssl
+import sys
+
+from aiosmtpd.smtp import SMTP
+
+
+class Handler:
+    def __init__(self, out_dir, slow_seconds):
+        self.out_dir = out_dir
+        self.slow_seconds = slow_seconds
+        self.count = 0
+        self.tempfailed = set()
+
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.original_content or b""
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        m = re.search(rb"^X-Test-Smtp: *(\S+)", head, re.M | re.I)
+        mode = m.group(1).decode() if m else ""
+        key = re.search(rb"^Message-ID: *(\S+)", head, re.M | re.I)
+        key = key.group(1) if key else raw[:200]
+        if mode == "451-once" and key not in self.tempfailed:
+            self.tempfailed.add(key)
+            return "451 4.3.0 Temporary local problem, try again later"
+        if mode == "550":
+            return "550 5.7.1 Message rejected by test policy"
+        if mode == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        self.count += 1
+        name = "%06d" % self.count
+        tmp = os.path.join(self.out_dir, name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(raw)
+        with open(os.path.join(self.out_dir, name + ".json"), "w") as f:
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
+                       "mail_options": envelope.mail_options}, f)
+        os.rename(tmp, os.path.join(self.out_dir, name + ".eml"))
+        return "250 2.0.0 Ok: queued as %s" % name
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out_dir")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--slow-seconds", type=float, default=5.0)
+    a = p.parse_args()
+    ctx = None
+    if a.tls_cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+    handler = Handler(a.out_dir, a.slow_seconds)
+    loop = asyncio.get_running_loop()
+    kwargs = {"decode_data": False, "data_size_limit": None, "enable_SMTPUTF8": True,
+              "hostname": "receiver.test", "tls_context": ctx, "require_starttls": False}
+    server = await loop.create_server(lambda: SMTP(handler, **kwargs), host="127.0.0.1", port=0)
+    port = server.sockets[0].getsockname()[1]
+    print("PORT %d" % port, flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,86 @@
+//! A bad configuration: every problem named with its key and line, exit code 2, nothing
+//! touched.
+
+use crate::util::run_with_config;
+
+#[test]
+fn bad_config_lists_every_problem_and_touches_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        r#"[daemon]
+state-dir = "state"
+min-interval = "often"
+
+[[destination]]
+name = "home"
+kind = "smtp"
+host = "localhost"
+envelope-to = ["me@home.example"]
+
+[[account]]
+name = "a"
+host = "127.0.0.1"
+usernme = "x"
+auth = { method = "password", password-file = "missing.pass" }
+destination = "elsewhere"
+"#,
+    )
+    .expect("write");
+    for command in [&["once"][..], &["check-config"][..]] {
+        let run = run_with_config(&config, command);
+        assert_eq!(run.code, 2, "{run:?}");
+        let e = &run.stderr;
+        assert!(e.contains("bad.toml:3: daemon.min-interval: \"often\" is not a duration"), "{run:?}");
+        assert!(e.contains("bad.toml:14: account[0].usernme: unknown key"), "{run:?}");
+        assert!(e.contains("bad.toml:11: account[0].username: missing"), "{run:?}");
+        assert!(e.contains("account[0].auth.password-file: cannot read"), "{run:?}");
+        assert!(e.contains("bad.toml:16: account[0].destination: no [[destination]] is named \"elsewhere\""), "{run:?}");
+        assert!(!dir.path().join("state").exists(), "a bad config created the state directory");
+    }
+}
+
+#[test]
+fn good_config_checks_ok() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p"), "pw").expect("write");
+    let config = dir.path().join("ok.toml");
+    std::fs::write(
+        &config,
+        r#"[[destination]]
+name = "home"
+kind = "smtp"
+host = "localhost"
+envelope-to = ["me@home.example"]
+
+[[account]]
+name = "gmx"
+provider = "gmx"
+username = "me@gmx.net"
+auth = { method = "password", password-file = "p" }
+destination = "home"
+"#,
+    )
+    .expect("write");
+    let run = run_with_config(&config, &["check-config"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("ok (1 account, 1 destination)"), "{run:?}");
+}
+
+#[test]
+fn unknown_account_on_the_command_line_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p"), "pw").expect("write");
+    let config = dir.path().join("ok.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\nstate-dir = \"s\"\n[[destination]]\nname = \"h\"\nkind = \"smtp\"\nhost = \"localhost\"\nenvelope-to = [\"me@h.example\"]\n\
+         [[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nauth = { method = \"password\", password-file = \"p\" }\ndestination = \"h\"\n",
+    )
+    .expect("write");
+    let run = run_with_config(&config, &["once", "--account", "nope"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--account \"nope\": no such account"), "{run:?}");
+    assert!(!dir.path().join("s").exists());
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the `mailferry` binary against a private Dovecot and a real SMTP
+//! receiver (aiosmtpd), all on 127.0.0.1. `scripts/test` installs both.
+
+mod util;
+
+mod config_errors;
+mod crash;
+mod imap_to_smtp;
+mod odd_mail;

@@ -1,0 +1,134 @@
+//! The test bench: servers, a config file, and a way to run the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mailferry_testkit::{Dovecot, PASSWORD, SmtpReceiver, USER};
+use tempfile::TempDir;
+
+/// The envelope recipient every test destination uses.
+pub const RCPT: &str = "gathered@home.example";
+
+/// Dovecot + receiver + a config for one account "src" delivering to "home".
+pub struct Bench {
+    pub dovecot: Dovecot,
+    pub smtp: SmtpReceiver,
+    pub dir: TempDir,
+}
+
+/// What one run of the binary did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Bench {
+    pub fn start() -> Self {
+        let dovecot = Dovecot::start();
+        let smtp = SmtpReceiver::start(Some(&dovecot.pki));
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("src.pass"), format!("{PASSWORD}\n")).expect("password file");
+        let b = Self { dovecot, smtp, dir };
+        b.write_config(&[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")]);
+        b
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mailferry.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// An `[[account]]` block reading this bench's Dovecot.
+    pub fn account(&self, name: &str, port: u16, tls: &str, password_file: &str) -> String {
+        format!(
+            r#"
+[[account]]
+name = "{name}"
+host = "127.0.0.1"
+port = {port}
+tls = "{tls}"
+tls-ca-file = "{ca}"
+username = "{USER}"
+auth = {{ method = "password", password-file = "{password_file}" }}
+folders = ["INBOX"]
+destination = "home"
+"#,
+            ca = self.dovecot.pki.ca_pem.display()
+        )
+    }
+
+    /// Writes the config: daemon, the SMTP destination (STARTTLS), and `accounts`.
+    pub fn write_config(&self, accounts: &[String]) {
+        let text = format!(
+            r#"[daemon]
+state-dir = "state"
+connect-timeout = "5s"
+io-timeout = "10s"
+
+[[destination]]
+name = "home"
+kind = "smtp"
+host = "localhost"
+port = {port}
+tls = "starttls"
+tls-ca-file = "{ca}"
+envelope-to = ["{RCPT}"]
+{accounts}"#,
+            port = self.smtp.port,
+            ca = self.dovecot.pki.ca_pem.display(),
+            accounts = accounts.join("\n"),
+        );
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// Runs `mailferry ARGS --config <bench config>` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_with_config(&self.config_path(), args)
+    }
+
+    /// Counts ledger rows by state, read straight from the SQLite file.
+    pub fn ledger_states(&self) -> Vec<(String, i64)> {
+        sqlite(&self.state_dir().join("mailferry.db"), "SELECT state, COUNT(*) FROM ledger GROUP BY state ORDER BY state")
+            .lines()
+            .filter_map(|l| l.split_once('|').map(|(s, n)| (s.to_owned(), n.parse().unwrap_or(-1))))
+            .collect()
+    }
+}
+
+pub fn run_with_config(config: &Path, args: &[&str]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("MAILFERRY_LOG")
+        .output()
+        .expect("run mailferry");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a query with the sqlite3 shell (installed by scripts/test).
+pub fn sqlite(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3 (scripts/test installs it)");
+    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The summary line of `account` in a run's stdout.
+pub fn summary<'a>(run: &'a Run, account: &str) -> &'a str {
+    let prefix = format!("{account}: ");
+    run.stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no summary for {account}: {run:?}"))
+}
