@@ -150,11 +150,11 @@ fn print_report(r: &AccountReport, dry_run: bool) {
         }
         println!("{line}");
     }
-    for p in &r.deferred {
-        println!("  deferred {} UID {} {}: {}", p.folder, p.uid, p.message_id.as_deref().map_or(String::new(), |m| format!("<{m}>")), p.reason);
-    }
-    for p in &r.refused {
-        println!("  refused {} UID {} {}: {}", p.folder, p.uid, p.message_id.as_deref().map_or(String::new(), |m| format!("<{m}>")), p.reason);
+    for (what, problems) in [("deferred", &r.deferred), ("refused", &r.refused)] {
+        for p in problems {
+            let id = p.message_id.as_deref().map_or(String::new(), |m| format!(" <{m}>"));
+            println!("  {what} {} UID {}{id}: {}", p.folder, p.uid, p.reason);
+        }
     }
     if let Some(e) = &r.error {
         println!("  error: account {:?}: {}", r.account, e.message);
