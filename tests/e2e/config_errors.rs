@@ -32,12 +32,32 @@ destination = "elsewhere"
         let run = run_with_config(&config, command);
         assert_eq!(run.code, 2, "{run:?}");
         let e = &run.stderr;
-        assert!(e.contains("bad.toml:3: daemon.min-interval: \"often\" is not a duration"), "{run:?}");
-        assert!(e.contains("bad.toml:14: account[0].usernme: unknown key"), "{run:?}");
-        assert!(e.contains("bad.toml:11: account[0].username: missing"), "{run:?}");
-        assert!(e.contains("account[0].auth.password-file: cannot read"), "{run:?}");
-        assert!(e.contains("bad.toml:16: account[0].destination: no [[destination]] is named \"elsewhere\""), "{run:?}");
-        assert!(!dir.path().join("state").exists(), "a bad config created the state directory");
+        assert!(
+            e.contains("bad.toml:3: daemon.min-interval: \"often\" is not a duration"),
+            "{run:?}"
+        );
+        assert!(
+            e.contains("bad.toml:14: account[0].usernme: unknown key"),
+            "{run:?}"
+        );
+        assert!(
+            e.contains("bad.toml:11: account[0].username: missing"),
+            "{run:?}"
+        );
+        assert!(
+            e.contains("account[0].auth.password-file: cannot read"),
+            "{run:?}"
+        );
+        assert!(
+            e.contains(
+                "bad.toml:16: account[0].destination: no [[destination]] is named \"elsewhere\""
+            ),
+            "{run:?}"
+        );
+        assert!(
+            !dir.path().join("state").exists(),
+            "a bad config created the state directory"
+        );
     }
 }
 
@@ -65,7 +85,10 @@ destination = "home"
     .expect("write");
     let run = run_with_config(&config, &["check-config"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("ok (1 account, 1 destination)"), "{run:?}");
+    assert!(
+        run.stdout.contains("ok (1 account, 1 destination)"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -81,6 +104,9 @@ fn unknown_account_on_the_command_line_is_a_usage_error() {
     .expect("write");
     let run = run_with_config(&config, &["once", "--account", "nope"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("--account \"nope\": no such account"), "{run:?}");
+    assert!(
+        run.stderr.contains("--account \"nope\": no such account"),
+        "{run:?}"
+    );
     assert!(!dir.path().join("s").exists());
 }

@@ -15,7 +15,8 @@ fn kill_during_delivery_loses_nothing_and_reports_the_resend() {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
     // The receiver holds its reply to this one for 3 s: the process dies while waiting.
-    b.dovecot.add_message("INBOX", &fixtures::with_smtp_mode(4, "slow"));
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_smtp_mode(4, "slow"));
     for n in 5..=7 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
@@ -31,8 +32,14 @@ fn kill_during_delivery_loses_nothing_and_reports_the_resend() {
     let db = b.state_dir().join("mailferry.db");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(Instant::now() < deadline, "the first messages were never delivered");
-        if db.exists() && b.ledger_states().contains(&("attempt".into(), 1)) && b.ledger_states().contains(&("delivered".into(), 3)) {
+        assert!(
+            Instant::now() < deadline,
+            "the first messages were never delivered"
+        );
+        if db.exists()
+            && b.ledger_states().contains(&("attempt".into(), 1))
+            && b.ledger_states().contains(&("delivered".into(), 3))
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -55,7 +62,13 @@ fn kill_during_delivery_loses_nothing_and_reports_the_resend() {
         let copies = got.iter().filter(|r| r.raw == fixtures::simple(n)).count();
         assert_eq!(copies, 1, "message {n} arrived {copies} times");
     }
-    let slow = got.iter().filter(|r| r.raw == fixtures::with_smtp_mode(4, "slow")).count();
-    assert!((1..=2).contains(&slow), "the interrupted message arrived {slow} times");
+    let slow = got
+        .iter()
+        .filter(|r| r.raw == fixtures::with_smtp_mode(4, "slow"))
+        .count();
+    assert!(
+        (1..=2).contains(&slow),
+        "the interrupted message arrived {slow} times"
+    );
     assert_eq!(b.ledger_states(), [("delivered".to_owned(), 7)]);
 }

@@ -15,7 +15,11 @@ fn delivers_every_message_once_byte_identical_and_leaves_flags_alone() {
 
     let run = b.run(&["once"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(summary(&run, "src"), "src: fetched 25, delivered 25, skipped 0, failed 0", "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 25, delivered 25, skipped 0, failed 0",
+        "{run:?}"
+    );
 
     let got = b.smtp.messages();
     assert_eq!(got.len(), 25);
@@ -26,7 +30,11 @@ fn delivers_every_message_once_byte_identical_and_leaves_flags_alone() {
     assert!(raws == want, "received bytes differ from the originals");
     for r in &got {
         assert_eq!(r.rcpt_tos, [RCPT]);
-        assert!(r.mail_from.starts_with("sender") && r.mail_from.ends_with("@origin.example"), "{}", r.mail_from);
+        assert!(
+            r.mail_from.starts_with("sender") && r.mail_from.ends_with("@origin.example"),
+            "{}",
+            r.mail_from
+        );
     }
     // BODY.PEEK[]: still unread, no flag added.
     assert_eq!(b.dovecot.message_files("INBOX"), files_before);
@@ -35,14 +43,22 @@ fn delivers_every_message_once_byte_identical_and_leaves_flags_alone() {
     // Nothing new: nothing delivered.
     let again = b.run(&["once"]);
     assert_eq!(again.code, 0, "{again:?}");
-    assert_eq!(summary(&again, "src"), "src: fetched 0, delivered 0, skipped 0, failed 0", "{again:?}");
+    assert_eq!(
+        summary(&again, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0",
+        "{again:?}"
+    );
     assert_eq!(b.smtp.messages().len(), 25);
 
     // One new message: exactly that one.
     let extra = fixtures::simple(1000);
     b.dovecot.add_message("INBOX", &extra);
     let third = b.run(&["once"]);
-    assert_eq!(summary(&third, "src"), "src: fetched 1, delivered 1, skipped 0, failed 0", "{third:?}");
+    assert_eq!(
+        summary(&third, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0",
+        "{third:?}"
+    );
     let got = b.smtp.messages();
     assert_eq!(got.len(), 26);
     assert_eq!(got[25].raw, extra);
@@ -60,29 +76,58 @@ fn uidvalidity_reset_delivers_nothing_twice() {
     b.dovecot.reset_uidvalidity("INBOX");
     let run = b.run(&["once"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(summary(&run, "src"), "src: fetched 5, delivered 0, skipped 5, failed 0", "{run:?}");
-    assert_eq!(b.smtp.messages().len(), 5, "re-delivered after a UIDVALIDITY change");
-    let uidvalidities = crate::util::sqlite(&b.state_dir().join("mailferry.db"), "SELECT COUNT(DISTINCT uidvalidity) FROM ledger");
-    assert_eq!(uidvalidities.trim(), "2", "the folder's UIDVALIDITY did not change");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 5, delivered 0, skipped 5, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(
+        b.smtp.messages().len(),
+        5,
+        "re-delivered after a UIDVALIDITY change"
+    );
+    let uidvalidities = crate::util::sqlite(
+        &b.state_dir().join("mailferry.db"),
+        "SELECT COUNT(DISTINCT uidvalidity) FROM ledger",
+    );
+    assert_eq!(
+        uidvalidities.trim(),
+        "2",
+        "the folder's UIDVALIDITY did not change"
+    );
 }
 
 #[test]
 fn temporary_refusal_is_delivered_on_the_next_run() {
     let b = Bench::start();
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    b.dovecot.add_message("INBOX", &fixtures::with_smtp_mode(2, "451-once"));
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_smtp_mode(2, "451-once"));
     b.dovecot.add_message("INBOX", &fixtures::simple(3));
 
     let first = b.run(&["once"]);
     assert_eq!(first.code, 1, "{first:?}");
-    assert_eq!(summary(&first, "src"), "src: fetched 3, delivered 2, skipped 0, failed 1", "{first:?}");
-    assert!(first.stdout.contains("deferred INBOX UID 2 <mode2@origin.example>: "), "{first:?}");
+    assert_eq!(
+        summary(&first, "src"),
+        "src: fetched 3, delivered 2, skipped 0, failed 1",
+        "{first:?}"
+    );
+    assert!(
+        first
+            .stdout
+            .contains("deferred INBOX UID 2 <mode2@origin.example>: "),
+        "{first:?}"
+    );
     assert!(first.stdout.contains("451"), "{first:?}");
     assert_eq!(b.smtp.messages().len(), 2);
 
     let second = b.run(&["once"]);
     assert_eq!(second.code, 0, "{second:?}");
-    assert_eq!(summary(&second, "src"), "src: fetched 1, delivered 1, skipped 0, failed 0", "{second:?}");
+    assert_eq!(
+        summary(&second, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0",
+        "{second:?}"
+    );
     let got = b.smtp.messages();
     assert_eq!(got.len(), 3);
     assert_eq!(got[2].raw, fixtures::with_smtp_mode(2, "451-once"));
@@ -92,22 +137,43 @@ fn temporary_refusal_is_delivered_on_the_next_run() {
 fn permanent_refusal_is_recorded_reported_and_the_rest_delivered() {
     let b = Bench::start();
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    b.dovecot.add_message("INBOX", &fixtures::with_smtp_mode(2, "550"));
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_smtp_mode(2, "550"));
     b.dovecot.add_message("INBOX", &fixtures::simple(3));
 
     let first = b.run(&["once"]);
     assert_eq!(first.code, 1, "{first:?}");
-    assert_eq!(summary(&first, "src"), "src: fetched 3, delivered 2, skipped 0, failed 1", "{first:?}");
-    assert!(first.stdout.contains("refused INBOX UID 2 <mode2@origin.example>: "), "{first:?}");
-    assert!(first.stdout.contains("Message rejected by test policy"), "{first:?}");
+    assert_eq!(
+        summary(&first, "src"),
+        "src: fetched 3, delivered 2, skipped 0, failed 1",
+        "{first:?}"
+    );
+    assert!(
+        first
+            .stdout
+            .contains("refused INBOX UID 2 <mode2@origin.example>: "),
+        "{first:?}"
+    );
+    assert!(
+        first.stdout.contains("Message rejected by test policy"),
+        "{first:?}"
+    );
     assert_eq!(b.smtp.messages().len(), 2);
-    assert!(b.ledger_states().contains(&("refused".into(), 1)), "{:?}", b.ledger_states());
+    assert!(
+        b.ledger_states().contains(&("refused".into(), 1)),
+        "{:?}",
+        b.ledger_states()
+    );
     // Still at the source, untouched.
     assert_eq!(b.dovecot.message_files("INBOX").len(), 3);
 
     // Not retried in a loop: the next run has nothing to do.
     let second = b.run(&["once"]);
-    assert_eq!(summary(&second, "src"), "src: fetched 0, delivered 0, skipped 0, failed 0", "{second:?}");
+    assert_eq!(
+        summary(&second, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0",
+        "{second:?}"
+    );
 }
 
 #[test]
@@ -119,10 +185,17 @@ fn wrong_password_names_the_account_and_hides_the_password() {
 
     let run = b.run(&["once"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.contains("error: account \"typo\": the server refused the login"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("error: account \"typo\": the server refused the login"),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("AUTHENTICATIONFAILED"), "{run:?}");
     assert!(run.stdout.contains("hint: "), "{run:?}");
-    assert!(!run.stdout.contains("xyzzy") && !run.stderr.contains("xyzzy"), "the password leaked: {run:?}");
+    assert!(
+        !run.stdout.contains("xyzzy") && !run.stderr.contains("xyzzy"),
+        "the password leaked: {run:?}"
+    );
     assert!(b.smtp.messages().is_empty());
 }
 
@@ -130,24 +203,42 @@ fn wrong_password_names_the_account_and_hides_the_password() {
 fn unreachable_server_fails_alone_and_other_accounts_still_run() {
     let b = Bench::start();
     // Port 1 on loopback: nothing listens there, the connection is refused at once.
-    b.write_config(&[b.account("down", 1, "implicit", "src.pass"), b.account("up", b.dovecot.imaps_port, "implicit", "src.pass")]);
+    b.write_config(&[
+        b.account("down", 1, "implicit", "src.pass"),
+        b.account("up", b.dovecot.imaps_port, "implicit", "src.pass"),
+    ]);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
 
     let run = b.run(&["once"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.contains("error: account \"down\": cannot connect to 127.0.0.1:1"), "{run:?}");
-    assert_eq!(summary(&run, "up"), "up: fetched 1, delivered 1, skipped 0, failed 0", "{run:?}");
+    assert!(
+        run.stdout
+            .contains("error: account \"down\": cannot connect to 127.0.0.1:1"),
+        "{run:?}"
+    );
+    assert_eq!(
+        summary(&run, "up"),
+        "up: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
     assert_eq!(b.smtp.messages().len(), 1);
 }
 
 #[test]
 fn starttls_imap_and_single_account_selection() {
     let b = Bench::start();
-    b.write_config(&[b.account("plainport", b.dovecot.imap_port, "starttls", "src.pass"), b.account("other", 1, "implicit", "src.pass")]);
+    b.write_config(&[
+        b.account("plainport", b.dovecot.imap_port, "starttls", "src.pass"),
+        b.account("other", 1, "implicit", "src.pass"),
+    ]);
     b.dovecot.add_message("INBOX", &fixtures::simple(7));
     let run = b.run(&["once", "--account", "plainport"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(summary(&run, "plainport"), "plainport: fetched 1, delivered 1, skipped 0, failed 0", "{run:?}");
+    assert_eq!(
+        summary(&run, "plainport"),
+        "plainport: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
     assert!(!run.stdout.contains("other:"), "{run:?}");
     assert_eq!(b.smtp.messages()[0].raw, fixtures::simple(7));
 }
@@ -160,7 +251,11 @@ fn dry_run_lists_without_fetching_delivering_or_recording() {
     }
     let run = b.run(&["once", "--dry-run"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(summary(&run, "src"), "src: 3 new (dry run: nothing fetched or delivered)", "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: 3 new (dry run: nothing fetched or delivered)",
+        "{run:?}"
+    );
     assert!(b.smtp.messages().is_empty());
     assert!(b.ledger_states().is_empty());
 }

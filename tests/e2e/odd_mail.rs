@@ -10,13 +10,22 @@ use crate::util::{Bench, summary};
 fn cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let mut v = Vec::new();
     // Dovecot serves Maildir files with LF line ends as CRLF over IMAP.
-    v.push(("bare-lf", b"Subject: bare-lf\nMessage-ID: <lf@x>\n\nline one\nline two\n".to_vec(),
-            b"Subject: bare-lf\r\nMessage-ID: <lf@x>\r\n\r\nline one\r\nline two\r\n".to_vec()));
-    v.push(("bare-cr", b"Subject: bare-cr\r\nMessage-ID: <cr@x>\r\n\r\nbefore\rafter\r\n".to_vec(),
-            b"Subject: bare-cr\r\nMessage-ID: <cr@x>\r\n\r\nbefore\rafter\r\n".to_vec()));
+    v.push((
+        "bare-lf",
+        b"Subject: bare-lf\nMessage-ID: <lf@x>\n\nline one\nline two\n".to_vec(),
+        b"Subject: bare-lf\r\nMessage-ID: <lf@x>\r\n\r\nline one\r\nline two\r\n".to_vec(),
+    ));
+    v.push((
+        "bare-cr",
+        b"Subject: bare-cr\r\nMessage-ID: <cr@x>\r\n\r\nbefore\rafter\r\n".to_vec(),
+        b"Subject: bare-cr\r\nMessage-ID: <cr@x>\r\n\r\nbefore\rafter\r\n".to_vec(),
+    ));
     // IMAP cannot carry NUL; Dovecot sends 0x80 in its place (DESIGN.md).
-    v.push(("nul", b"Subject: nul\r\nMessage-ID: <nul@x>\r\n\r\nzero\x00byte\r\n".to_vec(),
-            b"Subject: nul\r\nMessage-ID: <nul@x>\r\n\r\nzero\x80byte\r\n".to_vec()));
+    v.push((
+        "nul",
+        b"Subject: nul\r\nMessage-ID: <nul@x>\r\n\r\nzero\x00byte\r\n".to_vec(),
+        b"Subject: nul\r\nMessage-ID: <nul@x>\r\n\r\nzero\x80byte\r\n".to_vec(),
+    ));
     let latin1 = b"Subject: caf\xe9 8bit\r\nFrom: Ren\xe9 <rene@x.example>\r\nMessage-ID: <latin1@x>\r\n\r\nna\xefve body \xff\r\n".to_vec();
     v.push(("latin1", latin1.clone(), latin1));
     let no_colon = b"Subject: no-colon\r\nMessage-ID: <nocolon@x>\r\nThis header line has no colon\r\n\r\nbody\r\n".to_vec();
@@ -24,9 +33,15 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let no_id = b"From: anon@x.example\r\nSubject: no-message-id\r\n\r\nbody\r\n".to_vec();
     v.push(("no-id", no_id.clone(), no_id));
     // SMTP needs a final line break; it is the only byte added.
-    v.push(("no-final-newline", b"Subject: no-final-newline\r\nMessage-ID: <nofinal@x>\r\n\r\nno newline at the end".to_vec(),
-            b"Subject: no-final-newline\r\nMessage-ID: <nofinal@x>\r\n\r\nno newline at the end\r\n".to_vec()));
-    let dots = b"Subject: dots\r\nMessage-ID: <dots@x>\r\n\r\n.\r\n..\r\n.leading\r\n . \r\n".to_vec();
+    v.push((
+        "no-final-newline",
+        b"Subject: no-final-newline\r\nMessage-ID: <nofinal@x>\r\n\r\nno newline at the end"
+            .to_vec(),
+        b"Subject: no-final-newline\r\nMessage-ID: <nofinal@x>\r\n\r\nno newline at the end\r\n"
+            .to_vec(),
+    ));
+    let dots =
+        b"Subject: dots\r\nMessage-ID: <dots@x>\r\n\r\n.\r\n..\r\n.leading\r\n . \r\n".to_vec();
     v.push(("dots", dots.clone(), dots));
     v
 }
@@ -48,25 +63,58 @@ fn odd_messages_arrive_untouched_or_are_refused_with_a_reason() {
     let run = b.run(&["once"]);
     let n = cases().len();
     assert_eq!(run.code, 1, "{run:?}");
-    assert_eq!(summary(&run, "src"), format!("src: fetched {}, delivered {n}, skipped 0, failed 2", n + 2), "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        format!("src: fetched {}, delivered {n}, skipped 0, failed 2", n + 2),
+        "{run:?}"
+    );
 
     let got = b.smtp.messages();
     assert_eq!(got.len(), n, "{run:?}");
     for (name, _, want) in cases() {
         let found = got.iter().any(|r| r.raw == want);
-        assert!(found, "case {name}: not received byte-identical; received:\n{:#?}", got.iter().map(|r| String::from_utf8_lossy(&r.raw).into_owned()).collect::<Vec<_>>());
+        assert!(
+            found,
+            "case {name}: not received byte-identical; received:\n{:#?}",
+            got.iter()
+                .map(|r| String::from_utf8_lossy(&r.raw).into_owned())
+                .collect::<Vec<_>>()
+        );
     }
-    let latin = got.iter().find(|r| r.raw.starts_with(b"Subject: caf")).expect("latin1 message");
-    assert!(latin.mail_options.iter().any(|o| o == "BODY=8BITMIME"), "{:?}", latin.mail_options);
-    let no_id = got.iter().find(|r| r.raw.ends_with(b"Subject: no-message-id\r\n\r\nbody\r\n")).expect("no-id message");
+    let latin = got
+        .iter()
+        .find(|r| r.raw.starts_with(b"Subject: caf"))
+        .expect("latin1 message");
+    assert!(
+        latin.mail_options.iter().any(|o| o == "BODY=8BITMIME"),
+        "{:?}",
+        latin.mail_options
+    );
+    let no_id = got
+        .iter()
+        .find(|r| r.raw.ends_with(b"Subject: no-message-id\r\n\r\nbody\r\n"))
+        .expect("no-id message");
     assert_eq!(no_id.mail_from, "anon@x.example");
 
-    assert!(run.stdout.contains("refused INBOX UID 9 <long@x>: ") && run.stdout.contains("Line too long"), "{run:?}");
-    assert!(run.stdout.contains("refused INBOX UID 10: the message was refused: the message is empty (0 bytes)"), "{run:?}");
+    assert!(
+        run.stdout.contains("refused INBOX UID 9 <long@x>: ")
+            && run.stdout.contains("Line too long"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(
+            "refused INBOX UID 10: the message was refused: the message is empty (0 bytes)"
+        ),
+        "{run:?}"
+    );
     // Refused messages stay at the source and are not retried in a loop.
     assert_eq!(b.dovecot.message_files("INBOX").len(), n + 2);
     let again = b.run(&["once"]);
-    assert_eq!(summary(&again, "src"), "src: fetched 0, delivered 0, skipped 0, failed 0", "{again:?}");
+    assert_eq!(
+        summary(&again, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0",
+        "{again:?}"
+    );
 }
 
 #[test]

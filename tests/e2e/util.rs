@@ -25,7 +25,11 @@ pub struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -34,7 +38,8 @@ impl Bench {
         let dovecot = Dovecot::start();
         let smtp = SmtpReceiver::start(Some(&dovecot.pki));
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("src.pass"), format!("{PASSWORD}\n")).expect("password file");
+        std::fs::write(dir.path().join("src.pass"), format!("{PASSWORD}\n"))
+            .expect("password file");
         let b = Self { dovecot, smtp, dir };
         b.write_config(&[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")]);
         b
@@ -98,10 +103,16 @@ envelope-to = ["{RCPT}"]
 
     /// Counts ledger rows by state, read straight from the SQLite file.
     pub fn ledger_states(&self) -> Vec<(String, i64)> {
-        sqlite(&self.state_dir().join("mailferry.db"), "SELECT state, COUNT(*) FROM ledger GROUP BY state ORDER BY state")
-            .lines()
-            .filter_map(|l| l.split_once('|').map(|(s, n)| (s.to_owned(), n.parse().unwrap_or(-1))))
-            .collect()
+        sqlite(
+            &self.state_dir().join("mailferry.db"),
+            "SELECT state, COUNT(*) FROM ledger GROUP BY state ORDER BY state",
+        )
+        .lines()
+        .filter_map(|l| {
+            l.split_once('|')
+                .map(|(s, n)| (s.to_owned(), n.parse().unwrap_or(-1)))
+        })
+        .collect()
     }
 }
 
@@ -122,13 +133,24 @@ pub fn run_with_config(config: &Path, args: &[&str]) -> Run {
 
 /// Runs a query with the sqlite3 shell (installed by scripts/test).
 pub fn sqlite(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3 (scripts/test installs it)");
-    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The summary line of `account` in a run's stdout.
 pub fn summary<'a>(run: &'a Run, account: &str) -> &'a str {
     let prefix = format!("{account}: ");
-    run.stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no summary for {account}: {run:?}"))
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no summary for {account}: {run:?}"))
 }

@@ -18,16 +18,27 @@ const ENV_PREFIX: &str = "MAILFERRY";
 /// # Errors
 /// Every problem found, each naming its key and, where known, its line.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let fail = |errors| ConfigErrors { path: path.to_owned(), errors };
+    let fail = |errors| ConfigErrors {
+        path: path.to_owned(),
+        errors,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| {
-        fail(vec![ConfigError { key: String::new(), line: None, message: format!("cannot read the file: {e}") }])
+        fail(vec![ConfigError {
+            key: String::new(),
+            line: None,
+            message: format!("cannot read the file: {e}"),
+        }])
     })?;
     let spans = match DeTable::parse(&text) {
         Ok(table) => table,
         Err(e) => {
             let line = e.span().map(|s| line_of(&text, s.start));
             let message = e.message().to_owned();
-            return Err(fail(vec![ConfigError { key: String::new(), line, message: format!("not valid TOML: {message}") }]));
+            return Err(fail(vec![ConfigError {
+                key: String::new(),
+                line,
+                message: format!("not valid TOML: {message}"),
+            }]));
         }
     };
 
@@ -40,15 +51,31 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                 .convert_case(config::Case::Kebab),
         )
         .build()
-        .map_err(|e| fail(vec![ConfigError { key: String::new(), line: None, message: e.to_string() }]))?;
+        .map_err(|e| {
+            fail(vec![ConfigError {
+                key: String::new(),
+                line: None,
+                message: e.to_string(),
+            }])
+        })?;
 
     let mut unknown = Vec::new();
     let raw: RawConfig = serde_ignored::deserialize(layered, |p| unknown.push(key_path(&p)))
-        .map_err(|e: config::ConfigError| fail(vec![ConfigError { key: String::new(), line: None, message: e.to_string() }]))?;
+        .map_err(|e: config::ConfigError| {
+            fail(vec![ConfigError {
+                key: String::new(),
+                line: None,
+                message: e.to_string(),
+            }])
+        })?;
 
     let mut errors: Vec<ConfigError> = unknown
         .into_iter()
-        .map(|key| ConfigError { key, line: None, message: "unknown key: check its spelling against config/mailferry.example.toml".into() })
+        .map(|key| ConfigError {
+            key,
+            line: None,
+            message: "unknown key: check its spelling against config/mailferry.example.toml".into(),
+        })
         .collect();
     let base = path.parent().unwrap_or(Path::new("."));
     let config = Config::from_raw(raw, base);
@@ -72,9 +99,15 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
         P::Map { parent, key } => {
             let parent = key_path(parent);
-            if parent.is_empty() { key.clone() } else { format!("{parent}.{key}") }
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
         }
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_path(parent),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            key_path(parent)
+        }
     }
 }
 
@@ -88,11 +121,15 @@ fn find_line(text: &str, root: &DeTable<'_>, key: &str) -> Option<usize> {
             Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (segment, None),
         };
-        let Some((k, v)) = table.get_key_value(name) else { return best };
+        let Some((k, v)) = table.get_key_value(name) else {
+            return best;
+        };
         best = Some(line_of(text, k.span().start));
         let mut value = v.get_ref();
         if let (Some(i), DeValue::Array(items)) = (index, value) {
-            let Some(item) = items.get(i) else { return best };
+            let Some(item) = items.get(i) else {
+                return best;
+            };
             best = Some(line_of(text, item.span().start));
             value = item.get_ref();
         }
@@ -105,7 +142,12 @@ fn find_line(text: &str, root: &DeTable<'_>, key: &str) -> Option<usize> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -158,7 +200,10 @@ destination = "home"
     fn all_errors_at_once_with_keys_and_lines() {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = GOOD
-            .replace("provider = \"gmx\"", "provider = \"gmx\"\npasword = \"x\"\ninterval = \"soon\"")
+            .replace(
+                "provider = \"gmx\"",
+                "provider = \"gmx\"\npasword = \"x\"\ninterval = \"soon\"",
+            )
             .replace("destination = \"home\"", "destination = \"nowhere\"");
         let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
         let shown = err.to_string();
@@ -167,11 +212,21 @@ destination = "home"
         assert!(keys.contains(&"account[0].interval"), "{shown}");
         assert!(keys.contains(&"account[0].auth.password-file"), "{shown}");
         assert!(keys.contains(&"account[0].destination"), "{shown}");
-        let typo = err.errors.iter().find(|e| e.key == "account[0].pasword").expect("typo");
+        let typo = err
+            .errors
+            .iter()
+            .find(|e| e.key == "account[0].pasword")
+            .expect("typo");
         assert_eq!(typo.line, Some(16), "{shown}");
-        assert!(shown.contains("m.toml:16: account[0].pasword: unknown key"), "{shown}");
+        assert!(
+            shown.contains("m.toml:16: account[0].pasword: unknown key"),
+            "{shown}"
+        );
         assert!(shown.contains("\"soon\" is not a duration"), "{shown}");
-        assert!(shown.contains("no [[destination]] is named \"nowhere\""), "{shown}");
+        assert!(
+            shown.contains("no [[destination]] is named \"nowhere\""),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -186,7 +241,8 @@ destination = "home"
     #[test]
     fn syntax_error_names_the_line() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = load(&write(dir.path(), "m.toml", "[daemon]\nstate-dir = \n")).expect_err("invalid");
+        let err =
+            load(&write(dir.path(), "m.toml", "[daemon]\nstate-dir = \n")).expect_err("invalid");
         assert_eq!(err.errors[0].line, Some(2), "{err}");
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::raw::{RawAccount, RawAuth, RawConfig, RawDaemon, RawDestination};
 use crate::secret::Secret;
-use crate::{presets, Preset};
+use crate::{Preset, presets};
 
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
@@ -156,7 +156,11 @@ impl Config {
     /// # Errors
     /// Every problem found, each with its key path.
     pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, Vec<ConfigError>> {
-        let mut cx = Checker { base, errors: Vec::new(), warnings: Vec::new() };
+        let mut cx = Checker {
+            base,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
         let daemon = cx.daemon(raw.daemon.unwrap_or_default());
 
         let mut destinations = Vec::new();
@@ -165,7 +169,10 @@ impl Config {
             let key = format!("destination[{i}]");
             if let Some(d) = cx.destination(&key, d) {
                 if !names.insert(d.name.clone()) {
-                    cx.err(format!("{key}.name"), format!("the name {:?} is used twice", d.name));
+                    cx.err(
+                        format!("{key}.name"),
+                        format!("the name {:?} is used twice", d.name),
+                    );
                 }
                 destinations.push(d);
             }
@@ -177,17 +184,28 @@ impl Config {
             let key = format!("account[{i}]");
             if let Some(a) = cx.account(&key, a, &daemon, &names) {
                 if !account_names.insert(a.name.clone()) {
-                    cx.err(format!("{key}.name"), format!("the name {:?} is used twice", a.name));
+                    cx.err(
+                        format!("{key}.name"),
+                        format!("the name {:?} is used twice", a.name),
+                    );
                 }
                 accounts.push(a);
             }
         }
         if accounts.is_empty() && cx.errors.is_empty() {
-            cx.err(String::new(), "no [[account]] is configured: add one (see config/mailferry.example.toml)".into());
+            cx.err(
+                String::new(),
+                "no [[account]] is configured: add one (see config/mailferry.example.toml)".into(),
+            );
         }
 
         if cx.errors.is_empty() {
-            Ok(Self { daemon, destinations, accounts, warnings: cx.warnings })
+            Ok(Self {
+                daemon,
+                destinations,
+                accounts,
+                warnings: cx.warnings,
+            })
         } else {
             Err(cx.errors)
         }
@@ -205,7 +223,11 @@ const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 impl Checker<'_> {
     fn err(&mut self, key: String, message: String) {
-        self.errors.push(ConfigError { key, line: None, message });
+        self.errors.push(ConfigError {
+            key,
+            line: None,
+            message,
+        });
     }
 
     fn required<T>(&mut self, key: String, value: Option<T>, what: &str) -> Option<T> {
@@ -234,14 +256,21 @@ impl Checker<'_> {
 
     fn path(&self, value: &str) -> PathBuf {
         let p = Path::new(value);
-        if p.is_absolute() { p.to_owned() } else { self.base.join(p) }
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
     }
 
     /// Reads a secret from `*-file` or `*-env`; exactly one of them must be set.
     fn secret(&mut self, key: &str, file: Option<String>, env: Option<String>) -> Option<Secret> {
         match (file, env) {
             (Some(_), Some(_)) => {
-                self.err(format!("{key}password-file"), "set either password-file or password-env, not both".into());
+                self.err(
+                    format!("{key}password-file"),
+                    "set either password-file or password-env, not both".into(),
+                );
                 None
             }
             (Some(file), None) => {
@@ -250,14 +279,20 @@ impl Checker<'_> {
                     Ok(text) => {
                         let value = text.trim_end_matches(['\r', '\n']).to_owned();
                         if value.is_empty() {
-                            self.err(format!("{key}password-file"), format!("{} is empty", path.display()));
+                            self.err(
+                                format!("{key}password-file"),
+                                format!("{} is empty", path.display()),
+                            );
                             None
                         } else {
                             Some(Secret::new(value))
                         }
                     }
                     Err(e) => {
-                        self.err(format!("{key}password-file"), format!("cannot read {}: {e}", path.display()));
+                        self.err(
+                            format!("{key}password-file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
                         None
                     }
                 }
@@ -265,12 +300,19 @@ impl Checker<'_> {
             (None, Some(var)) => match std::env::var(&var) {
                 Ok(value) if !value.is_empty() => Some(Secret::new(value)),
                 _ => {
-                    self.err(format!("{key}password-env"), format!("the environment variable {var} is not set or empty"));
+                    self.err(
+                        format!("{key}password-env"),
+                        format!("the environment variable {var} is not set or empty"),
+                    );
                     None
                 }
             },
             (None, None) => {
-                self.err(format!("{key}password-file"), "missing: set password-file (a file holding only the password) or password-env".into());
+                self.err(
+                    format!("{key}password-file"),
+                    "missing: set password-file (a file holding only the password) or password-env"
+                        .into(),
+                );
                 None
             }
         }
@@ -282,11 +324,18 @@ impl Checker<'_> {
             Some("implicit") => TlsMode::Implicit,
             Some("starttls") => TlsMode::StartTls,
             Some("none") => {
-                self.warnings.push(format!("{key} = \"none\": passwords and mail cross the network unencrypted"));
+                self.warnings.push(format!(
+                    "{key} = \"none\": passwords and mail cross the network unencrypted"
+                ));
                 TlsMode::None
             }
             Some(other) => {
-                self.err(key, format!("{other:?} is not a TLS mode; use \"implicit\", \"starttls\" or \"none\""));
+                self.err(
+                    key,
+                    format!(
+                        "{other:?} is not a TLS mode; use \"implicit\", \"starttls\" or \"none\""
+                    ),
+                );
                 default
             }
         }
@@ -309,19 +358,40 @@ impl Checker<'_> {
 
     fn daemon(&mut self, raw: RawDaemon) -> Daemon {
         Daemon {
-            state_dir: raw.state_dir.map_or_else(|| PathBuf::from("/var/lib/mailferry"), |d| self.path(&d)),
-            min_interval: self.duration("daemon.min-interval".into(), raw.min_interval.as_deref(), DEFAULT_MIN_INTERVAL),
-            connect_timeout: self.duration("daemon.connect-timeout".into(), raw.connect_timeout.as_deref(), Duration::from_secs(30)),
-            io_timeout: self.duration("daemon.io-timeout".into(), raw.io_timeout.as_deref(), Duration::from_secs(120)),
+            state_dir: raw
+                .state_dir
+                .map_or_else(|| PathBuf::from("/var/lib/mailferry"), |d| self.path(&d)),
+            min_interval: self.duration(
+                "daemon.min-interval".into(),
+                raw.min_interval.as_deref(),
+                DEFAULT_MIN_INTERVAL,
+            ),
+            connect_timeout: self.duration(
+                "daemon.connect-timeout".into(),
+                raw.connect_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            io_timeout: self.duration(
+                "daemon.io-timeout".into(),
+                raw.io_timeout.as_deref(),
+                Duration::from_secs(120),
+            ),
         }
     }
 
     fn destination(&mut self, key: &str, raw: RawDestination) -> Option<DestinationConfig> {
-        let name = self.required(format!("{key}.name"), raw.name, "a name that accounts refer to");
+        let name = self.required(
+            format!("{key}.name"),
+            raw.name,
+            "a name that accounts refer to",
+        );
         match raw.kind.as_deref() {
             Some("smtp") => {}
             Some(other) => {
-                self.err(format!("{key}.kind"), format!("{other:?} is not a destination kind; use \"smtp\""));
+                self.err(
+                    format!("{key}.kind"),
+                    format!("{other:?} is not a destination kind; use \"smtp\""),
+                );
                 return None;
             }
             None => {
@@ -329,7 +399,11 @@ impl Checker<'_> {
                 return None;
             }
         }
-        let host = self.required(format!("{key}.host"), raw.host, "the SMTP server's host name");
+        let host = self.required(
+            format!("{key}.host"),
+            raw.host,
+            "the SMTP server's host name",
+        );
         let tls = self.tls(format!("{key}.tls"), raw.tls.as_deref(), TlsMode::StartTls);
         let port = raw.port.unwrap_or(match tls {
             TlsMode::Implicit => 465,
@@ -338,10 +412,15 @@ impl Checker<'_> {
         });
         let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
         let credentials = match raw.username {
-            Some(user) => self.secret(&format!("{key}."), raw.password_file, raw.password_env).map(|s| (user, s)),
+            Some(user) => self
+                .secret(&format!("{key}."), raw.password_file, raw.password_env)
+                .map(|s| (user, s)),
             None => {
                 if raw.password_file.is_some() || raw.password_env.is_some() {
-                    self.err(format!("{key}.username"), "missing: a password is set, so set the SMTP user name too".into());
+                    self.err(
+                        format!("{key}.username"),
+                        "missing: a password is set, so set the SMTP user name too".into(),
+                    );
                 }
                 None
             }
@@ -352,21 +431,32 @@ impl Checker<'_> {
         }
         for (i, addr) in envelope_to.iter().enumerate() {
             if !looks_like_address(addr) {
-                self.err(format!("{key}.envelope-to[{i}]"), format!("{addr:?} is not an email address"));
+                self.err(
+                    format!("{key}.envelope-to[{i}]"),
+                    format!("{addr:?} is not an email address"),
+                );
             }
         }
         let envelope_from = match raw.envelope_from {
             None => SmtpSender::FromMessage,
             Some(a) if looks_like_address(&a) => SmtpSender::Fixed(a),
             Some(a) => {
-                self.err(format!("{key}.envelope-from"), format!("{a:?} is not an email address"));
+                self.err(
+                    format!("{key}.envelope-from"),
+                    format!("{a:?} is not an email address"),
+                );
                 SmtpSender::FromMessage
             }
         };
         Some(DestinationConfig {
             name: name?,
             kind: DestinationKind::Smtp(SmtpConfig {
-                endpoint: Endpoint { host: host?, port, tls, ca_pem },
+                endpoint: Endpoint {
+                    host: host?,
+                    port,
+                    tls,
+                    ca_pem,
+                },
                 credentials,
                 envelope_to,
                 envelope_from,
@@ -375,12 +465,28 @@ impl Checker<'_> {
         })
     }
 
-    fn account(&mut self, key: &str, raw: RawAccount, daemon: &Daemon, destinations: &HashSet<String>) -> Option<AccountConfig> {
-        let name = self.required(format!("{key}.name"), raw.name, "a short unique name, e.g. \"outlook\"");
-        if let Some(n) = &name {
-            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-                self.err(format!("{key}.name"), format!("{n:?} may hold only letters, digits, '-', '_' and '.'"));
-            }
+    fn account(
+        &mut self,
+        key: &str,
+        raw: RawAccount,
+        daemon: &Daemon,
+        destinations: &HashSet<String>,
+    ) -> Option<AccountConfig> {
+        let name = self.required(
+            format!("{key}.name"),
+            raw.name,
+            "a short unique name, e.g. \"outlook\"",
+        );
+        if let Some(n) = &name
+            && (n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            self.err(
+                format!("{key}.name"),
+                format!("{n:?} may hold only letters, digits, '-', '_' and '.'"),
+            );
         }
         let provider = match raw.provider.as_deref() {
             None => None,
@@ -395,33 +501,53 @@ impl Checker<'_> {
         let protocol = match raw.protocol.as_deref() {
             None | Some("imap") => Protocol::Imap,
             Some(other) => {
-                self.err(format!("{key}.protocol"), format!("{other:?} is not supported; use \"imap\""));
+                self.err(
+                    format!("{key}.protocol"),
+                    format!("{other:?} is not supported; use \"imap\""),
+                );
                 Protocol::Imap
             }
         };
-        let host = raw.host.or_else(|| provider.map(|p| p.imap_host.to_owned()));
-        let host = self.required(format!("{key}.host"), host, "the IMAP server's host name (or set provider)");
+        let host = raw
+            .host
+            .or_else(|| provider.map(|p| p.imap_host.to_owned()));
+        let host = self.required(
+            format!("{key}.host"),
+            host,
+            "the IMAP server's host name (or set provider)",
+        );
         let tls = self.tls(format!("{key}.tls"), raw.tls.as_deref(), TlsMode::Implicit);
         let port = raw.port.unwrap_or(match tls {
             TlsMode::Implicit => 993,
             TlsMode::StartTls | TlsMode::None => 143,
         });
         let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
-        let username = self.required(format!("{key}.username"), raw.username, "the login name, usually the email address");
+        let username = self.required(
+            format!("{key}.username"),
+            raw.username,
+            "the login name, usually the email address",
+        );
         let auth = self.auth(&format!("{key}.auth"), raw.auth);
-        if let (Some(p), Some(SourceAuth::Password(_))) = (provider, &auth) {
-            if p.password_login_refused {
-                self.warnings.push(format!(
-                    "{key}: {} refuses password logins, app passwords included (\"Basic authentication is disabled\"); this account needs OAuth2",
-                    p.name
-                ));
-            }
+        if let (Some(p), Some(SourceAuth::Password(_))) = (provider, &auth)
+            && p.password_login_refused
+        {
+            self.warnings.push(format!(
+                "{key}: {} refuses password logins, app passwords included (\"Basic authentication is disabled\"); this account needs OAuth2",
+                p.name
+            ));
         }
         let folders = raw.folders.unwrap_or_else(|| vec!["INBOX".to_owned()]);
         if folders.is_empty() {
-            self.err(format!("{key}.folders"), "is empty: list at least one folder, e.g. [\"INBOX\"]".into());
+            self.err(
+                format!("{key}.folders"),
+                "is empty: list at least one folder, e.g. [\"INBOX\"]".into(),
+            );
         }
-        let mut interval = self.duration(format!("{key}.interval"), raw.interval.as_deref(), daemon.min_interval);
+        let mut interval = self.duration(
+            format!("{key}.interval"),
+            raw.interval.as_deref(),
+            daemon.min_interval,
+        );
         if interval < daemon.min_interval {
             self.warnings.push(format!(
                 "{key}.interval is below daemon.min-interval; using {}",
@@ -429,21 +555,36 @@ impl Checker<'_> {
             ));
             interval = daemon.min_interval;
         }
-        let destination = self.required(format!("{key}.destination"), raw.destination, "the name of a [[destination]]");
-        if let Some(d) = &destination {
-            if !destinations.contains(d) {
-                let known: Vec<_> = destinations.iter().map(String::as_str).collect();
-                self.err(
-                    format!("{key}.destination"),
-                    format!("no [[destination]] is named {d:?}; known: {}", if known.is_empty() { "none".into() } else { known.join(", ") }),
-                );
-            }
+        let destination = self.required(
+            format!("{key}.destination"),
+            raw.destination,
+            "the name of a [[destination]]",
+        );
+        if let Some(d) = &destination
+            && !destinations.contains(d)
+        {
+            let mut known: Vec<_> = destinations.iter().map(String::as_str).collect();
+            known.sort_unstable();
+            let known = if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            };
+            self.err(
+                format!("{key}.destination"),
+                format!("no [[destination]] is named {d:?}; known: {known}"),
+            );
         }
         Some(AccountConfig {
             name: name?,
             provider,
             protocol,
-            endpoint: Endpoint { host: host?, port, tls, ca_pem },
+            endpoint: Endpoint {
+                host: host?,
+                port,
+                tls,
+                ca_pem,
+            },
             username: username?,
             auth: auth?,
             folders,
@@ -454,17 +595,28 @@ impl Checker<'_> {
 
     fn auth(&mut self, key: &str, raw: Option<RawAuth>) -> Option<SourceAuth> {
         let Some(raw) = raw else {
-            self.err(key.to_owned(), "missing: set it to { method = \"password\", password-file = \"...\" }".into());
+            self.err(
+                key.to_owned(),
+                "missing: set it to { method = \"password\", password-file = \"...\" }".into(),
+            );
             return None;
         };
         match raw.method.as_deref() {
-            Some("password") => self.secret(&format!("{key}."), raw.password_file, raw.password_env).map(SourceAuth::Password),
+            Some("password") => self
+                .secret(&format!("{key}."), raw.password_file, raw.password_env)
+                .map(SourceAuth::Password),
             Some(other) => {
-                self.err(format!("{key}.method"), format!("{other:?} is not supported; use \"password\""));
+                self.err(
+                    format!("{key}.method"),
+                    format!("{other:?} is not supported; use \"password\""),
+                );
                 None
             }
             None => {
-                self.err(format!("{key}.method"), "missing: set it to \"password\"".into());
+                self.err(
+                    format!("{key}.method"),
+                    "missing: set it to \"password\"".into(),
+                );
                 None
             }
         }
@@ -473,5 +625,6 @@ impl Checker<'_> {
 
 /// A light check that catches typos (a missing `@`); the server has the last word.
 fn looks_like_address(a: &str) -> bool {
-    a.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !a.contains(char::is_whitespace))
+    a.split_once('@')
+        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !a.contains(char::is_whitespace))
 }

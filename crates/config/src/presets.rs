@@ -54,7 +54,11 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
 
 /// The names of all presets, for error messages.
 pub(crate) fn names() -> String {
-    PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    PRESETS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -66,7 +70,10 @@ mod tests {
         for name in ["outlook", "gmail", "gmx", "yahoo", "icloud"] {
             assert!(preset(name).is_some(), "{name}");
         }
-        assert_eq!(preset("outlook").map(|p| p.imap_host), Some("outlook.office365.com"));
+        assert_eq!(
+            preset("outlook").map(|p| p.imap_host),
+            Some("outlook.office365.com")
+        );
         assert!(preset("aol").is_none());
     }
 }

@@ -47,7 +47,8 @@ impl RawMessage {
     /// The Message-ID header without angle brackets, if the message has a parseable one.
     #[must_use]
     pub fn message_id(&self) -> Option<String> {
-        self.header_message().and_then(|m| m.message_id().map(str::to_owned))
+        self.header_message()
+            .and_then(|m| m.message_id().map(str::to_owned))
     }
 
     /// The address to use as the envelope sender when re-sending: the `Return-Path` if there
@@ -78,7 +79,9 @@ impl RawMessage {
 impl fmt::Debug for RawMessage {
     /// Never prints the content: bodies and headers are private.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawMessage").field("len", &self.bytes.len()).finish()
+        f.debug_struct("RawMessage")
+            .field("len", &self.bytes.len())
+            .finish()
     }
 }
 

@@ -30,7 +30,10 @@ pub trait Source: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
     /// Opens `folder` read-only and lists its messages.
-    fn open(&mut self, folder: &str) -> impl Future<Output = Result<FolderState, Self::Error>> + Send;
+    fn open(
+        &mut self,
+        folder: &str,
+    ) -> impl Future<Output = Result<FolderState, Self::Error>> + Send;
 
     /// Fetches the raw bytes of `uids` from the folder opened last, in the order given.
     /// A message that disappeared in the meantime is left out of the result.

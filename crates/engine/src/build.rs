@@ -1,10 +1,15 @@
 //! Turns configuration into adapters.
 
-use mailferry_config::{AccountConfig, Daemon, DestinationConfig, DestinationKind, SmtpSender, SourceAuth, TlsMode};
+use mailferry_config::{
+    AccountConfig, Daemon, DestinationConfig, DestinationKind, SmtpSender, SourceAuth, TlsMode,
+};
 use mailferry_imap::{ConnectOptions, ImapError, ImapSource, Login, Tls};
 use mailferry_smtp::{SmtpDestination, SmtpError, SmtpOptions, SmtpTls};
 
-pub(crate) async fn connect_source(account: &AccountConfig, daemon: &Daemon) -> Result<ImapSource, ImapError> {
+pub(crate) async fn connect_source(
+    account: &AccountConfig,
+    daemon: &Daemon,
+) -> Result<ImapSource, ImapError> {
     let e = &account.endpoint;
     let opts = ConnectOptions {
         host: e.host.clone(),
@@ -19,10 +24,20 @@ pub(crate) async fn connect_source(account: &AccountConfig, daemon: &Daemon) -> 
         io_timeout: daemon.io_timeout,
     };
     let SourceAuth::Password(password) = &account.auth;
-    ImapSource::connect(&opts, Login::Password { username: &account.username, password: password.expose() }).await
+    ImapSource::connect(
+        &opts,
+        Login::Password {
+            username: &account.username,
+            password: password.expose(),
+        },
+    )
+    .await
 }
 
-pub(crate) fn destination(dest: &DestinationConfig, daemon: &Daemon) -> Result<SmtpDestination, SmtpError> {
+pub(crate) fn destination(
+    dest: &DestinationConfig,
+    daemon: &Daemon,
+) -> Result<SmtpDestination, SmtpError> {
     let DestinationKind::Smtp(s) = &dest.kind;
     SmtpDestination::new(SmtpOptions {
         host: s.endpoint.host.clone(),
@@ -33,7 +48,10 @@ pub(crate) fn destination(dest: &DestinationConfig, daemon: &Daemon) -> Result<S
             TlsMode::None => SmtpTls::None,
         },
         ca_pem: s.endpoint.ca_pem.clone(),
-        credentials: s.credentials.as_ref().map(|(u, p)| (u.clone(), p.expose().to_owned())),
+        credentials: s
+            .credentials
+            .as_ref()
+            .map(|(u, p)| (u.clone(), p.expose().to_owned())),
         envelope_to: s.envelope_to.clone(),
         envelope_from: match &s.envelope_from {
             SmtpSender::FromMessage => None,

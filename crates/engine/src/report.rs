@@ -40,7 +40,11 @@ impl ErrorReport {
             }
             source = s.source();
         }
-        Self { class: err.class(), message, hint: err.hint() }
+        Self {
+            class: err.class(),
+            message,
+            hint: err.hint(),
+        }
     }
 }
 

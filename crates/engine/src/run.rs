@@ -98,8 +98,15 @@ async fn run_account(
     observer: &dyn Observer,
     cancel: &CancellationToken,
 ) -> AccountReport {
-    let mut report = AccountReport { account: account.name.clone(), ..AccountReport::default() };
-    let run_id = if opts.dry_run { None } else { store.start_run(&account.name).await.ok() };
+    let mut report = AccountReport {
+        account: account.name.clone(),
+        ..AccountReport::default()
+    };
+    let run_id = if opts.dry_run {
+        None
+    } else {
+        store.start_run(&account.name).await.ok()
+    };
     let outcome = pipeline(config, account, store, opts, observer, cancel, &mut report).await;
     if let Err(stop) = outcome {
         let r = stop.report();
@@ -131,17 +138,34 @@ async fn pipeline(
     cancel: &CancellationToken,
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
-    let dest_config = config
-        .destination(&account.destination)
-        .ok_or_else(|| Stop::Destination(mailferry_smtp::SmtpError::Address { what: "destination", value: account.destination.clone() }))?;
+    let dest_config = config.destination(&account.destination).ok_or_else(|| {
+        Stop::Destination(mailferry_smtp::SmtpError::Address {
+            what: "destination",
+            value: account.destination.clone(),
+        })
+    })?;
     let destination = build::destination(dest_config, &config.daemon).map_err(Stop::Destination)?;
-    let mut source = build::connect_source(account, &config.daemon).await.map_err(Stop::Source)?;
+    let mut source = build::connect_source(account, &config.daemon)
+        .await
+        .map_err(Stop::Source)?;
     let result = async {
         for folder in &account.folders {
             if cancel.is_cancelled() {
                 break;
             }
-            gather_folder(account, folder, &mut source, &destination, &dest_config.name, store, opts, observer, cancel, report).await?;
+            gather_folder(
+                account,
+                folder,
+                &mut source,
+                &destination,
+                &dest_config.name,
+                store,
+                opts,
+                observer,
+                cancel,
+                report,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -165,14 +189,26 @@ async fn gather_folder(
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
     let state = source.open(folder).await.map_err(Stop::Source)?;
-    let settled = store.settled_uids(&account.name, folder, state.uidvalidity).await.map_err(Stop::Store)?;
-    let new: Vec<ListedMessage> = state.messages.into_iter().filter(|m| !settled.contains(&m.uid)).collect();
+    let settled = store
+        .settled_uids(&account.name, folder, state.uidvalidity)
+        .await
+        .map_err(Stop::Store)?;
+    let new: Vec<ListedMessage> = state
+        .messages
+        .into_iter()
+        .filter(|m| !settled.contains(&m.uid))
+        .collect();
     report.new += new.len() as u64;
     debug!(folder, new = new.len(), settled = settled.len(), "listed");
     if opts.dry_run || new.is_empty() {
         return Ok(());
     }
-    observer.planned(&account.name, folder, new.len(), new.iter().map(|m| u64::from(m.size)).sum());
+    observer.planned(
+        &account.name,
+        folder,
+        new.len(),
+        new.iter().map(|m| u64::from(m.size)).sum(),
+    );
 
     for batch in batches(&new) {
         if cancel.is_cancelled() {
@@ -182,9 +218,15 @@ async fn gather_folder(
         let fetched = source.fetch(&uids).await.map_err(Stop::Source)?;
         for (uid, message) in fetched {
             report.counts.fetched += 1;
-            let key = LedgerKey { account: account.name.clone(), folder: folder.to_owned(), uidvalidity: state.uidvalidity, uid };
+            let key = LedgerKey {
+                account: account.name.clone(),
+                folder: folder.to_owned(),
+                uidvalidity: state.uidvalidity,
+                uid,
+            };
             let size = message.len() as u64;
-            let outcome = deliver_one(&key, &message, destination, destination_name, store, report).await;
+            let outcome =
+                deliver_one(&key, &message, destination, destination_name, store, report).await;
             observer.done(&account.name, size);
             outcome?;
         }
@@ -203,22 +245,40 @@ async fn deliver_one(
 ) -> Result<(), Stop> {
     let message_id = message.message_id();
     let sha256 = message.sha256_hex();
-    let facts = MessageFacts { message_id: message_id.as_deref(), sha256: &sha256, size: message.len(), destination: destination_name };
-    match store.begin_attempt(key, &facts).await.map_err(Stop::Store)? {
+    let facts = MessageFacts {
+        message_id: message_id.as_deref(),
+        sha256: &sha256,
+        size: message.len(),
+        destination: destination_name,
+    };
+    match store
+        .begin_attempt(key, &facts)
+        .await
+        .map_err(Stop::Store)?
+    {
         Attempt::Duplicate => {
-            debug!(uid = key.uid, "already delivered under an earlier UIDVALIDITY");
+            debug!(
+                uid = key.uid,
+                "already delivered under an earlier UIDVALIDITY"
+            );
             report.counts.skipped += 1;
             return Ok(());
         }
         Attempt::Interrupted => {
-            warn!(uid = key.uid, "an earlier delivery of this message was interrupted; sending it again");
+            warn!(
+                uid = key.uid,
+                "an earlier delivery of this message was interrupted; sending it again"
+            );
             report.resent += 1;
         }
         Attempt::Fresh => {}
     }
     match destination.deliver(message).await {
         Ok(receipt) => {
-            store.mark_delivered(key, &receipt.id).await.map_err(Stop::Store)?;
+            store
+                .mark_delivered(key, &receipt.id)
+                .await
+                .map_err(Stop::Store)?;
             debug!(uid = key.uid, reply = %receipt.id, "delivered");
             report.counts.delivered += 1;
             Ok(())
@@ -234,7 +294,10 @@ async fn deliver_one(
                 ErrorClass::Deferred => {
                     let p = problem();
                     warn!(uid = key.uid, reason = %p.reason, "delivery deferred; will retry next run");
-                    store.mark_deferred(key, &p.reason).await.map_err(Stop::Store)?;
+                    store
+                        .mark_deferred(key, &p.reason)
+                        .await
+                        .map_err(Stop::Store)?;
                     report.counts.failed += 1;
                     report.deferred.push(p);
                     Ok(())
@@ -242,7 +305,10 @@ async fn deliver_one(
                 ErrorClass::Refused => {
                     let p = problem();
                     warn!(uid = key.uid, reason = %p.reason, "delivery refused; the message stays at the source");
-                    store.mark_refused(key, &p.reason).await.map_err(Stop::Store)?;
+                    store
+                        .mark_refused(key, &p.reason)
+                        .await
+                        .map_err(Stop::Store)?;
                     report.counts.failed += 1;
                     report.refused.push(p);
                     Ok(())
@@ -250,7 +316,10 @@ async fn deliver_one(
                 _ => {
                     if !e.may_have_arrived() {
                         let reason = ErrorReport::from_error(&e).message;
-                        store.mark_deferred(key, &reason).await.map_err(Stop::Store)?;
+                        store
+                            .mark_deferred(key, &reason)
+                            .await
+                            .map_err(Stop::Store)?;
                     }
                     report.counts.failed += 1;
                     Err(Stop::Destination(e))
@@ -288,7 +357,14 @@ mod tests {
     use super::*;
 
     fn listed(sizes: &[u32]) -> Vec<ListedMessage> {
-        sizes.iter().enumerate().map(|(i, &size)| ListedMessage { uid: u32::try_from(i).unwrap_or(0) + 1, size }).collect()
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| ListedMessage {
+                uid: u32::try_from(i).unwrap_or(0) + 1,
+                size,
+            })
+            .collect()
     }
 
     #[test]

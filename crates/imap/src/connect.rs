@@ -77,35 +77,52 @@ pub(crate) async fn tcp(opts: &ConnectOptions) -> Result<TcpStream, ImapError> {
     let connect = TcpStream::connect((opts.host.as_str(), opts.port));
     match tokio::time::timeout(opts.connect_timeout, connect).await {
         Ok(Ok(s)) => {
-            s.set_nodelay(true).map_err(|source| ImapError::Connect { server: server.clone(), source })?;
+            s.set_nodelay(true).map_err(|source| ImapError::Connect {
+                server: server.clone(),
+                source,
+            })?;
             Ok(s)
         }
         Ok(Err(source)) => Err(ImapError::Connect { server, source }),
-        Err(_) => Err(ImapError::Timeout { step: "connect", after: opts.connect_timeout }),
+        Err(_) => Err(ImapError::Timeout {
+            step: "connect",
+            after: opts.connect_timeout,
+        }),
     }
 }
 
 /// Wraps `stream` in TLS, checking the certificate against the public roots and `ca_pem`.
-pub(crate) async fn tls<S>(opts: &ConnectOptions, stream: S) -> Result<tokio_rustls::client::TlsStream<S>, ImapError>
+pub(crate) async fn tls<S>(
+    opts: &ConnectOptions,
+    stream: S,
+) -> Result<tokio_rustls::client::TlsStream<S>, ImapError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let server = opts.server();
-    let io_err = |source| ImapError::Connect { server: server.clone(), source };
+    let io_err = |source| ImapError::Connect {
+        server: server.clone(),
+        source,
+    };
     let config = client_config(opts.ca_pem.as_deref()).map_err(io_err)?;
     let name = ServerName::try_from(opts.host.clone())
         .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     match tokio::time::timeout(opts.connect_timeout, connector.connect(name, stream)).await {
         Ok(r) => r.map_err(io_err),
-        Err(_) => Err(ImapError::Timeout { step: "TLS handshake", after: opts.connect_timeout }),
+        Err(_) => Err(ImapError::Timeout {
+            step: "TLS handshake",
+            after: opts.connect_timeout,
+        }),
     }
 }
 
 /// A rustls client configuration on the ring provider, trusting the Mozilla roots plus
 /// the certificates in `ca_pem`.
 fn client_config(ca_pem: Option<&[u8]>) -> std::io::Result<rustls::ClientConfig> {
-    let invalid = |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+    };
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = ca_pem {

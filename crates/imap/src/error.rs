@@ -73,8 +73,12 @@ impl Classify for ImapError {
             Self::LoginRefused(_) => Some(
                 "check the user name and the password file; many providers need an app password and IMAP enabled in their settings",
             ),
-            Self::Connect { .. } => Some("check host, port and tls in the account, and that the server is reachable"),
-            Self::Folder { .. } => Some("check the account's folders list against the folder names on the server"),
+            Self::Connect { .. } => {
+                Some("check host, port and tls in the account, and that the server is reachable")
+            }
+            Self::Folder { .. } => {
+                Some("check the account's folders list against the folder names on the server")
+            }
             _ => None,
         }
     }

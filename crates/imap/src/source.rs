@@ -49,14 +49,18 @@ impl ImapSource {
             Tls::StartTls => {
                 let mut plain = Client::new(tcp);
                 greeting(&mut plain, io).await?;
-                timed("STARTTLS", io, plain.run_command_and_check_ok("STARTTLS", None))
-                    .await
-                    .map_err(|e| match e {
-                        ImapError::Session(async_imap::error::Error::Bad(_) | async_imap::error::Error::No(_)) => {
-                            ImapError::Unsupported("STARTTLS")
-                        }
-                        other => other,
-                    })?;
+                timed(
+                    "STARTTLS",
+                    io,
+                    plain.run_command_and_check_ok("STARTTLS", None),
+                )
+                .await
+                .map_err(|e| match e {
+                    ImapError::Session(
+                        async_imap::error::Error::Bad(_) | async_imap::error::Error::No(_),
+                    ) => ImapError::Unsupported("STARTTLS"),
+                    other => other,
+                })?;
                 Box::new(connect::tls(opts, plain.into_inner()).await?)
             }
         };
@@ -67,7 +71,12 @@ impl ImapSource {
         let Login::Password { username, password } = login;
         debug!(server = %opts.server(), "logging in");
         let session = match tokio::time::timeout(io, client.login(username, password)).await {
-            Err(_) => return Err(ImapError::Timeout { step: "login", after: io }),
+            Err(_) => {
+                return Err(ImapError::Timeout {
+                    step: "login",
+                    after: io,
+                });
+            }
             Ok(Ok(session)) => session,
             Ok(Err((async_imap::error::Error::No(text), _))) => return Err(login_refusal(text)),
             Ok(Err((async_imap::error::Error::Validate(_), _))) => {
@@ -77,7 +86,10 @@ impl ImapSource {
             }
             Ok(Err((e, _))) => return Err(ImapError::Session(e)),
         };
-        Ok(Self { session, io_timeout: io })
+        Ok(Self {
+            session,
+            io_timeout: io,
+        })
     }
 
     fn drain_unsolicited(&mut self) {
@@ -92,9 +104,14 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug,
 {
     match tokio::time::timeout(io, client.read_response()).await {
-        Err(_) => Err(ImapError::Timeout { step: "greeting", after: io }),
+        Err(_) => Err(ImapError::Timeout {
+            step: "greeting",
+            after: io,
+        }),
         Ok(Ok(Some(_))) => Ok(()),
-        Ok(Ok(None)) => Err(ImapError::Protocol("the server closed the connection before greeting".into())),
+        Ok(Ok(None)) => Err(ImapError::Protocol(
+            "the server closed the connection before greeting".into(),
+        )),
         Ok(Err(e)) => Err(ImapError::Session(e.into())),
     }
 }
@@ -102,7 +119,13 @@ where
 /// A `NO` to LOGIN: refused for good, or only for now (RFC 5530 `[UNAVAILABLE]`,
 /// Microsoft's throttling).
 fn login_refusal(text: String) -> ImapError {
-    let temporary = ["[UNAVAILABLE]", "[INUSE]", "throttled", "Temporary", "temporarily"];
+    let temporary = [
+        "[UNAVAILABLE]",
+        "[INUSE]",
+        "throttled",
+        "Temporary",
+        "temporarily",
+    ];
     if temporary.iter().any(|t| text.contains(t)) {
         ImapError::LoginUnavailable(text)
     } else {
@@ -143,9 +166,19 @@ impl Source for ImapSource {
     async fn open(&mut self, folder: &str) -> Result<FolderState, ImapError> {
         let io = self.io_timeout;
         let mailbox = match tokio::time::timeout(io, self.session.examine(folder)).await {
-            Err(_) => return Err(ImapError::Timeout { step: "EXAMINE", after: io }),
-            Ok(Err(async_imap::error::Error::No(reason) | async_imap::error::Error::Bad(reason))) => {
-                return Err(ImapError::Folder { folder: folder.to_owned(), reason });
+            Err(_) => {
+                return Err(ImapError::Timeout {
+                    step: "EXAMINE",
+                    after: io,
+                });
+            }
+            Ok(Err(
+                async_imap::error::Error::No(reason) | async_imap::error::Error::Bad(reason),
+            )) => {
+                return Err(ImapError::Folder {
+                    folder: folder.to_owned(),
+                    reason,
+                });
             }
             Ok(Err(e)) => return Err(ImapError::Session(e)),
             Ok(Ok(m)) => m,
@@ -155,18 +188,33 @@ impl Source for ImapSource {
             .ok_or_else(|| ImapError::Protocol(format!("no UIDVALIDITY for folder {folder:?}")))?;
         let mut messages = Vec::with_capacity(usize::try_from(mailbox.exists).unwrap_or(0));
         if mailbox.exists > 0 {
-            let mut stream = timed("UID FETCH sizes", io, self.session.uid_fetch("1:*", "(UID RFC822.SIZE)")).await?;
-            while let Some(item) = timed("UID FETCH sizes", io, async { Ok::<_, ImapError>(stream.next().await) }).await? {
+            let mut stream = timed(
+                "UID FETCH sizes",
+                io,
+                self.session.uid_fetch("1:*", "(UID RFC822.SIZE)"),
+            )
+            .await?;
+            while let Some(item) = timed("UID FETCH sizes", io, async {
+                Ok::<_, ImapError>(stream.next().await)
+            })
+            .await?
+            {
                 let fetch = item?;
                 if let Some(uid) = fetch.uid {
-                    messages.push(ListedMessage { uid, size: fetch.size.unwrap_or(0) });
+                    messages.push(ListedMessage {
+                        uid,
+                        size: fetch.size.unwrap_or(0),
+                    });
                 }
             }
         }
         self.drain_unsolicited();
         messages.sort_unstable_by_key(|m| m.uid);
         debug!(folder, uidvalidity, count = messages.len(), "folder opened");
-        Ok(FolderState { uidvalidity, messages })
+        Ok(FolderState {
+            uidvalidity,
+            messages,
+        })
     }
 
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, RawMessage)>, ImapError> {
@@ -177,18 +225,30 @@ impl Source for ImapSource {
         let set = sequence_set(uids);
         let mut by_uid = HashMap::with_capacity(uids.len());
         {
-            let mut stream = timed("UID FETCH", io, self.session.uid_fetch(&set, "(UID BODY.PEEK[])")).await?;
-            while let Some(item) = timed("UID FETCH", io, async { Ok::<_, ImapError>(stream.next().await) }).await? {
+            let mut stream = timed(
+                "UID FETCH",
+                io,
+                self.session.uid_fetch(&set, "(UID BODY.PEEK[])"),
+            )
+            .await?;
+            while let Some(item) = timed("UID FETCH", io, async {
+                Ok::<_, ImapError>(stream.next().await)
+            })
+            .await?
+            {
                 let fetch = item?;
                 let Some(uid) = fetch.uid else { continue };
-                let body = fetch
-                    .body()
-                    .ok_or_else(|| ImapError::Protocol(format!("the server sent no BODY[] for UID {uid}")))?;
+                let body = fetch.body().ok_or_else(|| {
+                    ImapError::Protocol(format!("the server sent no BODY[] for UID {uid}"))
+                })?;
                 by_uid.insert(uid, RawMessage::new(body.to_vec()));
             }
         }
         self.drain_unsolicited();
-        Ok(uids.iter().filter_map(|uid| by_uid.remove(uid).map(|m| (*uid, m))).collect())
+        Ok(uids
+            .iter()
+            .filter_map(|uid| by_uid.remove(uid).map(|m| (*uid, m)))
+            .collect())
     }
 
     async fn close(mut self) {
@@ -210,9 +270,15 @@ mod tests {
     #[test]
     fn login_refusals_are_classified() {
         use mailferry_core::{Classify, ErrorClass};
-        assert_eq!(login_refusal("[AUTHENTICATIONFAILED] Authentication failed.".into()).class(), ErrorClass::Auth);
         assert_eq!(
-            login_refusal("[UNAVAILABLE] Temporary authentication failure. [host:2026-11-22]".into()).class(),
+            login_refusal("[AUTHENTICATIONFAILED] Authentication failed.".into()).class(),
+            ErrorClass::Auth
+        );
+        assert_eq!(
+            login_refusal(
+                "[UNAVAILABLE] Temporary authentication failure. [host:2026-11-22]".into()
+            )
+            .class(),
             ErrorClass::Transient
         );
         let basic = login_refusal("LOGIN failed. Basic authentication is disabled.".into());

@@ -20,7 +20,13 @@ use tracing::{info, warn};
 #[command(name = "mailferry", version, about)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, short, global = true, env = "MAILFERRY_CONFIG", default_value = "/etc/mailferry/mailferry.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "MAILFERRY_CONFIG",
+        default_value = "/etc/mailferry/mailferry.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -50,7 +56,10 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Run));
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         warn!("a TLS crypto provider was already installed");
     }
     let config = match mailferry_config::load(&cli.config) {
@@ -70,16 +79,27 @@ fn main() -> ExitCode {
             config.accounts.len(),
             if config.accounts.len() == 1 { "" } else { "s" },
             config.destinations.len(),
-            if config.destinations.len() == 1 { "" } else { "s" },
+            if config.destinations.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
         );
         return ExitCode::SUCCESS;
     }
-    if let Command::Once { account: Some(name), .. } = &cli.command {
-        if config.account(name).is_none() {
-            let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
-            eprintln!("mailferry: --account {name:?}: no such account in {}; known: {}", cli.config.display(), known.join(", "));
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    if let Command::Once {
+        account: Some(name),
+        ..
+    } = &cli.command
+        && config.account(name).is_none()
+    {
+        let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        eprintln!(
+            "mailferry: --account {name:?}: no such account in {}; known: {}",
+            cli.config.display(),
+            known.join(", ")
+        );
+        return ExitCode::from(EXIT_CONFIG);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -111,11 +131,18 @@ fn init_logging(service: bool) {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.daemon.state_dir)
         .await
-        .with_context(|| format!("cannot open the state in {}", config.daemon.state_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the state in {}",
+                config.daemon.state_dir.display()
+            )
+        })?;
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
     let code = match command {
-        Command::Once { account, dry_run } => once(&config, &store, RunOptions { account, dry_run }, &cancel).await,
+        Command::Once { account, dry_run } => {
+            once(&config, &store, RunOptions { account, dry_run }, &cancel).await
+        }
         Command::Run => {
             service(&config, &store, &cancel).await;
             ExitCode::SUCCESS
@@ -126,19 +153,31 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn once(config: &Config, store: &Store, opts: RunOptions, cancel: &CancellationToken) -> ExitCode {
+async fn once(
+    config: &Config,
+    store: &Store,
+    opts: RunOptions,
+    cancel: &CancellationToken,
+) -> ExitCode {
     let bar = Progress::new();
     let reports = mailferry_engine::run_once(config, store, &opts, &bar, cancel).await;
     bar.finish();
     for r in &reports {
         print_report(r, opts.dry_run);
     }
-    if reports.iter().any(AccountReport::failed) { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+    if reports.iter().any(AccountReport::failed) {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn print_report(r: &AccountReport, dry_run: bool) {
     if dry_run {
-        println!("{}: {} new (dry run: nothing fetched or delivered)", r.account, r.new);
+        println!(
+            "{}: {} new (dry run: nothing fetched or delivered)",
+            r.account, r.new
+        );
     } else {
         let c = &r.counts;
         let mut line = format!(
@@ -146,13 +185,19 @@ fn print_report(r: &AccountReport, dry_run: bool) {
             r.account, c.fetched, c.delivered, c.skipped, c.failed
         );
         if r.resent > 0 {
-            line.push_str(&format!(" ({} re-sent after an interrupted attempt)", r.resent));
+            line.push_str(&format!(
+                " ({} re-sent after an interrupted attempt)",
+                r.resent
+            ));
         }
         println!("{line}");
     }
     for (what, problems) in [("deferred", &r.deferred), ("refused", &r.refused)] {
         for p in problems {
-            let id = p.message_id.as_deref().map_or(String::new(), |m| format!(" <{m}>"));
+            let id = p
+                .message_id
+                .as_deref()
+                .map_or(String::new(), |m| format!(" <{m}>"));
             println!("  {what} {} UID {}{id}: {}", p.folder, p.uid, p.reason);
         }
     }
@@ -198,7 +243,10 @@ fn jitter(max: Duration) -> Duration {
 
 async fn cancel_on_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot listen for signals");
         return;
     };

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use mailferry_core::{Destination, RawMessage, Receipt};
 use tokio::sync::Mutex;
 use tracing::debug;
@@ -73,7 +73,9 @@ pub struct SmtpDestination {
 
 impl std::fmt::Debug for SmtpDestination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpDestination").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("SmtpDestination")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,44 +89,103 @@ impl SmtpDestination {
         let to = opts
             .envelope_to
             .iter()
-            .map(|a| a.parse::<Address>().map_err(|_| SmtpError::Address { what: "envelope-to", value: a.clone() }))
+            .map(|a| {
+                a.parse::<Address>().map_err(|_| SmtpError::Address {
+                    what: "envelope-to",
+                    value: a.clone(),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let from = opts
             .envelope_from
             .as_ref()
-            .map(|a| a.parse::<Address>().map_err(|_| SmtpError::Address { what: "envelope-from", value: a.clone() }))
+            .map(|a| {
+                a.parse::<Address>().map_err(|_| SmtpError::Address {
+                    what: "envelope-from",
+                    value: a.clone(),
+                })
+            })
             .transpose()?;
         let tls = match opts.tls {
             SmtpTls::None => None,
             SmtpTls::Implicit | SmtpTls::StartTls => {
                 let mut builder = TlsParameters::builder(opts.host.clone());
                 if let Some(pem) = &opts.ca_pem {
-                    let cert = Certificate::from_pem(pem).map_err(|source| SmtpError::Connect { server: server(&opts), source })?;
+                    let cert = Certificate::from_pem(pem).map_err(|source| SmtpError::Connect {
+                        server: server(&opts),
+                        source,
+                    })?;
                     builder = builder.add_root_certificate(cert);
                 }
-                Some(builder.build_rustls().map_err(|source| SmtpError::Connect { server: server(&opts), source })?)
+                Some(
+                    builder
+                        .build_rustls()
+                        .map_err(|source| SmtpError::Connect {
+                            server: server(&opts),
+                            source,
+                        })?,
+                )
             }
         };
         let hello = ClientId::Domain(opts.hello_name.clone().unwrap_or_else(local_hostname));
-        Ok(Self { opts, to, from, hello, tls, conn: Mutex::new(None) })
+        Ok(Self {
+            opts,
+            to,
+            from,
+            hello,
+            tls,
+            conn: Mutex::new(None),
+        })
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
         let o = &self.opts;
-        let connect_err = |source| SmtpError::Connect { server: server(o), source };
-        let implicit = if o.tls == SmtpTls::Implicit { self.tls.clone() } else { None };
-        let connect = AsyncSmtpConnection::connect_tokio1((o.host.as_str(), o.port), Some(o.connect_timeout), &self.hello, implicit, None);
-        let mut conn = within("connect", o.connect_timeout, connect).await?.map_err(connect_err)?;
+        let connect_err = |source| SmtpError::Connect {
+            server: server(o),
+            source,
+        };
+        let implicit = if o.tls == SmtpTls::Implicit {
+            self.tls.clone()
+        } else {
+            None
+        };
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (o.host.as_str(), o.port),
+            Some(o.connect_timeout),
+            &self.hello,
+            implicit,
+            None,
+        );
+        let mut conn = within("connect", o.connect_timeout, connect)
+            .await?
+            .map_err(connect_err)?;
         if let (SmtpTls::StartTls, Some(params)) = (o.tls, &self.tls) {
-            within("STARTTLS", o.connect_timeout, conn.starttls(params.clone(), &self.hello))
-                .await?
-                .map_err(connect_err)?;
+            within(
+                "STARTTLS",
+                o.connect_timeout,
+                conn.starttls(params.clone(), &self.hello),
+            )
+            .await?
+            .map_err(connect_err)?;
         }
         if let Some((user, password)) = &o.credentials {
             let creds = Credentials::new(user.clone(), password.clone());
-            within("AUTH", o.io_timeout, conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds))
-                .await?
-                .map_err(|e| if e.is_permanent() { SmtpError::Auth(e) } else { SmtpError::Session { step: "AUTH", source: e } })?;
+            within(
+                "AUTH",
+                o.io_timeout,
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds),
+            )
+            .await?
+            .map_err(|e| {
+                if e.is_permanent() {
+                    SmtpError::Auth(e)
+                } else {
+                    SmtpError::Session {
+                        step: "AUTH",
+                        source: e,
+                    }
+                }
+            })?;
         }
         debug!(server = %server(o), encrypted = conn.is_encrypted(), "SMTP session ready");
         Ok(conn)
@@ -137,11 +198,20 @@ impl SmtpDestination {
         }
     }
 
-    async fn transaction(&self, conn: &mut AsyncSmtpConnection, message: &RawMessage) -> Result<Receipt, SmtpError> {
+    async fn transaction(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        message: &RawMessage,
+    ) -> Result<Receipt, SmtpError> {
         let io = self.opts.io_timeout;
-        let from = self.from.clone().or_else(|| message.envelope_sender().and_then(|a| a.parse().ok()));
+        let from = self
+            .from
+            .clone()
+            .or_else(|| message.envelope_sender().and_then(|a| a.parse().ok()));
         let mut params = Vec::new();
-        if !message.as_bytes().is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        if !message.as_bytes().is_ascii()
+            && conn.server_info().supports_feature(Extension::EightBitMime)
+        {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         let ascii = |a: &Address| <Address as AsRef<str>>::as_ref(a).is_ascii();
@@ -149,15 +219,31 @@ impl SmtpDestination {
         if utf8 && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
             params.push(MailParameter::SmtpUtfEight);
         }
-        reply("MAIL", within("MAIL", io, conn.command(Mail::new(from, params))).await?)?;
+        reply(
+            "MAIL",
+            within("MAIL", io, conn.command(Mail::new(from, params))).await?,
+        )?;
         for to in &self.to {
-            reply("RCPT", within("RCPT", io, conn.command(Rcpt::new(to.clone(), Vec::new()))).await?)?;
+            reply(
+                "RCPT",
+                within("RCPT", io, conn.command(Rcpt::new(to.clone(), Vec::new()))).await?,
+            )?;
         }
         reply("DATA", within("DATA", io, conn.command(Data)).await?)?;
         let data = to_smtp_data(message.as_bytes());
-        let response = reply("message data", within("message data", io, conn.message_iter(data.chunks(64 * 1024))).await?)?;
+        let response = reply(
+            "message data",
+            within(
+                "message data",
+                io,
+                conn.message_iter(data.chunks(64 * 1024)),
+            )
+            .await?,
+        )?;
         let text = response.message().collect::<Vec<_>>().join(" ");
-        Ok(Receipt { id: format!("{} {text}", response.code()) })
+        Ok(Receipt {
+            id: format!("{} {text}", response.code()),
+        })
     }
 }
 
@@ -167,7 +253,8 @@ impl Destination for SmtpDestination {
     async fn deliver(&self, message: &RawMessage) -> Result<Receipt, SmtpError> {
         if message.is_empty() {
             return Err(SmtpError::Refused {
-                reply: "the message is empty (0 bytes); SMTP has no way to carry an empty message".into(),
+                reply: "the message is empty (0 bytes); SMTP has no way to carry an empty message"
+                    .into(),
             });
         }
         let mut guard = self.conn.lock().await;
@@ -176,7 +263,9 @@ impl Destination for SmtpDestination {
             *guard = Some(self.connect().await?);
         }
         let Some(conn) = guard.as_mut() else {
-            return Err(SmtpError::Refused { reply: "internal: no SMTP connection".into() });
+            return Err(SmtpError::Refused {
+                reply: "internal: no SMTP connection".into(),
+            });
         };
         let mut result = self.transaction(conn, message).await;
         // A reused connection may have been closed by the server while idle. Nothing of this
@@ -191,7 +280,10 @@ impl Destination for SmtpDestination {
             Ok(_) => {}
             Err(SmtpError::Deferred { .. } | SmtpError::Refused { .. }) => {
                 let reset = match guard.as_mut() {
-                    Some(conn) => matches!(tokio::time::timeout(self.opts.io_timeout, conn.command(Rset)).await, Ok(Ok(_))),
+                    Some(conn) => matches!(
+                        tokio::time::timeout(self.opts.io_timeout, conn.command(Rset)).await,
+                        Ok(Ok(_))
+                    ),
                     None => false,
                 };
                 if !reset {
@@ -205,18 +297,31 @@ impl Destination for SmtpDestination {
 }
 
 /// What a reply means at this point of the transaction.
-fn reply(step: &'static str, r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
+fn reply(
+    step: &'static str,
+    r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
     r.map_err(|e| match e.status() {
         // 421: the server is closing the channel; the connection is gone, not the message.
         Some(code) if code.to_string() == "421" => SmtpError::Session { step, source: e },
-        Some(_) if e.is_transient() => SmtpError::Deferred { reply: e.to_string() },
-        Some(_) => SmtpError::Refused { reply: e.to_string() },
+        Some(_) if e.is_transient() => SmtpError::Deferred {
+            reply: e.to_string(),
+        },
+        Some(_) => SmtpError::Refused {
+            reply: e.to_string(),
+        },
         None => SmtpError::Session { step, source: e },
     })
 }
 
-async fn within<T>(step: &'static str, limit: Duration, fut: impl Future<Output = T>) -> Result<T, SmtpError> {
-    tokio::time::timeout(limit, fut).await.map_err(|_| SmtpError::Timeout { step, after: limit })
+async fn within<T>(
+    step: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Result<T, SmtpError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| SmtpError::Timeout { step, after: limit })
 }
 
 fn server(o: &SmtpOptions) -> String {

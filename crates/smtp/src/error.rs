@@ -63,7 +63,9 @@ pub enum SmtpError {
 impl Classify for SmtpError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Connect { .. } | Self::Timeout { .. } | Self::Session { .. } => ErrorClass::Transient,
+            Self::Connect { .. } | Self::Timeout { .. } | Self::Session { .. } => {
+                ErrorClass::Transient
+            }
             Self::Auth(_) => ErrorClass::Auth,
             Self::Deferred { .. } => ErrorClass::Deferred,
             Self::Refused { .. } => ErrorClass::Refused,
@@ -83,7 +85,13 @@ impl Classify for SmtpError {
     fn may_have_arrived(&self) -> bool {
         matches!(
             self,
-            Self::Session { step: "message data", .. } | Self::Timeout { step: "message data", .. }
+            Self::Session {
+                step: "message data",
+                ..
+            } | Self::Timeout {
+                step: "message data",
+                ..
+            }
         )
     }
 }

@@ -13,7 +13,10 @@ use std::borrow::Cow;
 /// Borrows when nothing needs converting, so large messages are not copied.
 #[must_use]
 pub fn to_smtp_data(raw: &[u8]) -> Cow<'_, [u8]> {
-    let has_bare_lf = raw.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
+    let has_bare_lf = raw
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
     let data: Cow<'_, [u8]> = if has_bare_lf {
         let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
         let mut prev = 0u8;

@@ -134,7 +134,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let open_err = |source| StoreError::Open { path: path.clone(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -155,7 +158,12 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn settled_uids(&self, account: &str, folder: &str, uidvalidity: u32) -> Result<HashSet<u32>, StoreError> {
+    pub async fn settled_uids(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<u32>, StoreError> {
         let rows = sqlx::query(
             "SELECT uid FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
              AND state IN ('delivered', 'refused', 'duplicate')",
@@ -176,7 +184,11 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn begin_attempt(&self, key: &LedgerKey, facts: &MessageFacts<'_>) -> Result<Attempt, StoreError> {
+    pub async fn begin_attempt(
+        &self,
+        key: &LedgerKey,
+        facts: &MessageFacts<'_>,
+    ) -> Result<Attempt, StoreError> {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
         let mut tx = self.pool.begin().await?;
@@ -203,7 +215,11 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
                 != 0;
-        let state = if seen_elsewhere { "duplicate" } else { "attempt" };
+        let state = if seen_elsewhere {
+            "duplicate"
+        } else {
+            "attempt"
+        };
         sqlx::query(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, message_id, sha256, size, state, attempts, \
              destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -239,8 +255,13 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn mark_delivered(&self, key: &LedgerKey, destination_id: &str) -> Result<(), StoreError> {
-        self.set_state(key, "delivered", Some(destination_id), None).await
+    pub async fn mark_delivered(
+        &self,
+        key: &LedgerKey,
+        destination_id: &str,
+    ) -> Result<(), StoreError> {
+        self.set_state(key, "delivered", Some(destination_id), None)
+            .await
     }
 
     /// Records a temporary refusal: the message is tried again on the next run.
@@ -260,7 +281,13 @@ impl Store {
         self.set_state(key, "refused", None, Some(reason)).await
     }
 
-    async fn set_state(&self, key: &LedgerKey, state: &str, destination_id: Option<&str>, error: Option<&str>) -> Result<(), StoreError> {
+    async fn set_state(
+        &self,
+        key: &LedgerKey,
+        state: &str,
+        destination_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE ledger SET state = ?, destination_id = COALESCE(?, destination_id), last_error = ?, updated_at = ? \
              WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
@@ -296,8 +323,10 @@ impl Store {
                     key: LedgerKey {
                         account: account.to_owned(),
                         folder: r.get(0),
-                        uidvalidity: u32::try_from(r.get::<i64, _>(1)).map_err(|_| StoreError::Range("uidvalidity"))?,
-                        uid: u32::try_from(r.get::<i64, _>(2)).map_err(|_| StoreError::Range("uid"))?,
+                        uidvalidity: u32::try_from(r.get::<i64, _>(1))
+                            .map_err(|_| StoreError::Range("uidvalidity"))?,
+                        uid: u32::try_from(r.get::<i64, _>(2))
+                            .map_err(|_| StoreError::Range("uid"))?,
                     },
                     message_id: r.get(3),
                     reason: r.get::<Option<String>, _>(4).unwrap_or_default(),
@@ -324,7 +353,12 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn finish_run(&self, id: i64, counts: &RunCounts, error: Option<&str>) -> Result<(), StoreError> {
+    pub async fn finish_run(
+        &self,
+        id: i64,
+        counts: &RunCounts,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         let n = |v: u64| i64::try_from(v).map_err(|_| StoreError::Range("count"));
         sqlx::query(
             "UPDATE runs SET finished_at = ?, fetched = ?, delivered = ?, skipped = ?, failed = ?, error = ? WHERE id = ?",
@@ -356,16 +390,30 @@ fn prepare_files(state_dir: &Path) -> Result<(), StoreError> {
         move |source| StoreError::Prepare { path, source }
     };
     if !state_dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(err(state_dir))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(err(state_dir))?;
     }
-    for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal"), format!("{DB_FILE}-shm")] {
+    for name in [
+        DB_FILE.to_owned(),
+        format!("{DB_FILE}-wal"),
+        format!("{DB_FILE}-shm"),
+    ] {
         let path = state_dir.join(name);
         if path.exists() {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err(&path))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(err(&path))?;
         }
     }
     let db = state_dir.join(DB_FILE);
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&db).map_err(err(&db))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&db)
+        .map_err(err(&db))?;
     Ok(())
 }
 

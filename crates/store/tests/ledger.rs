@@ -2,14 +2,24 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store, DB_FILE};
+use mailferry_store::{Attempt, DB_FILE, LedgerKey, MessageFacts, Store};
 
 fn key(uidvalidity: u32, uid: u32) -> LedgerKey {
-    LedgerKey { account: "a".into(), folder: "INBOX".into(), uidvalidity, uid }
+    LedgerKey {
+        account: "a".into(),
+        folder: "INBOX".into(),
+        uidvalidity,
+        uid,
+    }
 }
 
 fn facts(sha: &str) -> MessageFacts<'_> {
-    MessageFacts { message_id: Some("m@x"), sha256: sha, size: 10, destination: "home" }
+    MessageFacts {
+        message_id: Some("m@x"),
+        sha256: sha,
+        size: 10,
+        destination: "home",
+    }
 }
 
 #[tokio::test]
@@ -17,8 +27,12 @@ async fn state_file_and_directory_are_private() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     let store = Store::open(&state).await.expect("open");
-    store.begin_attempt(&key(1, 1), &facts("h")).await.expect("attempt");
-    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    store
+        .begin_attempt(&key(1, 1), &facts("h"))
+        .await
+        .expect("attempt");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join(DB_FILE)), 0o600);
     assert_eq!(mode(&state.join(format!("{DB_FILE}-wal"))), 0o600);
@@ -29,33 +43,87 @@ async fn delivered_and_refused_are_settled_deferred_is_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).await.expect("open");
     for uid in 1..=4 {
-        assert_eq!(store.begin_attempt(&key(7, uid), &facts(&format!("h{uid}"))).await.expect("a"), Attempt::Fresh);
+        assert_eq!(
+            store
+                .begin_attempt(&key(7, uid), &facts(&format!("h{uid}")))
+                .await
+                .expect("a"),
+            Attempt::Fresh
+        );
     }
     store.mark_delivered(&key(7, 1), "250 ok").await.expect("d");
     store.mark_refused(&key(7, 2), "550 no").await.expect("r");
-    store.mark_deferred(&key(7, 3), "451 later").await.expect("t");
+    store
+        .mark_deferred(&key(7, 3), "451 later")
+        .await
+        .expect("t");
     let settled = store.settled_uids("a", "INBOX", 7).await.expect("settled");
     assert_eq!(settled, [1, 2].into_iter().collect());
-    assert!(store.settled_uids("a", "INBOX", 8).await.expect("other").is_empty());
+    assert!(
+        store
+            .settled_uids("a", "INBOX", 8)
+            .await
+            .expect("other")
+            .is_empty()
+    );
     let refusals = store.refusals("a").await.expect("refusals");
     assert_eq!(refusals.len(), 1);
     assert_eq!(refusals[0].reason, "550 no");
     // A deferred message is retried as a fresh attempt; an unfinished one is reported.
-    assert_eq!(store.begin_attempt(&key(7, 3), &facts("h3")).await.expect("a"), Attempt::Fresh);
-    assert_eq!(store.begin_attempt(&key(7, 4), &facts("h4")).await.expect("a"), Attempt::Interrupted);
+    assert_eq!(
+        store
+            .begin_attempt(&key(7, 3), &facts("h3"))
+            .await
+            .expect("a"),
+        Attempt::Fresh
+    );
+    assert_eq!(
+        store
+            .begin_attempt(&key(7, 4), &facts("h4"))
+            .await
+            .expect("a"),
+        Attempt::Interrupted
+    );
 }
 
 #[tokio::test]
 async fn same_content_under_new_uidvalidity_is_a_duplicate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).await.expect("open");
-    store.begin_attempt(&key(1, 10), &facts("same")).await.expect("a");
+    store
+        .begin_attempt(&key(1, 10), &facts("same"))
+        .await
+        .expect("a");
     store.mark_delivered(&key(1, 10), "ok").await.expect("d");
-    assert_eq!(store.begin_attempt(&key(2, 1), &facts("same")).await.expect("a"), Attempt::Duplicate);
-    assert!(store.settled_uids("a", "INBOX", 2).await.expect("s").contains(&1));
+    assert_eq!(
+        store
+            .begin_attempt(&key(2, 1), &facts("same"))
+            .await
+            .expect("a"),
+        Attempt::Duplicate
+    );
+    assert!(
+        store
+            .settled_uids("a", "INBOX", 2)
+            .await
+            .expect("s")
+            .contains(&1)
+    );
     // Different bytes, or the same bytes twice within one UIDVALIDITY, are delivered.
-    assert_eq!(store.begin_attempt(&key(2, 2), &facts("other")).await.expect("a"), Attempt::Fresh);
-    assert_eq!(store.begin_attempt(&key(1, 11), &facts("same")).await.expect("a"), Attempt::Fresh);
+    assert_eq!(
+        store
+            .begin_attempt(&key(2, 2), &facts("other"))
+            .await
+            .expect("a"),
+        Attempt::Fresh
+    );
+    assert_eq!(
+        store
+            .begin_attempt(&key(1, 11), &facts("same"))
+            .await
+            .expect("a"),
+        Attempt::Fresh
+    );
 }
 
 #[tokio::test]
@@ -63,10 +131,19 @@ async fn reopening_keeps_the_ledger() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = Store::open(dir.path()).await.expect("open");
-        store.begin_attempt(&key(1, 1), &facts("h")).await.expect("a");
+        store
+            .begin_attempt(&key(1, 1), &facts("h"))
+            .await
+            .expect("a");
         store.mark_delivered(&key(1, 1), "ok").await.expect("d");
         store.close().await;
     }
     let store = Store::open(dir.path()).await.expect("reopen");
-    assert!(store.settled_uids("a", "INBOX", 1).await.expect("s").contains(&1));
+    assert!(
+        store
+            .settled_uids("a", "INBOX", 1)
+            .await
+            .expect("s")
+            .contains(&1)
+    );
 }

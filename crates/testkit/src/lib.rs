@@ -39,26 +39,47 @@ impl Pki {
     /// Generates a fresh CA and server certificate into `dir`.
     #[must_use]
     pub fn generate(dir: &Path) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "mailferry test CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca.distinguished_name
+            .push(DnType::CommonName, "mailferry test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_key = KeyPair::generate().expect("CA key");
         let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
         let issuer = Issuer::new(ca, ca_key);
 
-        let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
-        leaf.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("leaf params");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf certificate");
+        let leaf_cert = leaf
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf certificate");
 
-        let pki = Self { ca_pem: dir.join("ca.pem"), chain_pem: dir.join("server-chain.pem"), key_pem: dir.join("server.key") };
+        let pki = Self {
+            ca_pem: dir.join("ca.pem"),
+            chain_pem: dir.join("server-chain.pem"),
+            key_pem: dir.join("server.key"),
+        };
         std::fs::write(&pki.ca_pem, ca_cert.pem()).expect("write CA");
-        std::fs::write(&pki.chain_pem, format!("{}{}", leaf_cert.pem(), ca_cert.pem())).expect("write chain");
+        std::fs::write(
+            &pki.chain_pem,
+            format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+        )
+        .expect("write chain");
         std::fs::write(&pki.key_pem, leaf_key.serialize_pem()).expect("write key");
-        std::fs::set_permissions(&pki.key_pem, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        std::fs::set_permissions(&pki.key_pem, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod key");
         pki
     }
 }
@@ -83,7 +104,10 @@ pub struct Dovecot {
 
 impl std::fmt::Debug for Dovecot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dovecot").field("dir", &self.dir.path()).field("imaps_port", &self.imaps_port).finish_non_exhaustive()
+        f.debug_struct("Dovecot")
+            .field("dir", &self.dir.path())
+            .field("imaps_port", &self.imaps_port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,20 +117,39 @@ impl Dovecot {
     /// Starts a private instance; panics with Dovecot's log if it does not come up.
     #[must_use]
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("mailferry-dovecot-").tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dir = tempfile::Builder::new()
+            .prefix("mailferry-dovecot-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let pki = Pki::generate(dir.path());
         // Dovecot refuses to deliver mail as root; when the tests run as root, mail
         // belongs to nobody, otherwise to the current user.
         let me = std::fs::metadata(dir.path()).expect("meta");
-        let (uid, gid) = if me.uid() == 0 { (65534, 65534) } else { (me.uid(), me.gid()) };
+        let (uid, gid) = if me.uid() == 0 {
+            (65534, 65534)
+        } else {
+            (me.uid(), me.gid())
+        };
         let home = dir.path().join("home");
         std::fs::create_dir_all(home.join("Maildir").join("cur")).expect("mkdir");
         for sub in ["new", "tmp"] {
             std::fs::create_dir_all(home.join("Maildir").join(sub)).expect("mkdir");
         }
-        std::fs::write(dir.path().join("passwd"), format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n")).expect("passwd");
-        let mut d = Self { dir, pki, imaps_port: 0, imap_port: 0, uid, gid };
+        std::fs::write(
+            dir.path().join("passwd"),
+            format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
+        )
+        .expect("passwd");
+        let mut d = Self {
+            dir,
+            pki,
+            imaps_port: 0,
+            imap_port: 0,
+            uid,
+            gid,
+        };
         d.chown_tree(&home);
         let mut last_log = String::new();
         for _ in 0..8 {
@@ -200,7 +243,11 @@ service stats {{
     #[must_use]
     pub fn folder_dir(&self, folder: &str) -> PathBuf {
         let root = self.dir.path().join("home").join("Maildir");
-        if folder == "INBOX" { root } else { root.join(format!(".{folder}")) }
+        if folder == "INBOX" {
+            root
+        } else {
+            root.join(format!(".{folder}"))
+        }
     }
 
     /// Puts `bytes` into `folder` as an unread message, exactly as given.
@@ -210,7 +257,11 @@ service stats {{
             std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
         }
         let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}.M{n}P{}.testkit:2,", 1_700_000_000 + n, std::process::id());
+        let name = format!(
+            "{}.M{n}P{}.testkit:2,",
+            1_700_000_000 + n,
+            std::process::id()
+        );
         let path = dir.join("cur").join(name);
         std::fs::write(&path, bytes).expect("write message");
         self.chown_tree(&dir);
@@ -220,7 +271,11 @@ service stats {{
     #[must_use]
     pub fn message_files(&self, folder: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.folder_dir(folder).join("cur"))
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
@@ -231,7 +286,10 @@ service stats {{
     /// since Dovecot derives a new UIDVALIDITY from the clock.
     pub fn reset_uidvalidity(&self, folder: &str) {
         let dir = self.folder_dir(folder);
-        for entry in std::fs::read_dir(&dir).expect("read folder").filter_map(Result::ok) {
+        for entry in std::fs::read_dir(&dir)
+            .expect("read folder")
+            .filter_map(Result::ok)
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("dovecot") {
                 std::fs::remove_file(entry.path()).expect("remove index");
@@ -241,7 +299,11 @@ service stats {{
     }
 
     fn chown_tree(&self, path: &Path) {
-        if std::fs::metadata(path).map(|m| m.uid() == self.uid).unwrap_or(false) && self.uid != 65534 {
+        if std::fs::metadata(path)
+            .map(|m| m.uid() == self.uid)
+            .unwrap_or(false)
+            && self.uid != 65534
+        {
             return;
         }
         let status = Command::new("chown")
@@ -281,9 +343,14 @@ impl Drop for Dovecot {
 fn random_port() -> u16 {
     // Dovecot binds its own sockets, so a port cannot be handed over; start() retries on
     // another port when one is taken, instead of probing first (which races).
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-    let mixed = u64::from(seed).wrapping_mul(6_364_136_223_846_793_005).wrapping_add(n.wrapping_mul(1_442_695_040_888_963_407)) >> 33;
+    let mixed = u64::from(seed)
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(n.wrapping_mul(1_442_695_040_888_963_407))
+        >> 33;
     20_000 + u16::try_from(mixed % 40_000).expect("port in range")
 }
 
@@ -321,7 +388,9 @@ pub struct SmtpReceiver {
 
 impl std::fmt::Debug for SmtpReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpReceiver").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("SmtpReceiver")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -329,12 +398,23 @@ impl SmtpReceiver {
     /// Starts the receiver; with `pki` it offers STARTTLS with that certificate.
     #[must_use]
     pub fn start(pki: Option<&Pki>) -> Self {
-        let dir = tempfile::Builder::new().prefix("mailferry-smtp-").tempdir().expect("tempdir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py").join("smtp_receiver.py");
+        let dir = tempfile::Builder::new()
+            .prefix("mailferry-smtp-")
+            .tempdir()
+            .expect("tempdir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("py")
+            .join("smtp_receiver.py");
         let mut cmd = Command::new("python3");
-        cmd.arg(script).arg(dir.path()).arg("--slow-seconds").arg("3");
+        cmd.arg(script)
+            .arg(dir.path())
+            .arg("--slow-seconds")
+            .arg("3");
         if let Some(pki) = pki {
-            cmd.arg("--tls-cert").arg(&pki.chain_pem).arg("--tls-key").arg(&pki.key_pem);
+            cmd.arg("--tls-cert")
+                .arg(&pki.chain_pem)
+                .arg("--tls-key")
+                .arg(&pki.key_pem);
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -344,11 +424,15 @@ impl SmtpReceiver {
             .expect("cannot run python3: scripts/test installs it with aiosmtpd");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read receiver port");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read receiver port");
         let port = line
             .strip_prefix("PORT ")
             .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the SMTP receiver did not start (is aiosmtpd installed?); it said {line:?}"));
+            .unwrap_or_else(|| {
+                panic!("the SMTP receiver did not start (is aiosmtpd installed?); it said {line:?}")
+            });
         Self { child, dir, port }
     }
 
@@ -366,10 +450,18 @@ impl SmtpReceiver {
             .into_iter()
             .map(|p| {
                 let raw = std::fs::read(&p).expect("read message");
-                let env: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(p.with_extension("json")).expect("read envelope")).expect("envelope json");
+                let env: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(p.with_extension("json")).expect("read envelope"),
+                )
+                .expect("envelope json");
                 let strings = |v: &serde_json::Value| -> Vec<String> {
-                    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+                    v.as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default()
                 };
                 Received {
                     raw,
