@@ -405,7 +405,8 @@ impl SmtpReceiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("py")
             .join("smtp_receiver.py");
-        let mut cmd = Command::new("python3");
+        let python = std::env::var("MAILFERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let mut cmd = Command::new(python);
         cmd.arg(script)
             .arg(dir.path())
             .arg("--slow-seconds")

@@ -1,0 +1,170 @@
+//! `scripts/bench`: imports N messages of mixed sizes from the test Dovecot to the test SMTP
+//! receiver with the release `mailferry` binary and prints messages/s, MB/s and peak RSS.
+//! With `--fetchmail`, runs Debian's fetchmail over the same mailbox for comparison.
+//! A benchmark, not a test: it asserts only that everything arrived.
+
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use mailferry_testkit::{Dovecot, PASSWORD, SmtpReceiver, USER, fixtures};
+
+struct Args {
+    messages: usize,
+    binary: PathBuf,
+    fetchmail: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args { messages: 10_000, binary: PathBuf::from("target/release/mailferry"), fetchmail: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--messages" => a.messages = it.next().and_then(|n| n.parse().ok()).expect("--messages N"),
+            "--binary" => a.binary = it.next().map(PathBuf::from).expect("--binary PATH"),
+            "--fetchmail" => a.fetchmail = true,
+            other => panic!("unknown argument {other}; use --messages N, --binary PATH, --fetchmail"),
+        }
+    }
+    a
+}
+
+/// Sizes between 1 KB and 5 MB averaging about 100 KB, the same for every run.
+fn sizes(n: usize) -> Vec<usize> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |max: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % max).expect("fits")
+    };
+    (0..n)
+        .map(|_| match next(100) {
+            0 => 1_000_000 + next(4_000_000),
+            1..=9 => 100_000 + next(900_000),
+            _ => 1_000 + next(49_000),
+        })
+        .collect()
+}
+
+fn main() {
+    let a = args();
+    let dovecot = Dovecot::start();
+    let smtp = SmtpReceiver::start(Some(&dovecot.pki));
+    let sizes = sizes(a.messages);
+    let total: usize = sizes.iter().sum();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let t = Instant::now();
+    for (i, &size) in sizes.iter().enumerate() {
+        dovecot.add_message("INBOX", &fixtures::sized(i, size));
+    }
+    println!(
+        "seeded {} messages, {:.1} MB (largest {:.1} MB) in {:.1}s",
+        a.messages,
+        mb(total),
+        mb(largest),
+        t.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pass"), PASSWORD).expect("write");
+    let config = dir.path().join("bench.toml");
+    let ca = dovecot.pki.ca_pem.display();
+    std::fs::write(
+        &config,
+        format!(
+            r#"[daemon]
+state-dir = "state"
+[[destination]]
+name = "rx"
+kind = "smtp"
+host = "localhost"
+port = {smtp}
+tls = "starttls"
+tls-ca-file = "{ca}"
+envelope-to = ["bench@home.example"]
+[[account]]
+name = "bench"
+host = "127.0.0.1"
+port = {imaps}
+tls-ca-file = "{ca}"
+username = "{USER}"
+auth = {{ method = "password", password-file = "pass" }}
+destination = "rx"
+"#,
+            smtp = smtp.port,
+            imaps = dovecot.imaps_port,
+        ),
+    )
+    .expect("write config");
+
+    let (secs, rss_kb) = timed(Command::new(&a.binary).arg("once").arg("--config").arg(&config));
+    let received = smtp.messages().len();
+    report("mailferry", a.messages, total, secs, rss_kb, largest);
+    assert_eq!(received, a.messages, "not every message arrived");
+
+    if a.fetchmail {
+        let rc = dir.path().join("fetchmailrc");
+        std::fs::write(
+            &rc,
+            format!(
+                "set no syslog\nset postmaster \"bench\"\npoll 127.0.0.1 service {imaps} protocol IMAP\n  user \"{USER}\" there with password \"{PASSWORD}\" is \"bench@home.example\" here\n  ssl sslcertck sslcertfile \"{ca}\" sslproto auto\n  smtphost \"localhost/{smtp}\" keep fetchall limit 0 fetchsizelimit 0\n",
+                imaps = dovecot.imaps_port,
+                smtp = smtp.port,
+            ),
+        )
+        .expect("write fetchmailrc");
+        std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        let (secs, rss_kb) = timed(
+            Command::new("fetchmail")
+                .arg("-f")
+                .arg(&rc)
+                .arg("--nodetach")
+                .arg("--silent")
+                .arg("--pidfile")
+                .arg(dir.path().join("fetchmail.pid"))
+                .env("HOME", dir.path()),
+        );
+        let got = smtp.messages().len() - received;
+        report("fetchmail", got, total * got / a.messages.max(1), secs, rss_kb, largest);
+    }
+}
+
+/// Runs `cmd` under GNU time; returns (seconds, peak RSS in KiB).
+fn timed(cmd: &mut Command) -> (f64, u64) {
+    let out_file = tempfile::NamedTempFile::new().expect("tempfile");
+    let mut time = Command::new("/usr/bin/time");
+    time.arg("-f").arg("%e %M").arg("-o").arg(out_file.path()).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            time.env(k, v);
+        }
+    }
+    let status = time.stdout(std::process::Stdio::null()).status().expect("run /usr/bin/time (apt-get install time)");
+    let text = std::fs::read_to_string(out_file.path()).expect("time output");
+    let last = text.lines().last().unwrap_or_default();
+    let mut parts = last.split_whitespace();
+    let secs = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    let rss = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if !status.success() {
+        println!("  (exit status {status})");
+    }
+    (secs, rss)
+}
+
+fn mb(bytes: usize) -> f64 {
+    bytes as f64 / 1_000_000.0
+}
+
+fn report(who: &str, messages: usize, bytes: usize, secs: f64, rss_kb: u64, largest: usize) {
+    let budget_kb = 16 * 1024 + 2 * largest / 1024;
+    println!(
+        "{who:>10}: {messages} messages in {secs:.1}s = {:.0} messages/s, {:.1} MB/s, peak RSS {:.1} MB (target < {:.1} MB)",
+        messages as f64 / secs,
+        mb(bytes) / secs,
+        rss_kb as f64 / 1024.0,
+        budget_kb as f64 / 1024.0,
+    );
+}
