@@ -254,7 +254,19 @@ impl Checker<'_> {
         }
     }
 
+    /// Resolves a path from the file: `${CREDENTIALS_DIRECTORY}` expands to systemd's
+    /// credentials directory (`LoadCredential=`), and relative paths are taken relative to
+    /// the configuration file's directory.
     fn path(&self, value: &str) -> PathBuf {
+        const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
+        let expanded;
+        let value = if value.contains(CREDENTIALS) {
+            let dir = std::env::var("CREDENTIALS_DIRECTORY").unwrap_or_else(|_| "/run/credentials/CREDENTIALS_DIRECTORY-is-not-set".into());
+            expanded = value.replace(CREDENTIALS, &dir);
+            expanded.as_str()
+        } else {
+            value
+        };
         let p = Path::new(value);
         if p.is_absolute() {
             p.to_owned()
