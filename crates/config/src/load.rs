@@ -241,7 +241,10 @@ destination = "home"
     #[test]
     fn credentials_directory_is_expanded_and_its_absence_explained() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = GOOD.replace("password-file = \"gmx.pass\"", "password-file = \"${CREDENTIALS_DIRECTORY}/gmx\"");
+        let text = GOOD.replace(
+            "password-file = \"gmx.pass\"",
+            "password-file = \"${CREDENTIALS_DIRECTORY}/gmx\"",
+        );
         let err = load(&write(dir.path(), "m.toml", &text)).expect_err("no credentials here");
         let shown = err.to_string();
         assert!(shown.contains("account[0].auth.password-file: cannot read /run/credentials/CREDENTIALS_DIRECTORY-is-not-set/gmx"), "{shown}");

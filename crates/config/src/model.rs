@@ -261,7 +261,8 @@ impl Checker<'_> {
         const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
         let expanded;
         let value = if value.contains(CREDENTIALS) {
-            let dir = std::env::var("CREDENTIALS_DIRECTORY").unwrap_or_else(|_| "/run/credentials/CREDENTIALS_DIRECTORY-is-not-set".into());
+            let dir = std::env::var("CREDENTIALS_DIRECTORY")
+                .unwrap_or_else(|_| "/run/credentials/CREDENTIALS_DIRECTORY-is-not-set".into());
             expanded = value.replace(CREDENTIALS, &dir);
             expanded.as_str()
         } else {

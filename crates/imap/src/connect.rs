@@ -1,10 +1,7 @@
 //! TCP + TLS setup, generic over what follows.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -73,68 +70,36 @@ impl From<async_imap::error::Error> for ImapError {
 }
 
 pub(crate) async fn tcp(opts: &ConnectOptions) -> Result<TcpStream, ImapError> {
-    let server = opts.server();
-    let connect = TcpStream::connect((opts.host.as_str(), opts.port));
-    match tokio::time::timeout(opts.connect_timeout, connect).await {
-        Ok(Ok(s)) => {
-            s.set_nodelay(true).map_err(|source| ImapError::Connect {
-                server: server.clone(),
-                source,
-            })?;
-            Ok(s)
-        }
-        Ok(Err(source)) => Err(ImapError::Connect { server, source }),
-        Err(_) => Err(ImapError::Timeout {
-            step: "connect",
-            after: opts.connect_timeout,
-        }),
-    }
+    mailferry_tls::tcp(&opts.host, opts.port, opts.connect_timeout)
+        .await
+        .map_err(|source| connect_error(opts, source, "connect"))
 }
 
 /// Wraps `stream` in TLS, checking the certificate against the public roots and `ca_pem`.
 pub(crate) async fn tls<S>(
     opts: &ConnectOptions,
     stream: S,
-) -> Result<tokio_rustls::client::TlsStream<S>, ImapError>
+) -> Result<mailferry_tls::TlsStream<S>, ImapError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let server = opts.server();
-    let io_err = |source| ImapError::Connect {
-        server: server.clone(),
-        source,
-    };
-    let config = client_config(opts.ca_pem.as_deref()).map_err(io_err)?;
-    let name = ServerName::try_from(opts.host.clone())
-        .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    match tokio::time::timeout(opts.connect_timeout, connector.connect(name, stream)).await {
-        Ok(r) => r.map_err(io_err),
-        Err(_) => Err(ImapError::Timeout {
-            step: "TLS handshake",
-            after: opts.connect_timeout,
-        }),
-    }
+    let config = mailferry_tls::client_config(opts.ca_pem.as_deref())
+        .map_err(|e| connect_error(opts, e, "TLS handshake"))?;
+    mailferry_tls::handshake(config, &opts.host, stream, opts.connect_timeout)
+        .await
+        .map_err(|e| connect_error(opts, e, "TLS handshake"))
 }
 
-/// A rustls client configuration on the ring provider, trusting the Mozilla roots plus
-/// the certificates in `ca_pem`.
-fn client_config(ca_pem: Option<&[u8]>) -> std::io::Result<rustls::ClientConfig> {
-    let invalid = |e: &dyn std::fmt::Display| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = ca_pem {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| invalid(&e))?;
-            roots.add(cert).map_err(|e| invalid(&e))?;
+fn connect_error(opts: &ConnectOptions, source: std::io::Error, step: &'static str) -> ImapError {
+    if source.kind() == std::io::ErrorKind::TimedOut {
+        ImapError::Timeout {
+            step,
+            after: opts.connect_timeout,
+        }
+    } else {
+        ImapError::Connect {
+            server: opts.server(),
+            source,
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

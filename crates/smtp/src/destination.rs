@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use mailferry_core::{Destination, RawMessage, Receipt};
@@ -67,7 +69,7 @@ pub struct SmtpDestination {
     to: Vec<Address>,
     from: Option<Address>,
     hello: ClientId,
-    tls: Option<TlsParameters>,
+    starttls: Option<TlsParameters>,
     conn: Mutex<Option<AsyncSmtpConnection>>,
 }
 
@@ -106,9 +108,11 @@ impl SmtpDestination {
                 })
             })
             .transpose()?;
-        let tls = match opts.tls {
-            SmtpTls::None => None,
-            SmtpTls::Implicit | SmtpTls::StartTls => {
+        // lettre upgrades the connection itself after STARTTLS; implicit TLS goes through
+        // mailferry-tls before lettre sees the stream.
+        let starttls = match opts.tls {
+            SmtpTls::None | SmtpTls::Implicit => None,
+            SmtpTls::StartTls => {
                 let mut builder = TlsParameters::builder(opts.host.clone());
                 if let Some(pem) = &opts.ca_pem {
                     let cert = Certificate::from_pem(pem).map_err(|source| SmtpError::Connect {
@@ -133,33 +137,38 @@ impl SmtpDestination {
             to,
             from,
             hello,
-            tls,
+            starttls,
             conn: Mutex::new(None),
         })
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
         let o = &self.opts;
+        let network = |source| SmtpError::Network {
+            server: server(o),
+            source,
+        };
+        let tcp = mailferry_tls::tcp(&o.host, o.port, o.connect_timeout)
+            .await
+            .map_err(network)?;
+        let stream: Box<dyn AsyncTokioStream> = if o.tls == SmtpTls::Implicit {
+            let config = mailferry_tls::client_config(o.ca_pem.as_deref()).map_err(network)?;
+            let tls = mailferry_tls::handshake(config, &o.host, tcp, o.connect_timeout)
+                .await
+                .map_err(network)?;
+            Box::new(ImplicitTls(tls))
+        } else {
+            Box::new(tcp)
+        };
         let connect_err = |source| SmtpError::Connect {
             server: server(o),
             source,
         };
-        let implicit = if o.tls == SmtpTls::Implicit {
-            self.tls.clone()
-        } else {
-            None
-        };
-        let connect = AsyncSmtpConnection::connect_tokio1(
-            (o.host.as_str(), o.port),
-            Some(o.connect_timeout),
-            &self.hello,
-            implicit,
-            None,
-        );
-        let mut conn = within("connect", o.connect_timeout, connect)
+        let greeting = AsyncSmtpConnection::connect_with_transport(stream, &self.hello);
+        let mut conn = within("greeting", o.connect_timeout, greeting)
             .await?
             .map_err(connect_err)?;
-        if let (SmtpTls::StartTls, Some(params)) = (o.tls, &self.tls) {
+        if let (SmtpTls::StartTls, Some(params)) = (o.tls, &self.starttls) {
             within(
                 "STARTTLS",
                 o.connect_timeout,
@@ -187,7 +196,7 @@ impl SmtpDestination {
                 }
             })?;
         }
-        debug!(server = %server(o), encrypted = conn.is_encrypted(), "SMTP session ready");
+        debug!(server = %server(o), tls = ?o.tls, "SMTP session ready");
         Ok(conn)
     }
 
@@ -334,4 +343,49 @@ fn local_hostname() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A TLS stream lettre can drive: lettre wants its own stream trait, which the orphan rule
+/// keeps us from implementing on rustls' type directly.
+#[derive(Debug)]
+struct ImplicitTls(mailferry_tls::TlsStream<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
 }

@@ -17,6 +17,15 @@ pub enum SmtpError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    /// TCP or the TLS handshake failed.
+    #[error("cannot connect to the SMTP server {server}")]
+    Network {
+        /// `host:port`
+        server: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The server refused our credentials.
     #[error("the SMTP server refused the login")]
     Auth(#[source] lettre::transport::smtp::Error),
@@ -63,9 +72,10 @@ pub enum SmtpError {
 impl Classify for SmtpError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Connect { .. } | Self::Timeout { .. } | Self::Session { .. } => {
-                ErrorClass::Transient
-            }
+            Self::Connect { .. }
+            | Self::Network { .. }
+            | Self::Timeout { .. }
+            | Self::Session { .. } => ErrorClass::Transient,
             Self::Auth(_) => ErrorClass::Auth,
             Self::Deferred { .. } => ErrorClass::Deferred,
             Self::Refused { .. } => ErrorClass::Refused,
@@ -75,7 +85,9 @@ impl Classify for SmtpError {
 
     fn hint(&self) -> Option<&'static str> {
         match self {
-            Self::Connect { .. } => Some("check the destination's host, port and tls settings"),
+            Self::Connect { .. } | Self::Network { .. } => {
+                Some("check the destination's host, port and tls settings")
+            }
             Self::Auth(_) => Some("check the destination's username and password file"),
             Self::Refused { .. } => Some("the message stays at the source; see the reason"),
             _ => None,

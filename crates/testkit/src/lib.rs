@@ -264,7 +264,15 @@ service stats {{
         );
         let path = dir.join("cur").join(name);
         std::fs::write(&path, bytes).expect("write message");
-        self.chown_tree(&dir);
+        for p in [
+            dir.clone(),
+            dir.join("cur"),
+            dir.join("new"),
+            dir.join("tmp"),
+            path,
+        ] {
+            std::os::unix::fs::chown(&p, Some(self.uid), Some(self.gid)).expect("chown");
+        }
     }
 
     /// Maildir file names in `folder`'s `cur/`, to check flags (`:2,` = unread, no flags).
@@ -298,21 +306,17 @@ service stats {{
         std::thread::sleep(Duration::from_millis(1100));
     }
 
+    /// Hands `path` (and everything below it) to the mail user.
     fn chown_tree(&self, path: &Path) {
-        if std::fs::metadata(path)
-            .map(|m| m.uid() == self.uid)
-            .unwrap_or(false)
-            && self.uid != 65534
-        {
-            return;
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).expect("chown");
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path)
+                .expect("read dir")
+                .filter_map(Result::ok)
+            {
+                self.chown_tree(&entry.path());
+            }
         }
-        let status = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{}:{}", self.uid, self.gid))
-            .arg(path)
-            .status()
-            .expect("chown");
-        assert!(status.success(), "chown failed");
     }
 
     fn stop(&self) {
@@ -405,7 +409,8 @@ impl SmtpReceiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("py")
             .join("smtp_receiver.py");
-        let python = std::env::var("MAILFERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let python =
+            std::env::var("MAILFERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
         let mut cmd = Command::new(python);
         cmd.arg(script)
             .arg(dir.path())

@@ -18,14 +18,25 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { messages: 10_000, binary: PathBuf::from("target/release/mailferry"), fetchmail: false };
+    let mut a = Args {
+        messages: 10_000,
+        binary: PathBuf::from("target/release/mailferry"),
+        fetchmail: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--messages" => a.messages = it.next().and_then(|n| n.parse().ok()).expect("--messages N"),
+            "--messages" => {
+                a.messages = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--messages N")
+            }
             "--binary" => a.binary = it.next().map(PathBuf::from).expect("--binary PATH"),
             "--fetchmail" => a.fetchmail = true,
-            other => panic!("unknown argument {other}; use --messages N, --binary PATH, --fetchmail"),
+            other => {
+                panic!("unknown argument {other}; use --messages N, --binary PATH, --fetchmail")
+            }
         }
     }
     a
@@ -100,7 +111,12 @@ destination = "rx"
     )
     .expect("write config");
 
-    let (secs, rss_kb) = timed(Command::new(&a.binary).arg("once").arg("--config").arg(&config));
+    let (secs, rss_kb) = timed(
+        Command::new(&a.binary)
+            .arg("once")
+            .arg("--config")
+            .arg(&config),
+    );
     let received = smtp.messages().len();
     report("mailferry", a.messages, total, secs, rss_kb, largest);
     assert_eq!(received, a.messages, "not every message arrived");
@@ -116,7 +132,8 @@ destination = "rx"
             ),
         )
         .expect("write fetchmailrc");
-        std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
         let (secs, rss_kb) = timed(
             Command::new("fetchmail")
                 .arg("-f")
@@ -128,7 +145,14 @@ destination = "rx"
                 .env("HOME", dir.path()),
         );
         let got = smtp.messages().len() - received;
-        report("fetchmail", got, total * got / a.messages.max(1), secs, rss_kb, largest);
+        report(
+            "fetchmail",
+            got,
+            total * got / a.messages.max(1),
+            secs,
+            rss_kb,
+            largest,
+        );
     }
 }
 
@@ -136,17 +160,28 @@ destination = "rx"
 fn timed(cmd: &mut Command) -> (f64, u64) {
     let out_file = tempfile::NamedTempFile::new().expect("tempfile");
     let mut time = Command::new("/usr/bin/time");
-    time.arg("-f").arg("%e %M").arg("-o").arg(out_file.path()).arg(cmd.get_program()).args(cmd.get_args());
+    time.arg("-f")
+        .arg("%e %M")
+        .arg("-o")
+        .arg(out_file.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
             time.env(k, v);
         }
     }
-    let status = time.stdout(std::process::Stdio::null()).status().expect("run /usr/bin/time (apt-get install time)");
+    let status = time
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run /usr/bin/time (apt-get install time)");
     let text = std::fs::read_to_string(out_file.path()).expect("time output");
     let last = text.lines().last().unwrap_or_default();
     let mut parts = last.split_whitespace();
-    let secs = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    let secs = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
     let rss = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     if !status.success() {
         println!("  (exit status {status})");

@@ -1,0 +1,88 @@
+//! How mailferry opens connections, for every adapter alike: TCP with `TCP_NODELAY`
+//! (mail protocols send a small command or terminator right after bulk data; with Nagle's
+//! algorithm that small write waits for the peer's delayed ACK, about 40 ms per message),
+//! and TLS through rustls on the ring provider, trusting the Mozilla roots plus an
+//! optional private CA.
+
+#![warn(missing_docs)]
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+pub use tokio_rustls::client::TlsStream;
+
+/// A rustls client configuration on the ring provider, trusting the Mozilla roots plus
+/// every certificate in `ca_pem`.
+///
+/// # Errors
+/// When `ca_pem` holds something that is not a usable certificate.
+pub fn client_config(ca_pem: Option<&[u8]>) -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.add(cert.map_err(invalid)?).map_err(invalid)?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(invalid)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Connects to `host:port` within `limit`, with `TCP_NODELAY` set.
+///
+/// # Errors
+/// The connection error, or `TimedOut` after `limit`.
+pub async fn tcp(host: &str, port: u16, limit: Duration) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {}s", limit.as_secs()),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Runs the TLS handshake over `stream` within `limit`, checking the certificate against
+/// `host`.
+///
+/// # Errors
+/// A handshake or certificate error, or `TimedOut` after `limit`.
+pub async fn handshake<S>(
+    config: Arc<rustls::ClientConfig>,
+    host: &str,
+    stream: S,
+    limit: Duration,
+) -> io::Result<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tokio::time::timeout(limit, connector.connect(name, stream))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {}s", limit.as_secs()),
+            )
+        })?
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
