@@ -7,3 +7,4 @@ mod config_errors;
 mod crash;
 mod imap_to_smtp;
 mod odd_mail;
+mod service;
