@@ -29,7 +29,7 @@ fn service_picks_up_new_mail_on_its_next_tick_and_stops_on_sigterm() {
     std::fs::write(b.config_path(), config).expect("write config");
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .args(["run", "--config"])
         .arg(b.config_path())
         .stdout(Stdio::null())

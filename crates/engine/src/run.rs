@@ -3,6 +3,9 @@
 use mailferry_config::{AccountConfig, Config};
 use mailferry_core::{Classify, Destination, ErrorClass, ListedMessage, RawMessage, Source};
 use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store, StoreError};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -13,6 +16,9 @@ use crate::report::{AccountReport, ErrorReport, MessageProblem};
 const BATCH_MESSAGES: usize = 64;
 /// ...and at most this many announced bytes (but always at least one message).
 const BATCH_BYTES: u64 = 2 * 1024 * 1024;
+/// Fetched messages waiting for delivery hold at most this many bytes (a larger message
+/// waits alone).
+const QUEUE_BYTES: u32 = 4 * 1024 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -210,27 +216,59 @@ async fn gather_folder(
         new.iter().map(|m| u64::from(m.size)).sum(),
     );
 
-    for batch in batches(&new) {
-        if cancel.is_cancelled() {
-            return Ok(());
+    // Fetching and delivering overlap: the next batch is fetched while the current one is
+    // delivered. The queue between them is bounded in bytes, so memory stays at about two
+    // batches (or one message larger than that).
+    let budget = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
+    let (tx, mut rx) = mpsc::channel::<(u32, RawMessage, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
+    let uidvalidity = state.uidvalidity;
+    // Both halves own their end of the queue: when the fetcher ends, the deliverer drains
+    // what was fetched and ends; when the deliverer stops, the fetcher's next send fails.
+    let fetcher = async move {
+        for batch in batches(&new) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
+            let fetched = source.fetch(&uids).await.map_err(Stop::Source)?;
+            for (uid, message) in fetched {
+                let weight =
+                    u32::try_from(message.len().min(QUEUE_BYTES as usize)).unwrap_or(u32::MAX);
+                let Ok(permit) = Arc::clone(&budget).acquire_many_owned(weight).await else {
+                    return Ok(());
+                };
+                if tx.send((uid, message, permit)).await.is_err() {
+                    // The deliverer stopped (an error or shutdown): fetch no more.
+                    return Ok(());
+                }
+            }
         }
-        let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
-        let fetched = source.fetch(&uids).await.map_err(Stop::Source)?;
-        for (uid, message) in fetched {
+        Ok::<(), Stop>(())
+    };
+    let deliverer = async move {
+        while let Some((uid, message, permit)) = rx.recv().await {
             report.counts.fetched += 1;
             let key = LedgerKey {
                 account: account.name.clone(),
                 folder: folder.to_owned(),
-                uidvalidity: state.uidvalidity,
+                uidvalidity,
                 uid,
             };
             let size = message.len() as u64;
             let outcome =
                 deliver_one(&key, &message, destination, destination_name, store, report).await;
+            drop((message, permit));
             observer.done(&account.name, size);
             outcome?;
+            if cancel.is_cancelled() {
+                break;
+            }
         }
-    }
+        Ok::<(), Stop>(())
+    };
+    let (fetched, delivered) = tokio::join!(fetcher, deliverer);
+    delivered?;
+    fetched?;
     Ok(())
 }
 
