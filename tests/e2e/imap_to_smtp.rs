@@ -259,3 +259,45 @@ fn dry_run_lists_without_fetching_delivering_or_recording() {
     assert!(b.smtp.messages().is_empty());
     assert!(b.ledger_states().is_empty());
 }
+
+#[test]
+fn smtp_login_failure_stops_the_run_and_settles_nothing() {
+    let b = Bench::start_with_smtp_auth(Some(("relay", "relay-secret")));
+    std::fs::write(b.dir.path().join("smtp.pass"), "wrong-relay-pw\n").expect("write");
+    for n in 0..3 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("error: account \"src\": the SMTP server refused the login"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stdout.contains("refused INBOX"),
+        "a login failure was blamed on a message: {run:?}"
+    );
+    assert!(
+        !format!("{run:?}").contains("wrong-relay-pw"),
+        "the password leaked: {run:?}"
+    );
+    assert!(b.smtp.messages().is_empty());
+    assert!(
+        !b.ledger_states()
+            .iter()
+            .any(|(s, _)| s == "refused" || s == "delivered"),
+        "{:?}",
+        b.ledger_states()
+    );
+
+    std::fs::write(b.dir.path().join("smtp.pass"), "relay-secret\n").expect("write");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 3, delivered 3, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(b.smtp.messages().len(), 3);
+}

@@ -14,6 +14,8 @@ pub struct Bench {
     pub dovecot: Dovecot,
     pub smtp: SmtpReceiver,
     pub dir: TempDir,
+    /// Extra lines for the `[[destination]]` block.
+    dest_extra: String,
 }
 
 /// What one run of the binary did.
@@ -35,12 +37,26 @@ impl std::fmt::Debug for Run {
 
 impl Bench {
     pub fn start() -> Self {
+        Self::start_with_smtp_auth(None)
+    }
+
+    /// A bench whose SMTP receiver requires AUTH as `(user, password)`; the destination
+    /// logs in as `user` with the password in `smtp.pass` (written by the test).
+    pub fn start_with_smtp_auth(auth: Option<(&str, &str)>) -> Self {
         let dovecot = Dovecot::start();
-        let smtp = SmtpReceiver::start(Some(&dovecot.pki));
+        let smtp = SmtpReceiver::start_with_auth(Some(&dovecot.pki), auth);
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("src.pass"), format!("{PASSWORD}\n"))
             .expect("password file");
-        let b = Self { dovecot, smtp, dir };
+        let dest_extra = auth.map_or(String::new(), |(user, _)| {
+            format!("username = \"{user}\"\npassword-file = \"smtp.pass\"\n")
+        });
+        let b = Self {
+            dovecot,
+            smtp,
+            dir,
+            dest_extra,
+        };
         b.write_config(&[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")]);
         b
     }
@@ -88,10 +104,11 @@ port = {port}
 tls = "starttls"
 tls-ca-file = "{ca}"
 envelope-to = ["{RCPT}"]
-{accounts}"#,
+{dest_extra}{accounts}"#,
             port = self.smtp.port,
             ca = self.dovecot.pki.ca_pem.display(),
             accounts = accounts.join("\n"),
+            dest_extra = self.dest_extra,
         );
         std::fs::write(self.config_path(), text).expect("write config");
     }

@@ -15,10 +15,10 @@ use crate::report::{AccountReport, ErrorReport, MessageProblem};
 /// A fetch batch holds at most this many messages...
 const BATCH_MESSAGES: usize = 64;
 /// ...and at most this many announced bytes (but always at least one message).
-const BATCH_BYTES: u64 = 2 * 1024 * 1024;
+const BATCH_BYTES: u64 = 1024 * 1024;
 /// Fetched messages waiting for delivery hold at most this many bytes (a larger message
 /// waits alone).
-const QUEUE_BYTES: u32 = 4 * 1024 * 1024;
+const QUEUE_BYTES: u32 = 2 * 1024 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -410,7 +410,7 @@ mod tests {
         let many = listed(&[10; 200]);
         let sizes: Vec<usize> = batches(&many).map(<[_]>::len).collect();
         assert_eq!(sizes, [64, 64, 64, 8]);
-        let big = listed(&[5_000_000, 1_000_000, 1_000_000, 300_000]);
+        let big = listed(&[5_000_000, 500_000, 500_000, 300_000]);
         let sizes: Vec<usize> = batches(&big).map(<[_]>::len).collect();
         assert_eq!(sizes, [1, 2, 1]);
         assert_eq!(batches(&[]).count(), 0);

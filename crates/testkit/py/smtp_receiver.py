@@ -10,7 +10,10 @@ never probes for a free port. Behaviour for tests is chosen by a header in the m
   X-Test-Smtp: 550        always 550
   X-Test-Smtp: slow       the reply to DATA comes after --slow-seconds
 
+With --auth-user/--auth-password, AUTH (PLAIN, LOGIN; after STARTTLS) is required.
+
 Command-line:  smtp_receiver.py OUT_DIR [--tls-cert F --tls-key F] [--slow-seconds S]
+                                        [--auth-user U --auth-password P]
 """
 
 import argparse
@@ -21,7 +24,7 @@ import re
 import ssl
 import sys
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Handler:
@@ -63,6 +66,8 @@ async def main():
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--slow-seconds", type=float, default=5.0)
+    p.add_argument("--auth-user")
+    p.add_argument("--auth-password")
     a = p.parse_args()
     ctx = None
     if a.tls_cert:
@@ -72,6 +77,13 @@ async def main():
     loop = asyncio.get_running_loop()
     kwargs = {"decode_data": False, "data_size_limit": None, "enable_SMTPUTF8": True,
               "hostname": "receiver.test", "tls_context": ctx, "require_starttls": False}
+    if a.auth_user:
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (isinstance(auth_data, LoginPassword)
+                  and auth_data.login == a.auth_user.encode()
+                  and auth_data.password == a.auth_password.encode())
+            return AuthResult(success=ok, handled=False)
+        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
     server = await loop.create_server(lambda: SMTP(handler, **kwargs), host="127.0.0.1", port=0)
     port = server.sockets[0].getsockname()[1]
     print("PORT %d" % port, flush=True)

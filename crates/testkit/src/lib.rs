@@ -402,6 +402,12 @@ impl SmtpReceiver {
     /// Starts the receiver; with `pki` it offers STARTTLS with that certificate.
     #[must_use]
     pub fn start(pki: Option<&Pki>) -> Self {
+        Self::start_with_auth(pki, None)
+    }
+
+    /// Like [`SmtpReceiver::start`], requiring AUTH with `(user, password)` when given.
+    #[must_use]
+    pub fn start_with_auth(pki: Option<&Pki>, auth: Option<(&str, &str)>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mailferry-smtp-")
             .tempdir()
@@ -421,6 +427,12 @@ impl SmtpReceiver {
                 .arg(&pki.chain_pem)
                 .arg("--tls-key")
                 .arg(&pki.key_pem);
+        }
+        if let Some((user, password)) = auth {
+            cmd.arg("--auth-user")
+                .arg(user)
+                .arg("--auth-password")
+                .arg(password);
         }
         let mut child = cmd
             .stdin(Stdio::null())

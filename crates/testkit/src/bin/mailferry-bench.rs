@@ -126,7 +126,7 @@ destination = "rx"
         std::fs::write(
             &rc,
             format!(
-                "set no syslog\nset postmaster \"bench\"\npoll 127.0.0.1 service {imaps} protocol IMAP\n  user \"{USER}\" there with password \"{PASSWORD}\" is \"bench@home.example\" here\n  ssl sslcertck sslcertfile \"{ca}\"\n  smtphost \"localhost/{smtp}\" keep fetchall limit 0 fetchsizelimit 0\n",
+                "set no syslog\nset postmaster \"bench\"\npoll 127.0.0.1 service {imaps} protocol IMAP\n  user \"{USER}\" there with password \"{PASSWORD}\" is \"bench@home.example\" here\n  ssl sslcertck sslcertfile \"{ca}\" sslcommonname \"localhost\"\n  smtphost \"localhost/{smtp}\" keep fetchall limit 0 fetchsizelimit 0\n",
                 imaps = dovecot.imaps_port,
                 smtp = smtp.port,
             ),
