@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -44,6 +45,11 @@ pub enum StoreError {
     /// A query failed.
     #[error("cannot update the state database")]
     Query(#[from] sqlx::Error),
+    /// Another mailferry process holds this state directory.
+    #[error(
+        "another mailferry process is using the state directory {0}: stop it first (or give this one its own daemon.state-dir)"
+    )]
+    Busy(PathBuf),
     /// A value does not fit its column.
     #[error("value out of range for the state database: {0}")]
     Range(&'static str),
@@ -117,6 +123,10 @@ pub struct Refusal {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// An exclusive lock on `state_dir/lock`, held while any clone of the store lives, so
+    /// that two processes never work through the same ledger at once (both would deliver
+    /// the same new messages).
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 impl Store {
@@ -126,6 +136,7 @@ impl Store {
     /// When the directory or file cannot be created with safe permissions, or SQLite fails.
     pub async fn open(state_dir: &Path) -> Result<Self, StoreError> {
         prepare_files(state_dir)?;
+        let lock = lock_state_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -144,13 +155,16 @@ impl Store {
             .await
             .map_err(open_err)?;
         MIGRATOR.run(&pool).await.map_err(|e| open_err(e.into()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            _lock: Some(Arc::new(lock)),
+        })
     }
 
     /// Wraps an existing pool (tests with `#[sqlx::test]`).
     #[must_use]
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self { pool, _lock: None }
     }
 
     /// UIDs of `folder` under `uidvalidity` that need no further delivery: delivered,
@@ -415,6 +429,27 @@ fn prepare_files(state_dir: &Path) -> Result<(), StoreError> {
         .open(&db)
         .map_err(err(&db))?;
     Ok(())
+}
+
+/// Takes the state directory's lock without waiting.
+fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| StoreError::Prepare {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy(state_dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Prepare { path, source }),
+    }
 }
 
 fn now() -> i64 {

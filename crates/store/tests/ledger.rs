@@ -147,3 +147,18 @@ async fn reopening_keeps_the_ledger() {
             .contains(&1)
     );
 }
+
+#[tokio::test]
+async fn a_second_process_cannot_use_the_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Store::open(dir.path()).await.expect("open");
+    let second = Store::open(dir.path()).await;
+    assert!(
+        matches!(&second, Err(mailferry_store::StoreError::Busy(_))),
+        "{second:?}"
+    );
+    drop(first);
+    Store::open(dir.path())
+        .await
+        .expect("free again once the first is gone");
+}
