@@ -321,48 +321,42 @@ async fn deliver_one(
             report.counts.delivered += 1;
             Ok(())
         }
-        Err(e) => {
-            let problem = || MessageProblem {
+        Err(e) if e.class().is_per_message() => {
+            let p = MessageProblem {
                 folder: key.folder.clone(),
                 uid: key.uid,
-                message_id: message_id.clone(),
+                message_id,
                 reason: ErrorReport::from_error(&e).message,
             };
-            match e.class() {
-                ErrorClass::Deferred => {
-                    let p = problem();
-                    warn!(uid = key.uid, reason = %p.reason, "delivery deferred; will retry next run");
-                    store
-                        .mark_deferred(key, &p.reason)
-                        .await
-                        .map_err(Stop::Store)?;
-                    report.counts.failed += 1;
-                    report.deferred.push(p);
-                    Ok(())
-                }
-                ErrorClass::Refused => {
-                    let p = problem();
-                    warn!(uid = key.uid, reason = %p.reason, "delivery refused; the message stays at the source");
-                    store
-                        .mark_refused(key, &p.reason)
-                        .await
-                        .map_err(Stop::Store)?;
-                    report.counts.failed += 1;
-                    report.refused.push(p);
-                    Ok(())
-                }
-                _ => {
-                    if !e.may_have_arrived() {
-                        let reason = ErrorReport::from_error(&e).message;
-                        store
-                            .mark_deferred(key, &reason)
-                            .await
-                            .map_err(Stop::Store)?;
-                    }
-                    report.counts.failed += 1;
-                    Err(Stop::Destination(e))
-                }
+            let deferred = e.class() == ErrorClass::Deferred;
+            if deferred {
+                warn!(uid = key.uid, reason = %p.reason, "delivery deferred; will retry next run");
+                store.mark_deferred(key, &p.reason).await
+            } else {
+                warn!(uid = key.uid, reason = %p.reason, "delivery refused; the message stays at the source");
+                store.mark_refused(key, &p.reason).await
             }
+            .map_err(Stop::Store)?;
+            report.counts.failed += 1;
+            if deferred {
+                report.deferred.push(p)
+            } else {
+                report.refused.push(p)
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // The destination itself failed. Unless the data may have gone out, the message
+            // is known undelivered: record that, so the next run does not count a re-send.
+            if !e.may_have_arrived() {
+                let reason = ErrorReport::from_error(&e).message;
+                store
+                    .mark_deferred(key, &reason)
+                    .await
+                    .map_err(Stop::Store)?;
+            }
+            report.counts.failed += 1;
+            Err(Stop::Destination(e))
         }
     }
 }
