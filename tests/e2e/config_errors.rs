@@ -110,3 +110,38 @@ fn unknown_account_on_the_command_line_is_a_usage_error() {
     );
     assert!(!dir.path().join("s").exists());
 }
+
+#[test]
+fn password_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("env.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\nstate-dir = \"s\"\n[[destination]]\nname = \"h\"\nkind = \"smtp\"\nhost = \"localhost\"\nenvelope-to = [\"me@h.example\"]\n\
+         [[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nauth = { method = \"password\", password-env = \"MAILFERRY_TEST_PW\" }\ndestination = \"h\"\n",
+    )
+    .expect("write");
+    let with = |value: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"));
+        cmd.args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("MAILFERRY_TEST_PW");
+        if let Some(v) = value {
+            cmd.env("MAILFERRY_TEST_PW", v);
+        }
+        cmd.output().expect("run")
+    };
+    let ok = with(Some("s3cret-from-env"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = with(None);
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("env.toml:12: account[0].auth.password-env: the environment variable MAILFERRY_TEST_PW is not set or empty"),
+        "{err}"
+    );
+}

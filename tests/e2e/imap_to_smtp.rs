@@ -31,8 +31,8 @@ fn delivers_every_message_once_byte_identical_and_leaves_flags_alone() {
     for r in &got {
         assert_eq!(r.rcpt_tos, [RCPT]);
         assert!(
-            r.mail_from.starts_with("sender") && r.mail_from.ends_with("@origin.example"),
-            "{}",
+            r.mail_from.starts_with("bounces+") && r.mail_from.ends_with("@origin.example"),
+            "the envelope sender is not the Return-Path: {}",
             r.mail_from
         );
     }

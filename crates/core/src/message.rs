@@ -56,18 +56,9 @@ impl RawMessage {
     #[must_use]
     pub fn envelope_sender(&self) -> Option<String> {
         let msg = self.header_message()?;
-        let from_return_path = msg
-            .return_path()
-            .as_address()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .map(str::to_owned);
-        from_return_path.or_else(|| {
-            msg.from()
-                .and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .map(str::to_owned)
-        })
+        msg.return_address()
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
     }
 
     /// Parses the header block only; the body is never needed here.

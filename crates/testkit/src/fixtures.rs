@@ -4,7 +4,7 @@
 #[must_use]
 pub fn simple(n: usize) -> Vec<u8> {
     format!(
-        "Return-Path: <sender{n}@origin.example>\r\n\
+        "Return-Path: <bounces+{n}@origin.example>\r\n\
          From: Sender {n} <sender{n}@origin.example>\r\n\
          To: alice@test.example\r\n\
          Subject: test message {n}\r\n\
