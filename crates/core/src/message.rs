@@ -2,21 +2,27 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 /// One message's bytes exactly as the source served them. mailferry never rewrites them;
 /// only a destination's wire format may transform them on the way out (SMTP's CRLF and
 /// dot-stuffing rules), and must undo that on the other side.
+///
+/// The bytes are a [`Bytes`], so that an adapter can hand over the buffer it received them
+/// in (the IMAP response itself) instead of copying a message of many megabytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RawMessage {
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl RawMessage {
     /// Wraps the bytes of a message.
     #[must_use]
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes }
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            bytes: bytes.into(),
+        }
     }
 
     /// The message's bytes.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_imap::{Client, Session};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use mailferry_core::{FolderState, ListedMessage, RawMessage, Source};
 use tracing::debug;
@@ -160,6 +161,15 @@ fn sequence_set(uids: &[u32]) -> String {
     out
 }
 
+/// A FETCH response viewed as the bytes of its `BODY[]`.
+struct FetchedBody(async_imap::types::Fetch);
+
+impl AsRef<[u8]> for FetchedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.body().unwrap_or_default()
+    }
+}
+
 impl Source for ImapSource {
     type Error = ImapError;
 
@@ -238,10 +248,13 @@ impl Source for ImapSource {
             {
                 let fetch = item?;
                 let Some(uid) = fetch.uid else { continue };
-                let body = fetch.body().ok_or_else(|| {
-                    ImapError::Protocol(format!("the server sent no BODY[] for UID {uid}"))
-                })?;
-                by_uid.insert(uid, RawMessage::new(body.to_vec()));
+                if fetch.body().is_none() {
+                    return Err(ImapError::Protocol(format!(
+                        "the server sent no BODY[] for UID {uid}"
+                    )));
+                }
+                // The response buffer becomes the message: no copy of its bytes.
+                by_uid.insert(uid, RawMessage::new(Bytes::from_owner(FetchedBody(fetch))));
             }
         }
         self.drain_unsolicited();
