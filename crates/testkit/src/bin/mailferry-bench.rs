@@ -15,6 +15,7 @@ struct Args {
     messages: usize,
     binary: PathBuf,
     fetchmail: bool,
+    plain_smtp: bool,
 }
 
 fn args() -> Args {
@@ -22,6 +23,7 @@ fn args() -> Args {
         messages: 10_000,
         binary: PathBuf::from("target/release/mailferry"),
         fetchmail: false,
+        plain_smtp: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -34,6 +36,7 @@ fn args() -> Args {
             }
             "--binary" => a.binary = it.next().map(PathBuf::from).expect("--binary PATH"),
             "--fetchmail" => a.fetchmail = true,
+            "--plain-smtp" => a.plain_smtp = true,
             other => {
                 panic!("unknown argument {other}; use --messages N, --binary PATH, --fetchmail")
             }
@@ -63,7 +66,10 @@ fn sizes(n: usize) -> Vec<usize> {
 fn main() {
     let a = args();
     let dovecot = Dovecot::start();
-    let smtp = SmtpReceiver::start(Some(&dovecot.pki));
+    // The receiver is Python: with STARTTLS it is usually the slowest part of the bench.
+    // --plain-smtp removes its TLS cost to show how fast mailferry itself can go.
+    let smtp = SmtpReceiver::start((!a.plain_smtp).then_some(&dovecot.pki));
+    let smtp_tls = if a.plain_smtp { "none" } else { "starttls" };
     let sizes = sizes(a.messages);
     let total: usize = sizes.iter().sum();
     let largest = sizes.iter().copied().max().unwrap_or(0);
@@ -93,7 +99,7 @@ name = "rx"
 kind = "smtp"
 host = "localhost"
 port = {smtp}
-tls = "starttls"
+tls = "{smtp_tls}"
 tls-ca-file = "{ca}"
 envelope-to = ["bench@home.example"]
 [[account]]
