@@ -1,0 +1,555 @@
+//! POP3 on the wire, without I/O: commands are encoded into a buffer, replies are parsed
+//! from bytes fed in chunks of any size. Nothing here touches a socket or a clock.
+//!
+//! - Status lines: `+OK text`, `-ERR [CODE] text` ([RFC 1939 §3], extended codes
+//!   [RFC 2449 §8]), and SASL continuations `+ base64` ([RFC 5034 §4]).
+//! - Multi-line replies (CAPA, LIST, UIDL, RETR): lines up to a line holding only `.`, with
+//!   one leading `.` removed from every other line that starts with one (dot-unstuffing).
+//!
+//! Memory is bounded: a status line longer than [`MAX_LINE`] or a multi-line reply longer
+//! than the parser's limit is an error, whatever the input.
+//!
+//! [RFC 1939 §3]: https://www.rfc-editor.org/rfc/rfc1939#section-3
+//! [RFC 2449 §8]: https://www.rfc-editor.org/rfc/rfc2449#section-8
+//! [RFC 5034 §4]: https://www.rfc-editor.org/rfc/rfc5034#section-4
+
+use std::fmt;
+
+/// Longest status line accepted, CRLF included (RFC 2449 allows 512 octets; servers add
+/// long texts in practice).
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// A command to the server.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `CAPA` (multi-line reply).
+    Capa,
+    /// `STLS`
+    Stls,
+    /// `USER name`
+    User(&'a str),
+    /// `PASS secret`; never shown by `Debug`.
+    Pass(&'a str),
+    /// `AUTH mechanism [initial-response]`
+    Auth {
+        /// SASL mechanism name.
+        mechanism: &'a str,
+        /// Base64 initial response, sent on the same line.
+        initial: Option<&'a str>,
+    },
+    /// A base64 SASL response line (may be empty); never shown by `Debug`.
+    SaslResponse(&'a str),
+    /// `STAT`
+    Stat,
+    /// `LIST` for all messages (multi-line reply).
+    List,
+    /// `UIDL` for all messages (multi-line reply).
+    Uidl,
+    /// `RETR n` (multi-line reply).
+    Retr(u32),
+    /// `DELE n`
+    Dele(u32),
+    /// `NOOP`
+    Noop,
+    /// `QUIT`: commits deletions.
+    Quit,
+}
+
+impl Command<'_> {
+    /// Appends the command line, CRLF included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let line = match self {
+            Self::Capa => "CAPA".to_owned(),
+            Self::Stls => "STLS".to_owned(),
+            Self::User(u) => format!("USER {u}"),
+            Self::Pass(p) => format!("PASS {p}"),
+            Self::Auth {
+                mechanism,
+                initial: None,
+            } => format!("AUTH {mechanism}"),
+            Self::Auth {
+                mechanism,
+                initial: Some(i),
+            } => format!("AUTH {mechanism} {i}"),
+            Self::SaslResponse(r) => (*r).to_owned(),
+            Self::Stat => "STAT".to_owned(),
+            Self::List => "LIST".to_owned(),
+            Self::Uidl => "UIDL".to_owned(),
+            Self::Retr(n) => format!("RETR {n}"),
+            Self::Dele(n) => format!("DELE {n}"),
+            Self::Noop => "NOOP".to_owned(),
+            Self::Quit => "QUIT".to_owned(),
+        };
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// What kind of reply this command gets.
+    #[must_use]
+    pub fn expects(&self) -> Expect {
+        match self {
+            Self::Capa | Self::List | Self::Uidl | Self::Retr(_) => Expect::MultiLine,
+            Self::Auth { .. } | Self::SaslResponse(_) => Expect::SaslOrStatus,
+            _ => Expect::Status,
+        }
+    }
+}
+
+impl fmt::Debug for Command<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pass(_) => f.write_str("PASS <redacted>"),
+            Self::SaslResponse(_) => f.write_str("<SASL response redacted>"),
+            Self::Auth { mechanism, initial } => {
+                write!(
+                    f,
+                    "AUTH {mechanism}{}",
+                    if initial.is_some() { " <redacted>" } else { "" }
+                )
+            }
+            other => {
+                let mut line = Vec::new();
+                other.encode(&mut line);
+                f.write_str(String::from_utf8_lossy(&line).trim_end())
+            }
+        }
+    }
+}
+
+/// What reply the parser should look for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// One status line.
+    Status,
+    /// A status line; after `+OK`, lines up to the `.` terminator.
+    MultiLine,
+    /// A SASL continuation (`+ ...`) or a status line.
+    SaslOrStatus,
+}
+
+/// A `+OK` or `-ERR` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// `+OK` (true) or `-ERR` (false).
+    pub ok: bool,
+    /// The RFC 2449 extended response code, e.g. `AUTH`, `LOGIN-DELAY`, `SYS/TEMP`.
+    pub code: Option<String>,
+    /// The rest of the line, lossily decoded.
+    pub text: String,
+}
+
+/// One parsed reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A single status line (also a `-ERR` to a multi-line command).
+    Status(Status),
+    /// A SASL continuation with its (base64) data, possibly empty.
+    Continue(String),
+    /// `+OK` followed by lines; `body` is dot-unstuffed, every line ending in CRLF.
+    MultiLine {
+        /// The `+OK` line.
+        status: Status,
+        /// The lines between the status line and the terminator.
+        body: Vec<u8>,
+    },
+}
+
+/// Why bytes could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The reply is not complete yet: feed more bytes.
+    #[error("incomplete reply")]
+    NeedsMoreData,
+    /// A status line longer than [`MAX_LINE`].
+    #[error("a reply line is longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    /// A multi-line reply longer than the parser's limit.
+    #[error("a multi-line reply is longer than {0} bytes")]
+    TooLarge(usize),
+    /// The line is not a POP3 status line.
+    #[error("not a POP3 reply: {0:?}")]
+    Invalid(String),
+}
+
+/// Parses replies from bytes that arrive in chunks of any size.
+#[derive(Debug)]
+pub struct Parser {
+    buf: Vec<u8>,
+    /// Offset up to which the buffer was already searched for a terminator.
+    scanned: usize,
+    /// Longest multi-line reply accepted.
+    limit: usize,
+}
+
+impl Parser {
+    /// A parser accepting multi-line replies of up to `limit` bytes.
+    #[must_use]
+    pub fn new(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            scanned: 0,
+            limit,
+        }
+    }
+
+    /// Adds received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes fed but not yet consumed by a reply.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Takes the next complete reply of kind `expect` from the buffer.
+    ///
+    /// # Errors
+    /// [`Error::NeedsMoreData`] until a whole reply is buffered; the other variants when
+    /// the bytes are not POP3 or exceed the limits (the connection is then unusable).
+    pub fn parse(&mut self, expect: Expect) -> Result<Reply, Error> {
+        let Some(line_end) = find(&self.buf, b"\r\n", 0) else {
+            return if self.buf.len() > MAX_LINE {
+                Err(Error::LineTooLong)
+            } else {
+                Err(Error::NeedsMoreData)
+            };
+        };
+        if line_end + 2 > MAX_LINE {
+            return Err(Error::LineTooLong);
+        }
+        let line = &self.buf[..line_end];
+        if expect == Expect::SaslOrStatus && (line == b"+" || line.starts_with(b"+ ")) {
+            let data = String::from_utf8_lossy(line.get(2..).unwrap_or_default()).into_owned();
+            self.consume(line_end + 2);
+            return Ok(Reply::Continue(data));
+        }
+        let status = parse_status(line)?;
+        if expect != Expect::MultiLine || !status.ok {
+            self.consume(line_end + 2);
+            return Ok(Reply::Status(status));
+        }
+        let body_start = line_end + 2;
+        let end = if self.buf[body_start..].starts_with(b".\r\n") {
+            Some((body_start, body_start + 3))
+        } else {
+            let from = self
+                .scanned
+                .max(body_start)
+                .saturating_sub(4)
+                .max(body_start);
+            find(&self.buf, b"\r\n.\r\n", from).map(|i| (i + 2, i + 5))
+        };
+        let Some((body_end, reply_end)) = end else {
+            self.scanned = self.buf.len();
+            if self.buf.len() - body_start > self.limit {
+                return Err(Error::TooLarge(self.limit));
+            }
+            return Err(Error::NeedsMoreData);
+        };
+        let body = unstuff(&self.buf[body_start..body_end]);
+        self.consume(reply_end);
+        Ok(Reply::MultiLine { status, body })
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+        self.scanned = 0;
+    }
+}
+
+fn parse_status(line: &[u8]) -> Result<Status, Error> {
+    let text = String::from_utf8_lossy(line);
+    let (ok, rest) = if let Some(rest) = strip_prefix_ci(&text, "+OK") {
+        (true, rest)
+    } else if let Some(rest) = strip_prefix_ci(&text, "-ERR") {
+        (false, rest)
+    } else {
+        let shown: String = text.chars().take(80).collect();
+        return Err(Error::Invalid(shown));
+    };
+    if !(rest.is_empty() || rest.starts_with(' ')) {
+        return Err(Error::Invalid(text.chars().take(80).collect()));
+    }
+    let rest = rest.trim_start();
+    let (code, text) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        Some((code, text)) => (Some(code.to_owned()), text.trim_start().to_owned()),
+        None => (None, rest.to_owned()),
+    };
+    Ok(Status { ok, code, text })
+}
+
+fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// Removes one leading `.` from every line that starts with one (RFC 1939 §3).
+fn unstuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut at_line_start = true;
+    let mut prev = 0u8;
+    for &b in body {
+        if !(at_line_start && b == b'.') {
+            out.push(b);
+        }
+        at_line_start = prev == b'\r' && b == b'\n';
+        prev = b;
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
+/// The server's side of a multi-line body: dot-stuffing plus terminator. For tests and
+/// fakes.
+#[must_use]
+pub fn stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 8);
+    let mut at_line_start = true;
+    let mut prev = 0u8;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = prev == b'\r' && b == b'\n';
+        prev = b;
+    }
+    if !(out.is_empty() || out.ends_with(b"\r\n")) {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Parses `UIDL` lines: `msg-number unique-id`.
+#[must_use]
+pub fn uidl_lines(body: &[u8]) -> Vec<(u32, String)> {
+    pairs(body)
+        .filter_map(|(n, v)| Some((n, v.to_owned())))
+        .collect()
+}
+
+/// Parses `LIST` lines: `msg-number size`.
+#[must_use]
+pub fn list_lines(body: &[u8]) -> Vec<(u32, u64)> {
+    pairs(body)
+        .filter_map(|(n, v)| Some((n, v.parse().ok()?)))
+        .collect()
+}
+
+/// Parses `CAPA` lines into upper-cased capability lines.
+#[must_use]
+pub fn capa_lines(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| l.trim().to_ascii_uppercase())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn pairs(body: &[u8]) -> impl Iterator<Item = (u32, &str)> {
+    std::str::from_utf8(body)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.trim().split_once(' ')?;
+            Some((n.parse().ok()?, v.trim()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in chunks of `size` and collects the replies.
+    fn parse_chunked(input: &[u8], expects: &[Expect], size: usize) -> Vec<Reply> {
+        let mut p = Parser::new(1 << 20);
+        let mut out = Vec::new();
+        let mut chunks = input.chunks(size.max(1));
+        let mut i = 0;
+        while i < expects.len() {
+            match p.parse(expects[i]) {
+                Ok(r) => {
+                    out.push(r);
+                    i += 1;
+                }
+                Err(Error::NeedsMoreData) => match chunks.next() {
+                    Some(c) => p.feed(c),
+                    None => panic!("ran out of input after {} replies", out.len()),
+                },
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(p.buffered(), 0);
+        out
+    }
+
+    const SESSION: &[u8] = b"+OK Dovecot ready. <1.2@host>\r\n\
++OK\r\nTOP\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN XOAUTH2\r\n.\r\n\
++ \r\n\
+-ERR [AUTH] Authentication failed.\r\n\
++OK 2 messages:\r\n1 120\r\n2 5\r\n.\r\n\
++OK\r\n1 000000017f00e1\r\n2 0000001a7f00e1\r\n.\r\n\
++OK 120 octets\r\nSubject: x\r\n\r\n..leading dot\r\n.\r\n\
++OK\r\n.\r\n\
+-ERR [LOGIN-DELAY] wait 300 seconds\r\n";
+
+    const EXPECTS: &[Expect] = &[
+        Expect::Status,
+        Expect::MultiLine,
+        Expect::SaslOrStatus,
+        Expect::SaslOrStatus,
+        Expect::MultiLine,
+        Expect::MultiLine,
+        Expect::MultiLine,
+        Expect::MultiLine,
+        Expect::Status,
+    ];
+
+    #[test]
+    fn a_session_parses_the_same_at_every_chunk_size() {
+        let whole = parse_chunked(SESSION, EXPECTS, SESSION.len());
+        for size in 1..=SESSION.len() {
+            assert_eq!(
+                parse_chunked(SESSION, EXPECTS, size),
+                whole,
+                "chunk size {size}"
+            );
+        }
+        let Reply::MultiLine { body, .. } = &whole[1] else {
+            panic!("CAPA")
+        };
+        assert_eq!(
+            capa_lines(body),
+            ["TOP", "UIDL", "PIPELINING", "SASL PLAIN XOAUTH2"]
+        );
+        assert_eq!(whole[2], Reply::Continue(String::new()));
+        assert_eq!(
+            whole[3],
+            Reply::Status(Status {
+                ok: false,
+                code: Some("AUTH".into()),
+                text: "Authentication failed.".into()
+            })
+        );
+        let Reply::MultiLine { body, .. } = &whole[4] else {
+            panic!("LIST")
+        };
+        assert_eq!(list_lines(body), [(1, 120), (2, 5)]);
+        let Reply::MultiLine { body, .. } = &whole[5] else {
+            panic!("UIDL")
+        };
+        assert_eq!(
+            uidl_lines(body),
+            [
+                (1, "000000017f00e1".to_owned()),
+                (2, "0000001a7f00e1".to_owned())
+            ]
+        );
+        let Reply::MultiLine { body, .. } = &whole[6] else {
+            panic!("RETR")
+        };
+        assert_eq!(body, b"Subject: x\r\n\r\n.leading dot\r\n");
+        assert_eq!(
+            whole[7],
+            Reply::MultiLine {
+                status: Status {
+                    ok: true,
+                    code: None,
+                    text: String::new()
+                },
+                body: Vec::new()
+            }
+        );
+        let Reply::Status(s) = &whole[8] else {
+            panic!("status")
+        };
+        assert_eq!(s.code.as_deref(), Some("LOGIN-DELAY"));
+    }
+
+    #[test]
+    fn err_to_a_multiline_command_has_no_body() {
+        let out = parse_chunked(
+            b"-ERR no such message\r\n+OK\r\n",
+            &[Expect::MultiLine, Expect::Status],
+            3,
+        );
+        assert!(matches!(&out[0], Reply::Status(Status { ok: false, .. })));
+    }
+
+    #[test]
+    fn stuffing_round_trips_awkward_bodies() {
+        let bodies: &[&[u8]] = &[
+            b"",
+            b".",
+            b"..\r\n.\r\n",
+            b"a\r\n.\r\nb\r\n",
+            b"nul\x00 and 8bit \xff\r\n",
+            b"bare\nlf\r\n.x\r\n",
+            b"no final newline",
+        ];
+        for body in bodies {
+            let mut wire = b"+OK\r\n".to_vec();
+            wire.extend(stuff(body));
+            let want = if body.is_empty() || body.ends_with(b"\r\n") {
+                body.to_vec()
+            } else {
+                [*body, b"\r\n"].concat()
+            };
+            for size in 1..=wire.len() {
+                let got = parse_chunked(&wire, &[Expect::MultiLine], size);
+                assert_eq!(
+                    got[0],
+                    Reply::MultiLine {
+                        status: Status {
+                            ok: true,
+                            code: None,
+                            text: String::new()
+                        },
+                        body: want.clone()
+                    }
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn limits_hold_on_garbage() {
+        let mut p = Parser::new(64);
+        p.feed(&[b'x'; MAX_LINE + 1]);
+        assert_eq!(p.parse(Expect::Status), Err(Error::LineTooLong));
+        let mut p = Parser::new(64);
+        p.feed(b"+OK\r\n");
+        p.feed(&[b'y'; 100]);
+        assert_eq!(p.parse(Expect::MultiLine), Err(Error::TooLarge(64)));
+        let mut p = Parser::new(64);
+        p.feed(b"* OK imap\r\n");
+        assert!(matches!(p.parse(Expect::Status), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        assert_eq!(format!("{:?}", Command::Pass("hunter2")), "PASS <redacted>");
+        assert_eq!(
+            format!("{:?}", Command::SaslResponse("dG9rZW4=")),
+            "<SASL response redacted>"
+        );
+        assert_eq!(format!("{:?}", Command::Retr(7)), "RETR 7");
+        let mut out = Vec::new();
+        Command::Auth {
+            mechanism: "XOAUTH2",
+            initial: None,
+        }
+        .encode(&mut out);
+        assert_eq!(out, b"AUTH XOAUTH2\r\n");
+    }
+}
