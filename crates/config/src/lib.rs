@@ -21,8 +21,8 @@ mod secret;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::load;
 pub use model::{
-    AccountConfig, Config, Daemon, DestinationConfig, DestinationKind, Endpoint, Protocol,
-    SmtpConfig, SmtpSender, SourceAuth, TlsMode,
+    AccountConfig, AfterDelivery, Config, Daemon, DestinationConfig, DestinationKind, Endpoint,
+    Protocol, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
 };
 pub use presets::{Preset, preset};
 pub use secret::Secret;

@@ -190,7 +190,9 @@ destination = "home"
         assert_eq!(a.endpoint.port, 993);
         assert_eq!(a.folders, ["INBOX"]);
         assert_eq!(a.interval, std::time::Duration::from_secs(600));
-        let crate::SourceAuth::Password(p) = &a.auth;
+        let crate::SourceAuth::Password(p) = &a.auth else {
+            panic!("expected a password login")
+        };
         assert_eq!(p.expose(), "s3cret");
         assert_eq!(cfg.daemon.state_dir, dir.path().join("state"));
         assert!(cfg.warnings.iter().any(|w| w.contains("unencrypted")));

@@ -64,6 +64,17 @@ pub struct Endpoint {
 pub enum Protocol {
     /// IMAP4rev1.
     Imap,
+    /// POP3: one maildrop, messages keyed by UIDL.
+    Pop3,
+}
+
+/// What happens at the source once a delivery is committed in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterDelivery {
+    /// Leave the message as it is (like Gmail's "leave a copy on the server").
+    Keep,
+    /// Remove it (POP3: `DELE`, committed by `QUIT`).
+    Delete,
 }
 
 /// How a source logs in.
@@ -71,6 +82,8 @@ pub enum Protocol {
 pub enum SourceAuth {
     /// LOGIN with a password (or an app password).
     Password(Secret),
+    /// SASL XOAUTH2 with an OAuth2 access token read from a file.
+    OAuth2Token(Secret),
 }
 
 /// One `[[account]]`: a mailbox to gather from.
@@ -94,6 +107,10 @@ pub struct AccountConfig {
     pub interval: Duration,
     /// Name of the destination (checked to exist).
     pub destination: String,
+    /// What happens at the source after delivery.
+    pub after_delivery: AfterDelivery,
+    /// POP3: pipeline RETR commands when the server offers PIPELINING.
+    pub pipelining: bool,
 }
 
 /// The envelope sender used when re-sending over SMTP.
@@ -513,26 +530,38 @@ impl Checker<'_> {
         };
         let protocol = match raw.protocol.as_deref() {
             None | Some("imap") => Protocol::Imap,
+            Some("pop3") => Protocol::Pop3,
             Some(other) => {
                 self.err(
                     format!("{key}.protocol"),
-                    format!("{other:?} is not supported; use \"imap\""),
+                    format!("{other:?} is not supported; use \"imap\" or \"pop3\""),
                 );
                 Protocol::Imap
             }
         };
-        let host = raw
-            .host
-            .or_else(|| provider.map(|p| p.imap_host.to_owned()));
+        let preset_host = provider.and_then(|p| match protocol {
+            Protocol::Imap => Some(p.imap_host),
+            Protocol::Pop3 => Some(p.pop3_host).filter(|h| !h.is_empty()),
+        });
+        if let (Some(p), None, Protocol::Pop3, None) = (provider, preset_host, protocol, &raw.host)
+        {
+            self.err(
+                format!("{key}.protocol"),
+                format!("{} offers no POP3; use \"imap\"", p.name),
+            );
+        }
+        let host = raw.host.or_else(|| preset_host.map(str::to_owned));
         let host = self.required(
             format!("{key}.host"),
             host,
-            "the IMAP server's host name (or set provider)",
+            "the server's host name (or set provider)",
         );
         let tls = self.tls(format!("{key}.tls"), raw.tls.as_deref(), TlsMode::Implicit);
-        let port = raw.port.unwrap_or(match tls {
-            TlsMode::Implicit => 993,
-            TlsMode::StartTls | TlsMode::None => 143,
+        let port = raw.port.unwrap_or(match (protocol, tls) {
+            (Protocol::Imap, TlsMode::Implicit) => 993,
+            (Protocol::Imap, TlsMode::StartTls | TlsMode::None) => 143,
+            (Protocol::Pop3, TlsMode::Implicit) => 995,
+            (Protocol::Pop3, TlsMode::StartTls | TlsMode::None) => 110,
         });
         let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
         let username = self.required(
@@ -556,6 +585,36 @@ impl Checker<'_> {
                 "is empty: list at least one folder, e.g. [\"INBOX\"]".into(),
             );
         }
+        if protocol == Protocol::Pop3 && folders != ["INBOX"] {
+            self.err(
+                format!("{key}.folders"),
+                "POP3 has one maildrop and no folders: leave folders out (or [\"INBOX\"])".into(),
+            );
+        }
+        if protocol == Protocol::Imap && matches!(auth, Some(SourceAuth::OAuth2Token(_))) {
+            self.err(
+                format!("{key}.auth.method"),
+                "\"oauth2\" works with protocol = \"pop3\" so far; IMAP OAuth2 comes with `mailferry auth`".into(),
+            );
+        }
+        let after_delivery = match raw.after_delivery.as_deref() {
+            None | Some("keep") => AfterDelivery::Keep,
+            Some("delete") if protocol == Protocol::Pop3 => AfterDelivery::Delete,
+            Some("delete") => {
+                self.err(
+                    format!("{key}.after-delivery"),
+                    "\"delete\" works with protocol = \"pop3\" so far; use \"keep\"".into(),
+                );
+                AfterDelivery::Keep
+            }
+            Some(other) => {
+                self.err(
+                    format!("{key}.after-delivery"),
+                    format!("{other:?} is not a policy; use \"keep\" or \"delete\""),
+                );
+                AfterDelivery::Keep
+            }
+        };
         let mut interval = self.duration(
             format!("{key}.interval"),
             raw.interval.as_deref(),
@@ -603,6 +662,8 @@ impl Checker<'_> {
             folders,
             interval,
             destination: destination?,
+            after_delivery,
+            pipelining: raw.pipelining.unwrap_or(true),
         })
     }
 
@@ -618,10 +679,39 @@ impl Checker<'_> {
             Some("password") => self
                 .secret(&format!("{key}."), raw.password_file, raw.password_env)
                 .map(SourceAuth::Password),
+            Some("oauth2") => {
+                let Some(file) = raw.access_token_file else {
+                    self.err(
+                        format!("{key}.access-token-file"),
+                        "missing: set it to a file holding an OAuth2 access token".into(),
+                    );
+                    return None;
+                };
+                let path = self.path(&file);
+                match std::fs::read_to_string(&path) {
+                    Ok(t) if !t.trim().is_empty() => {
+                        Some(SourceAuth::OAuth2Token(Secret::new(t.trim().to_owned())))
+                    }
+                    Ok(_) => {
+                        self.err(
+                            format!("{key}.access-token-file"),
+                            format!("{} is empty", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.err(
+                            format!("{key}.access-token-file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
             Some(other) => {
                 self.err(
                     format!("{key}.method"),
-                    format!("{other:?} is not supported; use \"password\""),
+                    format!("{other:?} is not supported; use \"password\" or \"oauth2\""),
                 );
                 None
             }

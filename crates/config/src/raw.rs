@@ -89,6 +89,10 @@ pub struct RawAccount {
     pub interval: Option<String>,
     /// Name of a `[[destination]]`.
     pub destination: Option<String>,
+    /// `keep` or `delete`.
+    pub after_delivery: Option<String>,
+    /// POP3: send RETR commands together when the server offers PIPELINING.
+    pub pipelining: Option<bool>,
 }
 
 /// `auth = { ... }` of an account.
@@ -101,4 +105,6 @@ pub struct RawAuth {
     pub password_file: Option<String>,
     /// Environment variable holding the password.
     pub password_env: Option<String>,
+    /// File holding an OAuth2 access token (`method = "oauth2"`).
+    pub access_token_file: Option<String>,
 }

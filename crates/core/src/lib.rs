@@ -12,4 +12,4 @@ mod traits;
 
 pub use error::{Classify, ErrorClass};
 pub use message::RawMessage;
-pub use traits::{Destination, FolderState, ListedMessage, Receipt, Source};
+pub use traits::{Destination, FolderState, ListedMessage, MessageKey, Receipt, Source};

@@ -1,28 +1,47 @@
 //! The capabilities the engine drives: a [`Source`] of messages and a [`Destination`].
 
+use std::fmt;
 use std::future::Future;
 
 use crate::{Classify, RawMessage};
 
+/// What identifies a message at its source, within one folder and UIDVALIDITY.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessageKey {
+    /// An IMAP UID.
+    Uid(u32),
+    /// A POP3 unique-id listing (`UIDL`) value.
+    Uidl(String),
+}
+
+impl fmt::Display for MessageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Uid(uid) => write!(f, "UID {uid}"),
+            Self::Uidl(uidl) => write!(f, "UIDL {uidl}"),
+        }
+    }
+}
+
 /// One message as listed by a source, before its bytes are fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedMessage {
-    /// The IMAP UID, unique within one UIDVALIDITY of one folder.
-    pub uid: u32,
-    /// The size the server announced (`RFC822.SIZE`), used to plan fetch batches.
-    pub size: u32,
+    /// Its key at the source.
+    pub key: MessageKey,
+    /// The size the server announced, used to plan fetch batches.
+    pub size: u64,
 }
 
 /// A folder opened for reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderState {
-    /// The folder's UIDVALIDITY. When it changes, every UID is new again.
+    /// The folder's UIDVALIDITY (IMAP); 0 for POP3, whose UIDLs are stable on their own.
     pub uidvalidity: u32,
-    /// Every message in the folder, in ascending UID order.
+    /// Every message in the folder, in the server's order.
     pub messages: Vec<ListedMessage>,
 }
 
-/// Where messages come from: an IMAP folder (later also a POP3 maildrop).
+/// Where messages come from: an IMAP folder or a POP3 maildrop.
 ///
 /// A source never changes a message's flags or bytes while listing or fetching.
 pub trait Source: Send {
@@ -35,15 +54,22 @@ pub trait Source: Send {
         folder: &str,
     ) -> impl Future<Output = Result<FolderState, Self::Error>> + Send;
 
-    /// Fetches the raw bytes of `uids` from the folder opened last, in the order given.
+    /// Fetches the raw bytes of `keys` from the folder opened last, in the order given.
     /// A message that disappeared in the meantime is left out of the result.
     fn fetch(
         &mut self,
-        uids: &[u32],
-    ) -> impl Future<Output = Result<Vec<(u32, RawMessage)>, Self::Error>> + Send;
+        keys: &[MessageKey],
+    ) -> impl Future<Output = Result<Vec<(MessageKey, RawMessage)>, Self::Error>> + Send;
 
-    /// Ends the session politely (IMAP LOGOUT). Errors are not interesting at this point.
-    fn close(self) -> impl Future<Output = ()> + Send;
+    /// Removes `keys` from the folder opened last. The engine calls this only for messages
+    /// whose delivery is committed in the ledger.
+    fn delete(
+        &mut self,
+        keys: &[MessageKey],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Ends the session (IMAP LOGOUT, POP3 QUIT). For POP3 this commits deletions.
+    fn close(self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// What a destination says when it accepted a message.

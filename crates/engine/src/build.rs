@@ -3,13 +3,15 @@
 use mailferry_config::{
     AccountConfig, Daemon, DestinationConfig, DestinationKind, SmtpSender, SourceAuth, TlsMode,
 };
-use mailferry_imap::{ConnectOptions, ImapError, ImapSource, Login, Tls};
+use mailferry_imap::{ImapError, ImapSource};
+use mailferry_pop3::{Pop3Error, Pop3Source};
 use mailferry_smtp::{SmtpDestination, SmtpError, SmtpOptions, SmtpTls};
 
-pub(crate) async fn connect_source(
+pub(crate) async fn connect_imap(
     account: &AccountConfig,
     daemon: &Daemon,
 ) -> Result<ImapSource, ImapError> {
+    use mailferry_imap::{ConnectOptions, Login, Tls};
     let e = &account.endpoint;
     let opts = ConnectOptions {
         host: e.host.clone(),
@@ -23,15 +25,52 @@ pub(crate) async fn connect_source(
         connect_timeout: daemon.connect_timeout,
         io_timeout: daemon.io_timeout,
     };
-    let SourceAuth::Password(password) = &account.auth;
-    ImapSource::connect(
-        &opts,
-        Login::Password {
-            username: &account.username,
-            password: password.expose(),
+    match &account.auth {
+        SourceAuth::Password(password) => {
+            ImapSource::connect(
+                &opts,
+                Login::Password {
+                    username: &account.username,
+                    password: password.expose(),
+                },
+            )
+            .await
+        }
+        // Refused by the configuration check until IMAP learns XOAUTH2.
+        SourceAuth::OAuth2Token(_) => Err(ImapError::Unsupported("oauth2 over IMAP (not yet)")),
+    }
+}
+
+pub(crate) async fn connect_pop3(
+    account: &AccountConfig,
+    daemon: &Daemon,
+) -> Result<Pop3Source, Pop3Error> {
+    use mailferry_pop3::{ConnectOptions, Login, Tls};
+    let e = &account.endpoint;
+    let opts = ConnectOptions {
+        host: e.host.clone(),
+        port: e.port,
+        tls: match e.tls {
+            TlsMode::Implicit => Tls::Implicit,
+            TlsMode::StartTls => Tls::StartTls,
+            TlsMode::None => Tls::None,
         },
-    )
-    .await
+        ca_pem: e.ca_pem.clone(),
+        connect_timeout: daemon.connect_timeout,
+        io_timeout: daemon.io_timeout,
+        pipelining: account.pipelining,
+    };
+    let login = match &account.auth {
+        SourceAuth::Password(p) => Login::Password {
+            username: &account.username,
+            password: p.expose(),
+        },
+        SourceAuth::OAuth2Token(t) => Login::XOAuth2 {
+            username: &account.username,
+            token: t.expose(),
+        },
+    };
+    Pop3Source::connect(&opts, login).await
 }
 
 pub(crate) fn destination(

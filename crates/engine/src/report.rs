@@ -8,8 +8,8 @@ use mailferry_store::RunCounts;
 pub struct MessageProblem {
     /// Folder it is in.
     pub folder: String,
-    /// Its UID.
-    pub uid: u32,
+    /// Its UID or UIDL.
+    pub key: mailferry_core::MessageKey,
     /// Its Message-ID, if any.
     pub message_id: Option<String>,
     /// The destination's words.
@@ -57,6 +57,8 @@ pub struct AccountReport {
     pub counts: RunCounts,
     /// Messages found new at the source (the only count in a dry run).
     pub new: u64,
+    /// Delivered messages removed from the source (`after-delivery = "delete"`).
+    pub deleted: u64,
     /// Deliveries repeated because an earlier attempt's outcome was never recorded.
     pub resent: u64,
     /// Messages refused for now; tried again next run.

@@ -1,7 +1,9 @@
 //! `run_once`: every selected account, once, side by side.
 
-use mailferry_config::{AccountConfig, Config};
-use mailferry_core::{Classify, Destination, ErrorClass, ListedMessage, RawMessage, Source};
+use mailferry_config::{AccountConfig, AfterDelivery, Config, Protocol};
+use mailferry_core::{
+    Classify, Destination, ErrorClass, ListedMessage, MessageKey, RawMessage, Source,
+};
 use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store, StoreError};
 use std::sync::Arc;
 
@@ -66,15 +68,19 @@ pub async fn run_once(
 
 /// Why an account's run ended early.
 enum Stop {
-    Source(mailferry_imap::ImapError),
+    Source(ErrorReport),
     Destination(mailferry_smtp::SmtpError),
     Store(StoreError),
 }
 
 impl Stop {
+    fn source<E: std::error::Error + Classify>(e: &E) -> Self {
+        Self::Source(ErrorReport::from_error(e))
+    }
+
     fn report(&self) -> ErrorReport {
         match self {
-            Self::Source(e) => ErrorReport::from_error(e),
+            Self::Source(r) => r.clone(),
             Self::Destination(e) => ErrorReport::from_error(e),
             Self::Store(e) => {
                 let mut r = ErrorReport::from_error(&StoreFailure(e));
@@ -151,77 +157,142 @@ async fn pipeline(
         })
     })?;
     let destination = build::destination(dest_config, &config.daemon).map_err(Stop::Destination)?;
-    let mut source = build::connect_source(account, &config.daemon)
-        .await
-        .map_err(Stop::Source)?;
-    let result = async {
-        for folder in &account.folders {
-            if cancel.is_cancelled() {
-                break;
-            }
-            gather_folder(
-                account,
-                folder,
-                &mut source,
-                &destination,
-                &dest_config.name,
-                store,
-                opts,
-                observer,
-                cancel,
-                report,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-    .await;
-    source.close().await;
+    let run = Run {
+        account,
+        store,
+        destination: &destination,
+        destination_name: &dest_config.name,
+        opts,
+        observer,
+        cancel,
+    };
+    let result = match account.protocol {
+        Protocol::Imap => match build::connect_imap(account, &config.daemon).await {
+            Ok(source) => gather_all(&run, source, report).await,
+            Err(e) => Err(Stop::source(&e)),
+        },
+        Protocol::Pop3 => match build::connect_pop3(account, &config.daemon).await {
+            Ok(source) => gather_all(&run, source, report).await,
+            Err(e) => Err(Stop::source(&e)),
+        },
+    };
     destination.close().await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn gather_folder(
-    account: &AccountConfig,
-    folder: &str,
-    source: &mut mailferry_imap::ImapSource,
-    destination: &mailferry_smtp::SmtpDestination,
-    destination_name: &str,
-    store: &Store,
-    opts: &RunOptions,
-    observer: &dyn Observer,
-    cancel: &CancellationToken,
+/// What every step of one account's run needs.
+struct Run<'a> {
+    account: &'a AccountConfig,
+    store: &'a Store,
+    destination: &'a mailferry_smtp::SmtpDestination,
+    destination_name: &'a str,
+    opts: &'a RunOptions,
+    observer: &'a dyn Observer,
+    cancel: &'a CancellationToken,
+}
+
+/// Gathers every folder, then ends the session (for POP3, `QUIT` commits deletions).
+async fn gather_all<S: Source>(
+    run: &Run<'_>,
+    mut source: S,
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
-    let state = source.open(folder).await.map_err(Stop::Source)?;
+    let mut result = Ok(());
+    for folder in &run.account.folders {
+        if run.cancel.is_cancelled() {
+            break;
+        }
+        result = gather_folder(run, folder, &mut source, report).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    let closed = source.close().await.map_err(|e| Stop::source(&e));
+    result.and(closed)
+}
+
+async fn gather_folder<S: Source>(
+    run: &Run<'_>,
+    folder: &str,
+    source: &mut S,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let Run {
+        account,
+        store,
+        opts,
+        observer,
+        ..
+    } = *run;
+    let state = source.open(folder).await.map_err(|e| Stop::source(&e))?;
+    let uidvalidity = state.uidvalidity;
     let settled = store
-        .settled_uids(&account.name, folder, state.uidvalidity)
+        .settled_keys(&account.name, folder, uidvalidity)
         .await
         .map_err(Stop::Store)?;
+    let present: Vec<MessageKey> = state.messages.iter().map(|m| m.key.clone()).collect();
     let new: Vec<ListedMessage> = state
         .messages
         .into_iter()
-        .filter(|m| !settled.contains(&m.uid))
+        .filter(|m| !settled.contains(&m.key))
         .collect();
     report.new += new.len() as u64;
     debug!(folder, new = new.len(), settled = settled.len(), "listed");
-    if opts.dry_run || new.is_empty() {
+    if opts.dry_run {
         return Ok(());
     }
-    observer.planned(
-        &account.name,
-        folder,
-        new.len(),
-        new.iter().map(|m| u64::from(m.size)).sum(),
-    );
+    if !new.is_empty() {
+        observer.planned(
+            &account.name,
+            folder,
+            new.len(),
+            new.iter().map(|m| m.size).sum(),
+        );
+        transfer(run, folder, uidvalidity, new, source, report).await?;
+    }
+    if account.after_delivery == AfterDelivery::Delete {
+        // Only what the ledger says is delivered; POP3 removes it at QUIT, not before.
+        let delivered = store
+            .delivered_keys(&account.name, folder, uidvalidity)
+            .await
+            .map_err(Stop::Store)?;
+        let doomed: Vec<MessageKey> = present
+            .into_iter()
+            .filter(|k| delivered.contains(k))
+            .collect();
+        if !doomed.is_empty() {
+            source.delete(&doomed).await.map_err(|e| Stop::source(&e))?;
+            report.deleted += doomed.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Fetches `new` and delivers it.
+async fn transfer<S: Source>(
+    run: &Run<'_>,
+    folder: &str,
+    uidvalidity: u32,
+    new: Vec<ListedMessage>,
+    source: &mut S,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let Run {
+        account,
+        store,
+        destination,
+        destination_name,
+        observer,
+        cancel,
+        ..
+    } = *run;
 
     // Fetching and delivering overlap: the next batch is fetched while the current one is
     // delivered. The queue between them is bounded in bytes, so memory stays at about two
     // batches (or one message larger than that).
     let budget = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
-    let (tx, mut rx) = mpsc::channel::<(u32, RawMessage, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
-    let uidvalidity = state.uidvalidity;
+    let (tx, mut rx) =
+        mpsc::channel::<(MessageKey, RawMessage, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
     // Both halves own their end of the queue: when the fetcher ends, the deliverer drains
     // what was fetched and ends; when the deliverer stops, the fetcher's next send fails.
     let fetcher = async move {
@@ -229,15 +300,15 @@ async fn gather_folder(
             if cancel.is_cancelled() {
                 break;
             }
-            let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
-            let fetched = source.fetch(&uids).await.map_err(Stop::Source)?;
-            for (uid, message) in fetched {
+            let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
+            let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
+            for (key, message) in fetched {
                 let weight =
                     u32::try_from(message.len().min(QUEUE_BYTES as usize)).unwrap_or(u32::MAX);
                 let Ok(permit) = Arc::clone(&budget).acquire_many_owned(weight).await else {
                     return Ok(());
                 };
-                if tx.send((uid, message, permit)).await.is_err() {
+                if tx.send((key, message, permit)).await.is_err() {
                     // The deliverer stopped (an error or shutdown): fetch no more.
                     return Ok(());
                 }
@@ -246,13 +317,13 @@ async fn gather_folder(
         Ok::<(), Stop>(())
     };
     let deliverer = async move {
-        while let Some((uid, message, permit)) = rx.recv().await {
+        while let Some((key, message, permit)) = rx.recv().await {
             report.counts.fetched += 1;
             let key = LedgerKey {
                 account: account.name.clone(),
                 folder: folder.to_owned(),
                 uidvalidity,
-                uid,
+                key,
             };
             let size = message.len() as u64;
             let outcome =
@@ -296,7 +367,7 @@ async fn deliver_one(
     {
         Attempt::Duplicate => {
             debug!(
-                uid = key.uid,
+                key = %key.key,
                 "already delivered under an earlier UIDVALIDITY"
             );
             report.counts.skipped += 1;
@@ -304,7 +375,7 @@ async fn deliver_one(
         }
         Attempt::Interrupted => {
             warn!(
-                uid = key.uid,
+                key = %key.key,
                 "an earlier delivery of this message was interrupted; sending it again"
             );
             report.resent += 1;
@@ -317,23 +388,23 @@ async fn deliver_one(
                 .mark_delivered(key, &receipt.id)
                 .await
                 .map_err(Stop::Store)?;
-            debug!(uid = key.uid, reply = %receipt.id, "delivered");
+            debug!(key = %key.key, reply = %receipt.id, "delivered");
             report.counts.delivered += 1;
             Ok(())
         }
         Err(e) if e.class().is_per_message() => {
             let p = MessageProblem {
                 folder: key.folder.clone(),
-                uid: key.uid,
+                key: key.key.clone(),
                 message_id,
                 reason: ErrorReport::from_error(&e).message,
             };
             let deferred = e.class() == ErrorClass::Deferred;
             if deferred {
-                warn!(uid = key.uid, reason = %p.reason, "delivery deferred; will retry next run");
+                warn!(key = %key.key, reason = %p.reason, "delivery deferred; will retry next run");
                 store.mark_deferred(key, &p.reason).await
             } else {
-                warn!(uid = key.uid, reason = %p.reason, "delivery refused; the message stays at the source");
+                warn!(key = %key.key, reason = %p.reason, "delivery refused; the message stays at the source");
                 store.mark_refused(key, &p.reason).await
             }
             .map_err(Stop::Store)?;
@@ -371,7 +442,7 @@ fn batches(messages: &[ListedMessage]) -> impl Iterator<Item = &[ListedMessage]>
         let mut bytes = 0u64;
         let mut n = 0;
         while n < rest.len() && n < BATCH_MESSAGES {
-            let size = u64::from(rest[n].size);
+            let size = rest[n].size;
             if n > 0 && bytes + size > BATCH_BYTES {
                 break;
             }
@@ -388,12 +459,12 @@ fn batches(messages: &[ListedMessage]) -> impl Iterator<Item = &[ListedMessage]>
 mod tests {
     use super::*;
 
-    fn listed(sizes: &[u32]) -> Vec<ListedMessage> {
+    fn listed(sizes: &[u64]) -> Vec<ListedMessage> {
         sizes
             .iter()
             .enumerate()
             .map(|(i, &size)| ListedMessage {
-                uid: u32::try_from(i).unwrap_or(0) + 1,
+                key: MessageKey::Uid(u32::try_from(i).unwrap_or(0) + 1),
                 size,
             })
             .collect()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_imap::{Client, Session};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use mailferry_core::{FolderState, ListedMessage, RawMessage, Source};
+use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source};
 use tracing::debug;
 
 use crate::connect::{self, ConnectOptions, Stream, Tls, timed};
@@ -212,14 +212,14 @@ impl Source for ImapSource {
                 let fetch = item?;
                 if let Some(uid) = fetch.uid {
                     messages.push(ListedMessage {
-                        uid,
-                        size: fetch.size.unwrap_or(0),
+                        key: MessageKey::Uid(uid),
+                        size: u64::from(fetch.size.unwrap_or(0)),
                     });
                 }
             }
         }
         self.drain_unsolicited();
-        messages.sort_unstable_by_key(|m| m.uid);
+        messages.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         debug!(folder, uidvalidity, count = messages.len(), "folder opened");
         Ok(FolderState {
             uidvalidity,
@@ -227,12 +227,22 @@ impl Source for ImapSource {
         })
     }
 
-    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, RawMessage)>, ImapError> {
+    async fn fetch(
+        &mut self,
+        keys: &[MessageKey],
+    ) -> Result<Vec<(MessageKey, RawMessage)>, ImapError> {
+        let uids: Vec<u32> = keys
+            .iter()
+            .filter_map(|k| match k {
+                MessageKey::Uid(uid) => Some(*uid),
+                MessageKey::Uidl(_) => None,
+            })
+            .collect();
         if uids.is_empty() {
             return Ok(Vec::new());
         }
         let io = self.io_timeout;
-        let set = sequence_set(uids);
+        let set = sequence_set(&uids);
         let mut by_uid = HashMap::with_capacity(uids.len());
         {
             let mut stream = timed(
@@ -260,12 +270,22 @@ impl Source for ImapSource {
         self.drain_unsolicited();
         Ok(uids
             .iter()
-            .filter_map(|uid| by_uid.remove(uid).map(|m| (*uid, m)))
+            .filter_map(|uid| by_uid.remove(uid).map(|m| (MessageKey::Uid(*uid), m)))
             .collect())
     }
 
-    async fn close(mut self) {
+    async fn delete(&mut self, _keys: &[MessageKey]) -> Result<(), ImapError> {
+        // The configuration accepts after-delivery = "delete" for POP3 accounts only, until
+        // the IMAP source policies (mark-seen, move, delete) land.
+        Err(ImapError::Unsupported(
+            "after-delivery = \"delete\" on IMAP (not yet)",
+        ))
+    }
+
+    async fn close(mut self) -> Result<(), ImapError> {
+        // LOGOUT commits nothing on a read-only session; a failure here changes nothing.
         let _ = tokio::time::timeout(self.io_timeout, self.session.logout()).await;
+        Ok(())
     }
 }
 

@@ -184,6 +184,9 @@ fn print_report(r: &AccountReport, dry_run: bool) {
             "{}: fetched {}, delivered {}, skipped {}, failed {}",
             r.account, c.fetched, c.delivered, c.skipped, c.failed
         );
+        if r.deleted > 0 {
+            line.push_str(&format!(", deleted {}", r.deleted));
+        }
         if r.resent > 0 {
             line.push_str(&format!(
                 " ({} re-sent after an interrupted attempt)",
@@ -198,7 +201,7 @@ fn print_report(r: &AccountReport, dry_run: bool) {
                 .message_id
                 .as_deref()
                 .map_or(String::new(), |m| format!(" <{m}>"));
-            println!("  {what} {} UID {}{id}: {}", p.folder, p.uid, p.reason);
+            println!("  {what} {} {}{id}: {}", p.folder, p.key, p.reason);
         }
     }
     if let Some(e) = &r.error {

@@ -333,9 +333,7 @@ pub fn stuff(body: &[u8]) -> Vec<u8> {
 /// Parses `UIDL` lines: `msg-number unique-id`.
 #[must_use]
 pub fn uidl_lines(body: &[u8]) -> Vec<(u32, String)> {
-    pairs(body)
-        .filter_map(|(n, v)| Some((n, v.to_owned())))
-        .collect()
+    pairs(body).map(|(n, v)| (n, v.to_owned())).collect()
 }
 
 /// Parses `LIST` lines: `msg-number size`.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mailferry_core::MessageKey;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
@@ -64,12 +65,33 @@ pub enum StoreError {
 pub struct LedgerKey {
     /// Account name.
     pub account: String,
-    /// Folder name.
+    /// Folder name (`INBOX` for POP3).
     pub folder: String,
-    /// The folder's UIDVALIDITY when the message was seen.
+    /// The folder's UIDVALIDITY when the message was seen (0 for POP3).
     pub uidvalidity: u32,
-    /// The message's UID.
-    pub uid: u32,
+    /// The message's UID or UIDL.
+    pub key: MessageKey,
+}
+
+impl LedgerKey {
+    /// The `(uid, uidl)` column pair: `(uid, '')` for IMAP, `(0, uidl)` for POP3.
+    fn columns(&self) -> (i64, &str) {
+        match &self.key {
+            MessageKey::Uid(uid) => (i64::from(*uid), ""),
+            MessageKey::Uidl(uidl) => (0, uidl.as_str()),
+        }
+    }
+}
+
+/// The key stored in the `(uid, uidl)` columns.
+fn key_from_columns(uid: i64, uidl: String) -> Result<MessageKey, StoreError> {
+    if uidl.is_empty() {
+        Ok(MessageKey::Uid(
+            u32::try_from(uid).map_err(|_| StoreError::Range("uid"))?,
+        ))
+    } else {
+        Ok(MessageKey::Uidl(uidl))
+    }
 }
 
 /// What the ledger says about a message about to be delivered.
@@ -171,28 +193,53 @@ impl Store {
         Self { pool, _lock: None }
     }
 
-    /// UIDs of `folder` under `uidvalidity` that need no further delivery: delivered,
+    /// Keys of `folder` under `uidvalidity` that need no further delivery: delivered,
     /// refused for good, or recognised as duplicates. Everything else is new or retried.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn settled_uids(
+    pub async fn settled_keys(
         &self,
         account: &str,
         folder: &str,
         uidvalidity: u32,
-    ) -> Result<HashSet<u32>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT uid FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
-             AND state IN ('delivered', 'refused', 'duplicate')",
-        )
-        .bind(account)
-        .bind(folder)
-        .bind(i64::from(uidvalidity))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| u32::try_from(r.get::<i64, _>(0)).map_err(|_| StoreError::Range("uid")))
+    ) -> Result<HashSet<MessageKey>, StoreError> {
+        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
+                           AND state IN ('delivered', 'refused', 'duplicate')";
+        self.keys(SQL, account, folder, uidvalidity).await
+    }
+
+    /// Keys of `folder` under `uidvalidity` whose delivery is committed (delivered, or a
+    /// duplicate of a delivered message): the only ones a source may remove.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn delivered_keys(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<MessageKey>, StoreError> {
+        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
+                           AND state IN ('delivered', 'duplicate')";
+        self.keys(SQL, account, folder, uidvalidity).await
+    }
+
+    async fn keys(
+        &self,
+        sql: &'static str,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<MessageKey>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(account)
+            .bind(folder)
+            .bind(i64::from(uidvalidity))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| key_from_columns(r.get(0), r.get(1)))
             .collect()
     }
 
@@ -209,14 +256,16 @@ impl Store {
     ) -> Result<Attempt, StoreError> {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
+        let (uid, uidl) = key.columns();
         let mut tx = self.pool.begin().await?;
         let previous: Option<String> = sqlx::query_scalar(
-            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
+            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
         )
         .bind(&key.account)
         .bind(&key.folder)
         .bind(i64::from(key.uidvalidity))
-        .bind(i64::from(key.uid))
+        .bind(uid)
+        .bind(uidl)
         .fetch_optional(&mut *tx)
         .await?;
         let seen_elsewhere: bool = previous.is_none()
@@ -239,9 +288,9 @@ impl Store {
             "attempt"
         };
         sqlx::query(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, message_id, sha256, size, state, attempts, \
-             destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE SET \
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, \
+             destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
              state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, \
              sha256 = excluded.sha256, size = excluded.size, destination = excluded.destination, \
              updated_at = excluded.updated_at",
@@ -249,7 +298,8 @@ impl Store {
         .bind(&key.account)
         .bind(&key.folder)
         .bind(i64::from(key.uidvalidity))
-        .bind(i64::from(key.uid))
+        .bind(uid)
+        .bind(uidl)
         .bind(facts.message_id)
         .bind(facts.sha256)
         .bind(size)
@@ -308,7 +358,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE ledger SET state = ?, destination_id = COALESCE(?, destination_id), last_error = ?, updated_at = ? \
-             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
         )
         .bind(state)
         .bind(destination_id)
@@ -317,7 +367,8 @@ impl Store {
         .bind(&key.account)
         .bind(&key.folder)
         .bind(i64::from(key.uidvalidity))
-        .bind(i64::from(key.uid))
+        .bind(key.columns().0)
+        .bind(key.columns().1)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -329,7 +380,7 @@ impl Store {
     /// On a database failure.
     pub async fn refusals(&self, account: &str) -> Result<Vec<Refusal>, StoreError> {
         let rows = sqlx::query(
-            "SELECT folder, uidvalidity, uid, message_id, last_error FROM ledger \
+            "SELECT folder, uidvalidity, uid, uidl, message_id, last_error FROM ledger \
              WHERE account = ? AND state = 'refused' ORDER BY updated_at, id",
         )
         .bind(account)
@@ -343,11 +394,10 @@ impl Store {
                         folder: r.get(0),
                         uidvalidity: u32::try_from(r.get::<i64, _>(1))
                             .map_err(|_| StoreError::Range("uidvalidity"))?,
-                        uid: u32::try_from(r.get::<i64, _>(2))
-                            .map_err(|_| StoreError::Range("uid"))?,
+                        key: key_from_columns(r.get(2), r.get(3))?,
                     },
-                    message_id: r.get(3),
-                    reason: r.get::<Option<String>, _>(4).unwrap_or_default(),
+                    message_id: r.get(4),
+                    reason: r.get::<Option<String>, _>(5).unwrap_or_default(),
                 })
             })
             .collect()

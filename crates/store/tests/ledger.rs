@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use mailferry_core::MessageKey;
 use mailferry_store::{Attempt, DB_FILE, LedgerKey, MessageFacts, Store};
 
 fn key(uidvalidity: u32, uid: u32) -> LedgerKey {
@@ -9,7 +10,7 @@ fn key(uidvalidity: u32, uid: u32) -> LedgerKey {
         account: "a".into(),
         folder: "INBOX".into(),
         uidvalidity,
-        uid,
+        key: MessageKey::Uid(uid),
     }
 }
 
@@ -57,11 +58,16 @@ async fn delivered_and_refused_are_settled_deferred_is_not() {
         .mark_deferred(&key(7, 3), "451 later")
         .await
         .expect("t");
-    let settled = store.settled_uids("a", "INBOX", 7).await.expect("settled");
-    assert_eq!(settled, [1, 2].into_iter().collect());
+    let settled = store.settled_keys("a", "INBOX", 7).await.expect("settled");
+    assert_eq!(
+        settled,
+        [MessageKey::Uid(1), MessageKey::Uid(2)]
+            .into_iter()
+            .collect()
+    );
     assert!(
         store
-            .settled_uids("a", "INBOX", 8)
+            .settled_keys("a", "INBOX", 8)
             .await
             .expect("other")
             .is_empty()
@@ -104,10 +110,10 @@ async fn same_content_under_new_uidvalidity_is_a_duplicate() {
     );
     assert!(
         store
-            .settled_uids("a", "INBOX", 2)
+            .settled_keys("a", "INBOX", 2)
             .await
             .expect("s")
-            .contains(&1)
+            .contains(&MessageKey::Uid(1))
     );
     // Different bytes, or the same bytes twice within one UIDVALIDITY, are delivered.
     assert_eq!(
@@ -141,10 +147,10 @@ async fn reopening_keeps_the_ledger() {
     let store = Store::open(dir.path()).await.expect("reopen");
     assert!(
         store
-            .settled_uids("a", "INBOX", 1)
+            .settled_keys("a", "INBOX", 1)
             .await
             .expect("s")
-            .contains(&1)
+            .contains(&MessageKey::Uid(1))
     );
 }
 
@@ -161,4 +167,35 @@ async fn a_second_process_cannot_use_the_same_state() {
     Store::open(dir.path())
         .await
         .expect("free again once the first is gone");
+}
+
+#[tokio::test]
+async fn pop3_uidls_are_keys_of_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let pop = |uidl: &str| LedgerKey {
+        account: "p".into(),
+        folder: "INBOX".into(),
+        uidvalidity: 0,
+        key: MessageKey::Uidl(uidl.into()),
+    };
+    for u in ["a1", "b2"] {
+        store
+            .begin_attempt(&pop(u), &facts(u))
+            .await
+            .expect("attempt");
+    }
+    store
+        .mark_delivered(&pop("a1"), "ok")
+        .await
+        .expect("delivered");
+    let delivered = store.delivered_keys("p", "INBOX", 0).await.expect("keys");
+    assert_eq!(
+        delivered,
+        [MessageKey::Uidl("a1".into())].into_iter().collect()
+    );
+    assert_eq!(
+        store.settled_keys("p", "INBOX", 0).await.expect("keys"),
+        delivered
+    );
 }

@@ -1,0 +1,331 @@
+//! A POP3 client over any async byte stream: drives [`crate::codec`] with reads and
+//! writes, each under a timeout. Plain TCP, TLS and test duplex streams all fit.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+use crate::codec::{self, Command, Expect, Parser, Reply, Status};
+use crate::error::Pop3Error;
+
+/// Largest message accepted (Gmail's own limit is 150 MB).
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// A POP3 session in any state (authorization or transaction).
+#[derive(Debug)]
+pub struct Client<S> {
+    stream: S,
+    parser: Parser,
+    server: String,
+    io_timeout: Duration,
+    out: Vec<u8>,
+    read_buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
+    /// Reads the greeting. `server` names the peer in errors.
+    ///
+    /// # Errors
+    /// When the greeting does not arrive in time or is `-ERR`.
+    pub async fn greet(stream: S, server: String, io_timeout: Duration) -> Result<Self, Pop3Error> {
+        let mut client = Self {
+            stream,
+            parser: Parser::new(MAX_MESSAGE),
+            server,
+            io_timeout,
+            out: Vec::new(),
+            read_buf: vec![0; 64 * 1024],
+        };
+        let greeting = client.read("greeting", Expect::Status).await?;
+        client.status("greeting", greeting)?;
+        Ok(client)
+    }
+
+    /// Continues a session on a new stream (after the TLS upgrade that follows `STLS`):
+    /// no greeting is sent again.
+    pub fn resume(stream: S, server: String, io_timeout: Duration) -> Self {
+        Self {
+            stream,
+            parser: Parser::new(MAX_MESSAGE),
+            server,
+            io_timeout,
+            out: Vec::new(),
+            read_buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// The stream, for a TLS upgrade after `STLS`.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+
+    async fn write_commands(
+        &mut self,
+        step: &'static str,
+        commands: &[Command<'_>],
+    ) -> Result<(), Pop3Error> {
+        self.out.clear();
+        for c in commands {
+            debug!(command = ?c, "POP3 >");
+            c.encode(&mut self.out);
+        }
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.io_timeout, write).await {
+            Err(_) => Err(Pop3Error::Timeout {
+                step,
+                after: self.io_timeout,
+            }),
+            Ok(Err(source)) => Err(Pop3Error::Io {
+                server: self.server.clone(),
+                source,
+            }),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    async fn read(&mut self, step: &'static str, expect: Expect) -> Result<Reply, Pop3Error> {
+        loop {
+            match self.parser.parse(expect) {
+                Ok(reply) => return Ok(reply),
+                Err(codec::Error::NeedsMoreData) => {}
+                Err(e) => return Err(Pop3Error::Protocol(e)),
+            }
+            let n =
+                match tokio::time::timeout(self.io_timeout, self.stream.read(&mut self.read_buf))
+                    .await
+                {
+                    Err(_) => {
+                        return Err(Pop3Error::Timeout {
+                            step,
+                            after: self.io_timeout,
+                        });
+                    }
+                    Ok(Err(source)) => {
+                        return Err(Pop3Error::Io {
+                            server: self.server.clone(),
+                            source,
+                        });
+                    }
+                    Ok(Ok(n)) => n,
+                };
+            if n == 0 {
+                return Err(Pop3Error::Closed(step));
+            }
+            self.parser.feed(&self.read_buf[..n]);
+        }
+    }
+
+    async fn command(
+        &mut self,
+        step: &'static str,
+        command: Command<'_>,
+    ) -> Result<Reply, Pop3Error> {
+        let expect = command.expects();
+        self.write_commands(step, &[command]).await?;
+        self.read(step, expect).await
+    }
+
+    /// `+OK` passes; `-ERR` becomes [`Pop3Error::Refused`], or [`Pop3Error::Busy`] for the
+    /// RFC 2449 temporary codes.
+    fn status(&self, step: &'static str, reply: Reply) -> Result<Status, Pop3Error> {
+        match reply {
+            Reply::Status(s) | Reply::MultiLine { status: s, .. } if s.ok => Ok(s),
+            Reply::Status(s) | Reply::MultiLine { status: s, .. } => Err(refusal(step, &s)),
+            Reply::Continue(_) => Err(Pop3Error::Refused {
+                step,
+                text: "unexpected SASL continuation".into(),
+            }),
+        }
+    }
+
+    fn multi(&self, step: &'static str, reply: Reply) -> Result<Vec<u8>, Pop3Error> {
+        match reply {
+            Reply::MultiLine { body, .. } => Ok(body),
+            other => self.status(step, other).map(|_| Vec::new()),
+        }
+    }
+
+    /// `CAPA`: the capability lines, upper-cased; empty when the server has no CAPA.
+    ///
+    /// # Errors
+    /// Network failures.
+    pub async fn capa(&mut self) -> Result<Vec<String>, Pop3Error> {
+        match self.command("CAPA", Command::Capa).await? {
+            Reply::MultiLine { body, .. } => Ok(codec::capa_lines(&body)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// `STLS`; on `+OK` the caller upgrades [`Client::into_inner`] to TLS.
+    ///
+    /// # Errors
+    /// [`Pop3Error::Unsupported`] when the server refuses.
+    pub async fn stls(&mut self) -> Result<(), Pop3Error> {
+        let reply = self.command("STLS", Command::Stls).await?;
+        self.status("STLS", reply)
+            .map(|_| ())
+            .map_err(|_| Pop3Error::Unsupported("STLS"))
+    }
+
+    /// `USER` + `PASS`.
+    ///
+    /// # Errors
+    /// [`Pop3Error::LoginRefused`] or [`Pop3Error::Busy`].
+    pub async fn user_pass(&mut self, user: &str, password: &str) -> Result<(), Pop3Error> {
+        let reply = self.command("USER", Command::User(user)).await?;
+        self.status("USER", reply).map_err(login_error)?;
+        let reply = self.command("PASS", Command::Pass(password)).await?;
+        self.status("PASS", reply).map(|_| ()).map_err(login_error)
+    }
+
+    /// `AUTH <mechanism>` with `response` (base64) sent after the server's `+`, as RFC 5034
+    /// and Microsoft's POP3 require for XOAUTH2 (no initial response on the AUTH line). On
+    /// failure a server may first send a base64 error challenge: it is answered with an
+    /// empty line and its decoded text kept for the error.
+    ///
+    /// # Errors
+    /// [`Pop3Error::LoginRefused`] (with the server's words), [`Pop3Error::Busy`].
+    pub async fn authenticate(
+        &mut self,
+        mechanism: &'static str,
+        response: &str,
+    ) -> Result<(), Pop3Error> {
+        match self
+            .command(
+                "AUTH",
+                Command::Auth {
+                    mechanism,
+                    initial: None,
+                },
+            )
+            .await?
+        {
+            Reply::Continue(_) => {}
+            Reply::Status(s) if !s.ok && s.text.to_ascii_lowercase().contains("unsupported") => {
+                return Err(Pop3Error::Unsupported(mechanism));
+            }
+            other => return self.status("AUTH", other).map(|_| ()).map_err(login_error),
+        }
+        let mut challenge = None;
+        let mut reply = self
+            .command("AUTH", Command::SaslResponse(response))
+            .await?;
+        if let Reply::Continue(data) = reply {
+            // The error challenge (XOAUTH2: base64 JSON). An empty response ends the exchange.
+            challenge = Some(decode_base64_text(&data));
+            reply = self.command("AUTH", Command::SaslResponse("")).await?;
+        }
+        match self.status("AUTH", reply) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match (login_error(e), challenge) {
+                (Pop3Error::LoginRefused { detail }, Some(c)) => Pop3Error::LoginRefused {
+                    detail: format!("{detail} (server said: {c})"),
+                },
+                (other, _) => other,
+            }),
+        }
+    }
+
+    /// `UIDL` for all messages: (message number, unique id).
+    ///
+    /// # Errors
+    /// Network failures; [`Pop3Error::Refused`] when the server has no UIDL.
+    pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, Pop3Error> {
+        let reply = self.command("UIDL", Command::Uidl).await?;
+        Ok(codec::uidl_lines(&self.multi("UIDL", reply)?))
+    }
+
+    /// `LIST` for all messages: (message number, size).
+    ///
+    /// # Errors
+    /// Network failures.
+    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
+        let reply = self.command("LIST", Command::List).await?;
+        Ok(codec::list_lines(&self.multi("LIST", reply)?))
+    }
+
+    /// `RETR` for each of `numbers`, returning the bodies in order. With `pipelined`, all
+    /// commands go out in one write and the replies are read afterwards (RFC 2449
+    /// PIPELINING); otherwise one round trip per message.
+    ///
+    /// # Errors
+    /// Network failures, or a refused `RETR`.
+    pub async fn retr_many(
+        &mut self,
+        numbers: &[u32],
+        pipelined: bool,
+    ) -> Result<Vec<Vec<u8>>, Pop3Error> {
+        let mut out = Vec::with_capacity(numbers.len());
+        if pipelined {
+            let commands: Vec<Command<'_>> = numbers.iter().map(|n| Command::Retr(*n)).collect();
+            self.write_commands("RETR", &commands).await?;
+            for _ in numbers {
+                let reply = self.read("RETR", Expect::MultiLine).await?;
+                out.push(self.multi("RETR", reply)?);
+            }
+        } else {
+            for n in numbers {
+                let reply = self.command("RETR", Command::Retr(*n)).await?;
+                out.push(self.multi("RETR", reply)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `DELE` for each of `numbers` (marked only; `QUIT` commits).
+    ///
+    /// # Errors
+    /// Network failures, or a refused `DELE`.
+    pub async fn dele_many(&mut self, numbers: &[u32]) -> Result<(), Pop3Error> {
+        for n in numbers {
+            let reply = self.command("DELE", Command::Dele(*n)).await?;
+            self.status("DELE", reply)?;
+        }
+        Ok(())
+    }
+
+    /// `QUIT`: the server commits the deletions and closes.
+    ///
+    /// # Errors
+    /// When the server refuses to commit (`-ERR` to QUIT: nothing was deleted).
+    pub async fn quit(&mut self) -> Result<(), Pop3Error> {
+        let reply = self.command("QUIT", Command::Quit).await?;
+        self.status("QUIT", reply).map(|_| ())
+    }
+}
+
+fn refusal(step: &'static str, s: &Status) -> Pop3Error {
+    let text = match &s.code {
+        Some(code) => format!("[{code}] {}", s.text),
+        None => s.text.clone(),
+    };
+    let temporary = matches!(
+        s.code.as_deref(),
+        Some("LOGIN-DELAY" | "IN-USE" | "SYS/TEMP")
+    ) || s.text.contains("[UNAVAILABLE]")
+        || s.text.contains("Temporary authentication failure");
+    if temporary {
+        Pop3Error::Busy(text)
+    } else {
+        Pop3Error::Refused { step, text }
+    }
+}
+
+/// A refusal during login is a login refusal, unless it is temporary.
+fn login_error(e: Pop3Error) -> Pop3Error {
+    match e {
+        Pop3Error::Refused { text, .. } => Pop3Error::LoginRefused { detail: text },
+        other => other,
+    }
+}
+
+/// Decodes a base64 challenge for display; falls back to the raw text.
+fn decode_base64_text(data: &str) -> String {
+    crate::sasl::decode_base64(data)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| data.to_owned())
+}

@@ -1,0 +1,214 @@
+//! The POP3 maildrop as a [`Source`]: one folder (`INBOX`), messages keyed by UIDL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::client::Client;
+use crate::error::Pop3Error;
+use crate::sasl;
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// TLS from the first byte (port 995).
+    Implicit,
+    /// Plain text, then `STLS` before login (port 110).
+    StartTls,
+    /// No TLS (loopback tests only).
+    None,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Host name or IP address; the certificate must match it.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: Tls,
+    /// Extra CA certificates (PEM) to trust besides the public roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Limit for DNS + TCP + TLS handshake.
+    pub connect_timeout: Duration,
+    /// Limit for every later network step.
+    pub io_timeout: Duration,
+    /// Send RETR commands in one write when the server offers PIPELINING.
+    pub pipelining: bool,
+}
+
+/// How to log in.
+pub enum Login<'a> {
+    /// `USER`/`PASS`, or `AUTH PLAIN` when the server offers SASL but not USER.
+    Password {
+        /// Login name.
+        username: &'a str,
+        /// The password; never logged.
+        password: &'a str,
+    },
+    /// `AUTH XOAUTH2`, two-step.
+    XOAuth2 {
+        /// Login name.
+        username: &'a str,
+        /// The OAuth2 access token; never logged.
+        token: &'a str,
+    },
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+
+/// A logged-in POP3 session.
+#[derive(Debug)]
+pub struct Pop3Source {
+    client: Client<Box<dyn Io>>,
+    pipelining: bool,
+    /// UIDL -> message number, valid for this session only.
+    numbers: HashMap<String, u32>,
+}
+
+impl Pop3Source {
+    /// Connects, secures the connection as `opts.tls` says, and logs in.
+    ///
+    /// # Errors
+    /// Network failures, [`Pop3Error::LoginRefused`], [`Pop3Error::Busy`],
+    /// [`Pop3Error::Unsupported`].
+    pub async fn connect(opts: &ConnectOptions, login: Login<'_>) -> Result<Self, Pop3Error> {
+        let server = format!("{}:{}", opts.host, opts.port);
+        let io_err = |source| Pop3Error::Io {
+            server: server.clone(),
+            source,
+        };
+        let tcp = mailferry_tls::tcp(&opts.host, opts.port, opts.connect_timeout)
+            .await
+            .map_err(io_err)?;
+        let config = || mailferry_tls::client_config(opts.ca_pem.as_deref()).map_err(io_err);
+        let mut client: Client<Box<dyn Io>> = match opts.tls {
+            Tls::None => {
+                Client::greet(
+                    Box::new(tcp) as Box<dyn Io>,
+                    server.clone(),
+                    opts.io_timeout,
+                )
+                .await?
+            }
+            Tls::Implicit => {
+                let tls =
+                    mailferry_tls::handshake(config()?, &opts.host, tcp, opts.connect_timeout)
+                        .await
+                        .map_err(io_err)?;
+                Client::greet(
+                    Box::new(tls) as Box<dyn Io>,
+                    server.clone(),
+                    opts.io_timeout,
+                )
+                .await?
+            }
+            Tls::StartTls => {
+                let mut plain = Client::greet(tcp, server.clone(), opts.io_timeout).await?;
+                plain.stls().await?;
+                let tls = mailferry_tls::handshake(
+                    config()?,
+                    &opts.host,
+                    plain.into_inner(),
+                    opts.connect_timeout,
+                )
+                .await
+                .map_err(io_err)?;
+                Client::resume(Box::new(tls), server.clone(), opts.io_timeout)
+            }
+        };
+        let capa = client.capa().await?;
+        let sasl: Vec<&str> = capa
+            .iter()
+            .find_map(|l| l.strip_prefix("SASL "))
+            .map(|m| m.split_whitespace().collect())
+            .unwrap_or_default();
+        let pipelining = opts.pipelining && capa.iter().any(|l| l == "PIPELINING");
+        debug!(%server, ?capa, "POP3 capabilities");
+        match login {
+            Login::Password { username, password } => {
+                if capa.is_empty() || capa.iter().any(|l| l == "USER") || !sasl.contains(&"PLAIN") {
+                    client.user_pass(username, password).await?;
+                } else {
+                    client
+                        .authenticate("PLAIN", &sasl::plain(username, password))
+                        .await?;
+                }
+            }
+            Login::XOAuth2 { username, token } => {
+                if !capa.is_empty() && !sasl.contains(&"XOAUTH2") {
+                    return Err(Pop3Error::Unsupported("AUTH XOAUTH2"));
+                }
+                client
+                    .authenticate("XOAUTH2", &sasl::xoauth2(username, token))
+                    .await?;
+            }
+        }
+        Ok(Self {
+            client,
+            pipelining,
+            numbers: HashMap::new(),
+        })
+    }
+}
+
+impl Source for Pop3Source {
+    type Error = Pop3Error;
+
+    async fn open(&mut self, _folder: &str) -> Result<FolderState, Pop3Error> {
+        let uidl = self.client.uidl().await?;
+        let sizes: HashMap<u32, u64> = self.client.list().await?.into_iter().collect();
+        self.numbers = uidl.iter().map(|(n, u)| (u.clone(), *n)).collect();
+        let messages = uidl
+            .into_iter()
+            .map(|(n, u)| ListedMessage {
+                key: MessageKey::Uidl(u),
+                size: sizes.get(&n).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(FolderState {
+            uidvalidity: 0,
+            messages,
+        })
+    }
+
+    async fn fetch(
+        &mut self,
+        keys: &[MessageKey],
+    ) -> Result<Vec<(MessageKey, RawMessage)>, Pop3Error> {
+        let wanted: Vec<(MessageKey, u32)> = keys
+            .iter()
+            .filter_map(|k| match k {
+                MessageKey::Uidl(u) => self.numbers.get(u).map(|n| (k.clone(), *n)),
+                MessageKey::Uid(_) => None,
+            })
+            .collect();
+        let numbers: Vec<u32> = wanted.iter().map(|(_, n)| *n).collect();
+        let bodies = self.client.retr_many(&numbers, self.pipelining).await?;
+        Ok(wanted
+            .into_iter()
+            .map(|(k, _)| k)
+            .zip(bodies.into_iter().map(RawMessage::new))
+            .collect())
+    }
+
+    async fn delete(&mut self, keys: &[MessageKey]) -> Result<(), Pop3Error> {
+        let numbers: Vec<u32> = keys
+            .iter()
+            .filter_map(|k| match k {
+                MessageKey::Uidl(u) => self.numbers.get(u).copied(),
+                MessageKey::Uid(_) => None,
+            })
+            .collect();
+        self.client.dele_many(&numbers).await
+    }
+
+    async fn close(mut self) -> Result<(), Pop3Error> {
+        self.client.quit().await
+    }
+}
