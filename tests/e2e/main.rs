@@ -7,4 +7,5 @@ mod config_errors;
 mod crash;
 mod imap_to_smtp;
 mod odd_mail;
+mod pop3;
 mod service;

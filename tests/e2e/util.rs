@@ -88,6 +88,34 @@ destination = "home"
         )
     }
 
+    /// An `[[account]]` block reading this bench's Dovecot over POP3; `auth` is the inline
+    /// table, `extra` more lines.
+    pub fn pop3_account(
+        &self,
+        name: &str,
+        port: u16,
+        tls: &str,
+        auth: &str,
+        extra: &str,
+    ) -> String {
+        format!(
+            r#"
+[[account]]
+name = "{name}"
+protocol = "pop3"
+host = "127.0.0.1"
+port = {port}
+tls = "{tls}"
+tls-ca-file = "{ca}"
+username = "{USER}"
+auth = {auth}
+destination = "home"
+{extra}
+"#,
+            ca = self.dovecot.pki.ca_pem.display()
+        )
+    }
+
     /// Writes the config: daemon, the SMTP destination (STARTTLS), and `accounts`.
     pub fn write_config(&self, accounts: &[String]) {
         let text = format!(

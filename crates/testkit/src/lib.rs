@@ -98,6 +98,12 @@ pub struct Dovecot {
     pub imaps_port: u16,
     /// Port of IMAP with STARTTLS.
     pub imap_port: u16,
+    /// Port of POP3 with implicit TLS.
+    pub pop3s_port: u16,
+    /// Port of POP3 with STLS.
+    pub pop3_port: u16,
+    /// The fake identity provider Dovecot's oauth2 passdb asks about bearer tokens.
+    pub idp: FakeIdp,
     uid: u32,
     gid: u32,
 }
@@ -142,11 +148,15 @@ impl Dovecot {
             format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
         )
         .expect("passwd");
+        let idp = FakeIdp::start();
         let mut d = Self {
             dir,
             pki,
             imaps_port: 0,
             imap_port: 0,
+            pop3s_port: 0,
+            pop3_port: 0,
+            idp,
             uid,
             gid,
         };
@@ -155,6 +165,8 @@ impl Dovecot {
         for _ in 0..8 {
             d.imaps_port = random_port();
             d.imap_port = random_port();
+            d.pop3s_port = random_port();
+            d.pop3_port = random_port();
             d.write_config();
             let status = Command::new("dovecot")
                 .arg("-c")
@@ -164,7 +176,8 @@ impl Dovecot {
                 .stderr(Stdio::null())
                 .status()
                 .expect("cannot run dovecot: install dovecot-imapd (scripts/test does)");
-            if status.success() && wait_listening(d.imaps_port) && wait_listening(d.imap_port) {
+            let ports = [d.imaps_port, d.imap_port, d.pop3s_port, d.pop3_port];
+            if status.success() && ports.iter().all(|p| wait_listening(*p)) {
                 return d;
             }
             last_log = d.log();
@@ -183,14 +196,15 @@ base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
-protocols = imap
+protocols = imap pop3
+pop3_uidl_format = %08Xu%08Xv
 listen = 127.0.0.1
 ssl = yes
 ssl_cert = <{d}/server-chain.pem
 ssl_key = <{d}/server.key
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_cache_size = 0
 auth_failure_delay = 0
 mail_location = maildir:~/Maildir
@@ -202,6 +216,12 @@ mail_fsync = never
 passdb {{
   driver = passwd-file
   args = {d}/passwd
+  mechanisms = plain login
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2.conf.ext
 }}
 userdb {{
   driver = static
@@ -215,6 +235,17 @@ service imap-login {{
   inet_listener imaps {{
     address = 127.0.0.1
     port = {imaps}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {pop3s}
     ssl = yes
   }}
 }}
@@ -235,7 +266,15 @@ service stats {{
             gid = self.gid,
             imap = self.imap_port,
             imaps = self.imaps_port,
+            pop3 = self.pop3_port,
+            pop3s = self.pop3s_port,
         );
+        let oauth2 = format!(
+            "tokeninfo_url = http://127.0.0.1:{}/tokeninfo?access_token=\nusername_attribute = email\nactive_attribute = active\nactive_value = true\n",
+            self.idp.port
+        );
+        std::fs::write(self.dir.path().join("oauth2.conf.ext"), oauth2)
+            .expect("write oauth2.conf.ext");
         std::fs::write(self.dir.path().join("dovecot.conf"), conf).expect("write dovecot.conf");
     }
 
@@ -287,6 +326,30 @@ service stats {{
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// How many messages sit in `folder`'s `new/` (where Dovecot may move nothing, but
+    /// a delivery agent would put mail).
+    #[must_use]
+    pub fn new_files(&self, folder: &str) -> usize {
+        std::fs::read_dir(self.folder_dir(folder).join("new")).map_or(0, Iterator::count)
+    }
+
+    /// The contents of every message in `folder` (`cur/` and `new/`), lossily decoded.
+    #[must_use]
+    pub fn maildrop(&self, folder: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["cur", "new"] {
+            if let Ok(rd) = std::fs::read_dir(self.folder_dir(folder).join(sub)) {
+                for e in rd.filter_map(Result::ok) {
+                    out.push(
+                        String::from_utf8_lossy(&std::fs::read(e.path()).expect("read message"))
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        out
     }
 
     /// Forgets `folder`'s UIDs (its uidlist and indexes), as when a mailbox is recreated: the
@@ -369,6 +432,85 @@ fn wait_listening(port: u16) -> bool {
     false
 }
 
+/// Starts `py/<script>` with `args`; returns the child and the port it printed.
+fn spawn_python(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
+    let python = std::env::var("MAILFERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
+    let mut child = Command::new(python)
+        .arg(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run python3: scripts/test installs it");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read port");
+    let port = line
+        .strip_prefix("PORT ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!("{script} did not start (are its Python modules installed?); it said {line:?}")
+        });
+    (child, port)
+}
+
+/// A fake OAuth2 identity provider (`py/fake_idp.py`) on 127.0.0.1.
+pub struct FakeIdp {
+    child: Child,
+    dir: TempDir,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for FakeIdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeIdp")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeIdp {
+    /// Starts the fake with no valid token.
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mailferry-idp-")
+            .tempdir()
+            .expect("tempdir");
+        let tokens = dir.path().join("tokens.json");
+        std::fs::write(&tokens, "{}").expect("write tokens");
+        let (child, port) = spawn_python("fake_idp.py", &[tokens.as_os_str()]);
+        Self { child, dir, port }
+    }
+
+    /// Makes `token` a valid access token of `email`, alone with the others granted.
+    pub fn grant(&self, token: &str, email: &str) {
+        let path = self.dir.path().join("tokens.json");
+        let mut tokens: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&path).expect("read tokens"))
+                .expect("tokens json");
+        tokens.insert(
+            token.to_owned(),
+            serde_json::Value::String(email.to_owned()),
+        );
+        std::fs::write(&path, serde_json::to_vec(&tokens).expect("json")).expect("write tokens");
+    }
+}
+
+impl Drop for FakeIdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One message the receiver accepted.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -412,45 +554,26 @@ impl SmtpReceiver {
             .prefix("mailferry-smtp-")
             .tempdir()
             .expect("tempdir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("py")
-            .join("smtp_receiver.py");
-        let python =
-            std::env::var("MAILFERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let mut cmd = Command::new(python);
-        cmd.arg(script)
-            .arg(dir.path())
-            .arg("--slow-seconds")
-            .arg("3");
+        let mut args: Vec<std::ffi::OsString> =
+            vec![dir.path().into(), "--slow-seconds".into(), "3".into()];
         if let Some(pki) = pki {
-            cmd.arg("--tls-cert")
-                .arg(&pki.chain_pem)
-                .arg("--tls-key")
-                .arg(&pki.key_pem);
+            args.extend([
+                "--tls-cert".into(),
+                pki.chain_pem.clone().into(),
+                "--tls-key".into(),
+                pki.key_pem.clone().into(),
+            ]);
         }
         if let Some((user, password)) = auth {
-            cmd.arg("--auth-user")
-                .arg(user)
-                .arg("--auth-password")
-                .arg(password);
+            args.extend([
+                "--auth-user".into(),
+                user.into(),
+                "--auth-password".into(),
+                password.into(),
+            ]);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot run python3: scripts/test installs it with aiosmtpd");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read receiver port");
-        let port = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!("the SMTP receiver did not start (is aiosmtpd installed?); it said {line:?}")
-            });
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
+        let (child, port) = spawn_python("smtp_receiver.py", &args);
         Self { child, dir, port }
     }
 
