@@ -16,6 +16,8 @@ struct Args {
     binary: PathBuf,
     fetchmail: bool,
     plain_smtp: bool,
+    pop3: bool,
+    small: bool,
 }
 
 fn args() -> Args {
@@ -24,6 +26,8 @@ fn args() -> Args {
         binary: PathBuf::from("target/release/mailferry"),
         fetchmail: false,
         plain_smtp: false,
+        pop3: false,
+        small: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -37,6 +41,8 @@ fn args() -> Args {
             "--binary" => a.binary = it.next().map(PathBuf::from).expect("--binary PATH"),
             "--fetchmail" => a.fetchmail = true,
             "--plain-smtp" => a.plain_smtp = true,
+            "--pop3" => a.pop3 = true,
+            "--small" => a.small = true,
             other => {
                 panic!("unknown argument {other}; use --messages N, --binary PATH, --fetchmail")
             }
@@ -70,7 +76,8 @@ fn main() {
     // --plain-smtp removes its TLS cost to show how fast mailferry itself can go.
     let smtp = SmtpReceiver::start((!a.plain_smtp).then_some(&dovecot.pki));
     let smtp_tls = if a.plain_smtp { "none" } else { "starttls" };
-    let sizes = sizes(a.messages);
+    // --small: 1-5 KB messages, where round trips rather than bytes set the pace.
+    let sizes = if a.small { sizes(a.messages).iter().map(|s| 1_000 + s % 4_000).collect() } else { sizes(a.messages) };
     let total: usize = sizes.iter().sum();
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let t = Instant::now();
@@ -87,13 +94,23 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pass"), PASSWORD).expect("write");
-    let config = dir.path().join("bench.toml");
-    let ca = dovecot.pki.ca_pem.display();
-    std::fs::write(
-        &config,
-        format!(
-            r#"[daemon]
-state-dir = "state"
+    let ca = dovecot.pki.ca_pem.display().to_string();
+    let imap = format!("port = {}", dovecot.imaps_port);
+    let mut passes = vec![("mailferry IMAP", imap)];
+    if a.pop3 {
+        let pop3 = format!("protocol = \"pop3\"\nport = {}", dovecot.pop3s_port);
+        passes.push(("POP3 pipelined", pop3.clone()));
+        passes.push(("POP3 one by one", format!("{pop3}\npipelining = false")));
+    }
+    let mut received = 0;
+    for (n, (label, account)) in passes.iter().enumerate() {
+        // A fresh state per pass: each pass imports the whole mailbox (kept at the source).
+        let config = dir.path().join(format!("bench{n}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"[daemon]
+state-dir = "state{n}"
 [[destination]]
 name = "rx"
 kind = "smtp"
@@ -105,27 +122,22 @@ envelope-to = ["bench@home.example"]
 [[account]]
 name = "bench"
 host = "127.0.0.1"
-port = {imaps}
+{account}
 tls-ca-file = "{ca}"
 username = "{USER}"
 auth = {{ method = "password", password-file = "pass" }}
 destination = "rx"
 "#,
-            smtp = smtp.port,
-            imaps = dovecot.imaps_port,
-        ),
-    )
-    .expect("write config");
-
-    let (secs, rss_kb) = timed(
-        Command::new(&a.binary)
-            .arg("once")
-            .arg("--config")
-            .arg(&config),
-    );
-    let received = smtp.messages().len();
-    report("mailferry", a.messages, total, secs, rss_kb, largest);
-    assert_eq!(received, a.messages, "not every message arrived");
+                smtp = smtp.port,
+            ),
+        )
+        .expect("write config");
+        let (secs, rss_kb) = timed(Command::new(&a.binary).arg("once").arg("--config").arg(&config));
+        let now = smtp.messages().len();
+        report(label, now - received, total, secs, rss_kb, largest);
+        assert_eq!(now - received, a.messages, "{label}: not every message arrived");
+        received = now;
+    }
 
     if a.fetchmail {
         let rc = dir.path().join("fetchmailrc");
@@ -202,7 +214,7 @@ fn mb(bytes: usize) -> f64 {
 fn report(who: &str, messages: usize, bytes: usize, secs: f64, rss_kb: u64, largest: usize) {
     let budget_kb = 16 * 1024 + 2 * largest / 1024;
     println!(
-        "{who:>10}: {messages} messages in {secs:.1}s = {:.0} messages/s, {:.1} MB/s, peak RSS {:.1} MB (target < {:.1} MB)",
+        "{who:>16}: {messages} messages in {secs:.1}s = {:.0} messages/s, {:.1} MB/s, peak RSS {:.1} MB (target < {:.1} MB)",
         messages as f64 / secs,
         mb(bytes) / secs,
         rss_kb as f64 / 1024.0,
