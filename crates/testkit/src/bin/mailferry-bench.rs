@@ -77,7 +77,14 @@ fn main() {
     let smtp = SmtpReceiver::start((!a.plain_smtp).then_some(&dovecot.pki));
     let smtp_tls = if a.plain_smtp { "none" } else { "starttls" };
     // --small: 1-5 KB messages, where round trips rather than bytes set the pace.
-    let sizes = if a.small { sizes(a.messages).iter().map(|s| 1_000 + s % 4_000).collect() } else { sizes(a.messages) };
+    let sizes = if a.small {
+        sizes(a.messages)
+            .iter()
+            .map(|s| 1_000 + s % 4_000)
+            .collect()
+    } else {
+        sizes(a.messages)
+    };
     let total: usize = sizes.iter().sum();
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let t = Instant::now();
@@ -132,10 +139,19 @@ destination = "rx"
             ),
         )
         .expect("write config");
-        let (secs, rss_kb) = timed(Command::new(&a.binary).arg("once").arg("--config").arg(&config));
+        let (secs, rss_kb) = timed(
+            Command::new(&a.binary)
+                .arg("once")
+                .arg("--config")
+                .arg(&config),
+        );
         let now = smtp.messages().len();
         report(label, now - received, total, secs, rss_kb, largest);
-        assert_eq!(now - received, a.messages, "{label}: not every message arrived");
+        assert_eq!(
+            now - received,
+            a.messages,
+            "{label}: not every message arrived"
+        );
         received = now;
     }
 
