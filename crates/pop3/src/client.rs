@@ -239,6 +239,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
         Ok(codec::uidl_lines(&self.multi("UIDL", reply)?))
     }
 
+    /// `TOP n 0`: the header block of message `n`.
+    ///
+    /// # Errors
+    /// Network failures, or a refused `TOP`.
+    pub async fn top_headers(&mut self, n: u32) -> Result<Vec<u8>, Pop3Error> {
+        let reply = self.command("TOP", Command::TopHeaders(n)).await?;
+        self.multi("TOP", reply)
+    }
+
     /// `LIST` for all messages: (message number, size).
     ///
     /// # Errors

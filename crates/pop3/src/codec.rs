@@ -47,6 +47,8 @@ pub enum Command<'a> {
     Uidl,
     /// `RETR n` (multi-line reply).
     Retr(u32),
+    /// `TOP n 0`: the header block only (multi-line reply).
+    TopHeaders(u32),
     /// `DELE n`
     Dele(u32),
     /// `NOOP`
@@ -76,6 +78,7 @@ impl Command<'_> {
             Self::List => "LIST".to_owned(),
             Self::Uidl => "UIDL".to_owned(),
             Self::Retr(n) => format!("RETR {n}"),
+            Self::TopHeaders(n) => format!("TOP {n} 0"),
             Self::Dele(n) => format!("DELE {n}"),
             Self::Noop => "NOOP".to_owned(),
             Self::Quit => "QUIT".to_owned(),
@@ -88,7 +91,9 @@ impl Command<'_> {
     #[must_use]
     pub fn expects(&self) -> Expect {
         match self {
-            Self::Capa | Self::List | Self::Uidl | Self::Retr(_) => Expect::MultiLine,
+            Self::Capa | Self::List | Self::Uidl | Self::Retr(_) | Self::TopHeaders(_) => {
+                Expect::MultiLine
+            }
             Self::Auth { .. } | Self::SaslResponse(_) => Expect::SaslOrStatus,
             _ => Expect::Status,
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::client::Client;
 use crate::error::Pop3Error;
@@ -157,12 +157,35 @@ impl Pop3Source {
     }
 }
 
+/// The stand-in for a UIDL: a hash of the message's header block.
+fn header_key(headers: Vec<u8>) -> String {
+    let hash = RawMessage::new(headers).sha256_hex();
+    format!("mailferry-headers-{}", &hash[..32])
+}
+
 impl Source for Pop3Source {
     type Error = Pop3Error;
 
     async fn open(&mut self, _folder: &str) -> Result<FolderState, Pop3Error> {
-        let uidl = self.client.uidl().await?;
-        let sizes: HashMap<u32, u64> = self.client.list().await?.into_iter().collect();
+        let listed = self.client.list().await?;
+        let uidl = match self.client.uidl().await {
+            Ok(uidl) => uidl,
+            Err(Pop3Error::Refused { text, .. }) => {
+                warn!(
+                    server_said = %text,
+                    "the POP3 server has no UIDL: recognising messages by a hash of their headers \
+                     (one TOP per message and run; identical header blocks count as one message)"
+                );
+                let mut keys = Vec::with_capacity(listed.len());
+                for (n, _) in &listed {
+                    let headers = self.client.top_headers(*n).await?;
+                    keys.push((*n, header_key(headers)));
+                }
+                keys
+            }
+            Err(e) => return Err(e),
+        };
+        let sizes: HashMap<u32, u64> = listed.into_iter().collect();
         self.numbers = uidl.iter().map(|(n, u)| (u.clone(), *n)).collect();
         let messages = uidl
             .into_iter()
