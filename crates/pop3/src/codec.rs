@@ -253,8 +253,15 @@ impl Parser {
             }
             return Err(Error::NeedsMoreData);
         };
-        let body = unstuff(&self.buf[body_start..body_end]);
-        self.consume(reply_end);
+        // The buffer becomes the body (no copy of a large message): what follows the reply
+        // moves to a new buffer, the status line and terminator are cut off, and the
+        // unstuffing happens in place.
+        let mut body = std::mem::take(&mut self.buf);
+        self.buf = body.split_off(reply_end);
+        self.scanned = 0;
+        body.truncate(body_end);
+        body.drain(..body_start);
+        unstuff_in_place(&mut body);
         Ok(Reply::MultiLine { status, body })
     }
 
@@ -291,19 +298,21 @@ fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &text[prefix.len()..])
 }
 
-/// Removes one leading `.` from every line that starts with one (RFC 1939 §3).
-fn unstuff(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
+/// Removes one leading `.` from every line that starts with one (RFC 1939 §3), in place.
+fn unstuff_in_place(body: &mut Vec<u8>) {
+    let mut write = 0;
     let mut at_line_start = true;
     let mut prev = 0u8;
-    for &b in body {
+    for read in 0..body.len() {
+        let b = body[read];
         if !(at_line_start && b == b'.') {
-            out.push(b);
+            body[write] = b;
+            write += 1;
         }
         at_line_start = prev == b'\r' && b == b'\n';
         prev = b;
     }
-    out
+    body.truncate(write);
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
