@@ -253,6 +253,52 @@ destination = "home"
     }
 
     #[test]
+    fn pop3_accounts_take_the_pop3_preset_and_refuse_folders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "gmx.pass", "pw");
+        let text = GOOD.replace(
+            "provider = \"gmx\"",
+            "provider = \"gmx\"\nprotocol = \"pop3\"\nafter-delivery = \"delete\"",
+        );
+        let cfg = load(&write(dir.path(), "m.toml", &text)).expect("valid");
+        let a = &cfg.accounts[0];
+        assert_eq!(
+            (a.endpoint.host.as_str(), a.endpoint.port),
+            ("pop.gmx.net", 995)
+        );
+        assert_eq!(a.after_delivery, crate::AfterDelivery::Delete);
+        assert!(a.pipelining);
+
+        let text = GOOD.replace(
+            "provider = \"gmx\"",
+            "provider = \"icloud\"\nprotocol = \"pop3\"\nfolders = [\"Junk\"]",
+        );
+        let err = load(&write(dir.path(), "m.toml", &text))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.contains("account[0].protocol: icloud offers no POP3"),
+            "{err}"
+        );
+        assert!(
+            err.contains("account[0].folders: POP3 has one maildrop"),
+            "{err}"
+        );
+
+        let text = GOOD.replace(
+            "provider = \"gmx\"",
+            "provider = \"gmx\"\nafter-delivery = \"delete\"",
+        );
+        let err = load(&write(dir.path(), "m.toml", &text))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.contains("account[0].after-delivery: \"delete\" works with protocol = \"pop3\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn syntax_error_names_the_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let err =
