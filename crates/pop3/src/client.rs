@@ -257,7 +257,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
         Ok(codec::list_lines(&self.multi("LIST", reply)?))
     }
 
-    /// `RETR` for each of `numbers`, returning the bodies in order. With `pipelined`, all
+    /// `RETR` for each of `numbers` (message number, `LIST` size), returning the bodies in
+    /// order. With `pipelined`, all
     /// commands go out in one write and the replies are read afterwards (RFC 2449
     /// PIPELINING); otherwise one round trip per message.
     ///
@@ -265,19 +266,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// Network failures, or a refused `RETR`.
     pub async fn retr_many(
         &mut self,
-        numbers: &[u32],
+        numbers: &[(u32, u64)],
         pipelined: bool,
     ) -> Result<Vec<Vec<u8>>, Pop3Error> {
+        // Room for each message at its LIST size (plus stuffing), so that a large message
+        // is received into one allocation rather than a doubling series of copies.
+        let room = |size: u64| {
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            size.saturating_add(size / 64).saturating_add(1024)
+        };
         let mut out = Vec::with_capacity(numbers.len());
         if pipelined {
-            let commands: Vec<Command<'_>> = numbers.iter().map(|n| Command::Retr(*n)).collect();
+            let commands: Vec<Command<'_>> =
+                numbers.iter().map(|(n, _)| Command::Retr(*n)).collect();
             self.write_commands("RETR", &commands).await?;
-            for _ in numbers {
+            for (_, size) in numbers {
+                self.parser.reserve(room(*size));
                 let reply = self.read("RETR", Expect::MultiLine).await?;
                 out.push(self.multi("RETR", reply)?);
             }
         } else {
-            for n in numbers {
+            for (n, size) in numbers {
+                self.parser.reserve(room(*size));
                 let reply = self.command("RETR", Command::Retr(*n)).await?;
                 out.push(self.multi("RETR", reply)?);
             }

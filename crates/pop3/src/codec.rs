@@ -202,6 +202,12 @@ impl Parser {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Makes room for `additional` more bytes at once, when the size of what comes is known
+    /// (a `LIST` size before `RETR`), instead of growing step by step and copying.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional.min(self.limit));
+    }
+
     /// Bytes fed but not yet consumed by a reply.
     #[must_use]
     pub fn buffered(&self) -> usize {

@@ -69,6 +69,8 @@ pub struct Pop3Source {
     pipelining: bool,
     /// UIDL -> message number, valid for this session only.
     numbers: HashMap<String, u32>,
+    /// Message number -> LIST size, valid for this session only.
+    sizes: HashMap<u32, u64>,
 }
 
 impl Pop3Source {
@@ -153,6 +155,7 @@ impl Pop3Source {
             client,
             pipelining,
             numbers: HashMap::new(),
+            sizes: HashMap::new(),
         })
     }
 }
@@ -185,8 +188,9 @@ impl Source for Pop3Source {
             }
             Err(e) => return Err(e),
         };
-        let sizes: HashMap<u32, u64> = listed.into_iter().collect();
+        self.sizes = listed.into_iter().collect();
         self.numbers = uidl.iter().map(|(n, u)| (u.clone(), *n)).collect();
+        let sizes = &self.sizes;
         let messages = uidl
             .into_iter()
             .map(|(n, u)| ListedMessage {
@@ -211,7 +215,10 @@ impl Source for Pop3Source {
                 MessageKey::Uid(_) => None,
             })
             .collect();
-        let numbers: Vec<u32> = wanted.iter().map(|(_, n)| *n).collect();
+        let numbers: Vec<(u32, u64)> = wanted
+            .iter()
+            .map(|(_, n)| (*n, self.sizes.get(n).copied().unwrap_or(0)))
+            .collect();
         let bodies = self.client.retr_many(&numbers, self.pipelining).await?;
         Ok(wanted
             .into_iter()

@@ -137,10 +137,13 @@ async fn pipelined_retr_sends_every_command_before_reading_a_reply() {
             server.get_mut().write_all(&reply).await.expect("w");
         }
     });
-    let got = tokio::time::timeout(T, client.retr_many(&[1, 2, 3, 4, 5], true))
-        .await
-        .expect("no deadlock")
-        .expect("retr");
+    let got = tokio::time::timeout(
+        T,
+        client.retr_many(&[(1, 30), (2, 30), (3, 30), (4, 30), (5, 30)], true),
+    )
+    .await
+    .expect("no deadlock")
+    .expect("retr");
     assert_eq!(got, bodies);
     script.await.expect("script");
 }
