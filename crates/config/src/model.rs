@@ -82,8 +82,9 @@ pub enum AfterDelivery {
 pub enum SourceAuth {
     /// LOGIN with a password (or an app password).
     Password(Secret),
-    /// SASL XOAUTH2 with an OAuth2 access token read from a file.
-    OAuth2Token(Secret),
+    /// SASL XOAUTH2 with an OAuth2 access token kept in a file by something else. The file
+    /// is read at every login, so a token refreshed there is picked up without a restart.
+    OAuth2TokenFile(PathBuf),
 }
 
 /// One `[[account]]`: a mailbox to gather from.
@@ -591,7 +592,7 @@ impl Checker<'_> {
                 "POP3 has one maildrop and no folders: leave folders out (or [\"INBOX\"])".into(),
             );
         }
-        if protocol == Protocol::Imap && matches!(auth, Some(SourceAuth::OAuth2Token(_))) {
+        if protocol == Protocol::Imap && matches!(auth, Some(SourceAuth::OAuth2TokenFile(_))) {
             self.err(
                 format!("{key}.auth.method"),
                 "\"oauth2\" works with protocol = \"pop3\" so far; IMAP OAuth2 comes with `mailferry auth`".into(),
@@ -689,9 +690,7 @@ impl Checker<'_> {
                 };
                 let path = self.path(&file);
                 match std::fs::read_to_string(&path) {
-                    Ok(t) if !t.trim().is_empty() => {
-                        Some(SourceAuth::OAuth2Token(Secret::new(t.trim().to_owned())))
-                    }
+                    Ok(t) if !t.trim().is_empty() => Some(SourceAuth::OAuth2TokenFile(path)),
                     Ok(_) => {
                         self.err(
                             format!("{key}.access-token-file"),

@@ -37,7 +37,7 @@ pub(crate) async fn connect_imap(
             .await
         }
         // Refused by the configuration check until IMAP learns XOAUTH2.
-        SourceAuth::OAuth2Token(_) => Err(ImapError::Unsupported("oauth2 over IMAP (not yet)")),
+        SourceAuth::OAuth2TokenFile(_) => Err(ImapError::Unsupported("oauth2 over IMAP (not yet)")),
     }
 }
 
@@ -60,17 +60,25 @@ pub(crate) async fn connect_pop3(
         io_timeout: daemon.io_timeout,
         pipelining: account.pipelining,
     };
-    let login = match &account.auth {
-        SourceAuth::Password(p) => Login::Password {
-            username: &account.username,
-            password: p.expose(),
-        },
-        SourceAuth::OAuth2Token(t) => Login::XOAuth2 {
-            username: &account.username,
-            token: t.expose(),
-        },
-    };
-    Pop3Source::connect(&opts, login).await
+    match &account.auth {
+        SourceAuth::Password(p) => {
+            let login = Login::Password {
+                username: &account.username,
+                password: p.expose(),
+            };
+            Pop3Source::connect(&opts, login).await
+        }
+        SourceAuth::OAuth2TokenFile(path) => {
+            let token = std::fs::read_to_string(path).map_err(|e| Pop3Error::LoginRefused {
+                detail: format!("cannot read the access-token-file {}: {e}", path.display()),
+            })?;
+            let login = Login::XOAuth2 {
+                username: &account.username,
+                token: token.trim(),
+            };
+            Pop3Source::connect(&opts, login).await
+        }
+    }
 }
 
 pub(crate) fn destination(
