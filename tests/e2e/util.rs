@@ -147,11 +147,13 @@ envelope-to = ["{RCPT}"]
     }
 
     /// Counts ledger rows by state, read straight from the SQLite file.
+    /// Empty while the database is still being created (tests poll this during a run).
     pub fn ledger_states(&self) -> Vec<(String, i64)> {
-        sqlite(
+        try_sqlite(
             &self.state_dir().join("mailferry.db"),
             "SELECT state, COUNT(*) FROM ledger GROUP BY state ORDER BY state",
         )
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| {
             l.split_once('|')
@@ -178,17 +180,21 @@ pub fn run_with_config(config: &Path, args: &[&str]) -> Run {
 
 /// Runs a query with the sqlite3 shell (installed by scripts/test).
 pub fn sqlite(db: &Path, sql: &str) -> String {
+    try_sqlite(db, sql).unwrap_or_else(|e| panic!("sqlite3: {e}"))
+}
+
+/// Like [`sqlite`], but an error (no such table yet, say) is returned, not fatal.
+pub fn try_sqlite(db: &Path, sql: &str) -> Result<String, String> {
     let out = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 5000"])
         .arg(db)
         .arg(sql)
         .output()
         .expect("sqlite3 (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "sqlite3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The summary line of `account` in a run's stdout.

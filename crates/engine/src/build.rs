@@ -1,40 +1,45 @@
 //! Turns configuration into adapters.
 
 use mailferry_config::{
-    AccountConfig, Daemon, DestinationConfig, DestinationKind, SmtpSender, SourceAuth, TlsMode,
+    AccountConfig, Daemon, DestinationConfig, DestinationKind, Endpoint, SmtpSender, SourceAuth,
+    TlsMode,
 };
 use mailferry_imap::{ImapError, ImapSource};
 use mailferry_pop3::{Pop3Error, Pop3Source};
-use mailferry_smtp::{SmtpDestination, SmtpError, SmtpOptions, SmtpTls};
+use mailferry_smtp::{SmtpDestination, SmtpError, SmtpOptions};
+
+/// The one place where the configuration's TLS mode becomes the adapters'.
+fn tls_mode(tls: TlsMode) -> mailferry_tls::TlsMode {
+    match tls {
+        TlsMode::Implicit => mailferry_tls::TlsMode::Implicit,
+        TlsMode::StartTls => mailferry_tls::TlsMode::StartTls,
+        TlsMode::None => mailferry_tls::TlsMode::None,
+    }
+}
+
+fn connect_options(e: &Endpoint, daemon: &Daemon) -> mailferry_tls::ConnectOptions {
+    mailferry_tls::ConnectOptions {
+        host: e.host.clone(),
+        port: e.port,
+        tls: tls_mode(e.tls),
+        ca_pem: e.ca_pem.clone(),
+        connect_timeout: daemon.connect_timeout,
+        io_timeout: daemon.io_timeout,
+    }
+}
 
 pub(crate) async fn connect_imap(
     account: &AccountConfig,
     daemon: &Daemon,
 ) -> Result<ImapSource, ImapError> {
-    use mailferry_imap::{ConnectOptions, Login, Tls};
-    let e = &account.endpoint;
-    let opts = ConnectOptions {
-        host: e.host.clone(),
-        port: e.port,
-        tls: match e.tls {
-            TlsMode::Implicit => Tls::Implicit,
-            TlsMode::StartTls => Tls::StartTls,
-            TlsMode::None => Tls::None,
-        },
-        ca_pem: e.ca_pem.clone(),
-        connect_timeout: daemon.connect_timeout,
-        io_timeout: daemon.io_timeout,
-    };
+    let opts = connect_options(&account.endpoint, daemon);
     match &account.auth {
         SourceAuth::Password(password) => {
-            ImapSource::connect(
-                &opts,
-                Login::Password {
-                    username: &account.username,
-                    password: password.expose(),
-                },
-            )
-            .await
+            let login = mailferry_imap::Login::Password {
+                username: &account.username,
+                password: password.expose(),
+            };
+            ImapSource::connect(&opts, login).await
         }
         // Refused by the configuration check until IMAP learns XOAUTH2.
         SourceAuth::OAuth2TokenFile(_) => Err(ImapError::Unsupported("oauth2 over IMAP (not yet)")),
@@ -45,28 +50,15 @@ pub(crate) async fn connect_pop3(
     account: &AccountConfig,
     daemon: &Daemon,
 ) -> Result<Pop3Source, Pop3Error> {
-    use mailferry_pop3::{ConnectOptions, Login, Tls};
-    let e = &account.endpoint;
-    let opts = ConnectOptions {
-        host: e.host.clone(),
-        port: e.port,
-        tls: match e.tls {
-            TlsMode::Implicit => Tls::Implicit,
-            TlsMode::StartTls => Tls::StartTls,
-            TlsMode::None => Tls::None,
-        },
-        ca_pem: e.ca_pem.clone(),
-        connect_timeout: daemon.connect_timeout,
-        io_timeout: daemon.io_timeout,
-        pipelining: account.pipelining,
-    };
+    use mailferry_pop3::Login;
+    let opts = connect_options(&account.endpoint, daemon);
     match &account.auth {
         SourceAuth::Password(p) => {
             let login = Login::Password {
                 username: &account.username,
                 password: p.expose(),
             };
-            Pop3Source::connect(&opts, login).await
+            Pop3Source::connect(&opts, login, account.pipelining).await
         }
         SourceAuth::OAuth2TokenFile(path) => {
             let token = std::fs::read_to_string(path).map_err(|e| Pop3Error::LoginRefused {
@@ -76,7 +68,7 @@ pub(crate) async fn connect_pop3(
                 username: &account.username,
                 token: token.trim(),
             };
-            Pop3Source::connect(&opts, login).await
+            Pop3Source::connect(&opts, login, account.pipelining).await
         }
     }
 }
@@ -89,11 +81,7 @@ pub(crate) fn destination(
     SmtpDestination::new(SmtpOptions {
         host: s.endpoint.host.clone(),
         port: s.endpoint.port,
-        tls: match s.endpoint.tls {
-            TlsMode::Implicit => SmtpTls::Implicit,
-            TlsMode::StartTls => SmtpTls::StartTls,
-            TlsMode::None => SmtpTls::None,
-        },
+        tls: tls_mode(s.endpoint.tls),
         ca_pem: s.endpoint.ca_pem.clone(),
         credentials: s
             .credentials

@@ -7,46 +7,10 @@ use tokio::net::TcpStream;
 
 use crate::error::ImapError;
 
-/// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tls {
-    /// TLS from the first byte (port 993).
-    Implicit,
-    /// Plain text, then `STARTTLS` before login (port 143).
-    StartTls,
-    /// No TLS (loopback tests only).
-    None,
-}
-
-/// Where and how to connect.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    /// Host name or IP address; the certificate must match it.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// TLS mode.
-    pub tls: Tls,
-    /// Extra CA certificates (PEM) to trust besides the public roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// Limit for DNS + TCP + TLS handshake.
-    pub connect_timeout: Duration,
-    /// Limit for every later network step.
-    pub io_timeout: Duration,
-}
-
-impl ConnectOptions {
-    pub(crate) fn server(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
-
-/// The byte stream under the IMAP session: plain TCP or TLS over TCP.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+pub use mailferry_tls::{ConnectOptions, TlsMode as Tls};
 
 /// A boxed stream, so that one session type serves every TLS mode.
-pub(crate) type Stream = Box<dyn Io>;
+pub(crate) type Stream = Box<dyn mailferry_tls::Io>;
 
 /// Runs `fut` under `limit`, naming `step` when it runs out.
 pub(crate) async fn timed<T, E>(

@@ -29,14 +29,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// # Errors
     /// When the greeting does not arrive in time or is `-ERR`.
     pub async fn greet(stream: S, server: String, io_timeout: Duration) -> Result<Self, Pop3Error> {
-        let mut client = Self {
-            stream,
-            parser: Parser::new(MAX_MESSAGE),
-            server,
-            io_timeout,
-            out: Vec::new(),
-            read_buf: vec![0; 64 * 1024],
-        };
+        let mut client = Self::resume(stream, server, io_timeout);
         let greeting = client.read("greeting", Expect::Status).await?;
         client.status("greeting", greeting)?;
         Ok(client)

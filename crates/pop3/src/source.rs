@@ -1,45 +1,15 @@
 //! The POP3 maildrop as a [`Source`]: one folder (`INBOX`), messages keyed by UIDL.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use crate::client::Client;
 use crate::error::Pop3Error;
 use crate::sasl;
 
-/// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tls {
-    /// TLS from the first byte (port 995).
-    Implicit,
-    /// Plain text, then `STLS` before login (port 110).
-    StartTls,
-    /// No TLS (loopback tests only).
-    None,
-}
-
-/// Where and how to connect.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    /// Host name or IP address; the certificate must match it.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// TLS mode.
-    pub tls: Tls,
-    /// Extra CA certificates (PEM) to trust besides the public roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// Limit for DNS + TCP + TLS handshake.
-    pub connect_timeout: Duration,
-    /// Limit for every later network step.
-    pub io_timeout: Duration,
-    /// Send RETR commands in one write when the server offers PIPELINING.
-    pub pipelining: bool,
-}
+pub use mailferry_tls::{ConnectOptions, TlsMode as Tls};
 
 /// How to log in.
 pub enum Login<'a> {
@@ -59,8 +29,7 @@ pub enum Login<'a> {
     },
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+use mailferry_tls::Io;
 
 /// A logged-in POP3 session.
 #[derive(Debug)]
@@ -79,8 +48,13 @@ impl Pop3Source {
     /// # Errors
     /// Network failures, [`Pop3Error::LoginRefused`], [`Pop3Error::Busy`],
     /// [`Pop3Error::Unsupported`].
-    pub async fn connect(opts: &ConnectOptions, login: Login<'_>) -> Result<Self, Pop3Error> {
-        let server = format!("{}:{}", opts.host, opts.port);
+    /// With `pipelining`, RETR commands go out together when the server offers PIPELINING.
+    pub async fn connect(
+        opts: &ConnectOptions,
+        login: Login<'_>,
+        pipelining: bool,
+    ) -> Result<Self, Pop3Error> {
+        let server = opts.server();
         let io_err = |source| Pop3Error::Io {
             server: server.clone(),
             source,
@@ -130,7 +104,7 @@ impl Pop3Source {
             .find_map(|l| l.strip_prefix("SASL "))
             .map(|m| m.split_whitespace().collect())
             .unwrap_or_default();
-        let pipelining = opts.pipelining && capa.iter().any(|l| l == "PIPELINING");
+        let pipelining = pipelining && capa.iter().any(|l| l == "PIPELINING");
         debug!(%server, ?capa, "POP3 capabilities");
         match login {
             Login::Password { username, password } => {

@@ -63,7 +63,6 @@ async fn without_uidl_messages_are_keyed_by_their_headers_stably() {
         ca_pem: None,
         connect_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(5),
-        pipelining: true,
     };
     let mut sessions = Vec::new();
     for _ in 0..2 {
@@ -75,6 +74,7 @@ async fn without_uidl_messages_are_keyed_by_their_headers_stably() {
                     username: "u",
                     password: "p",
                 },
+                true,
             )
             .await
             .expect("login");

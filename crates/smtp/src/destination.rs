@@ -16,16 +16,7 @@ use tracing::debug;
 use crate::error::SmtpError;
 use crate::wire::to_smtp_data;
 
-/// How the SMTP connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpTls {
-    /// TLS from the first byte (port 465).
-    Implicit,
-    /// `STARTTLS` after EHLO (port 587 or 25); refused if the server does not offer it.
-    StartTls,
-    /// No TLS (loopback only).
-    None,
-}
+pub use mailferry_tls::TlsMode as SmtpTls;
 
 /// Settings of an SMTP destination.
 #[derive(Clone)]

@@ -17,6 +17,47 @@ use tokio::net::TcpStream;
 
 pub use tokio_rustls::client::TlsStream;
 
+/// How a connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAP 993, POP3 995, SMTP 465).
+    Implicit,
+    /// Plain text, then STARTTLS/STLS before anything else (IMAP 143, POP3 110, SMTP 587).
+    StartTls,
+    /// No TLS (loopback tests only).
+    None,
+}
+
+/// Where and how a source connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Host name or IP address; the certificate must match it.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Extra CA certificates (PEM) to trust besides the public roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Limit for DNS + TCP + TLS handshake.
+    pub connect_timeout: Duration,
+    /// Limit for every later network step.
+    pub io_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// `host:port`, for messages.
+    #[must_use]
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A byte stream a session can run over: plain TCP or TLS over TCP, boxed so that one
+/// session type serves every TLS mode.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+
 /// A rustls client configuration on the ring provider, trusting the Mozilla roots plus
 /// every certificate in `ca_pem`.
 ///
