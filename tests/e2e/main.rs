@@ -5,6 +5,7 @@ mod util;
 
 mod config_errors;
 mod crash;
+mod imap_oauth2;
 mod imap_to_smtp;
 mod odd_mail;
 mod pop3;

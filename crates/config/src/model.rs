@@ -592,12 +592,6 @@ impl Checker<'_> {
                 "POP3 has one maildrop and no folders: leave folders out (or [\"INBOX\"])".into(),
             );
         }
-        if protocol == Protocol::Imap && matches!(auth, Some(SourceAuth::OAuth2TokenFile(_))) {
-            self.err(
-                format!("{key}.auth.method"),
-                "\"oauth2\" works with protocol = \"pop3\" so far; IMAP OAuth2 comes with `mailferry auth`".into(),
-            );
-        }
         let after_delivery = match raw.after_delivery.as_deref() {
             None | Some("keep") => AfterDelivery::Keep,
             Some("delete") if protocol == Protocol::Pop3 => AfterDelivery::Delete,

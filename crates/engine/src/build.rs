@@ -28,6 +28,12 @@ fn connect_options(e: &Endpoint, daemon: &Daemon) -> mailferry_tls::ConnectOptio
     }
 }
 
+/// Reads the access token at every login, so a token refreshed in the file is used.
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the access-token-file {}: {e}", path.display()))
+}
+
 pub(crate) async fn connect_imap(
     account: &AccountConfig,
     daemon: &Daemon,
@@ -41,8 +47,14 @@ pub(crate) async fn connect_imap(
             };
             ImapSource::connect(&opts, login).await
         }
-        // Refused by the configuration check until IMAP learns XOAUTH2.
-        SourceAuth::OAuth2TokenFile(_) => Err(ImapError::Unsupported("oauth2 over IMAP (not yet)")),
+        SourceAuth::OAuth2TokenFile(path) => {
+            let token = read_token(path).map_err(ImapError::LoginRefused)?;
+            let login = mailferry_imap::Login::OAuth2 {
+                username: &account.username,
+                token: token.trim(),
+            };
+            ImapSource::connect(&opts, login).await
+        }
     }
 }
 
@@ -61,9 +73,7 @@ pub(crate) async fn connect_pop3(
             Pop3Source::connect(&opts, login, account.pipelining).await
         }
         SourceAuth::OAuth2TokenFile(path) => {
-            let token = std::fs::read_to_string(path).map_err(|e| Pop3Error::LoginRefused {
-                detail: format!("cannot read the access-token-file {}: {e}", path.display()),
-            })?;
+            let token = read_token(path).map_err(|detail| Pop3Error::LoginRefused { detail })?;
             let login = Login::XOAuth2 {
                 username: &account.username,
                 token: token.trim(),

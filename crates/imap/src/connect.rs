@@ -33,6 +33,12 @@ impl From<async_imap::error::Error> for ImapError {
     }
 }
 
+impl From<std::io::Error> for ImapError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Session(e.into())
+    }
+}
+
 pub(crate) async fn tcp(opts: &ConnectOptions) -> Result<TcpStream, ImapError> {
     mailferry_tls::tcp(&opts.host, opts.port, opts.connect_timeout)
         .await
