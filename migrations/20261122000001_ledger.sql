@@ -1,4 +1,6 @@
--- The ledger: one row per message seen at a source, keyed by where it was seen.
+-- The ledger: one row per message seen at a source, keyed by where it was seen:
+-- (account, folder, uidvalidity, uid, uidl), with uidl = '' for IMAP and uid = 0,
+-- uidvalidity = 0 for POP3.
 -- A row moves attempt -> delivered (or deferred / refused); 'duplicate' marks a message
 -- already delivered under an earlier UIDVALIDITY of the same folder.
 CREATE TABLE ledger (
@@ -7,6 +9,7 @@ CREATE TABLE ledger (
     folder         TEXT    NOT NULL,
     uidvalidity    INTEGER NOT NULL,
     uid            INTEGER NOT NULL,
+    uidl           TEXT    NOT NULL DEFAULT '',
     message_id     TEXT,
     sha256         TEXT    NOT NULL,
     size           INTEGER NOT NULL,
@@ -18,7 +21,7 @@ CREATE TABLE ledger (
     last_error     TEXT,
     first_seen     INTEGER NOT NULL,
     updated_at     INTEGER NOT NULL,
-    UNIQUE (account, folder, uidvalidity, uid)
+    UNIQUE (account, folder, uidvalidity, uid, uidl)
 );
 
 -- Recognises the same bytes under a new UIDVALIDITY.

@@ -1,8 +1,7 @@
 //! kill -9 in the middle of a delivery: nothing lost, nothing delivered twice except the
 //! one message whose outcome was not yet recorded, and that one is reported.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailferry_testkit::fixtures;
 
@@ -21,31 +20,8 @@ fn kill_during_delivery_loses_nothing_and_reports_the_resend() {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["once", "--config"])
-        .arg(b.config_path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    // Wait until the three messages before the slow one are recorded as delivered.
-    let db = b.state_dir().join("mailferry.db");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the first messages were never delivered"
-        );
-        // One snapshot: messages 1-3 delivered, the slow message 4 attempted.
-        if db.exists()
-            && b.ledger_states() == [("attempt".to_owned(), 1), ("delivered".to_owned(), 3)]
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    // Messages 1-3 delivered, the slow message 4 attempted: kill -9.
+    b.kill_once_while_delivering(3);
     // Let the receiver finish its slow reply (it stores the message although nobody
     // listens any more: the at-least-once case).
     std::thread::sleep(Duration::from_millis(3500));

@@ -147,6 +147,34 @@ envelope-to = ["{RCPT}"]
     }
 
     /// Counts ledger rows by state, read straight from the SQLite file.
+    /// Starts `mailferry once` with this bench's config, waits until the ledger shows
+    /// exactly `delivered` delivered messages and one attempted (the process is then waiting
+    /// for the receiver's slow reply), and kills it with SIGKILL.
+    pub fn kill_once_while_delivering(&self, delivered: i64) {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+            .args(["once", "--config"])
+            .arg(self.config_path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let want = [
+            ("attempt".to_owned(), 1),
+            ("delivered".to_owned(), delivered),
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // One snapshot of the ledger per poll: two reads could straddle a commit.
+        while self.ledger_states() != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow delivery never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+
     /// Empty while the database is still being created (tests poll this during a run).
     pub fn ledger_states(&self) -> Vec<(String, i64)> {
         try_sqlite(
