@@ -180,7 +180,10 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Parser {
     buf: Vec<u8>,
-    /// Offset up to which the buffer was already searched for a terminator.
+    /// Where the unconsumed bytes begin in `buf`: consuming a reply moves this offset
+    /// instead of moving the bytes after it (pipelined replies can be many).
+    start: usize,
+    /// Offset (from `start`) up to which the buffer was already searched for a terminator.
     scanned: usize,
     /// Longest multi-line reply accepted.
     limit: usize,
@@ -192,6 +195,7 @@ impl Parser {
     pub fn new(limit: usize) -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             scanned: 0,
             limit,
         }
@@ -199,6 +203,10 @@ impl Parser {
 
     /// Adds received bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
+        if self.start > 0 && (self.start == self.buf.len() || self.start >= COMPACT_AT) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
@@ -211,7 +219,7 @@ impl Parser {
     /// Bytes fed but not yet consumed by a reply.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Takes the next complete reply of kind `expect` from the buffer.
@@ -220,8 +228,9 @@ impl Parser {
     /// [`Error::NeedsMoreData`] until a whole reply is buffered; the other variants when
     /// the bytes are not POP3 or exceed the limits (the connection is then unusable).
     pub fn parse(&mut self, expect: Expect) -> Result<Reply, Error> {
-        let Some(line_end) = find(&self.buf, b"\r\n", 0) else {
-            return if self.buf.len() > MAX_LINE {
+        let data = &self.buf[self.start..];
+        let Some(line_end) = find(data, b"\r\n", 0) else {
+            return if data.len() > MAX_LINE {
                 Err(Error::LineTooLong)
             } else {
                 Err(Error::NeedsMoreData)
@@ -230,7 +239,7 @@ impl Parser {
         if line_end + 2 > MAX_LINE {
             return Err(Error::LineTooLong);
         }
-        let line = &self.buf[..line_end];
+        let line = &data[..line_end];
         if expect == Expect::SaslOrStatus && (line == b"+" || line.starts_with(b"+ ")) {
             let data = String::from_utf8_lossy(line.get(2..).unwrap_or_default()).into_owned();
             self.consume(line_end + 2);
@@ -242,7 +251,7 @@ impl Parser {
             return Ok(Reply::Status(status));
         }
         let body_start = line_end + 2;
-        let end = if self.buf[body_start..].starts_with(b".\r\n") {
+        let end = if data[body_start..].starts_with(b".\r\n") {
             Some((body_start, body_start + 3))
         } else {
             let from = self
@@ -250,32 +259,48 @@ impl Parser {
                 .max(body_start)
                 .saturating_sub(4)
                 .max(body_start);
-            find(&self.buf, b"\r\n.\r\n", from).map(|i| (i + 2, i + 5))
+            find(data, b"\r\n.\r\n", from).map(|i| (i + 2, i + 5))
         };
         let Some((body_end, reply_end)) = end else {
-            self.scanned = self.buf.len();
-            if self.buf.len() - body_start > self.limit {
+            self.scanned = data.len();
+            if data.len() - body_start > self.limit {
                 return Err(Error::TooLarge(self.limit));
             }
             return Err(Error::NeedsMoreData);
         };
-        // The buffer becomes the body (no copy of a large message): what follows the reply
-        // moves to a new buffer, the status line and terminator are cut off, and the
-        // unstuffing happens in place.
-        let mut body = std::mem::take(&mut self.buf);
-        self.buf = body.split_off(reply_end);
-        self.scanned = 0;
-        body.truncate(body_end);
-        body.drain(..body_start);
+        let remainder = data.len() - reply_end;
+        let mut body = if self.start == 0 && remainder <= COMPACT_AT {
+            // The buffer becomes the body (no copy of a large message): the little that
+            // follows the reply moves to a new buffer, the status line and terminator are
+            // cut off.
+            let mut body = std::mem::take(&mut self.buf);
+            self.buf = body.split_off(reply_end);
+            self.scanned = 0;
+            body.truncate(body_end);
+            body.drain(..body_start);
+            body
+        } else {
+            // More replies follow (pipelining): copy this body out, keep the rest in place.
+            let body = data[body_start..body_end].to_vec();
+            self.consume(reply_end);
+            body
+        };
         unstuff_in_place(&mut body);
         Ok(Reply::MultiLine { status, body })
     }
 
     fn consume(&mut self, n: usize) {
-        self.buf.drain(..n);
+        self.start += n;
         self.scanned = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
     }
 }
+
+/// Consumed bytes are dropped from the buffer's front once this many have piled up.
+const COMPACT_AT: usize = 64 * 1024;
 
 fn parse_status(line: &[u8]) -> Result<Status, Error> {
     let text = String::from_utf8_lossy(line);
