@@ -16,7 +16,6 @@ mod load;
 mod model;
 mod presets;
 pub mod raw;
-mod secret;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::load;
@@ -25,4 +24,4 @@ pub use model::{
     Protocol, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
 };
 pub use presets::{Preset, preset};
-pub use secret::Secret;
+pub use mailferry_core::Secret;

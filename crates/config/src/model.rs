@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::raw::{RawAccount, RawAuth, RawConfig, RawDaemon, RawDestination};
-use crate::secret::Secret;
+use mailferry_core::Secret;
 use crate::{Preset, presets};
 
 /// The whole, checked configuration.

@@ -8,8 +8,10 @@
 
 mod error;
 mod message;
+mod secret;
 mod traits;
 
 pub use error::{Classify, ErrorClass};
 pub use message::RawMessage;
+pub use secret::Secret;
 pub use traits::{Destination, FolderState, ListedMessage, MessageKey, Receipt, Source};

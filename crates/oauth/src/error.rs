@@ -1,0 +1,203 @@
+//! What can go wrong while signing in or refreshing, and what the user can do about it.
+
+use mailferry_core::{Classify, ErrorClass};
+
+use crate::ProviderKind;
+
+/// Why the sign-in server said no, sorted by what the user has to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The refresh token expired (Microsoft: 90 days unused, `AADSTS700082`), was revoked,
+    /// or the password changed (`invalid_grant`). Sign in again.
+    Expired,
+    /// The user (or an administrator) has not consented to the scopes (`AADSTS65001`).
+    Consent,
+    /// The app registration cannot be used this way: unknown or disabled client id, public
+    /// client flows off, a secret missing or wrong (`unauthorized_client`, `invalid_client`,
+    /// `AADSTS7000112`, `AADSTS7000218`, `AADSTS700016`).
+    Registration,
+    /// A scope the registration does not allow (`invalid_scope`).
+    Scope,
+    /// The server is busy or failing (`temporarily_unavailable`, `server_error`).
+    Unavailable,
+    /// Anything else the server refused.
+    Other,
+}
+
+impl Refusal {
+    /// Sorts an OAuth error response (RFC 6749 5.2) by the `error` code and, for Microsoft,
+    /// the `AADSTS` number at the start of the description.
+    #[must_use]
+    pub fn of(error: &str, description: Option<&str>) -> Self {
+        let aad = description
+            .and_then(|d| d.trim_start().strip_prefix("AADSTS"))
+            .map(|d| d.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .unwrap_or_default();
+        match aad.as_str() {
+            "700082" | "70008" | "50173" | "700084" => return Self::Expired,
+            "65001" => return Self::Consent,
+            "7000112" | "7000218" | "700016" | "700025" | "7000215" | "50011" => {
+                return Self::Registration;
+            }
+            _ => {}
+        }
+        match error {
+            "invalid_grant" => Self::Expired,
+            "consent_required" | "interaction_required" => Self::Consent,
+            "unauthorized_client" | "invalid_client" | "unsupported_grant_type" => {
+                Self::Registration
+            }
+            "invalid_scope" => Self::Scope,
+            "temporarily_unavailable" | "server_error" => Self::Unavailable,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A failed sign-in or refresh.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// The token endpoint answered with an OAuth error.
+    #[error("the sign-in server refused: {error}{}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default(), skew_note(*.skew))]
+    Refused {
+        /// Whose server.
+        provider: ProviderKind,
+        /// The `error` code.
+        error: String,
+        /// The `error_description`, first line.
+        description: Option<String>,
+        /// What it means.
+        refusal: Refusal,
+        /// Local clock minus the server's `Date`, in seconds, when they differ by minutes.
+        skew: Option<i64>,
+    },
+    /// No answer: DNS, connect, TLS or a timeout.
+    #[error("cannot reach the sign-in server {url}")]
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An answer that is not what RFC 6749 describes (an HTML error page, a 5xx).
+    #[error("unexpected answer from the sign-in server: {0}")]
+    BadReply(String),
+    /// Sign-in succeeded but no refresh token came with it, so mailferry could work for an
+    /// hour only.
+    #[error("the sign-in server issued no refresh token: {why}")]
+    NoRefreshToken {
+        /// Provider-specific reason.
+        why: &'static str,
+    },
+    /// The device code expired before the user approved it.
+    #[error("the sign-in code expired before it was approved (codes last 15 minutes)")]
+    DeviceExpired,
+    /// The user declined, or the browser came back with an error.
+    #[error("sign-in was not completed: {0}")]
+    Declined(String),
+    /// The redirected URL does not belong to this sign-in (a stale tab, a forged request).
+    #[error("the redirected URL is not the answer to this sign-in: {0}")]
+    Redirect(String),
+    /// The local side: the loopback listener, the terminal.
+    #[error("cannot {what}")]
+    Local {
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Settings that cannot work (a malformed URL, a flow the provider does not offer).
+    #[error("{0}")]
+    Config(String),
+}
+
+fn skew_note(skew: Option<i64>) -> String {
+    match skew {
+        Some(s) if s > 0 => format!("; this machine's clock is {s} s ahead of the sign-in server's"),
+        Some(s) => format!(
+            "; this machine's clock is {} s behind the sign-in server's",
+            s.unsigned_abs()
+        ),
+        None => String::new(),
+    }
+}
+
+impl OAuthError {
+    /// The refusal, when the server refused.
+    #[must_use]
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Refused { refusal, .. } => Some(*refusal),
+            _ => None,
+        }
+    }
+
+    /// Whether this refresh token is dead for good: the account must be parked until the
+    /// user signs in again.
+    #[must_use]
+    pub fn needs_sign_in(&self) -> bool {
+        matches!(
+            self.refusal(),
+            Some(Refusal::Expired | Refusal::Consent | Refusal::Registration | Refusal::Scope)
+        )
+    }
+}
+
+impl Classify for OAuthError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Refused { .. } if self.needs_sign_in() => ErrorClass::Auth,
+            Self::Refused { .. } | Self::Unreachable { .. } | Self::BadReply(_) => {
+                ErrorClass::Transient
+            }
+            Self::NoRefreshToken { .. }
+            | Self::DeviceExpired
+            | Self::Declined(_)
+            | Self::Redirect(_) => ErrorClass::Auth,
+            Self::Local { .. } | Self::Config(_) => ErrorClass::Config,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        let Self::Refused {
+            provider,
+            refusal,
+            skew,
+            ..
+        } = self
+        else {
+            return match self {
+                Self::DeviceExpired => Some("run `mailferry auth` again and approve the code within 15 minutes"),
+                _ => None,
+            };
+        };
+        if skew.is_some() {
+            return Some(
+                "fix this machine's clock (enable NTP: `timedatectl set-ntp true`); tokens are judged by time",
+            );
+        }
+        Some(match (refusal, provider) {
+            (Refusal::Expired, ProviderKind::Google) => {
+                "the refresh token expired or was revoked: sign in again with `mailferry auth NAME`. If this happens every 7 days, your Google Cloud app is in \"Testing\": publish it (OAuth consent screen > Publish app) so refresh tokens last"
+            }
+            (Refusal::Expired, _) => {
+                "the refresh token expired or was revoked (a password change, 90 days unused, or a revoked app): sign in again with `mailferry auth NAME`"
+            }
+            (Refusal::Consent, _) => {
+                "the account has not consented to the scopes mailferry asks for: run `mailferry auth NAME` and accept them (a work account may need its administrator's consent)"
+            }
+            (Refusal::Registration, ProviderKind::Microsoft) => {
+                "the app registration cannot be used like this: check the client-id, and in the Azure portal under Authentication set \"Allow public client flows\" to Yes and supported account types to include personal Microsoft accounts"
+            }
+            (Refusal::Registration, _) => {
+                "the app registration cannot be used like this: check client-id and client-secret-file against the provider's console"
+            }
+            (Refusal::Scope, _) => {
+                "a requested scope is not allowed for this app: add it to the app registration (API permissions / OAuth consent screen), or fix `scopes`"
+            }
+            (Refusal::Unavailable | Refusal::Other, _) => return None,
+        })
+    }
+}

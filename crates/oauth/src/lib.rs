@@ -1,0 +1,79 @@
+//! OAuth2 for mail: signing in once on a headless server, and keeping the tokens fresh.
+//!
+//! - [`OAuth::start_device`] + [`OAuth::finish_device`]: the device code flow (Microsoft's
+//!   default): print a URL and a code, poll until the user approved it on any device.
+//! - [`BrowserSignIn`]: the authorization code flow with PKCE and a loopback redirect on
+//!   127.0.0.1 (Google's only choice for Gmail scopes), or the user pastes the URL the
+//!   browser ended on when the browser runs on another machine.
+//! - [`OAuth::refresh`]: a new access token (and, with rotation, a new refresh token).
+//!
+//! The crate keeps nothing: the caller stores what [`TokenSet`] holds. Every failure is an
+//! [`OAuthError`] with a class and a hint, so that an expired or revoked refresh token parks
+//! an account instead of being retried in a loop.
+
+#![warn(missing_docs)]
+
+mod browser;
+mod client;
+mod error;
+
+pub use browser::{BrowserSignIn, parse_redirect};
+pub use client::{DeviceCode, OAuth};
+pub use error::{OAuthError, Refusal};
+pub use mailferry_core::Secret;
+
+/// Whose sign-in server this is; only changes hints and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Microsoft identity platform (Outlook.com, Microsoft 365).
+    Microsoft,
+    /// Google accounts.
+    Google,
+    /// Any other server with the standard endpoints.
+    Custom,
+}
+
+/// One OAuth2 client registration at one provider, with the scopes to ask for.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Whose server this is.
+    pub kind: ProviderKind,
+    /// The application (client) id registered by the user.
+    pub client_id: String,
+    /// The client secret, for providers that require one (Google "Desktop app" clients).
+    pub client_secret: Option<Secret>,
+    /// Authorization endpoint (browser flow).
+    pub authorize_url: String,
+    /// Token endpoint.
+    pub token_url: String,
+    /// Device authorization endpoint, when the provider offers the device flow.
+    pub device_url: Option<String>,
+    /// Scopes to request.
+    pub scopes: Vec<String>,
+    /// Extra query parameters of the authorization URL (Google: `access_type=offline`).
+    pub authorize_params: Vec<(String, String)>,
+}
+
+/// What a successful sign-in or refresh returns.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    /// The bearer token for IMAP, POP3, SMTP or an API.
+    pub access_token: Secret,
+    /// The token that gets new access tokens. A refresh may return a new one (rotation):
+    /// then the old one is dead and only this one must be kept.
+    pub refresh_token: Option<Secret>,
+    /// When the access token expires, in seconds since the Unix epoch (local clock).
+    pub expires_at: i64,
+    /// The scopes granted, when the server said.
+    pub scopes: Vec<String>,
+    /// Who signed in (from the ID token's `email` or `preferred_username`), when known.
+    pub subject: Option<String>,
+}
+
+/// Seconds since the Unix epoch.
+#[must_use]
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
