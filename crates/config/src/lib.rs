@@ -14,14 +14,16 @@
 mod error;
 mod load;
 mod model;
+mod oauth;
 mod presets;
 pub mod raw;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::load;
+pub use mailferry_core::Secret;
 pub use model::{
     AccountConfig, AfterDelivery, Config, Daemon, DestinationConfig, DestinationKind, Endpoint,
-    Protocol, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
+    Protocol, SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
 };
+pub use oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use presets::{Preset, preset};
-pub use mailferry_core::Secret;

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::oauth::{OAuthProvider, OAuthSettings, TokenUse};
 use crate::raw::{RawAccount, RawAuth, RawConfig, RawDaemon, RawDestination};
-use mailferry_core::Secret;
 use crate::{Preset, presets};
+use mailferry_core::Secret;
 
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
@@ -85,6 +86,9 @@ pub enum SourceAuth {
     /// SASL XOAUTH2 with an OAuth2 access token kept in a file by something else. The file
     /// is read at every login, so a token refreshed there is picked up without a restart.
     OAuth2TokenFile(PathBuf),
+    /// SASL XOAUTH2/OAUTHBEARER with tokens that mailferry gets (`mailferry auth`) and
+    /// refreshes itself.
+    OAuth2(OAuthSettings),
 }
 
 /// One `[[account]]`: a mailbox to gather from.
@@ -128,14 +132,35 @@ pub enum SmtpSender {
 pub struct SmtpConfig {
     /// The server.
     pub endpoint: Endpoint,
-    /// SMTP AUTH credentials, when the server needs them.
-    pub credentials: Option<(String, Secret)>,
+    /// SMTP AUTH, when the server needs it.
+    pub auth: SmtpAuth,
     /// Envelope recipients: the mailbox that gathers the mail.
     pub envelope_to: Vec<String>,
     /// Envelope sender policy.
     pub envelope_from: SmtpSender,
     /// Name sent with EHLO.
     pub hello_name: Option<String>,
+}
+
+/// How mailferry logs in to an SMTP destination.
+#[derive(Debug, Clone)]
+pub enum SmtpAuth {
+    /// No AUTH (a local MTA that trusts this host).
+    None,
+    /// AUTH PLAIN/LOGIN.
+    Password {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// AUTH XOAUTH2 with tokens from `mailferry auth`.
+    OAuth2 {
+        /// User name (the mailbox's address).
+        username: String,
+        /// The app registration.
+        settings: OAuthSettings,
+    },
 }
 
 /// What kind of destination, with its settings.
@@ -231,16 +256,16 @@ impl Config {
 }
 
 /// Collects errors while checking the raw configuration.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     base: &'a Path,
     errors: Vec<ConfigError>,
-    warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 impl Checker<'_> {
-    fn err(&mut self, key: String, message: String) {
+    pub(crate) fn err(&mut self, key: String, message: String) {
         self.errors.push(ConfigError {
             key,
             line: None,
@@ -275,7 +300,7 @@ impl Checker<'_> {
     /// Resolves a path from the file: `${CREDENTIALS_DIRECTORY}` expands to systemd's
     /// credentials directory (`LoadCredential=`), and relative paths are taken relative to
     /// the configuration file's directory.
-    fn path(&self, value: &str) -> PathBuf {
+    pub(crate) fn path(&self, value: &str) -> PathBuf {
         const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
         let expanded;
         let value = if value.contains(CREDENTIALS) {
@@ -294,13 +319,24 @@ impl Checker<'_> {
         }
     }
 
-    /// Reads a secret from `*-file` or `*-env`; exactly one of them must be set.
+    /// Reads a password from `password-file` or `password-env`; exactly one must be set.
     fn secret(&mut self, key: &str, file: Option<String>, env: Option<String>) -> Option<Secret> {
+        self.named_secret(key, "password", file, env)
+    }
+
+    /// Reads a secret from `{stem}-file` or `{stem}-env`; exactly one of them must be set.
+    pub(crate) fn named_secret(
+        &mut self,
+        key: &str,
+        stem: &str,
+        file: Option<String>,
+        env: Option<String>,
+    ) -> Option<Secret> {
         match (file, env) {
             (Some(_), Some(_)) => {
                 self.err(
-                    format!("{key}password-file"),
-                    "set either password-file or password-env, not both".into(),
+                    format!("{key}{stem}-file"),
+                    format!("set either {stem}-file or {stem}-env, not both"),
                 );
                 None
             }
@@ -311,7 +347,7 @@ impl Checker<'_> {
                         let value = text.trim_end_matches(['\r', '\n']).to_owned();
                         if value.is_empty() {
                             self.err(
-                                format!("{key}password-file"),
+                                format!("{key}{stem}-file"),
                                 format!("{} is empty", path.display()),
                             );
                             None
@@ -321,7 +357,7 @@ impl Checker<'_> {
                     }
                     Err(e) => {
                         self.err(
-                            format!("{key}password-file"),
+                            format!("{key}{stem}-file"),
                             format!("cannot read {}: {e}", path.display()),
                         );
                         None
@@ -332,7 +368,7 @@ impl Checker<'_> {
                 Ok(value) if !value.is_empty() => Some(Secret::new(value)),
                 _ => {
                     self.err(
-                        format!("{key}password-env"),
+                        format!("{key}{stem}-env"),
                         format!("the environment variable {var} is not set or empty"),
                     );
                     None
@@ -340,9 +376,10 @@ impl Checker<'_> {
             },
             (None, None) => {
                 self.err(
-                    format!("{key}password-file"),
-                    "missing: set password-file (a file holding only the password) or password-env"
-                        .into(),
+                    format!("{key}{stem}-file"),
+                    format!(
+                        "missing: set {stem}-file (a file holding only the {stem}) or {stem}-env"
+                    ),
                 );
                 None
             }
@@ -442,18 +479,41 @@ impl Checker<'_> {
             TlsMode::None => 25,
         });
         let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
-        let credentials = match raw.username {
-            Some(user) => self
-                .secret(&format!("{key}."), raw.password_file, raw.password_env)
-                .map(|s| (user, s)),
-            None => {
-                if raw.password_file.is_some() || raw.password_env.is_some() {
+        let has_password = raw.password_file.is_some() || raw.password_env.is_some();
+        let auth = match (raw.username, raw.auth) {
+            (Some(_), Some(_)) if has_password => {
+                self.err(
+                    format!("{key}.auth"),
+                    "set either a password or auth = { method = \"oauth2\", ... }, not both".into(),
+                );
+                SmtpAuth::None
+            }
+            (Some(username), Some(auth)) => {
+                if auth.method.as_deref() != Some("oauth2") {
                     self.err(
-                        format!("{key}.username"),
-                        "missing: a password is set, so set the SMTP user name too".into(),
+                        format!("{key}.auth.method"),
+                        "set it to \"oauth2\" (a password goes in password-file)".into(),
                     );
                 }
-                None
+                match self.oauth(&format!("{key}.auth"), auth, None, TokenUse::Smtp) {
+                    Some(settings) => SmtpAuth::OAuth2 { username, settings },
+                    None => SmtpAuth::None,
+                }
+            }
+            (Some(username), None) => self
+                .secret(&format!("{key}."), raw.password_file, raw.password_env)
+                .map_or(SmtpAuth::None, |password| SmtpAuth::Password {
+                    username,
+                    password,
+                }),
+            (None, auth) => {
+                if has_password || auth.is_some() {
+                    self.err(
+                        format!("{key}.username"),
+                        "missing: SMTP AUTH is configured, so set the SMTP user name too".into(),
+                    );
+                }
+                SmtpAuth::None
             }
         };
         let envelope_to = raw.envelope_to.unwrap_or_default();
@@ -488,7 +548,7 @@ impl Checker<'_> {
                     tls,
                     ca_pem,
                 },
-                credentials,
+                auth,
                 envelope_to,
                 envelope_from,
                 hello_name: raw.hello_name,
@@ -570,7 +630,16 @@ impl Checker<'_> {
             raw.username,
             "the login name, usually the email address",
         );
-        let auth = self.auth(&format!("{key}.auth"), raw.auth);
+        let implied = provider.and_then(|p| match p.name {
+            "outlook" => Some(OAuthProvider::Microsoft),
+            "gmail" => Some(OAuthProvider::Google),
+            _ => None,
+        });
+        let usage = match protocol {
+            Protocol::Imap => TokenUse::Imap,
+            Protocol::Pop3 => TokenUse::Pop3,
+        };
+        let auth = self.auth(&format!("{key}.auth"), raw.auth, implied, usage);
         if let (Some(p), Some(SourceAuth::Password(_))) = (provider, &auth)
             && p.password_login_refused
         {
@@ -662,7 +731,13 @@ impl Checker<'_> {
         })
     }
 
-    fn auth(&mut self, key: &str, raw: Option<RawAuth>) -> Option<SourceAuth> {
+    fn auth(
+        &mut self,
+        key: &str,
+        raw: Option<RawAuth>,
+        implied: Option<OAuthProvider>,
+        usage: TokenUse,
+    ) -> Option<SourceAuth> {
         let Some(raw) = raw else {
             self.err(
                 key.to_owned(),
@@ -675,13 +750,15 @@ impl Checker<'_> {
                 .secret(&format!("{key}."), raw.password_file, raw.password_env)
                 .map(SourceAuth::Password),
             Some("oauth2") => {
-                let Some(file) = raw.access_token_file else {
+                let Some(file) = raw.access_token_file.clone() else {
+                    return self.oauth(key, raw, implied, usage).map(SourceAuth::OAuth2);
+                };
+                if raw.client_id.is_some() {
                     self.err(
                         format!("{key}.access-token-file"),
-                        "missing: set it to a file holding an OAuth2 access token".into(),
+                        "set either client-id (mailferry signs in and refreshes) or access-token-file (something else does), not both".into(),
                     );
-                    return None;
-                };
+                }
                 let path = self.path(&file);
                 match std::fs::read_to_string(&path) {
                     Ok(t) if !t.trim().is_empty() => Some(SourceAuth::OAuth2TokenFile(path)),

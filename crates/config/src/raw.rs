@@ -59,6 +59,8 @@ pub struct RawDestination {
     pub envelope_from: Option<String>,
     /// EHLO name.
     pub hello_name: Option<String>,
+    /// SMTP AUTH with OAuth2: `{ method = "oauth2", provider = ..., client-id = ... }`.
+    pub auth: Option<RawAuth>,
 }
 
 /// `[[account]]`
@@ -105,6 +107,26 @@ pub struct RawAuth {
     pub password_file: Option<String>,
     /// Environment variable holding the password.
     pub password_env: Option<String>,
-    /// File holding an OAuth2 access token (`method = "oauth2"`).
+    /// File holding an OAuth2 access token kept fresh by something else (`method = "oauth2"`).
     pub access_token_file: Option<String>,
+    /// OAuth2: `microsoft`, `google` or `custom`.
+    pub provider: Option<String>,
+    /// OAuth2: the application (client) id of the user's app registration.
+    pub client_id: Option<String>,
+    /// OAuth2: file holding the client secret (Google desktop apps).
+    pub client_secret_file: Option<String>,
+    /// OAuth2: environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// OAuth2, Microsoft: `consumers` (default), `common`, `organizations` or a tenant id.
+    pub tenant: Option<String>,
+    /// OAuth2: authorization endpoint (overrides the provider's).
+    pub authorize_url: Option<String>,
+    /// OAuth2: token endpoint (overrides the provider's).
+    pub token_url: Option<String>,
+    /// OAuth2: device authorization endpoint (overrides the provider's).
+    pub device_url: Option<String>,
+    /// OAuth2: scopes to request (replace the provider's defaults).
+    pub scopes: Option<Vec<String>>,
+    /// OAuth2: how `mailferry auth` signs in: `device` or `browser`.
+    pub flow: Option<String>,
 }

@@ -85,7 +85,12 @@ impl BrowserSignIn {
     ///
     /// # Errors
     /// When the user declined, the state does not match, or the code exchange fails.
-    pub async fn finish<R>(self, oauth: &OAuth, p: &Provider, pasted: R) -> Result<TokenSet, OAuthError>
+    pub async fn finish<R>(
+        self,
+        oauth: &OAuth,
+        p: &Provider,
+        pasted: R,
+    ) -> Result<TokenSet, OAuthError>
     where
         R: AsyncBufRead + Unpin,
     {
@@ -109,7 +114,10 @@ impl BrowserSignIn {
 }
 
 /// Reads lines until one is a redirect URL; EOF waits forever (the browser may still come).
-async fn read_pasted<R: AsyncBufRead + Unpin>(mut input: R, state: &str) -> Result<String, OAuthError> {
+async fn read_pasted<R: AsyncBufRead + Unpin>(
+    mut input: R,
+    state: &str,
+) -> Result<String, OAuthError> {
     let mut line = String::new();
     loop {
         line.clear();
@@ -134,10 +142,13 @@ async fn read_pasted<R: AsyncBufRead + Unpin>(mut input: R, state: &str) -> Resu
 /// Serves the loopback port until the redirect arrives. Other requests (a favicon) get 404.
 async fn catch_redirect(listener: &TcpListener, state: &str) -> Result<String, OAuthError> {
     loop {
-        let (mut stream, peer) = listener.accept().await.map_err(|source| OAuthError::Local {
-            what: "accept the sign-in redirect",
-            source,
-        })?;
+        let (mut stream, peer) = listener
+            .accept()
+            .await
+            .map_err(|source| OAuthError::Local {
+                what: "accept the sign-in redirect",
+                source,
+            })?;
         debug!(%peer, "loopback connection");
         let Some(target) = read_target(&mut stream).await else {
             continue;
@@ -203,7 +214,9 @@ async fn respond(stream: &mut TcpStream, status: &str, text: &str) {
 /// When the URL carries an `error` (the user declined), no code, or another sign-in's state.
 pub fn parse_redirect(url: &str, state: &str) -> Result<String, OAuthError> {
     let parsed = url::Url::parse(url.trim()).map_err(|_| {
-        OAuthError::Redirect("that is not a URL; paste the whole address from the browser's address bar".into())
+        OAuthError::Redirect(
+            "that is not a URL; paste the whole address from the browser's address bar".into(),
+        )
     })?;
     let get = |k: &str| {
         parsed
@@ -212,7 +225,9 @@ pub fn parse_redirect(url: &str, state: &str) -> Result<String, OAuthError> {
             .map(|(_, v)| v.into_owned())
     };
     if let Some(error) = get("error") {
-        let detail = get("error_description").map(|d| format!(" ({d})")).unwrap_or_default();
+        let detail = get("error_description")
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
         return Err(OAuthError::Declined(format!("{error}{detail}")));
     }
     if get("state").as_deref() != Some(state) {

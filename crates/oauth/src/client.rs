@@ -121,7 +121,11 @@ impl OAuth {
 
     async fn send(&self, request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, HttpError> {
         let request = reqwest::Request::try_from(request).map_err(HttpError::Reqwest)?;
-        let response = self.http.execute(request).await.map_err(HttpError::Reqwest)?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(HttpError::Reqwest)?;
         let date = response
             .headers()
             .get(http::header::DATE)
@@ -139,14 +143,16 @@ impl OAuth {
     }
 
     pub(crate) fn client_for(p: &Provider) -> Result<Client, OAuthError> {
-        let bad = |what: &str, url: &str| OAuthError::Config(format!("the {what} {url:?} is not a URL"));
-        let token_url = TokenUrl::new(p.token_url.clone()).map_err(|_| bad("token URL", &p.token_url))?;
+        let bad =
+            |what: &str, url: &str| OAuthError::Config(format!("the {what} {url:?} is not a URL"));
+        let token_url =
+            TokenUrl::new(p.token_url.clone()).map_err(|_| bad("token URL", &p.token_url))?;
         let auth_url = AuthUrl::new(p.authorize_url.clone())
             .map_err(|_| bad("authorize URL", &p.authorize_url))?;
         let device = match &p.device_url {
-            Some(u) => Some(
-                DeviceAuthorizationUrl::new(u.clone()).map_err(|_| bad("device URL", u))?,
-            ),
+            Some(u) => {
+                Some(DeviceAuthorizationUrl::new(u.clone()).map_err(|_| bad("device URL", u))?)
+            }
             None => None,
         };
         let mut client = oauth2::Client::new(ClientId::new(p.client_id.clone()))
@@ -169,9 +175,7 @@ impl OAuth {
     pub async fn start_device(&self, p: &Provider) -> Result<DeviceCode, OAuthError> {
         let client = Self::client_for(p)?;
         let request = client.exchange_device_code().map_err(|_| {
-            OAuthError::Config(
-                "this provider has no device code flow; use the browser flow".into(),
-            )
+            OAuthError::Config("this provider has no device code flow; use the browser flow".into())
         })?;
         let http = |r| self.send(r);
         let inner = request
@@ -179,7 +183,10 @@ impl OAuth {
             .request_async(&http)
             .await
             .map_err(|e| self.refused(p, e))?;
-        debug!(uri = inner.verification_uri().as_str(), "device code issued");
+        debug!(
+            uri = inner.verification_uri().as_str(),
+            "device code issued"
+        );
         Ok(DeviceCode { inner })
     }
 
@@ -240,7 +247,11 @@ impl OAuth {
     ///
     /// # Errors
     /// [`OAuthError::needs_sign_in`] tells a dead refresh token from a passing failure.
-    pub async fn refresh(&self, p: &Provider, refresh_token: &Secret) -> Result<TokenSet, OAuthError> {
+    pub async fn refresh(
+        &self,
+        p: &Provider,
+        refresh_token: &Secret,
+    ) -> Result<TokenSet, OAuthError> {
         let client = Self::client_for(p)?;
         let http = |r| self.send(r);
         let rt = RefreshToken::new(refresh_token.expose().to_owned());
@@ -252,7 +263,11 @@ impl OAuth {
         token_set(p, &response, Some(refresh_token), false)
     }
 
-    fn refused<T>(&self, p: &Provider, e: RequestTokenError<HttpError, StandardErrorResponse<T>>) -> OAuthError
+    fn refused<T>(
+        &self,
+        p: &Provider,
+        e: RequestTokenError<HttpError, StandardErrorResponse<T>>,
+    ) -> OAuthError
     where
         T: oauth2::ErrorResponseType + std::fmt::Display + 'static,
         StandardErrorResponse<T>: ErrorResponse,
@@ -390,7 +405,10 @@ mod tests {
     fn http_dates_parse() {
         assert_eq!(httpdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(httpdate("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
-        assert_eq!(httpdate("Sun, 22 Nov 2026 05:00:00 GMT"), Some(1_795_323_600));
+        assert_eq!(
+            httpdate("Sun, 22 Nov 2026 05:00:00 GMT"),
+            Some(1_795_323_600)
+        );
         assert_eq!(httpdate("yesterday"), None);
     }
 

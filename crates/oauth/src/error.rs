@@ -31,7 +31,11 @@ impl Refusal {
     pub fn of(error: &str, description: Option<&str>) -> Self {
         let aad = description
             .and_then(|d| d.trim_start().strip_prefix("AADSTS"))
-            .map(|d| d.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .map(|d| {
+                d.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
             .unwrap_or_default();
         match aad.as_str() {
             "700082" | "70008" | "50173" | "700084" => return Self::Expired,
@@ -115,7 +119,9 @@ pub enum OAuthError {
 
 fn skew_note(skew: Option<i64>) -> String {
     match skew {
-        Some(s) if s > 0 => format!("; this machine's clock is {s} s ahead of the sign-in server's"),
+        Some(s) if s > 0 => {
+            format!("; this machine's clock is {s} s ahead of the sign-in server's")
+        }
         Some(s) => format!(
             "; this machine's clock is {} s behind the sign-in server's",
             s.unsigned_abs()
@@ -169,7 +175,9 @@ impl Classify for OAuthError {
         } = self
         else {
             return match self {
-                Self::DeviceExpired => Some("run `mailferry auth` again and approve the code within 15 minutes"),
+                Self::DeviceExpired => {
+                    Some("run `mailferry auth` again and approve the code within 15 minutes")
+                }
                 _ => None,
             };
         };

@@ -20,6 +20,9 @@ use mailferry_core::MessageKey;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod tokens;
+pub use tokens::{IssuedTokens, StoredToken};
+
 /// The embedded migrations; run by [`Store::open`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
@@ -163,6 +166,21 @@ impl Store {
     pub async fn open(state_dir: &Path) -> Result<Self, StoreError> {
         prepare_files(state_dir)?;
         let lock = lock_state_dir(state_dir)?;
+        Self::connect(state_dir, Some(lock)).await
+    }
+
+    /// Opens the database without the exclusive lock, beside a running daemon: for
+    /// commands that only read, or write tokens (`mailferry auth`, `status`). Such a store
+    /// must never be used to fetch or deliver.
+    ///
+    /// # Errors
+    /// As [`Store::open`], except that another process is no obstacle.
+    pub async fn open_shared(state_dir: &Path) -> Result<Self, StoreError> {
+        prepare_files(state_dir)?;
+        Self::connect(state_dir, None).await
+    }
+
+    async fn connect(state_dir: &Path, lock: Option<std::fs::File>) -> Result<Self, StoreError> {
         let path = state_dir.join(DB_FILE);
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -183,7 +201,7 @@ impl Store {
         MIGRATOR.run(&pool).await.map_err(|e| open_err(e.into()))?;
         Ok(Self {
             pool,
-            _lock: Some(Arc::new(lock)),
+            _lock: lock.map(Arc::new),
         })
     }
 
@@ -506,7 +524,7 @@ fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()

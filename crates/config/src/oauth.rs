@@ -1,0 +1,289 @@
+//! OAuth2 settings: provider presets (endpoints, scopes per protocol) and their checks.
+
+use mailferry_core::Secret;
+
+use crate::model::Checker;
+use crate::raw::RawAuth;
+
+/// Whose sign-in server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthProvider {
+    /// login.microsoftonline.com (Outlook.com, Hotmail, Microsoft 365).
+    Microsoft,
+    /// accounts.google.com.
+    Google,
+    /// Endpoints and scopes given in full.
+    Custom,
+}
+
+/// How `mailferry auth` signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInFlow {
+    /// RFC 8628: a URL and a code, approved on any device (Microsoft's default).
+    Device,
+    /// Authorization code + PKCE with a loopback redirect, or a pasted URL (Google's only way
+    /// for mail scopes).
+    Browser,
+}
+
+/// What a token is for; picks the provider's default scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Reading mail over IMAP.
+    Imap,
+    /// Reading mail over POP3.
+    Pop3,
+    /// Sending over SMTP.
+    Smtp,
+}
+
+/// A checked OAuth2 client registration.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// Whose server.
+    pub provider: OAuthProvider,
+    /// The user's app registration.
+    pub client_id: String,
+    /// Client secret (Google desktop apps need one; Microsoft public clients must not).
+    pub client_secret: Option<Secret>,
+    /// Authorization endpoint.
+    pub authorize_url: String,
+    /// Token endpoint.
+    pub token_url: String,
+    /// Device authorization endpoint.
+    pub device_url: Option<String>,
+    /// Scopes to request.
+    pub scopes: Vec<String>,
+    /// Extra parameters of the authorization URL.
+    pub authorize_params: Vec<(String, String)>,
+    /// How `mailferry auth` signs in.
+    pub flow: SignInFlow,
+}
+
+const MS_RESOURCE: &str = "https://outlook.office.com/";
+
+fn default_scopes(provider: OAuthProvider, usage: TokenUse) -> Vec<String> {
+    let mut scopes: Vec<String> = match (provider, usage) {
+        (OAuthProvider::Microsoft, TokenUse::Imap) => {
+            vec![format!("{MS_RESOURCE}IMAP.AccessAsUser.All")]
+        }
+        (OAuthProvider::Microsoft, TokenUse::Pop3) => {
+            vec![format!("{MS_RESOURCE}POP.AccessAsUser.All")]
+        }
+        (OAuthProvider::Microsoft, TokenUse::Smtp) => vec![format!("{MS_RESOURCE}SMTP.Send")],
+        (OAuthProvider::Google, _) => vec!["https://mail.google.com/".into()],
+        (OAuthProvider::Custom, _) => return Vec::new(),
+    };
+    // offline_access: without it Microsoft issues no refresh token. openid + email: the ID
+    // token names who signed in.
+    if provider == OAuthProvider::Microsoft {
+        scopes.push("offline_access".into());
+    }
+    scopes.extend(["openid".into(), "email".into()]);
+    scopes
+}
+
+/// Token endpoints must be HTTPS; plain HTTP only to this machine (tests, a local proxy).
+fn url_ok(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    url.strip_prefix("http://").is_some_and(|rest| {
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    })
+}
+
+impl Checker<'_> {
+    /// Checks `auth = { method = "oauth2", ... }` at `key` (without the access-token-file
+    /// form, which the caller handles).
+    pub(crate) fn oauth(
+        &mut self,
+        key: &str,
+        raw: RawAuth,
+        implied: Option<OAuthProvider>,
+        usage: TokenUse,
+    ) -> Option<OAuthSettings> {
+        let provider = match raw.provider.as_deref() {
+            Some("microsoft") => OAuthProvider::Microsoft,
+            Some("google") => OAuthProvider::Google,
+            Some("custom") => OAuthProvider::Custom,
+            Some(other) => {
+                self.err(
+                    format!("{key}.provider"),
+                    format!("{other:?} is not an OAuth2 provider; use \"microsoft\", \"google\" or \"custom\""),
+                );
+                return None;
+            }
+            None => match implied {
+                Some(p) => p,
+                None => {
+                    self.err(
+                        format!("{key}.provider"),
+                        "missing: set it to \"microsoft\", \"google\" or \"custom\"".into(),
+                    );
+                    return None;
+                }
+            },
+        };
+        let client_id = raw.client_id.filter(|c| !c.trim().is_empty());
+        if client_id.is_none() {
+            self.err(
+                format!("{key}.client-id"),
+                "missing: set it to the application (client) id of your app registration (README: \"Registering an app\")".into(),
+            );
+        }
+        let client_secret = if raw.client_secret_file.is_some() || raw.client_secret_env.is_some() {
+            self.named_secret(
+                &format!("{key}."),
+                "client-secret",
+                raw.client_secret_file,
+                raw.client_secret_env,
+            )
+        } else {
+            if provider == OAuthProvider::Google {
+                self.err(
+                    format!("{key}.client-secret-file"),
+                    "missing: Google's token endpoint wants the client secret of your \"Desktop app\" client; save it in a file and name it here".into(),
+                );
+            }
+            None
+        };
+        if raw.tenant.is_some() && provider != OAuthProvider::Microsoft {
+            self.err(
+                format!("{key}.tenant"),
+                "only Microsoft has tenants; remove it".into(),
+            );
+        }
+        let tenant = raw.tenant.unwrap_or_else(|| "consumers".into());
+        let (authorize, token, device) = match provider {
+            OAuthProvider::Microsoft => {
+                let base = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
+                (
+                    Some(format!("{base}/authorize")),
+                    Some(format!("{base}/token")),
+                    Some(format!("{base}/devicecode")),
+                )
+            }
+            OAuthProvider::Google => (
+                Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned()),
+                Some("https://oauth2.googleapis.com/token".to_owned()),
+                // Google's device flow does not allow mail scopes.
+                None,
+            ),
+            OAuthProvider::Custom => (None, None, None),
+        };
+        let authorize_url = raw.authorize_url.or(authorize);
+        let token_url = raw.token_url.or(token);
+        let device_url = raw.device_url.or(device);
+        for (name, url) in [
+            ("authorize-url", &authorize_url),
+            ("token-url", &token_url),
+            ("device-url", &device_url),
+        ] {
+            if let Some(u) = url
+                && !url_ok(u)
+            {
+                self.err(
+                    format!("{key}.{name}"),
+                    format!("{u:?} must be an https:// URL (plain http only to 127.0.0.1)"),
+                );
+            }
+        }
+        if token_url.is_none() {
+            self.err(
+                format!("{key}.token-url"),
+                "missing: a custom provider needs its token endpoint".into(),
+            );
+        }
+        let scopes = raw
+            .scopes
+            .unwrap_or_else(|| default_scopes(provider, usage));
+        if scopes.is_empty() {
+            self.err(
+                format!("{key}.scopes"),
+                "missing: a custom provider needs the scopes to request".into(),
+            );
+        }
+        let flow = match raw.flow.as_deref() {
+            Some("device") => SignInFlow::Device,
+            Some("browser") => SignInFlow::Browser,
+            Some(other) => {
+                self.err(
+                    format!("{key}.flow"),
+                    format!("{other:?} is not a sign-in flow; use \"device\" or \"browser\""),
+                );
+                SignInFlow::Device
+            }
+            None if device_url.is_some() => SignInFlow::Device,
+            None => SignInFlow::Browser,
+        };
+        if flow == SignInFlow::Device && device_url.is_none() {
+            self.err(
+                format!("{key}.flow"),
+                match provider {
+                    OAuthProvider::Google => {
+                        "Google does not allow mail scopes in the device flow; use \"browser\""
+                            .into()
+                    }
+                    _ => "\"device\" needs device-url".into(),
+                },
+            );
+        }
+        if flow == SignInFlow::Browser && authorize_url.is_none() {
+            self.err(
+                format!("{key}.authorize-url"),
+                "missing: the browser flow needs the authorization endpoint".into(),
+            );
+        }
+        let authorize_params = if provider == OAuthProvider::Google {
+            // A refresh token only with offline access, and only on fresh consent.
+            vec![
+                ("access_type".into(), "offline".into()),
+                ("prompt".into(), "consent".into()),
+            ]
+        } else {
+            Vec::new()
+        };
+        Some(OAuthSettings {
+            provider,
+            client_id: client_id?,
+            client_secret,
+            authorize_url: authorize_url.unwrap_or_default(),
+            token_url: token_url?,
+            device_url,
+            scopes,
+            authorize_params,
+            flow,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microsoft_scopes_follow_the_protocol_and_ask_for_offline_access() {
+        let imap = default_scopes(OAuthProvider::Microsoft, TokenUse::Imap);
+        assert_eq!(imap[0], "https://outlook.office.com/IMAP.AccessAsUser.All");
+        assert!(imap.contains(&"offline_access".to_owned()));
+        let pop = default_scopes(OAuthProvider::Microsoft, TokenUse::Pop3);
+        assert_eq!(pop[0], "https://outlook.office.com/POP.AccessAsUser.All");
+        let smtp = default_scopes(OAuthProvider::Microsoft, TokenUse::Smtp);
+        assert_eq!(smtp[0], "https://outlook.office.com/SMTP.Send");
+        let google = default_scopes(OAuthProvider::Google, TokenUse::Imap);
+        assert_eq!(google[0], "https://mail.google.com/");
+        assert!(!google.contains(&"offline_access".to_owned()));
+    }
+
+    #[test]
+    fn token_urls_must_be_https_except_to_loopback() {
+        assert!(url_ok("https://login.microsoftonline.com/x"));
+        assert!(url_ok("http://127.0.0.1:8080/token"));
+        assert!(url_ok("http://localhost/token"));
+        assert!(!url_ok("http://example.org/token"));
+        assert!(!url_ok("http://127.0.0.1.evil.example/token"));
+    }
+}
