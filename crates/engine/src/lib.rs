@@ -12,8 +12,10 @@
 mod build;
 mod report;
 mod run;
+pub mod tokens;
 
 pub use report::{AccountReport, ErrorReport, MessageProblem};
 pub use run::{Observer, RunOptions, run_once};
+pub use tokens::{TokenError, TokenKeeper};
 
 pub use mailferry_core::ErrorClass;

@@ -24,7 +24,7 @@ pub struct ErrorReport {
     /// The full chain of causes, `: `-separated.
     pub message: String,
     /// What the user can do about it.
-    pub hint: Option<&'static str>,
+    pub hint: Option<String>,
 }
 
 impl ErrorReport {
@@ -43,8 +43,15 @@ impl ErrorReport {
         Self {
             class: err.class(),
             message,
-            hint: err.hint(),
+            hint: err.hint().map(str::to_owned),
         }
+    }
+
+    /// Puts the account's or destination's name where a hint says `NAME`.
+    #[must_use]
+    pub fn naming(mut self, name: &str) -> Self {
+        self.hint = self.hint.map(|h| h.replace("NAME", name));
+        self
     }
 }
 

@@ -1,9 +1,7 @@
 //! `run_once`: every selected account, once, side by side.
 
 use mailferry_config::{AccountConfig, AfterDelivery, Config, Protocol};
-use mailferry_core::{
-    Classify, Destination, ErrorClass, ListedMessage, MessageKey, RawMessage, Source,
-};
+use mailferry_core::{Classify, ErrorClass, ListedMessage, MessageKey, RawMessage, Source};
 use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store, StoreError};
 use std::sync::Arc;
 
@@ -11,8 +9,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::build;
+use crate::build::{self, Delivery, DeliveryError};
 use crate::report::{AccountReport, ErrorReport, MessageProblem};
+use crate::tokens::TokenKeeper;
 
 /// A fetch batch holds at most this many messages...
 const BATCH_MESSAGES: usize = 64;
@@ -51,6 +50,7 @@ impl Observer for () {}
 pub async fn run_once(
     config: &Config,
     store: &Store,
+    tokens: &TokenKeeper,
     opts: &RunOptions,
     observer: &dyn Observer,
     cancel: &CancellationToken,
@@ -61,20 +61,20 @@ pub async fn run_once(
         .filter(|a| opts.account.as_ref().is_none_or(|n| *n == a.name));
     let runs = accounts.map(|account| {
         let span = info_span!("account", account = %account.name);
-        run_account(config, account, store, opts, observer, cancel).instrument(span)
+        run_account(config, account, store, tokens, opts, observer, cancel).instrument(span)
     });
     futures_util::future::join_all(runs).await
 }
 
 /// Why an account's run ended early.
-enum Stop {
+pub(crate) enum Stop {
     Source(ErrorReport),
-    Destination(mailferry_smtp::SmtpError),
+    Destination(DeliveryError),
     Store(StoreError),
 }
 
 impl Stop {
-    fn source<E: std::error::Error + Classify>(e: &E) -> Self {
+    pub(crate) fn source<E: std::error::Error + Classify>(e: &E) -> Self {
         Self::Source(ErrorReport::from_error(e))
     }
 
@@ -84,7 +84,7 @@ impl Stop {
             Self::Destination(e) => ErrorReport::from_error(e),
             Self::Store(e) => {
                 let mut r = ErrorReport::from_error(&StoreFailure(e));
-                r.hint = Some("check the state directory's disk space and permissions");
+                r.hint = Some("check the state directory's disk space and permissions".into());
                 r
             }
         }
@@ -106,6 +106,7 @@ async fn run_account(
     config: &Config,
     account: &AccountConfig,
     store: &Store,
+    tokens: &TokenKeeper,
     opts: &RunOptions,
     observer: &dyn Observer,
     cancel: &CancellationToken,
@@ -119,9 +120,19 @@ async fn run_account(
     } else {
         store.start_run(&account.name).await.ok()
     };
-    let outcome = pipeline(config, account, store, opts, observer, cancel, &mut report).await;
+    let outcome = pipeline(
+        config,
+        account,
+        store,
+        tokens,
+        opts,
+        observer,
+        cancel,
+        &mut report,
+    )
+    .await;
     if let Err(stop) = outcome {
-        let r = stop.report();
+        let r = stop.report().naming(&account.name);
         warn!(cause = %r.message, class = ?r.class, "run ended early");
         report.error = Some(r);
     }
@@ -141,22 +152,26 @@ async fn run_account(
     report
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn pipeline(
     config: &Config,
     account: &AccountConfig,
     store: &Store,
+    tokens: &TokenKeeper,
     opts: &RunOptions,
     observer: &dyn Observer,
     cancel: &CancellationToken,
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
     let dest_config = config.destination(&account.destination).ok_or_else(|| {
-        Stop::Destination(mailferry_smtp::SmtpError::Address {
+        Stop::Destination(DeliveryError::Smtp(mailferry_smtp::SmtpError::Address {
             what: "destination",
             value: account.destination.clone(),
-        })
+        }))
     })?;
-    let destination = build::destination(dest_config, &config.daemon).map_err(Stop::Destination)?;
+    let destination = build::destination(dest_config, &config.daemon, tokens)
+        .await
+        .map_err(Stop::Destination)?;
     let run = Run {
         account,
         store,
@@ -167,13 +182,13 @@ async fn pipeline(
         cancel,
     };
     let result = match account.protocol {
-        Protocol::Imap => match build::connect_imap(account, &config.daemon).await {
+        Protocol::Imap => match build::connect_imap(account, &config.daemon, tokens).await {
             Ok(source) => gather_all(&run, source, report).await,
-            Err(e) => Err(Stop::source(&e)),
+            Err(e) => Err(e),
         },
-        Protocol::Pop3 => match build::connect_pop3(account, &config.daemon).await {
+        Protocol::Pop3 => match build::connect_pop3(account, &config.daemon, tokens).await {
             Ok(source) => gather_all(&run, source, report).await,
-            Err(e) => Err(Stop::source(&e)),
+            Err(e) => Err(e),
         },
     };
     destination.close().await;
@@ -184,7 +199,7 @@ async fn pipeline(
 struct Run<'a> {
     account: &'a AccountConfig,
     store: &'a Store,
-    destination: &'a mailferry_smtp::SmtpDestination,
+    destination: &'a Delivery<'a>,
     destination_name: &'a str,
     opts: &'a RunOptions,
     observer: &'a dyn Observer,
@@ -347,7 +362,7 @@ async fn transfer<S: Source>(
 async fn deliver_one(
     key: &LedgerKey,
     message: &RawMessage,
-    destination: &mailferry_smtp::SmtpDestination,
+    destination: &Delivery<'_>,
     destination_name: &str,
     store: &Store,
     report: &mut AccountReport,

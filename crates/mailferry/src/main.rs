@@ -10,10 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailferry_config::Config;
-use mailferry_engine::{AccountReport, Observer, RunOptions};
+use mailferry_engine::{AccountReport, Observer, RunOptions, TokenKeeper};
 use mailferry_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+mod auth;
 
 /// Gathers mail from your other mailboxes into the one you read.
 #[derive(Debug, Parser)]
@@ -47,6 +49,21 @@ enum Command {
     },
     /// Check the configuration file and exit.
     CheckConfig,
+    /// Sign in an account or destination that uses OAuth2, once; the tokens are stored and
+    /// refreshed from then on. Works while the service runs.
+    Auth {
+        /// The account's or destination's name.
+        name: String,
+        /// Browser flow without the loopback listener: paste the URL the browser ends on.
+        #[arg(long, conflicts_with = "device")]
+        paste: bool,
+        /// Use the browser flow (authorization code with PKCE and a loopback redirect).
+        #[arg(long, conflicts_with = "device")]
+        browser: bool,
+        /// Use the device code flow.
+        #[arg(long)]
+        device: bool,
+    },
 }
 
 /// Exit codes: 0 all good, 1 something failed (details printed), 2 bad configuration.
@@ -132,6 +149,20 @@ fn init_logging(service: bool) {
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    if let Command::Auth {
+        name,
+        paste,
+        browser,
+        device,
+    } = &command
+    {
+        let flags = auth::Flags {
+            paste: *paste,
+            browser: *browser,
+            device: *device,
+        };
+        return auth::run(&config, name, flags).await;
+    }
     let store = Store::open(&config.daemon.state_dir)
         .await
         .with_context(|| {
@@ -140,30 +171,46 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 config.daemon.state_dir.display()
             )
         })?;
+    let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
     let code = match command {
         Command::Once { account, dry_run } => {
-            once(&config, &store, RunOptions { account, dry_run }, &cancel).await
+            if !dry_run {
+                keepalive(&config, &tokens).await;
+            }
+            let opts = RunOptions { account, dry_run };
+            once(&config, &store, &tokens, opts, &cancel).await
         }
         Command::Run => {
-            service(&config, &store, &cancel).await;
+            service(&config, &store, &tokens, &cancel).await;
             ExitCode::SUCCESS
         }
-        Command::CheckConfig => ExitCode::SUCCESS,
+        Command::CheckConfig | Command::Auth { .. } => ExitCode::SUCCESS,
     };
     store.close().await;
     Ok(code)
 }
 
+/// Refreshes refresh tokens that have been idle for weeks, so that they do not expire.
+async fn keepalive(config: &Config, tokens: &TokenKeeper) {
+    let now = mailferry_oauth::now();
+    for (owner, result) in tokens.keepalive(config, now).await {
+        if let Err(e) = result {
+            warn!(owner, cause = %e, "cannot keep the sign-in alive");
+        }
+    }
+}
+
 async fn once(
     config: &Config,
     store: &Store,
+    tokens: &TokenKeeper,
     opts: RunOptions,
     cancel: &CancellationToken,
 ) -> ExitCode {
     let bar = Progress::new();
-    let reports = mailferry_engine::run_once(config, store, &opts, &bar, cancel).await;
+    let reports = mailferry_engine::run_once(config, store, tokens, &opts, &bar, cancel).await;
     bar.finish();
     for r in &reports {
         print_report(r, opts.dry_run);
@@ -209,7 +256,7 @@ fn print_report(r: &AccountReport, dry_run: bool) {
     }
     if let Some(e) = &r.error {
         println!("  error: account {:?}: {}", r.account, e.message);
-        if let Some(h) = e.hint {
+        if let Some(h) = &e.hint {
             println!("  hint: {h}");
         }
     }
@@ -217,15 +264,24 @@ fn print_report(r: &AccountReport, dry_run: bool) {
 
 /// A minimal service loop: every account on its own timer, until SIGTERM or SIGINT.
 /// A failing account is retried at its next tick and never delays the others.
-async fn service(config: &Config, store: &Store, cancel: &CancellationToken) {
+async fn service(config: &Config, store: &Store, tokens: &TokenKeeper, cancel: &CancellationToken) {
     info!(accounts = config.accounts.len(), "mailferry started");
+    let keep_alive = async {
+        loop {
+            keepalive(config, tokens).await;
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(6 * 3600)) => {}
+            }
+        }
+    };
     let tasks = config.accounts.iter().map(|account| async move {
         let opts = RunOptions { account: Some(account.name.clone()), dry_run: false };
         loop {
-            let reports = mailferry_engine::run_once(config, store, &opts, &(), cancel).await;
+            let reports = mailferry_engine::run_once(config, store, tokens, &opts, &(), cancel).await;
             for r in &reports {
                 if let Some(e) = &r.error {
-                    warn!(account = %r.account, cause = %e.message, hint = e.hint.unwrap_or(""), "run failed");
+                    warn!(account = %r.account, cause = %e.message, hint = e.hint.as_deref().unwrap_or(""), "run failed");
                 }
             }
             let wait = account.interval + jitter(account.interval / 10);
@@ -235,7 +291,7 @@ async fn service(config: &Config, store: &Store, cancel: &CancellationToken) {
             }
         }
     });
-    futures_util::future::join_all(tasks).await;
+    tokio::join!(futures_util::future::join_all(tasks), keep_alive);
     info!("mailferry stopped");
 }
 

@@ -29,8 +29,8 @@ pub struct SmtpOptions {
     pub tls: SmtpTls,
     /// Extra CA certificates (PEM) to trust.
     pub ca_pem: Option<Vec<u8>>,
-    /// `AUTH` user name and password.
-    pub credentials: Option<(String, String)>,
+    /// How to `AUTH`, if at all.
+    pub login: Option<SmtpLogin>,
     /// Envelope recipients.
     pub envelope_to: Vec<String>,
     /// Fixed envelope sender; `None` takes it from each message.
@@ -49,9 +49,36 @@ impl std::fmt::Debug for SmtpOptions {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls)
-            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .field(
+                "user",
+                &self.login.as_ref().map(|l| match l {
+                    SmtpLogin::Password { username, .. } | SmtpLogin::XOAuth2 { username, .. } => {
+                        username
+                    }
+                }),
+            )
             .finish_non_exhaustive()
     }
+}
+
+/// How to log in to the SMTP server.
+#[derive(Clone)]
+pub enum SmtpLogin {
+    /// AUTH PLAIN (or LOGIN).
+    Password {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// AUTH XOAUTH2 with an OAuth2 access token; [`SmtpDestination::set_token`] replaces
+    /// it after a refresh, and the next connection uses the new one.
+    XOAuth2 {
+        /// User name (the mailbox's address).
+        username: String,
+        /// The access token.
+        token: String,
+    },
 }
 
 /// Delivers messages over one SMTP connection at a time, opened lazily and reused.
@@ -61,6 +88,8 @@ pub struct SmtpDestination {
     from: Option<Address>,
     hello: ClientId,
     starttls: Option<TlsParameters>,
+    /// The login, replaceable between connections (a refreshed OAuth2 token).
+    login: std::sync::Mutex<Option<SmtpLogin>>,
     conn: Mutex<Option<AsyncSmtpConnection>>,
 }
 
@@ -123,7 +152,9 @@ impl SmtpDestination {
             }
         };
         let hello = ClientId::Domain(opts.hello_name.clone().unwrap_or_else(local_hostname));
+        let login = std::sync::Mutex::new(opts.login.clone());
         Ok(Self {
+            login,
             opts,
             to,
             from,
@@ -168,27 +199,47 @@ impl SmtpDestination {
             .await?
             .map_err(connect_err)?;
         }
-        if let Some((user, password)) = &o.credentials {
-            let creds = Credentials::new(user.clone(), password.clone());
-            within(
-                "AUTH",
-                o.io_timeout,
-                conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds),
-            )
-            .await?
-            .map_err(|e| {
-                if e.is_permanent() {
-                    SmtpError::Auth(e)
-                } else {
-                    SmtpError::Session {
-                        step: "AUTH",
-                        source: e,
-                    }
+        let login = self
+            .login
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(login) = login {
+            let (creds, mechanisms): (_, &[Mechanism]) = match login {
+                SmtpLogin::Password { username, password } => (
+                    Credentials::new(username, password),
+                    &[Mechanism::Plain, Mechanism::Login],
+                ),
+                SmtpLogin::XOAuth2 { username, token } => {
+                    (Credentials::new(username, token), &[Mechanism::Xoauth2])
                 }
-            })?;
+            };
+            within("AUTH", o.io_timeout, conn.auth(mechanisms, &creds))
+                .await?
+                .map_err(|e| {
+                    if e.is_permanent() {
+                        SmtpError::Auth(e)
+                    } else {
+                        SmtpError::Session {
+                            step: "AUTH",
+                            source: e,
+                        }
+                    }
+                })?;
         }
         debug!(server = %server(o), tls = ?o.tls, "SMTP session ready");
         Ok(conn)
+    }
+
+    /// Replaces the OAuth2 access token used by the next connection (after a refresh).
+    pub fn set_token(&self, new: &str) {
+        let mut login = self
+            .login
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(SmtpLogin::XOAuth2 { token, .. }) = login.as_mut() {
+            new.clone_into(token);
+        }
     }
 
     /// Ends the session politely, if one is open.

@@ -1,0 +1,351 @@
+//! Access tokens for logins: reused while fresh, refreshed ahead of expiry, refreshed once
+//! more when a server refuses one early, rotated refresh tokens committed before use, and
+//! one refresh at a time per owner (accounts delivering to one destination share its token).
+//!
+//! A refresh token the provider declares dead parks its owner: the store remembers why, and
+//! every later login fails at once, without a request to the provider, until
+//! `mailferry auth NAME` stores a new sign-in (the daemon picks it up at its next tick).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailferry_config::{Config, OAuthProvider, OAuthSettings, SmtpAuth, SourceAuth};
+use mailferry_core::{Classify, ErrorClass, Secret};
+use mailferry_oauth::{OAuth, OAuthError, Provider, ProviderKind, TokenSet};
+use mailferry_store::{IssuedTokens, Store, StoreError};
+use tracing::{debug, info, warn};
+
+/// An access token expiring sooner than this is refreshed before it is used: a login or a
+/// message upload must not start with a token about to lapse.
+pub const REFRESH_MARGIN: i64 = 5 * 60;
+
+/// Refresh tokens are refreshed at least this often, mail or not: Microsoft's die after
+/// 90 days unused.
+pub const KEEPALIVE_AFTER: i64 = 30 * 24 * 3600;
+
+/// The store key of an account's tokens.
+#[must_use]
+pub fn account_owner(name: &str) -> String {
+    format!("account:{name}")
+}
+
+/// The store key of a destination's tokens.
+#[must_use]
+pub fn destination_owner(name: &str) -> String {
+    format!("destination:{name}")
+}
+
+/// Every OAuth2 registration in `config`, with the owner key its tokens are stored under.
+#[must_use]
+pub fn oauth_owners(config: &Config) -> Vec<(String, &OAuthSettings)> {
+    let accounts = config.accounts.iter().filter_map(|a| match &a.auth {
+        SourceAuth::OAuth2(s) => Some((account_owner(&a.name), s)),
+        _ => None,
+    });
+    let destinations = config.destinations.iter().filter_map(|d| match &d.kind {
+        mailferry_config::DestinationKind::Smtp(s) => match &s.auth {
+            SmtpAuth::OAuth2 { settings, .. } => Some((destination_owner(&d.name), settings)),
+            _ => None,
+        },
+    });
+    accounts.chain(destinations).collect()
+}
+
+/// The sign-in server's view of a registration.
+#[must_use]
+pub fn provider(s: &OAuthSettings) -> Provider {
+    Provider {
+        kind: match s.provider {
+            OAuthProvider::Microsoft => ProviderKind::Microsoft,
+            OAuthProvider::Google => ProviderKind::Google,
+            OAuthProvider::Custom => ProviderKind::Custom,
+        },
+        client_id: s.client_id.clone(),
+        client_secret: s.client_secret.clone(),
+        authorize_url: s.authorize_url.clone(),
+        token_url: s.token_url.clone(),
+        device_url: s.device_url.clone(),
+        scopes: s.scopes.clone(),
+        authorize_params: s.authorize_params.clone(),
+    }
+}
+
+/// Why no access token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// `mailferry auth` never ran for this owner.
+    #[error("not signed in yet")]
+    NotSignedIn,
+    /// The stored sign-in belongs to another app registration than the configured one.
+    #[error(
+        "the stored sign-in was made with client id {stored}, but the configuration now says {configured}"
+    )]
+    ClientChanged {
+        /// Client id of the stored tokens.
+        stored: String,
+        /// Client id in the configuration.
+        configured: String,
+    },
+    /// The refresh token died earlier; waiting for a new sign-in.
+    #[error("parked until signed in again: {0}")]
+    Parked(String),
+    /// The sign-in server failed or refused.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    /// The state database failed.
+    #[error("cannot read or store tokens")]
+    Store(#[from] StoreError),
+}
+
+impl Classify for TokenError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotSignedIn | Self::ClientChanged { .. } | Self::Parked(_) => ErrorClass::Auth,
+            Self::OAuth(e) => e.class(),
+            Self::Store(_) => ErrorClass::Transient,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::NotSignedIn | Self::ClientChanged { .. } => {
+                Some("sign in once with `mailferry auth NAME`")
+            }
+            Self::Parked(_) => Some(
+                "sign in again with `mailferry auth NAME`; until then this account is skipped without contacting the provider",
+            ),
+            Self::OAuth(e) => e.hint(),
+            Self::Store(_) => Some("check the state directory's disk space and permissions"),
+        }
+    }
+}
+
+/// Hands out access tokens. One per process; cheap to share by reference.
+#[derive(Debug)]
+pub struct TokenKeeper {
+    store: Store,
+    oauth: OAuth,
+    /// One lock per owner: a refresh happens once, the others wait and reuse it.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl TokenKeeper {
+    /// A keeper over `store`, talking to token endpoints within `timeout`.
+    ///
+    /// # Errors
+    /// When the HTTPS client cannot be set up.
+    pub fn new(store: Store, timeout: Duration) -> Result<Self, OAuthError> {
+        Ok(Self {
+            store,
+            oauth: OAuth::new(timeout)?,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The sign-in client (for `mailferry auth` and `check`).
+    #[must_use]
+    pub fn oauth(&self) -> &OAuth {
+        &self.oauth
+    }
+
+    fn lock_of(&self, owner: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(owner.to_owned()).or_default())
+    }
+
+    /// A usable access token for `owner`: the stored one while it has more than
+    /// [`REFRESH_MARGIN`] left, else a refreshed one.
+    ///
+    /// # Errors
+    /// See [`TokenError`]; a dead refresh token also parks `owner`.
+    pub async fn access_token(
+        &self,
+        owner: &str,
+        settings: &OAuthSettings,
+    ) -> Result<Secret, TokenError> {
+        self.get(owner, settings, None).await
+    }
+
+    /// A server refused `rejected` although it looked fresh (revoked, or the clocks
+    /// disagree): a new access token, unless another task already got one meanwhile.
+    ///
+    /// # Errors
+    /// As [`TokenKeeper::access_token`].
+    pub async fn after_rejection(
+        &self,
+        owner: &str,
+        settings: &OAuthSettings,
+        rejected: &Secret,
+    ) -> Result<Secret, TokenError> {
+        self.get(owner, settings, Some(rejected)).await
+    }
+
+    async fn get(
+        &self,
+        owner: &str,
+        settings: &OAuthSettings,
+        rejected: Option<&Secret>,
+    ) -> Result<Secret, TokenError> {
+        let lock = self.lock_of(owner);
+        let _guard = lock.lock().await;
+        let row = self
+            .store
+            .token(owner)
+            .await?
+            .ok_or(TokenError::NotSignedIn)?;
+        if let Some(reason) = row.parked {
+            return Err(TokenError::Parked(reason));
+        }
+        if row.client_id != settings.client_id {
+            return Err(TokenError::ClientChanged {
+                stored: row.client_id,
+                configured: settings.client_id.clone(),
+            });
+        }
+        if let Some(access) = row.access_token
+            && row.expires_at - mailferry_oauth::now() > REFRESH_MARGIN
+            && rejected != Some(&access)
+        {
+            return Ok(access);
+        }
+        self.refresh(owner, settings, &row.refresh_token).await
+    }
+
+    /// Refreshes with `refresh_token` and commits the result before returning it. Call with
+    /// the owner's lock held.
+    async fn refresh(
+        &self,
+        owner: &str,
+        settings: &OAuthSettings,
+        refresh_token: &Secret,
+    ) -> Result<Secret, TokenError> {
+        debug!(owner, "refreshing the access token");
+        match self.oauth.refresh(&provider(settings), refresh_token).await {
+            Ok(set) => {
+                let rotated = set.refresh_token.as_ref() != Some(refresh_token);
+                let stored = self
+                    .store
+                    .save_refresh(owner, refresh_token, issued(&set, refresh_token))
+                    .await?;
+                if !stored {
+                    // A new sign-in replaced the token we refreshed; use that one.
+                    info!(owner, "a new sign-in arrived during a refresh; using it");
+                    return Box::pin(self.get_unlocked(owner, settings)).await;
+                }
+                debug!(
+                    owner,
+                    rotated,
+                    expires_at = set.expires_at,
+                    "access token refreshed"
+                );
+                Ok(set.access_token)
+            }
+            Err(e) if e.needs_sign_in() => {
+                warn!(owner, cause = %e, "the refresh token is dead; parking until `mailferry auth`");
+                self.store
+                    .park_token(owner, refresh_token, &e.to_string())
+                    .await?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`TokenKeeper::get`] for a caller that already holds the owner's lock.
+    async fn get_unlocked(
+        &self,
+        owner: &str,
+        settings: &OAuthSettings,
+    ) -> Result<Secret, TokenError> {
+        let row = self
+            .store
+            .token(owner)
+            .await?
+            .ok_or(TokenError::NotSignedIn)?;
+        if let Some(reason) = row.parked {
+            return Err(TokenError::Parked(reason));
+        }
+        match row.access_token {
+            Some(a) if row.expires_at - mailferry_oauth::now() > REFRESH_MARGIN => Ok(a),
+            _ => self.refresh(owner, settings, &row.refresh_token).await,
+        }
+    }
+
+    /// Refreshes every configured token not refreshed for [`KEEPALIVE_AFTER`] (as of
+    /// `now`), so that refresh tokens of idle accounts and destinations do not expire.
+    /// Parked and never signed-in owners are left alone. Returns what it did per owner.
+    pub async fn keepalive(
+        &self,
+        config: &Config,
+        now: i64,
+    ) -> Vec<(String, Result<(), TokenError>)> {
+        let mut done = Vec::new();
+        for (owner, settings) in oauth_owners(config) {
+            let lock = self.lock_of(&owner);
+            let _guard = lock.lock().await;
+            let row = match self.store.token(&owner).await {
+                Ok(Some(row)) => row,
+                Ok(None) => continue,
+                Err(e) => {
+                    done.push((owner, Err(e.into())));
+                    continue;
+                }
+            };
+            if row.parked.is_some()
+                || row.client_id != settings.client_id
+                || now - row.refreshed_at < KEEPALIVE_AFTER
+            {
+                continue;
+            }
+            info!(owner, "refreshing an idle refresh token to keep it alive");
+            let result = self
+                .refresh(&owner, settings, &row.refresh_token)
+                .await
+                .map(drop);
+            done.push((owner, result));
+        }
+        done
+    }
+}
+
+/// The store's view of a token response. Without a new refresh token the old one stays.
+fn issued<'a>(set: &'a TokenSet, previous: &'a Secret) -> IssuedTokens<'a> {
+    IssuedTokens {
+        access_token: set.access_token.expose(),
+        refresh_token: set.refresh_token.as_ref().unwrap_or(previous).expose(),
+        expires_at: set.expires_at,
+        scopes: &set.scopes,
+        subject: set.subject.as_deref(),
+    }
+}
+
+/// Stores a completed sign-in for `owner`.
+///
+/// # Errors
+/// When the response has no refresh token or the store fails.
+pub async fn save_sign_in(
+    store: &Store,
+    owner: &str,
+    settings: &OAuthSettings,
+    set: &TokenSet,
+) -> Result<(), TokenError> {
+    let refresh = set
+        .refresh_token
+        .as_ref()
+        .ok_or(OAuthError::NoRefreshToken {
+            why: "the provider sent none",
+        })?;
+    store
+        .save_sign_in(
+            owner,
+            &settings.client_id,
+            &settings.token_url,
+            issued(set, refresh),
+        )
+        .await?;
+    Ok(())
+}
