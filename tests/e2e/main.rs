@@ -7,6 +7,7 @@ mod config_errors;
 mod crash;
 mod imap_oauth2;
 mod imap_to_smtp;
+mod oauth;
 mod odd_mail;
 mod pop3;
 mod service;

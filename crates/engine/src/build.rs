@@ -10,6 +10,7 @@ use mailferry_pop3::{Pop3Error, Pop3Source};
 use mailferry_smtp::{SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
 use tracing::info;
 
+use crate::report::ErrorReport;
 use crate::run::Stop;
 use crate::tokens::{TokenError, TokenKeeper, account_owner, destination_owner};
 
@@ -39,6 +40,9 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
         .map_err(|e| format!("cannot read the access-token-file {}: {e}", path.display()))
 }
 
+/// What to check when a server refuses an access token that was just issued.
+const OAUTH_LOGIN_REFUSED: &str = "the server refused a freshly issued access token: check that username is the mailbox you signed in as, that the scopes cover this protocol, and that IMAP/POP access is enabled in the mailbox's settings (Outlook.com: Settings > Mail > Forwarding and IMAP)";
+
 /// Logs in with an OAuth2 access token from `tokens`; when the server refuses a token that
 /// looked fresh, gets a new one and tries once more.
 async fn with_token<T, E, F, Fut>(
@@ -63,7 +67,13 @@ where
                 .after_rejection(owner, settings, &token)
                 .await
                 .map_err(|e| Stop::source(&e))?;
-            login(fresh).await.map_err(|e| Stop::source(&e))
+            login(fresh).await.map_err(|e| {
+                let mut report = ErrorReport::from_error(&e);
+                if e.class() == ErrorClass::Auth {
+                    report.hint = Some(OAUTH_LOGIN_REFUSED.into());
+                }
+                Stop::Source(report)
+            })
         }
         other => other.map_err(|e| Stop::source(&e)),
     }
@@ -163,6 +173,7 @@ pub(crate) async fn connect_pop3(
 
 /// A destination, with what it needs to renew its OAuth2 token.
 pub(crate) struct Delivery<'a> {
+    name: String,
     smtp: SmtpDestination,
     /// Owner, registration, and the token the current login uses.
     oauth: Option<(String, &'a OAuthSettings, std::sync::Mutex<Secret>)>,
@@ -186,7 +197,11 @@ impl Delivery<'_> {
                 let fresh = self
                     .tokens
                     .after_rejection(owner, settings, &rejected)
-                    .await?;
+                    .await
+                    .map_err(|source| DeliveryError::Token {
+                        destination: self.name.clone(),
+                        source,
+                    })?;
                 self.smtp.set_token(fresh.expose());
                 *current
                     .lock()
@@ -207,29 +222,33 @@ impl Delivery<'_> {
 pub(crate) enum DeliveryError {
     #[error(transparent)]
     Smtp(#[from] SmtpError),
-    #[error(transparent)]
-    Token(#[from] TokenError),
+    #[error("destination {destination:?}: {source}")]
+    Token {
+        destination: String,
+        #[source]
+        source: TokenError,
+    },
 }
 
 impl Classify for DeliveryError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Smtp(e) => e.class(),
-            Self::Token(e) => e.class(),
+            Self::Token { source, .. } => source.class(),
         }
     }
 
     fn hint(&self) -> Option<&'static str> {
         match self {
             Self::Smtp(e) => e.hint(),
-            Self::Token(e) => e.hint(),
+            Self::Token { source, .. } => source.hint(),
         }
     }
 
     fn may_have_arrived(&self) -> bool {
         match self {
             Self::Smtp(e) => e.may_have_arrived(),
-            Self::Token(_) => false,
+            Self::Token { .. } => false,
         }
     }
 }
@@ -251,7 +270,13 @@ pub(crate) async fn destination<'a>(
         ),
         SmtpAuth::OAuth2 { username, settings } => {
             let owner = destination_owner(&dest.name);
-            let token = tokens.access_token(&owner, settings).await?;
+            let token = tokens
+                .access_token(&owner, settings)
+                .await
+                .map_err(|source| DeliveryError::Token {
+                    destination: dest.name.clone(),
+                    source,
+                })?;
             (
                 Some(SmtpLogin::XOAuth2 {
                     username: username.clone(),
@@ -277,6 +302,7 @@ pub(crate) async fn destination<'a>(
         io_timeout: daemon.io_timeout,
     })?;
     Ok(Delivery {
+        name: dest.name.clone(),
         smtp,
         oauth,
         tokens,

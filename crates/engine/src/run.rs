@@ -81,6 +81,9 @@ impl Stop {
     fn report(&self) -> ErrorReport {
         match self {
             Self::Source(r) => r.clone(),
+            Self::Destination(e @ DeliveryError::Token { destination, .. }) => {
+                ErrorReport::from_error(e).naming(destination)
+            }
             Self::Destination(e) => ErrorReport::from_error(e),
             Self::Store(e) => {
                 let mut r = ErrorReport::from_error(&StoreFailure(e));

@@ -244,7 +244,7 @@ impl TokenKeeper {
                 );
                 Ok(set.access_token)
             }
-            Err(e) if e.needs_sign_in() => {
+            Err(e) if e.token_dead() => {
                 warn!(owner, cause = %e, "the refresh token is dead; parking until `mailferry auth`");
                 self.store
                     .park_token(owner, refresh_token, &e.to_string())

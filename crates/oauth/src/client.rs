@@ -130,7 +130,7 @@ impl OAuth {
             .headers()
             .get(http::header::DATE)
             .and_then(|d| d.to_str().ok())
-            .and_then(|d| httpdate(d));
+            .and_then(httpdate);
         if let (Some(date), Ok(mut skew)) = (date, self.skew.lock()) {
             *skew = Some(now() - date);
         }
@@ -246,7 +246,7 @@ impl OAuth {
     /// the result holds the new one; otherwise it holds `refresh_token` again.
     ///
     /// # Errors
-    /// [`OAuthError::needs_sign_in`] tells a dead refresh token from a passing failure.
+    /// [`OAuthError::token_dead`] tells a dead refresh token from a passing failure.
     pub async fn refresh(
         &self,
         p: &Provider,

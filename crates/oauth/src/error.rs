@@ -140,13 +140,18 @@ impl OAuthError {
         }
     }
 
-    /// Whether this refresh token is dead for good: the account must be parked until the
-    /// user signs in again.
+    /// Whether this refresh token is dead for good (expired, revoked, consent withdrawn):
+    /// its owner must be parked until the user signs in again. A registration problem or
+    /// a wrong clock is not: fixing those revives the same token.
     #[must_use]
-    pub fn needs_sign_in(&self) -> bool {
+    pub fn token_dead(&self) -> bool {
         matches!(
-            self.refusal(),
-            Some(Refusal::Expired | Refusal::Consent | Refusal::Registration | Refusal::Scope)
+            self,
+            Self::Refused {
+                refusal: Refusal::Expired | Refusal::Consent,
+                skew: None,
+                ..
+            }
         )
     }
 }
@@ -154,10 +159,13 @@ impl OAuthError {
 impl Classify for OAuthError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Refused { .. } if self.needs_sign_in() => ErrorClass::Auth,
-            Self::Refused { .. } | Self::Unreachable { .. } | Self::BadReply(_) => {
-                ErrorClass::Transient
-            }
+            Self::Refused { refusal, .. } => match refusal {
+                Refusal::Unavailable | Refusal::Other => ErrorClass::Transient,
+                Refusal::Expired | Refusal::Consent | Refusal::Registration | Refusal::Scope => {
+                    ErrorClass::Auth
+                }
+            },
+            Self::Unreachable { .. } | Self::BadReply(_) => ErrorClass::Transient,
             Self::NoRefreshToken { .. }
             | Self::DeviceExpired
             | Self::Declined(_)
@@ -207,5 +215,106 @@ impl Classify for OAuthError {
             }
             (Refusal::Unavailable | Refusal::Other, _) => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(error: &str, description: &str, skew: Option<i64>) -> OAuthError {
+        OAuthError::Refused {
+            provider: ProviderKind::Microsoft,
+            error: error.into(),
+            description: Some(description.into()),
+            refusal: Refusal::of(error, Some(description)),
+            skew,
+        }
+    }
+
+    #[test]
+    fn refusals_are_sorted_by_code_and_aadsts_number() {
+        for (error, description, want) in [
+            (
+                "invalid_grant",
+                "AADSTS700082: The refresh token has expired due to inactivity.",
+                Refusal::Expired,
+            ),
+            (
+                "invalid_grant",
+                "AADSTS65001: The user or administrator has not consented.",
+                Refusal::Consent,
+            ),
+            (
+                "invalid_client",
+                "AADSTS7000218: The request body must contain 'client_secret'.",
+                Refusal::Registration,
+            ),
+            (
+                "unauthorized_client",
+                "AADSTS7000112: Application is disabled.",
+                Refusal::Registration,
+            ),
+            (
+                "invalid_request",
+                "AADSTS700016: Application with identifier 'x' was not found.",
+                Refusal::Registration,
+            ),
+            (
+                "invalid_grant",
+                "Token has been expired or revoked.",
+                Refusal::Expired,
+            ),
+            ("invalid_scope", "bad scope", Refusal::Scope),
+            ("temporarily_unavailable", "", Refusal::Unavailable),
+            ("weird", "", Refusal::Other),
+        ] {
+            assert_eq!(Refusal::of(error, Some(description)), want, "{description}");
+        }
+    }
+
+    #[test]
+    fn only_dead_tokens_park_and_skew_is_named_first() {
+        let expired = refused("invalid_grant", "AADSTS700082: expired", None);
+        assert!(expired.token_dead());
+        assert_eq!(expired.class(), ErrorClass::Auth);
+        assert!(
+            expired
+                .hint()
+                .is_some_and(|h| h.contains("mailferry auth NAME"))
+        );
+        let registration = refused("invalid_client", "AADSTS7000218: no secret", None);
+        assert!(!registration.token_dead());
+        assert_eq!(registration.class(), ErrorClass::Auth);
+        assert!(
+            registration
+                .hint()
+                .is_some_and(|h| h.contains("Allow public client flows"))
+        );
+        let skewed = refused("invalid_grant", "AADSTS700082: expired", Some(-900));
+        assert!(!skewed.token_dead(), "a wrong clock must not park");
+        assert!(
+            skewed
+                .to_string()
+                .ends_with("clock is 900 s behind the sign-in server's")
+        );
+        assert!(skewed.hint().is_some_and(|h| h.contains("clock")));
+        let busy = refused("temporarily_unavailable", "try later", None);
+        assert_eq!(busy.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn google_expiry_mentions_testing_mode() {
+        let e = OAuthError::Refused {
+            provider: ProviderKind::Google,
+            error: "invalid_grant".into(),
+            description: Some("Token has been expired or revoked.".into()),
+            refusal: Refusal::Expired,
+            skew: None,
+        };
+        assert!(
+            e.hint()
+                .is_some_and(|h| h.contains("7 days") && h.contains("Testing"))
+        );
     }
 }

@@ -11,14 +11,21 @@ never probes for a free port. Behaviour for tests is chosen by a header in the m
   X-Test-Smtp: slow       the reply to DATA comes after --slow-seconds
 
 With --auth-user/--auth-password, AUTH (PLAIN, LOGIN; after STARTTLS) is required.
+With --xoauth2-tokeninfo URL, AUTH XOAUTH2 alone is offered and required; the bearer token
+is checked at URL (the fake IdP's tokeninfo), like Dovecot's oauth2 passdb does.
 
 Command-line:  smtp_receiver.py OUT_DIR [--tls-cert F --tls-key F] [--slow-seconds S]
                                         [--auth-user U --auth-password P]
+                                        [--xoauth2-tokeninfo URL]
 """
 
 import argparse
 import asyncio
+import base64
 import json
+import urllib.error
+import urllib.parse
+import urllib.request
 import os
 import re
 import ssl
@@ -33,6 +40,31 @@ class Handler:
         self.slow_seconds = slow_seconds
         self.count = 0
         self.tempfailed = set()
+
+    tokeninfo = None
+
+    async def auth_XOAUTH2(self, server, args):
+        """RFC-less but documented by Google and Microsoft: base64 of
+        "user=U\x01auth=Bearer T\x01\x01" as the initial response."""
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        try:
+            fields = base64.b64decode(args[1]).decode().split("\x01")
+            user = next(f[5:] for f in fields if f.startswith("user="))
+            token = next(f[len("auth=Bearer "):] for f in fields if f.startswith("auth=Bearer "))
+        except Exception:
+            return AuthResult(success=False, handled=False)
+        url = self.tokeninfo + urllib.parse.quote(token)
+        loop = asyncio.get_running_loop()
+
+        def check():
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return json.load(r).get("email") == user
+            except urllib.error.URLError:
+                return False
+        ok = await loop.run_in_executor(None, check)
+        return AuthResult(success=ok, handled=False, auth_data=user)
 
     async def handle_DATA(self, server, session, envelope):
         raw = envelope.original_content or b""
@@ -68,6 +100,7 @@ async def main():
     p.add_argument("--slow-seconds", type=float, default=5.0)
     p.add_argument("--auth-user")
     p.add_argument("--auth-password")
+    p.add_argument("--xoauth2-tokeninfo")
     a = p.parse_args()
     ctx = None
     if a.tls_cert:
@@ -84,6 +117,11 @@ async def main():
                   and auth_data.password == a.auth_password.encode())
             return AuthResult(success=ok, handled=False)
         kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+    if a.xoauth2_tokeninfo:
+        handler.tokeninfo = a.xoauth2_tokeninfo
+        kwargs.update(authenticator=lambda *args: AuthResult(success=False, handled=False),
+                      auth_required=True, auth_require_tls=True,
+                      auth_exclude_mechanism=["LOGIN", "PLAIN"])
     server = await loop.create_server(lambda: SMTP(handler, **kwargs), host="127.0.0.1", port=0)
     port = server.sockets[0].getsockname()[1]
     print("PORT %d" % port, flush=True)

@@ -106,6 +106,8 @@ pub struct Dovecot {
     pub idp: FakeIdp,
     uid: u32,
     gid: u32,
+    /// The SASL mechanisms offered.
+    mechanisms: String,
 }
 
 impl std::fmt::Debug for Dovecot {
@@ -159,6 +161,7 @@ impl Dovecot {
             idp,
             uid,
             gid,
+            mechanisms: "plain login xoauth2 oauthbearer".into(),
         };
         d.chown_tree(&home);
         let mut last_log = String::new();
@@ -204,7 +207,7 @@ ssl_cert = <{d}/server-chain.pem
 ssl_key = <{d}/server.key
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login xoauth2 oauthbearer
+auth_mechanisms = {mechanisms}
 auth_cache_size = 0
 auth_failure_delay = 0
 mail_location = maildir:~/Maildir
@@ -268,6 +271,7 @@ service stats {{
             imaps = self.imaps_port,
             pop3 = self.pop3_port,
             pop3s = self.pop3s_port,
+            mechanisms = self.mechanisms,
         );
         let oauth2 = format!(
             "tokeninfo_url = http://127.0.0.1:{}/tokeninfo?access_token=\nusername_attribute = email\nactive_attribute = active\nactive_value = true\n",
@@ -382,6 +386,22 @@ service stats {{
         }
     }
 
+    /// Offers only `mechanisms` (e.g. `"plain login xoauth2"`, like Outlook.com) from now
+    /// on: rewrites the configuration and reloads the running instance.
+    pub fn offer_mechanisms(&mut self, mechanisms: &str) {
+        mechanisms.clone_into(&mut self.mechanisms);
+        self.write_config();
+        let pid_file = self.dir.path().join("run").join("master.pid");
+        let pid = std::fs::read_to_string(pid_file).expect("master.pid");
+        let ok = Command::new("kill")
+            .args(["-HUP", pid.trim()])
+            .status()
+            .expect("kill -HUP");
+        assert!(ok.success(), "cannot reload dovecot");
+        // The reload replaces the auth and login processes; give it a moment.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
     fn stop(&self) {
         let pid_file = self.dir.path().join("run").join("master.pid");
         if let Ok(pid) = std::fs::read_to_string(&pid_file) {
@@ -460,10 +480,11 @@ fn spawn_python(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
     (child, port)
 }
 
-/// A fake OAuth2 identity provider (`py/fake_idp.py`) on 127.0.0.1.
+/// A fake OAuth2 identity provider (`py/fake_idp.py`) on 127.0.0.1: token, device code
+/// and authorize endpoints in Microsoft's shapes, and the tokeninfo endpoint Dovecot's
+/// oauth2 passdb asks.
 pub struct FakeIdp {
     child: Child,
-    dir: TempDir,
     /// The port it listens on.
     pub port: u16,
 }
@@ -480,28 +501,123 @@ impl FakeIdp {
     /// Starts the fake with no valid token.
     #[must_use]
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mailferry-idp-")
-            .tempdir()
-            .expect("tempdir");
-        let tokens = dir.path().join("tokens.json");
-        std::fs::write(&tokens, "{}").expect("write tokens");
-        let (child, port) = spawn_python("fake_idp.py", &[tokens.as_os_str()]);
-        Self { child, dir, port }
+        let (child, port) = spawn_python("fake_idp.py", &[]);
+        Self { child, port }
     }
 
-    /// Makes `token` a valid access token of `email`, alone with the others granted.
-    pub fn grant(&self, token: &str, email: &str) {
-        let path = self.dir.path().join("tokens.json");
-        let mut tokens: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&std::fs::read(&path).expect("read tokens"))
-                .expect("tokens json");
-        tokens.insert(
-            token.to_owned(),
-            serde_json::Value::String(email.to_owned()),
-        );
-        std::fs::write(&path, serde_json::to_vec(&tokens).expect("json")).expect("write tokens");
+    /// `http://127.0.0.1:PORT{path}`.
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
     }
+
+    /// Calls a control endpoint; panics unless it answers 200.
+    fn control(&self, what: &str, query: &[(&str, &str)]) -> String {
+        let query: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", percent(v)))
+            .collect();
+        let (status, body) = http_request(
+            self.port,
+            "POST",
+            &format!("/control/{what}?{}", query.join("&")),
+        );
+        assert_eq!(status, 200, "fake IdP control {what}: {body}");
+        body
+    }
+
+    /// Makes `token` a live access token of `email`.
+    pub fn grant(&self, token: &str, email: &str) {
+        self.control("grant", &[("token", token), ("email", email)]);
+    }
+
+    /// Approves the device code `user_code` as `email`, as the user would in a browser.
+    pub fn approve(&self, user_code: &str, email: &str) {
+        self.control("approve", &[("user_code", user_code), ("email", email)]);
+    }
+
+    /// Kills every token of `email`, refresh tokens included.
+    pub fn revoke(&self, email: &str) {
+        self.control("revoke", &[("email", email)]);
+    }
+
+    /// Sets a knob: `access_ttl`, `declared_ttl`, `browser_email`, `slow_down`,
+    /// `date_offset`, `interval`.
+    pub fn set(&self, key: &str, value: &str) {
+        self.control("set", &[(key, value)]);
+    }
+
+    /// The next token request fails with this OAuth error.
+    pub fn fail_next(&self, error: &str, description: &str) {
+        self.control(
+            "fail_next",
+            &[("error", error), ("description", description)],
+        );
+    }
+
+    /// Counters and the live refresh tokens.
+    #[must_use]
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, body) = http_request(self.port, "GET", "/control/stats");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("stats json")
+    }
+}
+
+/// Percent-encodes a query value.
+fn percent(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` without a body; returns the status and body.
+#[must_use]
+pub fn http_request(port: u16, method: &str, target: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The headers and body of one HTTP GET of `url` (http://127.0.0.1:PORT/...), without
+/// following redirects.
+#[must_use]
+pub fn http_get_raw(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect");
+    write!(
+        s,
+        "GET {} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n",
+        if path.is_empty() { "/" } else { path }
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text
 }
 
 impl Drop for FakeIdp {
@@ -550,6 +666,21 @@ impl SmtpReceiver {
     /// Like [`SmtpReceiver::start`], requiring AUTH with `(user, password)` when given.
     #[must_use]
     pub fn start_with_auth(pki: Option<&Pki>, auth: Option<(&str, &str)>) -> Self {
+        Self::start_with_args(pki, auth, None)
+    }
+
+    /// A receiver with STARTTLS that offers and requires only AUTH XOAUTH2, checking bearer
+    /// tokens at `tokeninfo_url` (a [`FakeIdp`]'s `/tokeninfo?access_token=`).
+    #[must_use]
+    pub fn start_with_xoauth2(pki: &Pki, tokeninfo_url: &str) -> Self {
+        Self::start_with_args(Some(pki), None, Some(tokeninfo_url))
+    }
+
+    fn start_with_args(
+        pki: Option<&Pki>,
+        auth: Option<(&str, &str)>,
+        tokeninfo_url: Option<&str>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mailferry-smtp-")
             .tempdir()
@@ -571,6 +702,9 @@ impl SmtpReceiver {
                 "--auth-password".into(),
                 password.into(),
             ]);
+        }
+        if let Some(url) = tokeninfo_url {
+            args.extend(["--xoauth2-tokeninfo".into(), url.into()]);
         }
         let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
         let (child, port) = spawn_python("smtp_receiver.py", &args);
