@@ -232,6 +232,61 @@ destination = "home"
     }
 
     #[test]
+    fn outlook_oauth2_takes_microsoft_endpoints_and_scopes_per_protocol() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = GOOD
+            .replace(
+                "provider = \"gmx\"",
+                "provider = \"outlook\"\nprotocol = \"pop3\"",
+            )
+            .replace(
+                r#"auth = { method = "password", password-file = "gmx.pass" }"#,
+                r#"auth = { method = "oauth2", client-id = "0000-app" }"#,
+            );
+        let cfg = load(&write(dir.path(), "m.toml", &text)).expect("valid");
+        let crate::SourceAuth::OAuth2(o) = &cfg.accounts[0].auth else {
+            panic!("expected OAuth2")
+        };
+        assert_eq!(o.provider, crate::OAuthProvider::Microsoft);
+        assert_eq!(o.flow, crate::SignInFlow::Device);
+        assert_eq!(
+            o.token_url,
+            "https://login.microsoftonline.com/consumers/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            o.device_url.as_deref(),
+            Some("https://login.microsoftonline.com/consumers/oauth2/v2.0/devicecode")
+        );
+        assert_eq!(
+            o.scopes[0],
+            "https://outlook.office.com/POP.AccessAsUser.All"
+        );
+        assert!(o.scopes.iter().any(|s| s == "offline_access"));
+        assert!(o.client_secret.is_none());
+    }
+
+    #[test]
+    fn oauth2_mistakes_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = GOOD
+            .replace("provider = \"gmx\"", "provider = \"gmail\"")
+            .replace(
+                r#"auth = { method = "password", password-file = "gmx.pass" }"#,
+                r#"auth = { method = "oauth2", flow = "device", token-url = "http://example.org/token" }"#,
+            );
+        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
+        let shown = err.to_string();
+        for needle in [
+            "account[0].auth.client-id: missing",
+            "account[0].auth.client-secret-file: missing: Google's token endpoint wants the client secret",
+            "account[0].auth.token-url: \"http://example.org/token\" must be an https:// URL",
+            "account[0].auth.flow: Google does not allow mail scopes in the device flow",
+        ] {
+            assert!(shown.contains(needle), "{needle}\n{shown}");
+        }
+    }
+
+    #[test]
     fn secrets_never_appear_in_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "gmx.pass", "hunter2\n");
