@@ -232,6 +232,60 @@ fn an_access_token_the_server_refuses_early_is_refreshed_once_and_the_run_comple
 }
 
 #[test]
+fn a_session_ended_mid_run_with_its_token_expired_is_reopened_with_a_refreshed_token() {
+    let b = Bench::start();
+    // Access tokens live 2 s, and say so: every login needs a fresh one.
+    b.dovecot.idp.set("access_ttl", "2");
+    b.dovecot.idp.set("declared_ttl", "2");
+    b.write_config(&[oauth_account(&b, "src", "").replace(
+        r#"folders = ["INBOX"]"#,
+        r#"folders = ["INBOX", "Archive"]"#,
+    )]);
+    assert_eq!(sign_in_by_device(&b, "src").code, 0);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_smtp_mode(2, "slow"));
+    b.dovecot.add_message("Archive", &fixtures::simple(3));
+    b.dovecot.add_message("Archive", &fixtures::simple(4));
+
+    let child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["once", "--config"])
+        .arg(b.config_path())
+        .env_remove("MAILFERRY_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // While the slow message is being delivered, the server ends the session, as
+    // Outlook.com does when the session's token expires.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while b.ledger_states() != [("attempt".to_owned(), 1), ("delivered".to_owned(), 1)] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow delivery never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    b.dovecot.kick(USER);
+    let out = child.wait_with_output().expect("wait");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 4, delivered 4, skipped 0, failed 0"
+    );
+    assert!(run.stderr.contains("reconnecting to carry on"), "{run:?}");
+    assert_eq!(b.smtp.messages().len(), 4);
+    // One refresh when the run began, one for the new session.
+    assert_eq!(count(&b, "refreshes"), 2);
+}
+
+#[test]
 fn a_revoked_sign_in_parks_the_account_without_hammering_and_others_keep_flowing() {
     let b = Bench::start();
     b.write_config(&[

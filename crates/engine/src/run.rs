@@ -21,6 +21,9 @@ const BATCH_BYTES: u64 = 1024 * 1024;
 /// waits alone).
 const QUEUE_BYTES: u32 = 2 * 1024 * 1024;
 
+/// How often one run opens a new session after the previous one died mid-run.
+const MAX_RECONNECTS: u32 = 5;
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -184,15 +187,34 @@ async fn pipeline(
         observer,
         cancel,
     };
-    let result = match account.protocol {
-        Protocol::Imap => match build::connect_imap(account, &config.daemon, tokens).await {
-            Ok(source) => gather_all(&run, source, report).await,
-            Err(e) => Err(e),
-        },
-        Protocol::Pop3 => match build::connect_pop3(account, &config.daemon, tokens).await {
-            Ok(source) => gather_all(&run, source, report).await,
-            Err(e) => Err(e),
-        },
+    // A session that dies after making progress (Outlook.com ends IMAP sessions when their
+    // access token expires; connections get cut) is opened again, with a fresh token, and
+    // the run carries on where the ledger says it is. Without progress, the run ends.
+    let mut reconnects = 0;
+    let result = loop {
+        let before = report.counts.fetched;
+        let result = match account.protocol {
+            Protocol::Imap => match build::connect_imap(account, &config.daemon, tokens).await {
+                Ok(source) => gather_all(&run, source, report).await,
+                Err(e) => Err(e),
+            },
+            Protocol::Pop3 => match build::connect_pop3(account, &config.daemon, tokens).await {
+                Ok(source) => gather_all(&run, source, report).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Err(Stop::Source(r))
+                if r.class == ErrorClass::Transient
+                    && report.counts.fetched > before
+                    && reconnects < MAX_RECONNECTS
+                    && !cancel.is_cancelled() =>
+            {
+                reconnects += 1;
+                warn!(cause = %r.message, reconnects, "the session ended mid-run; reconnecting to carry on");
+            }
+            other => break other,
+        }
     };
     destination.close().await;
     result

@@ -386,6 +386,22 @@ service stats {{
         }
     }
 
+    /// Disconnects every session of `user`, as a server does when it invalidates a session
+    /// (Outlook.com: when the access token it was opened with expires).
+    pub fn kick(&self, user: &str) {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args(["kick", user])
+            .output()
+            .expect("doveadm");
+        assert!(
+            out.status.success(),
+            "doveadm kick: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Offers only `mechanisms` (e.g. `"plain login xoauth2"`, like Outlook.com) from now
     /// on: rewrites the configuration and reloads the running instance.
     pub fn offer_mechanisms(&mut self, mechanisms: &str) {
