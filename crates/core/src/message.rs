@@ -31,6 +31,12 @@ impl RawMessage {
         &self.bytes
     }
 
+    /// The bytes as a shared buffer (a cheap clone, no copy), for zero-copy uploads.
+    #[must_use]
+    pub fn bytes(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
     /// The size in bytes.
     #[must_use]
     pub fn len(&self) -> usize {
