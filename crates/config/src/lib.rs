@@ -22,8 +22,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::load;
 pub use mailferry_core::Secret;
 pub use model::{
-    AccountConfig, AfterDelivery, Config, Daemon, DestinationConfig, DestinationKind, Endpoint,
-    Protocol, SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
+    AccountConfig, AfterDelivery, Config, DEFAULT_SPAM_FOLDERS, Daemon, DestinationConfig,
+    DestinationKind, Endpoint, GmailAuth, GmailConfig, GmailMode, Protocol, SmtpAuth, SmtpConfig,
+    SmtpSender, SourceAuth, TlsMode,
 };
 pub use oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use presets::{Preset, preset};

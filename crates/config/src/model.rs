@@ -116,6 +116,30 @@ pub struct AccountConfig {
     pub after_delivery: AfterDelivery,
     /// POP3: pipeline RETR commands when the server offers PIPELINING.
     pub pipelining: bool,
+    /// Gmail destination: extra labels (names) for this account's messages.
+    pub labels: Vec<String>,
+    /// Folders whose messages are spam (compared without case).
+    pub spam_folders: Vec<String>,
+}
+
+/// The junk folder names of the common providers.
+pub const DEFAULT_SPAM_FOLDERS: &[&str] = &[
+    "Junk",
+    "Junk Email",
+    "Junk E-mail",
+    "Spam",
+    "Bulk Mail",
+    "[Gmail]/Spam",
+];
+
+impl AccountConfig {
+    /// Whether `folder` is one of this account's spam folders.
+    #[must_use]
+    pub fn is_spam_folder(&self, folder: &str) -> bool {
+        self.spam_folders
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(folder))
+    }
 }
 
 /// The envelope sender used when re-sending over SMTP.
@@ -163,11 +187,56 @@ pub enum SmtpAuth {
     },
 }
 
+/// `import` or `insert` into Gmail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GmailMode {
+    /// `users.messages.import`: Gmail classifies the message like received mail.
+    Import,
+    /// `users.messages.insert`: stored as is, like IMAP APPEND.
+    Insert,
+}
+
+/// How the Gmail destination gets its access token.
+#[derive(Debug, Clone)]
+pub enum GmailAuth {
+    /// Tokens from `mailferry auth`.
+    OAuth2(OAuthSettings),
+    /// An access token kept fresh in a file by something else.
+    TokenFile(PathBuf),
+}
+
+/// The Gmail API destination.
+#[derive(Debug, Clone)]
+pub struct GmailConfig {
+    /// Base URL of the API.
+    pub api_url: String,
+    /// Import or insert.
+    pub mode: GmailMode,
+    /// Labels every message gets; `INBOX` becomes `SPAM` for spam folders.
+    pub labels: Vec<String>,
+    /// `dateHeader` or `receivedTime`.
+    pub internal_date_source: String,
+    /// Import: never mark as spam.
+    pub never_mark_spam: bool,
+    /// Import: process calendar invitations.
+    pub process_for_calendar: bool,
+    /// Look an interrupted import up by Message-ID before importing again.
+    pub exactly_once: bool,
+    /// Requests per second to this mailbox.
+    pub max_rate: f64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Sign-in.
+    pub auth: GmailAuth,
+}
+
 /// What kind of destination, with its settings.
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
     /// Re-send over SMTP.
     Smtp(SmtpConfig),
+    /// Import through the Gmail API.
+    Gmail(GmailConfig),
 }
 
 /// One `[[destination]]`.
@@ -177,6 +246,25 @@ pub struct DestinationConfig {
     pub name: String,
     /// Kind and settings.
     pub kind: DestinationKind,
+}
+
+impl DestinationConfig {
+    /// The OAuth2 registration this destination signs in with, and its login name when it
+    /// has one.
+    #[must_use]
+    pub fn oauth(&self) -> Option<(&OAuthSettings, Option<&str>)> {
+        match &self.kind {
+            DestinationKind::Smtp(SmtpConfig {
+                auth: SmtpAuth::OAuth2 { username, settings },
+                ..
+            }) => Some((settings, Some(username))),
+            DestinationKind::Gmail(GmailConfig {
+                auth: GmailAuth::OAuth2(settings),
+                ..
+            }) => Some((settings, None)),
+            _ => None,
+        }
+    }
 }
 
 impl Config {
@@ -447,24 +535,52 @@ impl Checker<'_> {
         }
     }
 
-    fn destination(&mut self, key: &str, raw: RawDestination) -> Option<DestinationConfig> {
+    fn destination(&mut self, key: &str, mut raw: RawDestination) -> Option<DestinationConfig> {
         let name = self.required(
             format!("{key}.name"),
-            raw.name,
+            raw.name.take(),
             "a name that accounts refer to",
         );
         match raw.kind.as_deref() {
             Some("smtp") => {}
+            Some("gmail-api") => {
+                let kind = self.gmail(key, raw)?;
+                return Some(DestinationConfig {
+                    name: name?,
+                    kind: DestinationKind::Gmail(kind),
+                });
+            }
             Some(other) => {
                 self.err(
                     format!("{key}.kind"),
-                    format!("{other:?} is not a destination kind; use \"smtp\""),
+                    format!("{other:?} is not a destination kind; use \"gmail-api\" or \"smtp\""),
                 );
                 return None;
             }
             None => {
-                self.err(format!("{key}.kind"), "missing: set it to \"smtp\"".into());
+                self.err(
+                    format!("{key}.kind"),
+                    "missing: set it to \"gmail-api\" or \"smtp\"".into(),
+                );
                 return None;
+            }
+        }
+        for (k, set) in [
+            ("mode", raw.mode.is_some()),
+            ("labels", raw.labels.is_some()),
+            ("api-url", raw.api_url.is_some()),
+            ("internal-date-source", raw.internal_date_source.is_some()),
+            ("never-mark-spam", raw.never_mark_spam.is_some()),
+            ("process-for-calendar", raw.process_for_calendar.is_some()),
+            ("exactly-once", raw.exactly_once.is_some()),
+            ("max-rate", raw.max_rate.is_some()),
+            ("concurrency", raw.concurrency.is_some()),
+        ] {
+            if set {
+                self.err(
+                    format!("{key}.{k}"),
+                    "belongs to kind = \"gmail-api\"; an SMTP destination does not use it".into(),
+                );
             }
         }
         let host = self.required(
@@ -553,6 +669,113 @@ impl Checker<'_> {
                 envelope_from,
                 hello_name: raw.hello_name,
             }),
+        })
+    }
+
+    fn gmail(&mut self, key: &str, raw: RawDestination) -> Option<GmailConfig> {
+        for (k, set) in [
+            ("host", raw.host.is_some()),
+            ("port", raw.port.is_some()),
+            ("tls", raw.tls.is_some()),
+            ("envelope-to", raw.envelope_to.is_some()),
+            ("envelope-from", raw.envelope_from.is_some()),
+            ("username", raw.username.is_some()),
+            ("password-file", raw.password_file.is_some()),
+            ("password-env", raw.password_env.is_some()),
+        ] {
+            if set {
+                self.err(
+                    format!("{key}.{k}"),
+                    "belongs to kind = \"smtp\"; the Gmail API does not use it".into(),
+                );
+            }
+        }
+        let mode = match raw.mode.as_deref() {
+            None | Some("import") => GmailMode::Import,
+            Some("insert") => GmailMode::Insert,
+            Some(other) => {
+                self.err(
+                    format!("{key}.mode"),
+                    format!("{other:?} is not a mode; use \"import\" or \"insert\""),
+                );
+                GmailMode::Import
+            }
+        };
+        let internal_date_source = match raw.internal_date_source.as_deref() {
+            None => "dateHeader".to_owned(),
+            Some(v @ ("dateHeader" | "receivedTime")) => v.to_owned(),
+            Some(other) => {
+                self.err(
+                    format!("{key}.internal-date-source"),
+                    format!("{other:?}: use \"dateHeader\" or \"receivedTime\""),
+                );
+                "dateHeader".to_owned()
+            }
+        };
+        let exactly_once = raw.exactly_once.unwrap_or(true);
+        let max_rate = raw.max_rate.unwrap_or(10.0);
+        if !(max_rate > 0.0 && max_rate <= 100.0) {
+            self.err(
+                format!("{key}.max-rate"),
+                "must be between 0 and 100 requests per second (Gmail allows about 10)".into(),
+            );
+        }
+        let concurrency = raw.concurrency.unwrap_or(10);
+        if concurrency == 0 || concurrency > 50 {
+            self.err(
+                format!("{key}.concurrency"),
+                "must be between 1 and 50".into(),
+            );
+        }
+        let api_url = raw
+            .api_url
+            .unwrap_or_else(|| "https://gmail.googleapis.com".into());
+        if !crate::oauth::url_ok(&api_url) {
+            self.err(
+                format!("{key}.api-url"),
+                format!("{api_url:?} must be an https:// URL (plain http only to 127.0.0.1)"),
+            );
+        }
+        let auth = match raw.auth {
+            None => {
+                self.err(
+                    format!("{key}.auth"),
+                    "missing: set it to { method = \"oauth2\", client-id = \"...\", client-secret-file = \"...\" } (README: \"Gmail\")".into(),
+                );
+                None
+            }
+            Some(a) if a.method.as_deref() != Some("oauth2") => {
+                self.err(
+                    format!("{key}.auth.method"),
+                    "the Gmail API takes only OAuth2: set it to \"oauth2\"".into(),
+                );
+                None
+            }
+            Some(a) => match a.access_token_file.clone() {
+                Some(file) => Some(GmailAuth::TokenFile(self.path(&file))),
+                None => self
+                    .oauth(
+                        &format!("{key}.auth"),
+                        a,
+                        Some(OAuthProvider::Google),
+                        TokenUse::GmailApi(exactly_once),
+                    )
+                    .map(GmailAuth::OAuth2),
+            },
+        };
+        Some(GmailConfig {
+            api_url,
+            mode,
+            labels: raw
+                .labels
+                .unwrap_or_else(|| vec!["INBOX".into(), "UNREAD".into()]),
+            internal_date_source,
+            never_mark_spam: raw.never_mark_spam.unwrap_or(false),
+            process_for_calendar: raw.process_for_calendar.unwrap_or(false),
+            exactly_once,
+            max_rate,
+            concurrency: usize::try_from(concurrency).unwrap_or(10),
+            auth: auth?,
         })
     }
 
@@ -728,6 +951,10 @@ impl Checker<'_> {
             destination: destination?,
             after_delivery,
             pipelining: raw.pipelining.unwrap_or(true),
+            labels: raw.labels.unwrap_or_default(),
+            spam_folders: raw
+                .spam_folders
+                .unwrap_or_else(|| DEFAULT_SPAM_FOLDERS.iter().map(|&f| f.to_owned()).collect()),
         })
     }
 

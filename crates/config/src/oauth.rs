@@ -35,6 +35,8 @@ pub enum TokenUse {
     Pop3,
     /// Sending over SMTP.
     Smtp,
+    /// The Gmail API destination; `true` when exactly-once lookups need read access.
+    GmailApi(bool),
 }
 
 /// A checked OAuth2 client registration.
@@ -71,6 +73,17 @@ fn default_scopes(provider: OAuthProvider, usage: TokenUse) -> Vec<String> {
             vec![format!("{MS_RESOURCE}POP.AccessAsUser.All")]
         }
         (OAuthProvider::Microsoft, TokenUse::Smtp) => vec![format!("{MS_RESOURCE}SMTP.Send")],
+        (OAuthProvider::Google, TokenUse::GmailApi(lookups)) => {
+            let mut v = vec![
+                "https://www.googleapis.com/auth/gmail.insert".to_owned(),
+                "https://www.googleapis.com/auth/gmail.labels".to_owned(),
+            ];
+            if lookups {
+                v.push("https://www.googleapis.com/auth/gmail.readonly".into());
+            }
+            v
+        }
+        (OAuthProvider::Microsoft, TokenUse::GmailApi(_)) => return Vec::new(),
         (OAuthProvider::Google, _) => vec!["https://mail.google.com/".into()],
         (OAuthProvider::Custom, _) => return Vec::new(),
     };
@@ -84,7 +97,7 @@ fn default_scopes(provider: OAuthProvider, usage: TokenUse) -> Vec<String> {
 }
 
 /// Token endpoints must be HTTPS; plain HTTP only to this machine (tests, a local proxy).
-fn url_ok(url: &str) -> bool {
+pub(crate) fn url_ok(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }

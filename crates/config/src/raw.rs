@@ -59,8 +59,27 @@ pub struct RawDestination {
     pub envelope_from: Option<String>,
     /// EHLO name.
     pub hello_name: Option<String>,
-    /// SMTP AUTH with OAuth2: `{ method = "oauth2", provider = ..., client-id = ... }`.
+    /// SMTP AUTH with OAuth2, or the Gmail API's sign-in:
+    /// `{ method = "oauth2", provider = ..., client-id = ... }`.
     pub auth: Option<RawAuth>,
+    /// Gmail: `import` or `insert`.
+    pub mode: Option<String>,
+    /// Gmail: labels every message gets (default `["INBOX", "UNREAD"]`).
+    pub labels: Option<Vec<String>>,
+    /// Gmail: the API's base URL.
+    pub api_url: Option<String>,
+    /// Gmail: `dateHeader` or `receivedTime`.
+    pub internal_date_source: Option<String>,
+    /// Gmail import: never send to spam.
+    pub never_mark_spam: Option<bool>,
+    /// Gmail import: process calendar invitations.
+    pub process_for_calendar: Option<bool>,
+    /// Gmail: look interrupted imports up before importing again.
+    pub exactly_once: Option<bool>,
+    /// Gmail: requests per second.
+    pub max_rate: Option<f64>,
+    /// Gmail: deliveries in flight at once.
+    pub concurrency: Option<u32>,
 }
 
 /// `[[account]]`
@@ -95,6 +114,10 @@ pub struct RawAccount {
     pub after_delivery: Option<String>,
     /// POP3: send RETR commands together when the server offers PIPELINING.
     pub pipelining: Option<bool>,
+    /// Gmail destination: extra labels for this account's messages.
+    pub labels: Option<Vec<String>>,
+    /// Folders whose messages are delivered as spam (Gmail: `SPAM` instead of `INBOX`).
+    pub spam_folders: Option<Vec<String>>,
 }
 
 /// `auth = { ... }` of an account.

@@ -1,21 +1,17 @@
 //! Turns configuration into adapters.
 
-use mailferry_config::{
-    AccountConfig, Daemon, DestinationConfig, DestinationKind, Endpoint, OAuthSettings, SmtpAuth,
-    SmtpSender, SourceAuth, TlsMode,
-};
-use mailferry_core::{Classify, Destination as _, ErrorClass, RawMessage, Receipt, Secret};
+use mailferry_config::{AccountConfig, Daemon, Endpoint, OAuthSettings, SourceAuth, TlsMode};
+use mailferry_core::{Classify, ErrorClass, Secret};
 use mailferry_imap::{ImapError, ImapSource};
 use mailferry_pop3::{Pop3Error, Pop3Source};
-use mailferry_smtp::{SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
 use tracing::info;
 
 use crate::report::ErrorReport;
 use crate::run::Stop;
-use crate::tokens::{TokenError, TokenKeeper, account_owner, destination_owner};
+use crate::tokens::{TokenKeeper, account_owner};
 
 /// The one place where the configuration's TLS mode becomes the adapters'.
-fn tls_mode(tls: TlsMode) -> mailferry_tls::TlsMode {
+pub(crate) fn tls_mode(tls: TlsMode) -> mailferry_tls::TlsMode {
     match tls {
         TlsMode::Implicit => mailferry_tls::TlsMode::Implicit,
         TlsMode::StartTls => mailferry_tls::TlsMode::StartTls,
@@ -35,7 +31,7 @@ fn connect_options(e: &Endpoint, daemon: &Daemon) -> mailferry_tls::ConnectOptio
 }
 
 /// Reads the access token at every login, so a token refreshed in the file is used.
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the access-token-file {}: {e}", path.display()))
 }
@@ -169,142 +165,4 @@ pub(crate) async fn connect_pop3(
             .await
         }
     }
-}
-
-/// A destination, with what it needs to renew its OAuth2 token.
-pub(crate) struct Delivery<'a> {
-    name: String,
-    smtp: SmtpDestination,
-    /// Owner, registration, and the token the current login uses.
-    oauth: Option<(String, &'a OAuthSettings, std::sync::Mutex<Secret>)>,
-    tokens: &'a TokenKeeper,
-}
-
-impl Delivery<'_> {
-    /// Delivers `message`; when the server refuses the OAuth2 token, renews it and tries
-    /// once more.
-    pub(crate) async fn deliver(&self, message: &RawMessage) -> Result<Receipt, DeliveryError> {
-        match self.smtp.deliver(message).await {
-            Err(e) if e.class() == ErrorClass::Auth => {
-                let Some((owner, settings, current)) = &self.oauth else {
-                    return Err(e.into());
-                };
-                info!(cause = %e, "the SMTP server refused the access token; refreshing it and trying once more");
-                let rejected = current
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                let fresh = self
-                    .tokens
-                    .after_rejection(owner, settings, &rejected)
-                    .await
-                    .map_err(|source| DeliveryError::Token {
-                        destination: self.name.clone(),
-                        source,
-                    })?;
-                self.smtp.set_token(fresh.expose());
-                *current
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-                Ok(self.smtp.deliver(message).await?)
-            }
-            other => Ok(other?),
-        }
-    }
-
-    pub(crate) async fn close(&self) {
-        self.smtp.close().await;
-    }
-}
-
-/// A failed delivery: the destination's error, or no token to log in with.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DeliveryError {
-    #[error(transparent)]
-    Smtp(#[from] SmtpError),
-    #[error("destination {destination:?}: {source}")]
-    Token {
-        destination: String,
-        #[source]
-        source: TokenError,
-    },
-}
-
-impl Classify for DeliveryError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            Self::Smtp(e) => e.class(),
-            Self::Token { source, .. } => source.class(),
-        }
-    }
-
-    fn hint(&self) -> Option<&'static str> {
-        match self {
-            Self::Smtp(e) => e.hint(),
-            Self::Token { source, .. } => source.hint(),
-        }
-    }
-
-    fn may_have_arrived(&self) -> bool {
-        match self {
-            Self::Smtp(e) => e.may_have_arrived(),
-            Self::Token { .. } => false,
-        }
-    }
-}
-
-pub(crate) async fn destination<'a>(
-    dest: &'a DestinationConfig,
-    daemon: &Daemon,
-    tokens: &'a TokenKeeper,
-) -> Result<Delivery<'a>, DeliveryError> {
-    let DestinationKind::Smtp(s) = &dest.kind;
-    let (login, oauth) = match &s.auth {
-        SmtpAuth::None => (None, None),
-        SmtpAuth::Password { username, password } => (
-            Some(SmtpLogin::Password {
-                username: username.clone(),
-                password: password.expose().to_owned(),
-            }),
-            None,
-        ),
-        SmtpAuth::OAuth2 { username, settings } => {
-            let owner = destination_owner(&dest.name);
-            let token = tokens
-                .access_token(&owner, settings)
-                .await
-                .map_err(|source| DeliveryError::Token {
-                    destination: dest.name.clone(),
-                    source,
-                })?;
-            (
-                Some(SmtpLogin::XOAuth2 {
-                    username: username.clone(),
-                    token: token.expose().to_owned(),
-                }),
-                Some((owner, settings, std::sync::Mutex::new(token))),
-            )
-        }
-    };
-    let smtp = SmtpDestination::new(SmtpOptions {
-        host: s.endpoint.host.clone(),
-        port: s.endpoint.port,
-        tls: tls_mode(s.endpoint.tls),
-        ca_pem: s.endpoint.ca_pem.clone(),
-        login,
-        envelope_to: s.envelope_to.clone(),
-        envelope_from: match &s.envelope_from {
-            SmtpSender::FromMessage => None,
-            SmtpSender::Fixed(a) => Some(a.clone()),
-        },
-        hello_name: s.hello_name.clone(),
-        connect_timeout: daemon.connect_timeout,
-        io_timeout: daemon.io_timeout,
-    })?;
-    Ok(Delivery {
-        name: dest.name.clone(),
-        smtp,
-        oauth,
-        tokens,
-    })
 }

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod build;
+mod deliver;
 mod report;
 mod run;
 pub mod tokens;

@@ -68,6 +68,9 @@ pub struct AccountReport {
     pub deleted: u64,
     /// Deliveries repeated because an earlier attempt's outcome was never recorded.
     pub resent: u64,
+    /// Messages whose interrupted delivery turned out to have arrived (found at the
+    /// destination by Message-ID); counted as skipped, not sent again.
+    pub found: u64,
     /// Messages refused for now; tried again next run.
     pub deferred: Vec<MessageProblem>,
     /// Messages refused for good; they stay at the source.

@@ -5,11 +5,14 @@ use mailferry_core::{Classify, ErrorClass, ListedMessage, MessageKey, RawMessage
 use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store, StoreError};
 use std::sync::Arc;
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::build::{self, Delivery, DeliveryError};
+use crate::build;
+use crate::deliver::{Delivery, DeliveryError};
 use crate::report::{AccountReport, ErrorReport, MessageProblem};
 use crate::tokens::TokenKeeper;
 
@@ -175,7 +178,7 @@ async fn pipeline(
             value: account.destination.clone(),
         }))
     })?;
-    let destination = build::destination(dest_config, &config.daemon, tokens)
+    let destination = Delivery::new(dest_config, account, &config.daemon, tokens)
         .await
         .map_err(Stop::Destination)?;
     let run = Run {
@@ -356,30 +359,101 @@ async fn transfer<S: Source>(
         }
         Ok::<(), Stop>(())
     };
+    // Deliveries run up to the destination's concurrency (SMTP: one at a time on its one
+    // connection; the Gmail API: several, paced by its rate limiter). Each records its own
+    // outcome in the ledger; a run-ending error stops taking new messages and lets the
+    // ones in flight finish and record theirs.
+    let concurrency = destination.concurrency().max(1);
     let deliverer = async move {
-        while let Some((key, message, permit)) = rx.recv().await {
-            report.counts.fetched += 1;
-            let key = LedgerKey {
-                account: account.name.clone(),
-                folder: folder.to_owned(),
-                uidvalidity,
-                key,
-            };
-            let size = message.len() as u64;
-            let outcome =
-                deliver_one(&key, &message, destination, destination_name, store, report).await;
-            drop((message, permit));
-            observer.done(&account.name, size);
-            outcome?;
-            if cancel.is_cancelled() {
-                break;
+        let mut inflight = FuturesUnordered::new();
+        let mut open = true;
+        let mut stop: Option<Stop> = None;
+        loop {
+            let take =
+                open && stop.is_none() && !cancel.is_cancelled() && inflight.len() < concurrency;
+            tokio::select! {
+                Some((size, done)) = inflight.next(), if !inflight.is_empty() => {
+                    observer.done(&account.name, size);
+                    if let Err(e) = tally(done, report)
+                        && stop.is_none()
+                    {
+                        stop = Some(e);
+                    }
+                }
+                item = rx.recv(), if take => match item {
+                    Some((key, message, permit)) => {
+                        report.counts.fetched += 1;
+                        let key = LedgerKey {
+                            account: account.name.clone(),
+                            folder: folder.to_owned(),
+                            uidvalidity,
+                            key,
+                        };
+                        inflight.push(async move {
+                            let size = message.len() as u64;
+                            let done =
+                                deliver_one(&key, &message, destination, destination_name, store)
+                                    .await;
+                            drop((message, permit));
+                            (size, done)
+                        });
+                    }
+                    None => open = false,
+                },
+                else => break,
             }
         }
-        Ok::<(), Stop>(())
+        stop.map_or(Ok(()), Err)
     };
     let (fetched, delivered) = tokio::join!(fetcher, deliverer);
     delivered?;
     fetched?;
+    Ok(())
+}
+
+/// What became of one message.
+enum Outcome {
+    Delivered,
+    /// An interrupted delivery had arrived after all.
+    Found,
+    Duplicate,
+    Deferred(MessageProblem),
+    Refused(MessageProblem),
+}
+
+/// One message's outcome, and whether this was a second attempt after an interruption.
+struct Done {
+    outcome: Result<Outcome, Stop>,
+    resent: bool,
+}
+
+/// Adds one message's outcome to the report; a run-ending error is passed on.
+fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> {
+    if done.resent {
+        report.resent += 1;
+    }
+    match done.outcome {
+        Ok(Outcome::Delivered) => report.counts.delivered += 1,
+        Ok(Outcome::Found) => {
+            report.found += 1;
+            report.counts.skipped += 1;
+        }
+        Ok(Outcome::Duplicate) => report.counts.skipped += 1,
+        Ok(Outcome::Deferred(p)) => {
+            report.counts.failed += 1;
+            report.deferred.push(p);
+        }
+        Ok(Outcome::Refused(p)) => {
+            report.counts.failed += 1;
+            report.refused.push(p);
+        }
+        Err(stop) => {
+            if matches!(stop, Stop::Destination(_)) {
+                report.counts.failed += 1;
+            }
+            return Err(stop);
+        }
+    }
     Ok(())
 }
 
@@ -390,8 +464,28 @@ async fn deliver_one(
     destination: &Delivery<'_>,
     destination_name: &str,
     store: &Store,
-    report: &mut AccountReport,
-) -> Result<(), Stop> {
+) -> Done {
+    let mut resent = false;
+    let outcome = deliver_and_record(
+        key,
+        message,
+        destination,
+        destination_name,
+        store,
+        &mut resent,
+    )
+    .await;
+    Done { outcome, resent }
+}
+
+async fn deliver_and_record(
+    key: &LedgerKey,
+    message: &RawMessage,
+    destination: &Delivery<'_>,
+    destination_name: &str,
+    store: &Store,
+    resent: &mut bool,
+) -> Result<Outcome, Stop> {
     let message_id = message.message_id();
     let sha256 = message.sha256_hex();
     let facts = MessageFacts {
@@ -406,31 +500,38 @@ async fn deliver_one(
         .map_err(Stop::Store)?
     {
         Attempt::Duplicate => {
-            debug!(
-                key = %key.key,
-                "already delivered under an earlier UIDVALIDITY"
-            );
-            report.counts.skipped += 1;
-            return Ok(());
+            debug!(key = %key.key, "already delivered under an earlier UIDVALIDITY");
+            return Ok(Outcome::Duplicate);
         }
         Attempt::Interrupted => {
+            // Did it arrive before the interruption? A destination that can tell (the
+            // Gmail API, by Message-ID) makes this exactly once; SMTP cannot, so the
+            // message is sent again (at least once) and counted.
+            if let Some(id) = destination
+                .already_delivered(message_id.as_deref())
+                .await
+                .map_err(Stop::Destination)?
+            {
+                info!(key = %key.key, id, "an interrupted delivery had arrived; not sending it again");
+                store.mark_delivered(key, &id).await.map_err(Stop::Store)?;
+                return Ok(Outcome::Found);
+            }
             warn!(
                 key = %key.key,
                 "an earlier delivery of this message was interrupted; sending it again"
             );
-            report.resent += 1;
+            *resent = true;
         }
         Attempt::Fresh => {}
     }
-    match destination.deliver(message).await {
+    match destination.deliver(message, &key.folder).await {
         Ok(receipt) => {
             store
                 .mark_delivered(key, &receipt.id)
                 .await
                 .map_err(Stop::Store)?;
             debug!(key = %key.key, reply = %receipt.id, "delivered");
-            report.counts.delivered += 1;
-            Ok(())
+            Ok(Outcome::Delivered)
         }
         Err(e) if e.class().is_per_message() => {
             let p = MessageProblem {
@@ -439,22 +540,21 @@ async fn deliver_one(
                 message_id,
                 reason: ErrorReport::from_error(&e).message,
             };
-            let deferred = e.class() == ErrorClass::Deferred;
-            if deferred {
+            if e.class() == ErrorClass::Deferred {
                 warn!(key = %key.key, reason = %p.reason, "delivery deferred; will retry next run");
-                store.mark_deferred(key, &p.reason).await
+                store
+                    .mark_deferred(key, &p.reason)
+                    .await
+                    .map_err(Stop::Store)?;
+                Ok(Outcome::Deferred(p))
             } else {
                 warn!(key = %key.key, reason = %p.reason, "delivery refused; the message stays at the source");
-                store.mark_refused(key, &p.reason).await
+                store
+                    .mark_refused(key, &p.reason)
+                    .await
+                    .map_err(Stop::Store)?;
+                Ok(Outcome::Refused(p))
             }
-            .map_err(Stop::Store)?;
-            report.counts.failed += 1;
-            if deferred {
-                report.deferred.push(p)
-            } else {
-                report.refused.push(p)
-            }
-            Ok(())
         }
         Err(e) => {
             // The destination itself failed. Unless the data may have gone out, the message
@@ -466,7 +566,6 @@ async fn deliver_one(
                     .await
                     .map_err(Stop::Store)?;
             }
-            report.counts.failed += 1;
             Err(Stop::Destination(e))
         }
     }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mailferry_config::{Config, OAuthProvider, OAuthSettings, SmtpAuth, SourceAuth};
+use mailferry_config::{Config, OAuthProvider, OAuthSettings, SourceAuth};
 use mailferry_core::{Classify, ErrorClass, Secret};
 use mailferry_oauth::{OAuth, OAuthError, Provider, ProviderKind, TokenSet};
 use mailferry_store::{IssuedTokens, Store, StoreError};
@@ -43,12 +43,10 @@ pub fn oauth_owners(config: &Config) -> Vec<(String, &OAuthSettings)> {
         SourceAuth::OAuth2(s) => Some((account_owner(&a.name), s)),
         _ => None,
     });
-    let destinations = config.destinations.iter().filter_map(|d| match &d.kind {
-        mailferry_config::DestinationKind::Smtp(s) => match &s.auth {
-            SmtpAuth::OAuth2 { settings, .. } => Some((destination_owner(&d.name), settings)),
-            _ => None,
-        },
-    });
+    let destinations = config
+        .destinations
+        .iter()
+        .filter_map(|d| d.oauth().map(|(s, _)| (destination_owner(&d.name), s)));
     accounts.chain(destinations).collect()
 }
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use mailferry_config::{Config, OAuthSettings, SignInFlow, SmtpAuth, SourceAuth};
+use mailferry_config::{Config, OAuthSettings, SignInFlow, SourceAuth};
 use mailferry_engine::tokens::{self, TokenKeeper};
 use mailferry_oauth::{BrowserSignIn, TokenSet};
 use mailferry_store::Store;
@@ -28,13 +28,14 @@ fn target<'a>(
         SourceAuth::OAuth2(s) => Some((tokens::account_owner(name), s, a.username.as_str())),
         _ => None,
     });
-    let from_destination = destination.and_then(|d| match &d.kind {
-        mailferry_config::DestinationKind::Smtp(s) => match &s.auth {
-            SmtpAuth::OAuth2 { username, settings } => {
-                Some((tokens::destination_owner(name), settings, username.as_str()))
-            }
-            _ => None,
-        },
+    let from_destination = destination.and_then(|d| {
+        d.oauth().map(|(settings, username)| {
+            (
+                tokens::destination_owner(name),
+                settings,
+                username.unwrap_or("your mailbox"),
+            )
+        })
     });
     match (from_account, from_destination) {
         (Some(_), Some(_)) => bail!(

@@ -240,6 +240,12 @@ fn print_report(r: &AccountReport, dry_run: bool) {
         if r.deleted > 0 {
             line.push_str(&format!(", deleted {}", r.deleted));
         }
+        if r.found > 0 {
+            line.push_str(&format!(
+                " ({} found already delivered after an interrupted attempt)",
+                r.found
+            ));
+        }
         if r.resent > 0 {
             line.push_str(&format!(
                 " ({} re-sent after an interrupted attempt)",

@@ -1,0 +1,333 @@
+//! Destinations as the pipeline sees them: SMTP or the Gmail API, each with its way of
+//! getting (and renewing) an OAuth2 token, its labels, its concurrency, and whether it can
+//! tell if an interrupted delivery arrived after all.
+
+use std::sync::Mutex;
+
+use mailferry_config::{
+    AccountConfig, Daemon, DestinationConfig, DestinationKind, GmailAuth, GmailConfig, GmailMode,
+    OAuthSettings, SmtpAuth, SmtpSender,
+};
+use mailferry_core::{Classify, Destination as _, ErrorClass, RawMessage, Receipt, Secret};
+use mailferry_gmail::{GmailDestination, GmailError, GmailOptions, Mode};
+use mailferry_smtp::{SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
+use tracing::info;
+
+use crate::build::{read_token, tls_mode};
+use crate::tokens::{TokenError, TokenKeeper, destination_owner};
+
+/// A failed delivery: the destination's error, or no token to log in with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeliveryError {
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
+    #[error(transparent)]
+    Gmail(#[from] GmailError),
+    #[error("destination {destination:?}: {source}")]
+    Token {
+        destination: String,
+        #[source]
+        source: TokenError,
+    },
+}
+
+impl Classify for DeliveryError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Smtp(e) => e.class(),
+            Self::Gmail(e) => e.class(),
+            Self::Token { source, .. } => source.class(),
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::Smtp(e) => e.hint(),
+            Self::Gmail(e) => e.hint(),
+            Self::Token { source, .. } => source.hint(),
+        }
+    }
+
+    fn may_have_arrived(&self) -> bool {
+        match self {
+            Self::Smtp(e) => e.may_have_arrived(),
+            Self::Gmail(e) => e.may_have_arrived(),
+            Self::Token { .. } => false,
+        }
+    }
+}
+
+/// Where an access token comes from.
+enum TokenSource<'a> {
+    Keeper {
+        owner: String,
+        settings: &'a OAuthSettings,
+    },
+    File(&'a std::path::Path),
+}
+
+enum Kind<'a> {
+    Smtp {
+        smtp: Box<SmtpDestination>,
+        /// Owner, registration, and the token the current login uses.
+        oauth: Option<(String, &'a OAuthSettings, Mutex<Secret>)>,
+    },
+    Gmail {
+        gmail: GmailDestination,
+        config: &'a GmailConfig,
+        token: TokenSource<'a>,
+    },
+}
+
+/// One account's view of its destination for one run.
+pub(crate) struct Delivery<'a> {
+    name: String,
+    kind: Kind<'a>,
+    tokens: &'a TokenKeeper,
+    /// Gmail: labels for ordinary folders and for spam folders, resolved on first use.
+    account: &'a AccountConfig,
+}
+
+impl<'a> Delivery<'a> {
+    /// Builds `dest` for `account`'s run.
+    pub(crate) async fn new(
+        dest: &'a DestinationConfig,
+        account: &'a AccountConfig,
+        daemon: &Daemon,
+        tokens: &'a TokenKeeper,
+    ) -> Result<Self, DeliveryError> {
+        let kind = match &dest.kind {
+            DestinationKind::Smtp(s) => {
+                let (login, oauth) = match &s.auth {
+                    SmtpAuth::None => (None, None),
+                    SmtpAuth::Password { username, password } => (
+                        Some(SmtpLogin::Password {
+                            username: username.clone(),
+                            password: password.expose().to_owned(),
+                        }),
+                        None,
+                    ),
+                    SmtpAuth::OAuth2 { username, settings } => {
+                        let owner = destination_owner(&dest.name);
+                        let token =
+                            tokens
+                                .access_token(&owner, settings)
+                                .await
+                                .map_err(|source| DeliveryError::Token {
+                                    destination: dest.name.clone(),
+                                    source,
+                                })?;
+                        (
+                            Some(SmtpLogin::XOAuth2 {
+                                username: username.clone(),
+                                token: token.expose().to_owned(),
+                            }),
+                            Some((owner, settings, Mutex::new(token))),
+                        )
+                    }
+                };
+                let smtp = SmtpDestination::new(SmtpOptions {
+                    host: s.endpoint.host.clone(),
+                    port: s.endpoint.port,
+                    tls: tls_mode(s.endpoint.tls),
+                    ca_pem: s.endpoint.ca_pem.clone(),
+                    login,
+                    envelope_to: s.envelope_to.clone(),
+                    envelope_from: match &s.envelope_from {
+                        SmtpSender::FromMessage => None,
+                        SmtpSender::Fixed(a) => Some(a.clone()),
+                    },
+                    hello_name: s.hello_name.clone(),
+                    connect_timeout: daemon.connect_timeout,
+                    io_timeout: daemon.io_timeout,
+                })?;
+                Kind::Smtp {
+                    smtp: Box::new(smtp),
+                    oauth,
+                }
+            }
+            DestinationKind::Gmail(g) => {
+                let gmail = GmailDestination::new(
+                    GmailOptions {
+                        base_url: g.api_url.clone(),
+                        mode: match g.mode {
+                            GmailMode::Import => Mode::Import,
+                            GmailMode::Insert => Mode::Insert,
+                        },
+                        internal_date_source: g.internal_date_source.clone(),
+                        never_mark_spam: g.never_mark_spam,
+                        process_for_calendar: g.process_for_calendar,
+                        max_rate: g.max_rate,
+                        connect_timeout: daemon.connect_timeout,
+                        io_timeout: daemon.io_timeout,
+                    },
+                    &format!("{}#{}", g.api_url, dest.name),
+                )?;
+                let token = match &g.auth {
+                    GmailAuth::OAuth2(settings) => TokenSource::Keeper {
+                        owner: destination_owner(&dest.name),
+                        settings,
+                    },
+                    GmailAuth::TokenFile(p) => TokenSource::File(p),
+                };
+                Kind::Gmail {
+                    gmail,
+                    config: g,
+                    token,
+                }
+            }
+        };
+        Ok(Self {
+            name: dest.name.clone(),
+            kind,
+            tokens,
+            account,
+        })
+    }
+
+    /// How many deliveries may be in flight at once.
+    pub(crate) fn concurrency(&self) -> usize {
+        match &self.kind {
+            Kind::Smtp { .. } => 1,
+            Kind::Gmail { config, .. } => config.concurrency,
+        }
+    }
+
+    fn token_error(&self, source: TokenError) -> DeliveryError {
+        DeliveryError::Token {
+            destination: self.name.clone(),
+            source,
+        }
+    }
+
+    async fn gmail_token(
+        &self,
+        source: &TokenSource<'_>,
+        rejected: Option<&Secret>,
+    ) -> Result<Secret, DeliveryError> {
+        match source {
+            TokenSource::Keeper { owner, settings } => match rejected {
+                None => self.tokens.access_token(owner, settings).await,
+                Some(r) => self.tokens.after_rejection(owner, settings, r).await,
+            }
+            .map_err(|e| self.token_error(e)),
+            TokenSource::File(p) => read_token(p)
+                .map(|t| Secret::new(t.trim().to_owned()))
+                .map_err(|m| DeliveryError::Gmail(GmailError::Unauthorized(m))),
+        }
+    }
+
+    /// Delivers `message` from `folder`; when the server refuses the OAuth2 token, renews
+    /// it and tries once more.
+    pub(crate) async fn deliver(
+        &self,
+        message: &RawMessage,
+        folder: &str,
+    ) -> Result<Receipt, DeliveryError> {
+        match &self.kind {
+            Kind::Smtp { smtp, oauth } => match smtp.deliver(message).await {
+                Err(e) if e.class() == ErrorClass::Auth => {
+                    let Some((owner, settings, current)) = oauth else {
+                        return Err(e.into());
+                    };
+                    info!(cause = %e, "the SMTP server refused the access token; refreshing it and trying once more");
+                    let rejected = current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    let fresh = self
+                        .tokens
+                        .after_rejection(owner, settings, &rejected)
+                        .await
+                        .map_err(|e| self.token_error(e))?;
+                    smtp.set_token(fresh.expose());
+                    *current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                    Ok(smtp.deliver(message).await?)
+                }
+                other => Ok(other?),
+            },
+            Kind::Gmail {
+                gmail,
+                config,
+                token,
+            } => {
+                let names = self.labels(config, folder);
+                let mut current = self.gmail_token(token, None).await?;
+                let mut retried = false;
+                loop {
+                    let attempt = async {
+                        let ids = gmail.label_ids(&names, current.expose()).await?;
+                        gmail.deliver(message, &ids, current.expose()).await
+                    };
+                    match attempt.await {
+                        Ok(imported) => return Ok(Receipt { id: imported.id }),
+                        Err(GmailError::Unauthorized(m)) if !retried => {
+                            info!(cause = %m, "Gmail refused the access token; refreshing it and trying once more");
+                            current = self.gmail_token(token, Some(&current)).await?;
+                            retried = true;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Label names for a message from `folder`: the destination's labels with `INBOX`
+    /// replaced by `SPAM` for spam folders, then the account's own.
+    fn labels(&self, config: &GmailConfig, folder: &str) -> Vec<String> {
+        let spam = self.account.is_spam_folder(folder);
+        let mut names: Vec<String> = config
+            .labels
+            .iter()
+            .map(|l| {
+                if spam && l == "INBOX" {
+                    "SPAM".to_owned()
+                } else {
+                    l.clone()
+                }
+            })
+            .collect();
+        if spam && !names.iter().any(|l| l == "SPAM") {
+            names.push("SPAM".into());
+        }
+        for l in &self.account.labels {
+            if !names.contains(l) {
+                names.push(l.clone());
+            }
+        }
+        names
+    }
+
+    /// For an interrupted delivery: the destination's id of the message if it arrived
+    /// after all. `None` when it did not, or when this destination cannot tell.
+    pub(crate) async fn already_delivered(
+        &self,
+        message_id: Option<&str>,
+    ) -> Result<Option<String>, DeliveryError> {
+        let (
+            Kind::Gmail {
+                gmail,
+                config,
+                token,
+            },
+            Some(mid),
+        ) = (&self.kind, message_id)
+        else {
+            return Ok(None);
+        };
+        if !config.exactly_once {
+            return Ok(None);
+        }
+        let current = self.gmail_token(token, None).await?;
+        Ok(gmail.find(mid, current.expose()).await?)
+    }
+
+    pub(crate) async fn close(&self) {
+        if let Kind::Smtp { smtp, .. } = &self.kind {
+            smtp.close().await;
+        }
+    }
+}
