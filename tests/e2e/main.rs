@@ -5,6 +5,7 @@ mod util;
 
 mod config_errors;
 mod crash;
+mod gmail;
 mod imap_oauth2;
 mod imap_to_smtp;
 mod oauth;

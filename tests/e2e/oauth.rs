@@ -77,7 +77,7 @@ fn finish(mut child: Child, mut out: impl Read, mut seen: String) -> Run {
 }
 
 /// `mailferry auth NAME` by device code; the test approves the code as `USER`.
-fn sign_in_by_device(b: &Bench, name: &str) -> Run {
+pub(crate) fn sign_in_by_device(b: &Bench, name: &str) -> Run {
     let mut child = spawn_auth(b, &[name]);
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut seen = String::new();

@@ -275,7 +275,10 @@ impl Store {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
         let (uid, uidl) = key.columns();
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads, then writes. A deferred one would fail at once
+        // with SQLITE_BUSY(_SNAPSHOT) when a concurrent delivery commits in between, since
+        // upgrading a read to a write cannot wait; taking the write lock first can.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let previous: Option<String> = sqlx::query_scalar(
             "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
         )

@@ -42,3 +42,12 @@ pub fn with_smtp_mode(n: usize, mode: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A message that the fake Gmail API answers according to `mode` (`400`, `slow`).
+#[must_use]
+pub fn with_gmail_mode(n: usize, mode: &str) -> Vec<u8> {
+    format!(
+        "From: sender{n}@origin.example\r\nSubject: gmail {mode}\r\nMessage-ID: <gmail{n}@origin.example>\r\nX-Test-Gmail: {mode}\r\n\r\nbody {n}\r\n"
+    )
+    .into_bytes()
+}

@@ -1,0 +1,278 @@
+//! The Gmail API destination end to end: the real Dovecot -> `mailferry once` -> the fake
+//! Gmail API (documented REST shapes, bearer tokens checked at the fake IdP).
+
+use std::time::Duration;
+
+use mailferry_testkit::{FakeGmail, USER, fixtures};
+
+use crate::util::{Bench, sqlite, summary};
+
+const TOKEN: &str = "gmail-access-token";
+
+/// A bench whose account "src" (folder INBOX, label "Outlook") delivers to the
+/// fake Gmail API with a granted access token in a file. `dest_extra`: more destination
+/// lines.
+fn gmail_bench(dest_extra: &str) -> (Bench, FakeGmail) {
+    let b = Bench::start();
+    let gmail = FakeGmail::start(&b.dovecot.idp);
+    b.dovecot.idp.grant(TOKEN, USER);
+    std::fs::write(b.dir.path().join("gmail.token"), format!("{TOKEN}\n")).expect("token");
+    write_gmail_config(
+        &b,
+        &gmail,
+        dest_extra,
+        r#"auth = { method = "oauth2", access-token-file = "gmail.token" }"#,
+    );
+    (b, gmail)
+}
+
+fn write_gmail_config(b: &Bench, gmail: &FakeGmail, dest_extra: &str, auth: &str) {
+    let account = b
+        .account("src", b.dovecot.imaps_port, "implicit", "src.pass")
+        .replace(
+            "destination = \"home\"",
+            "destination = \"gmail\"\nlabels = [\"Outlook\"]",
+        );
+    let text = format!(
+        r#"[daemon]
+state-dir = "state"
+connect-timeout = "5s"
+io-timeout = "30s"
+
+[[destination]]
+name = "gmail"
+kind = "gmail-api"
+api-url = "{url}"
+{auth}
+{dest_extra}
+{account}"#,
+        url = gmail.url(),
+    );
+    std::fs::write(b.config_path(), text).expect("config");
+}
+
+fn labels_of(gmail: &FakeGmail, subject: &str) -> Vec<String> {
+    let m = gmail
+        .messages()
+        .into_iter()
+        .find(|m| String::from_utf8_lossy(&m.raw).contains(subject))
+        .unwrap_or_else(|| panic!("no message with {subject}"));
+    m.label_ids
+}
+
+#[test]
+fn every_message_is_imported_once_byte_identical_with_its_labels_and_junk_as_spam() {
+    let (b, gmail) = gmail_bench("");
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    std::fs::write(
+        b.config_path(),
+        config.replace(r#"folders = ["INBOX"]"#, r#"folders = ["INBOX", "Junk"]"#),
+    )
+    .expect("config");
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        let m = fixtures::simple(n);
+        b.dovecot.add_message("INBOX", &m);
+        sent.push(m);
+    }
+    for n in 5..7 {
+        let m = fixtures::simple(n);
+        b.dovecot.add_message("Junk", &m);
+        sent.push(m);
+    }
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 7, delivered 7, skipped 0, failed 0"
+    );
+    let got = gmail.messages();
+    assert_eq!(got.len(), 7);
+    let mut raws: Vec<Vec<u8>> = got.iter().map(|m| m.raw.clone()).collect();
+    raws.sort();
+    sent.sort();
+    assert_eq!(raws, sent, "bytes changed on the way");
+    for m in &got {
+        assert_eq!(m.mode, "import");
+        assert_eq!(m.upload_type, "multipart");
+        assert_eq!(m.internal_date_source.as_deref(), Some("dateHeader"));
+    }
+    // The account's label is created once; Junk gets SPAM instead of INBOX.
+    let stats = gmail.stats();
+    assert_eq!(stats["label_creates"], 1, "{stats}");
+    let outlook = labels_of(&gmail, "test message 0")[2].clone();
+    assert!(outlook.starts_with("Label_"), "{outlook}");
+    assert_eq!(
+        labels_of(&gmail, "test message 0"),
+        ["INBOX", "UNREAD", outlook.as_str()]
+    );
+    assert_eq!(
+        labels_of(&gmail, "test message 6"),
+        ["SPAM", "UNREAD", outlook.as_str()]
+    );
+    // The ledger records Gmail's ids.
+    let ids = sqlite(
+        &b.state_dir().join("mailferry.db"),
+        "SELECT COUNT(*) FROM ledger WHERE state = 'delivered' AND destination_id LIKE '18c%'",
+    );
+    assert_eq!(ids.trim(), "7");
+
+    // Nothing twice.
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0"
+    );
+    assert_eq!(gmail.messages().len(), 7);
+}
+
+#[test]
+fn a_storm_of_429_and_rate_limit_403_is_ridden_out_without_an_error() {
+    let (b, gmail) = gmail_bench("mode = \"insert\"");
+    gmail.set("storm", "6");
+    for n in 0..4 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 4, delivered 4, skipped 0, failed 0"
+    );
+    assert_eq!(gmail.stats()["throttled"], 6);
+    let got = gmail.messages();
+    assert_eq!(
+        got.len(),
+        4,
+        "a throttled message was imported twice or not at all"
+    );
+    assert!(got.iter().all(|m| m.mode == "insert"));
+}
+
+#[test]
+fn a_message_gmail_refuses_is_reported_left_at_the_source_and_not_retried() {
+    let (b, gmail) = gmail_bench("");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_gmail_mode(2, "400"));
+    b.dovecot.add_message("INBOX", &fixtures::simple(3));
+    let files_before = b.dovecot.message_files("INBOX");
+
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 3, delivered 2, skipped 0, failed 1"
+    );
+    assert!(
+        run.stdout.contains(
+            "refused INBOX UID 2 <gmail2@origin.example>: Gmail refused the message (HTTP 400): Message blocked"
+        ),
+        "{run:?}"
+    );
+    assert_eq!(gmail.messages().len(), 2);
+    assert_eq!(
+        b.dovecot.message_files("INBOX"),
+        files_before,
+        "the source changed"
+    );
+
+    let uploads = gmail.stats()["uploads"].clone();
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0"
+    );
+    assert_eq!(
+        gmail.stats()["uploads"],
+        uploads,
+        "the refused message was retried"
+    );
+}
+
+#[test]
+fn kill_9_during_an_import_then_a_new_run_imports_nothing_twice() {
+    let (b, gmail) = gmail_bench("");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    // Gmail stores this one, then takes 3 s to answer: the kill lands in between.
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_gmail_mode(2, "slow"));
+    b.kill_once_while_delivering(1);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(gmail.messages().len(), 2, "the slow import had been stored");
+
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 1, delivered 0, skipped 1, failed 0 (1 found already delivered after an interrupted attempt)"
+    );
+    assert_eq!(gmail.messages().len(), 2, "a duplicate reached Gmail");
+    assert!(gmail.stats()["searches"].as_u64().unwrap_or(0) >= 1);
+    assert_eq!(
+        b.ledger_states(),
+        [("delivered".to_owned(), 2)],
+        "the found message is recorded as delivered"
+    );
+}
+
+#[test]
+fn a_large_message_goes_through_a_resumable_session_in_chunks() {
+    let (b, gmail) = gmail_bench("");
+    let big = fixtures::sized(1, 12 * 1024 * 1024);
+    b.dovecot.add_message("INBOX", &big);
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let got = gmail.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].upload_type, "resumable");
+    assert!(got[0].raw == big, "the large message changed on the way");
+    let stats = gmail.stats();
+    assert_eq!(stats["chunks"], 2, "{stats}");
+    assert_eq!(stats["max_chunk"], 8 * 1024 * 1024, "{stats}");
+}
+
+#[test]
+fn signed_in_with_oauth_a_token_gmail_refuses_is_refreshed_once_and_the_import_completes() {
+    let b = Bench::start();
+    let gmail = FakeGmail::start(&b.dovecot.idp);
+    let idp = &b.dovecot.idp;
+    let auth = format!(
+        r#"auth = {{ method = "oauth2", provider = "custom", client-id = "gmail-client", token-url = "{}", device-url = "{}", authorize-url = "{}", scopes = ["https://www.googleapis.com/auth/gmail.insert", "https://www.googleapis.com/auth/gmail.labels", "https://www.googleapis.com/auth/gmail.readonly", "offline_access"] }}"#,
+        idp.url("/token"),
+        idp.url("/devicecode"),
+        idp.url("/authorize"),
+    );
+    write_gmail_config(&b, &gmail, "", &auth);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+
+    let before = b.run(&["once"]);
+    assert_eq!(before.code, 1, "{before:?}");
+    assert!(
+        before
+            .stdout
+            .contains("destination \"gmail\": not signed in yet"),
+        "{before:?}"
+    );
+    assert!(
+        before.stdout.contains("`mailferry auth gmail`"),
+        "{before:?}"
+    );
+
+    // Tokens say an hour but die in 2 s: the stored one looks fresh and Gmail refuses it.
+    idp.set("access_ttl", "2");
+    let signed = crate::oauth::sign_in_by_device(&b, "gmail");
+    assert_eq!(signed.code, 0, "{signed:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    idp.set("access_ttl", "60");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0"
+    );
+    assert_eq!(gmail.messages().len(), 1);
+    assert!(gmail.stats()["unauthorized"].as_u64().unwrap_or(0) >= 1);
+    assert_eq!(idp.stats()["refreshes"], 1);
+}
