@@ -276,3 +276,84 @@ fn signed_in_with_oauth_a_token_gmail_refuses_is_refreshed_once_and_the_import_c
     assert!(gmail.stats()["unauthorized"].as_u64().unwrap_or(0) >= 1);
     assert_eq!(idp.stats()["refreshes"], 1);
 }
+
+#[test]
+fn a_100_mb_message_is_imported_with_peak_memory_well_under_three_times_its_size() {
+    use sha2::Digest as _;
+    let (b, gmail) = gmail_bench("");
+    let big = fixtures::sized(1, 100 * 1024 * 1024);
+    let want = hex::encode(sha2::Sha256::digest(&big));
+    b.dovecot.add_message("INBOX", &big);
+    let size = big.len() as u64;
+    drop(big);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["once", "--config"])
+        .arg(b.config_path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kb: u64 = 0;
+    while child.try_wait().expect("wait").is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let digests = gmail.digests();
+    assert_eq!(digests.len(), 1);
+    assert_eq!(digests[0], (size, want, "resumable".to_owned()));
+    let peak = peak_kb * 1024;
+    eprintln!("peak RSS {} MB for a {} MB message", peak >> 20, size >> 20);
+    assert!(
+        peak < 3 * size,
+        "peak RSS {} MB is not under 3x the message's {} MB",
+        peak >> 20,
+        size >> 20
+    );
+}
+
+#[test]
+fn imports_are_paced_at_the_quota_and_never_throttled() {
+    let (b, gmail) = gmail_bench("max-rate = 10");
+    // The fake enforces Gmail's per-user quota (a bucket of 10, refilled at 10/s).
+    gmail.set("rate", "10");
+    for n in 0..30 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 30, delivered 30, skipped 0, failed 0"
+    );
+    let stats = gmail.stats();
+    assert_eq!(
+        stats["throttled"], 0,
+        "mailferry went faster than the quota: {stats}"
+    );
+    let times: Vec<f64> = stats["upload_times"]
+        .as_array()
+        .expect("times")
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let span = times[29] - times[0];
+    // 30 uploads at 10/s: 29 intervals of 100 ms.
+    assert!(span >= 2.8, "faster than 10/s: {span:.2} s");
+    assert!(
+        span < 6.0,
+        "far below the quota: {span:.2} s for 30 uploads"
+    );
+}

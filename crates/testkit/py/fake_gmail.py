@@ -22,14 +22,16 @@ Quota: a token bucket per user (capacity = rate, refilled at rate/s) when rate i
 an empty bucket answers 429 rateLimitExceeded, as Gmail does.
 Test behaviour, by a header in the message:  X-Test-Gmail: 400   -> 400 invalidArgument
                                               X-Test-Gmail: slow  -> stored, answer after 3 s
-Controls:  POST /control/set?rate=10|storm=N|fail500=N|retry_after=S
+Controls:  POST /control/set?rate=10|storm=N|fail500=N|retry_after=S|latency=S
            (storm: the next N uploads get 429/403 rate-limit errors)
            GET  /control/messages  (base64 raw, labels, params)   GET /control/stats
+           GET  /control/digests   (id, size, sha256 of each message)
 
 Binds port 0 and prints "PORT <n>". Command-line: fake_gmail.py TOKENINFO_URL
 """
 
 import base64
+import hashlib
 import json
 import re
 import secrets
@@ -50,7 +52,7 @@ STATE = {
     "messages": [],
     "labels": {name: {"id": name, "name": name, "type": "system"} for name in SYSTEM_LABELS},
     "sessions": {},
-    "config": {"rate": 0.0, "storm": 0, "fail500": 0, "retry_after": 0},
+    "config": {"rate": 0.0, "storm": 0, "fail500": 0, "retry_after": 0, "latency": 0.0},
     "bucket": {"tokens": 0.0, "at": 0.0},
     "stats": {"uploads": 0, "throttled": 0, "server_errors": 0, "label_creates": 0,
               "label_lists": 0, "searches": 0, "chunks": 0, "max_chunk": 0,
@@ -154,6 +156,12 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/control/messages":
             with LOCK:
                 out = [dict(m, raw=base64.b64encode(m["raw"]).decode()) for m in STATE["messages"]]
+            return self.reply(200, out)
+        if url.path == "/control/digests":
+            with LOCK:
+                out = [{"id": m["id"], "size": len(m["raw"]),
+                        "sha256": hashlib.sha256(m["raw"]).hexdigest(),
+                        "uploadType": m["uploadType"]} for m in STATE["messages"]]
             return self.reply(200, out)
         if url.path == "/control/stats":
             with LOCK:
@@ -280,6 +288,9 @@ class Handler(BaseHTTPRequestHandler):
             STATE["stats"]["upload_times"].append(time.time())
         if test == "slow":
             time.sleep(3)
+        latency = float(STATE["config"]["latency"])
+        if latency > 0:
+            time.sleep(latency)
         return self.reply(200, {"id": mid, "threadId": mid, "labelIds": labels})
 
     def create_label(self, body):

@@ -727,6 +727,25 @@ impl FakeGmail {
             .collect()
     }
 
+    /// `(size, sha256 hex, upload type)` of every message held, without the bytes.
+    #[must_use]
+    pub fn digests(&self) -> Vec<(u64, String, String)> {
+        let (status, body) = http_request(self.port, "GET", "/control/digests");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|m| {
+                (
+                    m["size"].as_u64().unwrap_or_default(),
+                    m["sha256"].as_str().unwrap_or_default().to_owned(),
+                    m["uploadType"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Counters: uploads, throttled, server_errors, label_creates, searches, chunks, ...
     #[must_use]
     pub fn stats(&self) -> serde_json::Value {

@@ -1,6 +1,8 @@
 //! `scripts/bench`: imports N messages of mixed sizes from the test Dovecot to the test SMTP
 //! receiver with the release `mailferry` binary and prints messages/s, MB/s and peak RSS.
 //! With `--fetchmail`, runs Debian's fetchmail over the same mailbox for comparison.
+//! With `--dest gmail`, delivers to the fake Gmail API instead, whose per-user quota is set
+//! to Gmail's (10 imports/s), and shows whether the delivery rate sits at the quota.
 //! A benchmark, not a test: it asserts only that everything arrived.
 
 #![allow(clippy::print_stdout, missing_docs)]
@@ -18,6 +20,7 @@ struct Args {
     plain_smtp: bool,
     pop3: bool,
     small: bool,
+    gmail: bool,
 }
 
 fn args() -> Args {
@@ -28,7 +31,9 @@ fn args() -> Args {
         plain_smtp: false,
         pop3: false,
         small: false,
+        gmail: false,
     };
+    let mut messages_given = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -36,17 +41,27 @@ fn args() -> Args {
                 a.messages = it
                     .next()
                     .and_then(|n| n.parse().ok())
-                    .expect("--messages N")
+                    .expect("--messages N");
+                messages_given = true;
             }
             "--binary" => a.binary = it.next().map(PathBuf::from).expect("--binary PATH"),
             "--fetchmail" => a.fetchmail = true,
             "--plain-smtp" => a.plain_smtp = true,
             "--pop3" => a.pop3 = true,
             "--small" => a.small = true,
+            "--dest" => match it.next().as_deref() {
+                Some("gmail") => a.gmail = true,
+                Some("smtp") => a.gmail = false,
+                other => panic!("--dest gmail|smtp, not {other:?}"),
+            },
             other => {
                 panic!("unknown argument {other}; use --messages N, --binary PATH, --fetchmail")
             }
         }
+    }
+    if a.gmail && !messages_given {
+        // At Gmail's 10 imports/s, 10,000 messages take 17 minutes.
+        a.messages = 300;
     }
     a
 }
@@ -108,6 +123,10 @@ fn main() {
         let pop3 = format!("protocol = \"pop3\"\nport = {}", dovecot.pop3s_port);
         passes.push(("POP3 pipelined", pop3.clone()));
         passes.push(("POP3 one by one", format!("{pop3}\npipelining = false")));
+    }
+    if a.gmail {
+        gmail_pass(&a, &dovecot, dir.path(), total, largest);
+        return;
     }
     let mut received = 0;
     for (n, (label, account)) in passes.iter().enumerate() {
@@ -188,6 +207,65 @@ destination = "rx"
             largest,
         );
     }
+}
+
+/// Delivers the mailbox to the fake Gmail API with Gmail's quota and reports the rate.
+fn gmail_pass(a: &Args, dovecot: &Dovecot, dir: &std::path::Path, total: usize, largest: usize) {
+    let gmail = mailferry_testkit::FakeGmail::start(&dovecot.idp);
+    gmail.set("rate", "10");
+    // Gmail takes a few hundred milliseconds per import; only concurrent uploads reach the
+    // quota then.
+    gmail.set("latency", "0.5");
+    dovecot.idp.grant("bench-token", USER);
+    std::fs::write(dir.join("gmail.token"), "bench-token").expect("write");
+    let ca = dovecot.pki.ca_pem.display().to_string();
+    let config = dir.join("gmail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[daemon]
+state-dir = "state-gmail"
+[[destination]]
+name = "gmail"
+kind = "gmail-api"
+api-url = "{url}"
+auth = {{ method = "oauth2", access-token-file = "gmail.token" }}
+[[account]]
+name = "bench"
+host = "127.0.0.1"
+port = {imaps}
+tls-ca-file = "{ca}"
+username = "{USER}"
+auth = {{ method = "password", password-file = "pass" }}
+destination = "gmail"
+"#,
+            url = gmail.url(),
+            imaps = dovecot.imaps_port,
+        ),
+    )
+    .expect("write config");
+    let (secs, rss_kb) = timed(
+        Command::new(&a.binary)
+            .arg("once")
+            .arg("--config")
+            .arg(&config),
+    );
+    let stats = gmail.stats();
+    let got = gmail.digests().len();
+    report("Gmail API", got, total, secs, rss_kb, largest);
+    let times: Vec<f64> = stats["upload_times"]
+        .as_array()
+        .map(|t| t.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    if let (Some(first), Some(last)) = (times.first(), times.last()) {
+        println!(
+            "{:>16}: {:.2} imports/s between the first and the last upload (quota 10/s, 0.5 s per import), {} throttled by the fake",
+            "Gmail API",
+            (times.len() - 1) as f64 / (last - first),
+            stats["throttled"]
+        );
+    }
+    assert_eq!(got, a.messages, "not every message arrived");
 }
 
 /// Runs `cmd` under GNU time; returns (seconds, peak RSS in KiB).
