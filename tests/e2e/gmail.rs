@@ -198,9 +198,31 @@ fn kill_9_during_an_import_then_a_new_run_imports_nothing_twice() {
     // Gmail stores this one, then takes 3 s to answer: the kill lands in between.
     b.dovecot
         .add_message("INBOX", &fixtures::with_gmail_mode(2, "slow"));
-    b.kill_once_while_delivering(1);
-    std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(gmail.messages().len(), 2, "the slow import had been stored");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["once", "--config"])
+        .arg(b.config_path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill once Gmail holds the message but before mailferry heard so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gmail.digests().len() < 2
+        || b.ledger_states() != [("attempt".to_owned(), 1), ("delivered".to_owned(), 1)]
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow import never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert_eq!(
+        b.ledger_states(),
+        [("attempt".to_owned(), 1), ("delivered".to_owned(), 1)],
+        "the kill came too late"
+    );
 
     let run = b.run(&["once"]);
     assert_eq!(run.code, 0, "{run:?}");
