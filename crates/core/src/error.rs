@@ -45,4 +45,61 @@ pub trait Classify {
     fn may_have_arrived(&self) -> bool {
         false
     }
+
+    /// How long the server asked us to stay away (Outlook.com's "Suggested Backoff Time",
+    /// POP3's `[LOGIN-DELAY]`), if it said.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// Reads a requested pause from a server's words: Microsoft's `Request is throttled.
+/// Suggested Backoff Time: N milliseconds`, or a `[LOGIN-DELAY]` reply naming `N seconds`.
+#[must_use]
+pub fn requested_wait(text: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let number_after = |rest: &str| -> Option<u64> {
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    if let Some(i) = text.find("Suggested Backoff Time:") {
+        return number_after(&text[i + "Suggested Backoff Time:".len()..])
+            .map(Duration::from_millis);
+    }
+    if text.contains("LOGIN-DELAY") {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        return words
+            .windows(2)
+            .find_map(|w| {
+                (w[1].starts_with("second"))
+                    .then(|| number_after(w[0]))
+                    .flatten()
+            })
+            .map(Duration::from_secs);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn requested_waits_are_read_exactly() {
+        assert_eq!(
+            requested_wait("NO Request is throttled. Suggested Backoff Time: 154340 milliseconds"),
+            Some(Duration::from_millis(154_340))
+        );
+        assert_eq!(
+            requested_wait("-ERR [LOGIN-DELAY] wait 300 seconds"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(requested_wait("-ERR [LOGIN-DELAY] not so soon"), None);
+        assert_eq!(requested_wait("NO [AUTHENTICATIONFAILED] nope"), None);
+    }
 }

@@ -11,7 +11,7 @@ mod message;
 mod secret;
 mod traits;
 
-pub use error::{Classify, ErrorClass};
+pub use error::{Classify, ErrorClass, requested_wait};
 pub use message::RawMessage;
 pub use secret::Secret;
 pub use traits::{Destination, FolderState, ListedMessage, MessageKey, Receipt, Source};

@@ -13,6 +13,7 @@ mod build;
 mod deliver;
 mod report;
 mod run;
+pub mod schedule;
 pub mod tokens;
 
 pub use report::{AccountReport, ErrorReport, MessageProblem};

@@ -25,6 +25,8 @@ pub struct ErrorReport {
     pub message: String,
     /// What the user can do about it.
     pub hint: Option<String>,
+    /// How long the server asked us to stay away, if it said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ErrorReport {
@@ -44,6 +46,7 @@ impl ErrorReport {
             class: err.class(),
             message,
             hint: err.hint().map(str::to_owned),
+            retry_after: err.retry_after(),
         }
     }
 
@@ -71,6 +74,8 @@ pub struct AccountReport {
     /// Messages whose interrupted delivery turned out to have arrived (found at the
     /// destination by Message-ID); counted as skipped, not sent again.
     pub found: u64,
+    /// Bytes of the messages delivered.
+    pub bytes: u64,
     /// Messages refused for now; tried again next run.
     pub deferred: Vec<MessageProblem>,
     /// Messages refused for good; they stay at the source.

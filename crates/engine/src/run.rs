@@ -373,7 +373,11 @@ async fn transfer<S: Source>(
                 open && stop.is_none() && !cancel.is_cancelled() && inflight.len() < concurrency;
             tokio::select! {
                 Some((size, done)) = inflight.next(), if !inflight.is_empty() => {
+                    let (size, done): (u64, Done) = (size, done);
                     observer.done(&account.name, size);
+                    if matches!(done.outcome, Ok(Outcome::Delivered)) {
+                        report.bytes += size;
+                    }
                     if let Err(e) = tally(done, report)
                         && stop.is_none()
                     {

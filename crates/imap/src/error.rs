@@ -62,6 +62,13 @@ impl Classify for ImapError {
         }
     }
 
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::LoginRefused(t) | Self::LoginUnavailable(t) => mailferry_core::requested_wait(t),
+            _ => None,
+        }
+    }
+
     fn hint(&self) -> Option<&'static str> {
         match self {
             Self::LoginRefused(text) if text.contains("Basic authentication is disabled") => Some(

@@ -70,6 +70,13 @@ impl Classify for Pop3Error {
         }
     }
 
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Busy(t) | Self::LoginRefused { detail: t } => mailferry_core::requested_wait(t),
+            _ => None,
+        }
+    }
+
     fn hint(&self) -> Option<&'static str> {
         match self {
             Self::LoginRefused { detail }
