@@ -21,7 +21,10 @@ fn service_picks_up_new_mail_on_its_next_tick_and_stops_on_sigterm() {
     // A deliberately short interval for the test; the default floor is 10 minutes.
     let config = std::fs::read_to_string(b.config_path()).expect("read config");
     let config = config
-        .replace("[daemon]\n", "[daemon]\nmin-interval = \"1s\"\n")
+        .replace(
+            "[daemon]\n",
+            "[daemon]\nmin-interval = \"1s\"\nallow-short-intervals = true\n",
+        )
         .replace(
             "destination = \"home\"\n",
             "destination = \"home\"\ninterval = \"1s\"\n",

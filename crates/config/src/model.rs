@@ -34,6 +34,10 @@ pub struct Daemon {
     pub connect_timeout: Duration,
     /// Each network read or command round trip.
     pub io_timeout: Duration,
+    /// Connections to one server host at once, over all accounts.
+    pub max_connections_per_host: usize,
+    /// Where to serve `/metrics` and `/healthz`, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How a connection is secured.
@@ -513,15 +517,46 @@ impl Checker<'_> {
     }
 
     fn daemon(&mut self, raw: RawDaemon) -> Daemon {
+        let min_interval = self.duration(
+            "daemon.min-interval".into(),
+            raw.min_interval.as_deref(),
+            DEFAULT_MIN_INTERVAL,
+        );
+        if min_interval < DEFAULT_MIN_INTERVAL {
+            if raw.allow_short_intervals == Some(true) {
+                self.warnings.push(format!(
+                    "daemon.min-interval = {} is below 10 minutes: providers throttle or block accounts that log in this often (Outlook.com: \"Request is throttled\")",
+                    humantime::format_duration(min_interval)
+                ));
+            } else {
+                self.err(
+                    "daemon.min-interval".into(),
+                    "is below 10 minutes, which providers throttle or block; set daemon.allow-short-intervals = true if you mean it (e.g. for your own server)".into(),
+                );
+            }
+        }
+        let max_connections_per_host = raw.max_connections_per_host.unwrap_or(20);
+        if max_connections_per_host == 0 {
+            self.err(
+                "daemon.max-connections-per-host".into(),
+                "must be at least 1".into(),
+            );
+        }
+        let metrics_listen = raw.metrics_listen.and_then(|a| match a.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.err(
+                    "daemon.metrics-listen".into(),
+                    format!("{a:?} is not an address:port; write e.g. \"127.0.0.1:9925\""),
+                );
+                None
+            }
+        });
         Daemon {
             state_dir: raw
                 .state_dir
                 .map_or_else(|| PathBuf::from("/var/lib/mailferry"), |d| self.path(&d)),
-            min_interval: self.duration(
-                "daemon.min-interval".into(),
-                raw.min_interval.as_deref(),
-                DEFAULT_MIN_INTERVAL,
-            ),
+            min_interval,
             connect_timeout: self.duration(
                 "daemon.connect-timeout".into(),
                 raw.connect_timeout.as_deref(),
@@ -532,6 +567,9 @@ impl Checker<'_> {
                 raw.io_timeout.as_deref(),
                 Duration::from_secs(120),
             ),
+            max_connections_per_host: usize::try_from(max_connections_per_host.max(1))
+                .unwrap_or(20),
+            metrics_listen,
         }
     }
 

@@ -29,6 +29,12 @@ pub struct RawDaemon {
     pub connect_timeout: Option<String>,
     /// Timeout for each network read or command round trip.
     pub io_timeout: Option<String>,
+    /// Allows `min-interval` below 10 minutes.
+    pub allow_short_intervals: Option<bool>,
+    /// Connections to one server host at once.
+    pub max_connections_per_host: Option<u32>,
+    /// Address for Prometheus metrics and /healthz.
+    pub metrics_listen: Option<String>,
 }
 
 /// `[[destination]]`

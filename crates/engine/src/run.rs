@@ -124,6 +124,7 @@ async fn run_account(
         account: account.name.clone(),
         ..AccountReport::default()
     };
+    let started = std::time::Instant::now();
     let run_id = if opts.dry_run {
         None
     } else {
@@ -145,6 +146,7 @@ async fn run_account(
         warn!(cause = %r.message, class = ?r.class, "run ended early");
         report.error = Some(r);
     }
+    report.elapsed = started.elapsed();
     if let Some(id) = run_id {
         let error = report.error.as_ref().map(|e| e.message.as_str());
         if let Err(e) = store.finish_run(id, &report.counts, error).await {

@@ -108,9 +108,10 @@ impl Pacer {
 }
 
 /// What [`drive`] schedules.
+/// The futures need not be `Send`: [`drive`] polls all accounts on the caller's task.
 pub trait Runner: Sync {
     /// Runs account `i` once.
-    fn run(&self, i: usize) -> impl Future<Output = Verdict> + Send;
+    fn run(&self, i: usize) -> impl Future<Output = Verdict>;
     /// Account `i` runs next after `pause`, in `state`.
     fn scheduled(
         &self,
@@ -118,7 +119,7 @@ pub trait Runner: Sync {
         state: AccountState,
         failures: u32,
         pause: Duration,
-    ) -> impl Future<Output = ()> + Send;
+    ) -> impl Future<Output = ()>;
     /// A random number in `[0, 1)` for jitter.
     fn unit(&self) -> f64;
 }

@@ -12,10 +12,14 @@ use clap::{Parser, Subcommand};
 use mailferry_config::Config;
 use mailferry_engine::{AccountReport, Observer, RunOptions, TokenKeeper};
 use mailferry_store::Store;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+
+use tracing::{error, info, warn};
 
 mod auth;
+mod metrics;
+mod notify;
 
 /// Gathers mail from your other mailboxes into the one you read.
 #[derive(Debug, Parser)]
@@ -128,7 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let result = runtime.block_on(run(cli.command, config));
+    let result = runtime.block_on(run(cli.command, config, cli.config.clone()));
     // A read of the terminal (`mailferry auth`) may still block a thread; do not wait for it.
     runtime.shutdown_background();
     match result {
@@ -151,7 +155,7 @@ fn init_logging(service: bool) {
         .init();
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<ExitCode> {
     if let Command::Auth {
         name,
         paste,
@@ -186,8 +190,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             once(&config, &store, &tokens, opts, &cancel).await
         }
         Command::Run => {
-            service(&config, &store, &tokens, &cancel).await;
-            ExitCode::SUCCESS
+            let run = service(&path, config, &store, &tokens, &cancel);
+            tokio::pin!(run);
+            tokio::select! {
+                () = &mut run => {}
+                () = async { cancel.cancelled().await; tokio::time::sleep(STOP_DEADLINE).await } => {
+                    warn!("the runs in progress did not stop within {STOP_DEADLINE:?}; exiting anyway (the ledger stays consistent)");
+                }
+            }
+            store.close().await;
+            return Ok(ExitCode::SUCCESS);
         }
         Command::CheckConfig | Command::Auth { .. } => ExitCode::SUCCESS,
     };
@@ -271,45 +283,105 @@ fn print_report(r: &AccountReport, dry_run: bool) {
     }
 }
 
-/// A minimal service loop: every account on its own timer, until SIGTERM or SIGINT.
-/// A failing account is retried at its next tick and never delays the others.
-async fn service(config: &Config, store: &Store, tokens: &TokenKeeper, cancel: &CancellationToken) {
+/// Longest wait for the runs in progress after SIGTERM; under systemd's default
+/// `TimeoutStopSec=90s`. A message still in flight then stays "attempted" in the ledger and
+/// is looked up or sent again next time: never lost, never inconsistent.
+const STOP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The service: every account on its schedule until SIGTERM/SIGINT; SIGHUP reloads the
+/// configuration (added, removed, changed accounts) without a restart.
+async fn service(
+    path: &std::path::Path,
+    config: Config,
+    store: &Store,
+    tokens: &TokenKeeper,
+    cancel: &CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
     info!(accounts = config.accounts.len(), "mailferry started");
-    let keep_alive = async {
-        loop {
-            keepalive(config, tokens).await;
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_secs(6 * 3600)) => {}
-            }
-        }
+    let metrics = Arc::new(metrics::Metrics::default());
+    let shared_config = Arc::new(std::sync::Mutex::new(Arc::new(config)));
+    let current = || {
+        shared_config
+            .lock()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
     };
-    let tasks = config.accounts.iter().map(|account| async move {
-        let opts = RunOptions { account: Some(account.name.clone()), dry_run: false };
-        loop {
-            let reports = mailferry_engine::run_once(config, store, tokens, &opts, &(), cancel).await;
-            for r in &reports {
-                if let Some(e) = &r.error {
-                    warn!(account = %r.account, cause = %e.message, hint = e.hint.as_deref().unwrap_or(""), "run failed");
+    if let Some(addr) = current().daemon.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tokio::spawn(metrics::serve(
+                    listener,
+                    Arc::clone(&metrics),
+                    store.clone(),
+                    Arc::clone(&shared_config),
+                    cancel.clone(),
+                ));
+            }
+            Err(e) => warn!(%addr, cause = %e, "cannot serve metrics"),
+        }
+    }
+    if let Some(every) = notify::watchdog_interval() {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                notify::notify("WATCHDOG=1");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(every / 2) => {}
                 }
             }
-            let wait = account.interval + jitter(account.interval / 10);
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
+        });
+    }
+    notify::notify(&format!(
+        "READY=1\nSTATUS=gathering {} accounts",
+        current().accounts.len()
+    ));
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    loop {
+        let config = current();
+        let round = cancel.child_token();
+        let reload = {
+            let serve = mailferry_engine::daemon::serve(&config, store, tokens, &round, &*metrics);
+            tokio::pin!(serve);
+            let reload = tokio::select! {
+                () = &mut serve => false,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            if reload {
+                info!("SIGHUP: reloading the configuration after the messages in flight");
+                round.cancel();
+                serve.await;
+            }
+            reload
+        };
+        if !reload || cancel.is_cancelled() {
+            break;
+        }
+        match mailferry_config::load(path) {
+            Ok(new) => {
+                for w in &new.warnings {
+                    warn!("{w}");
+                }
+                info!(accounts = new.accounts.len(), "configuration reloaded");
+                notify::notify(&format!(
+                    "STATUS=reloaded: gathering {} accounts",
+                    new.accounts.len()
+                ));
+                if let Ok(mut c) = shared_config.lock() {
+                    *c = Arc::new(new);
+                }
+            }
+            Err(e) => {
+                error!("the new configuration is not valid; keeping the old one: {e}");
+                notify::notify(
+                    "STATUS=reload failed: configuration not valid; still running the old one",
+                );
             }
         }
-    });
-    tokio::join!(futures_util::future::join_all(tasks), keep_alive);
+    }
+    notify::notify("STOPPING=1");
     info!("mailferry stopped");
-}
-
-/// Up to `max`, different per call.
-fn jitter(max: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    max.mul_f64(f64::from(nanos) / 1e9)
 }
 
 async fn cancel_on_signal(cancel: CancellationToken) {

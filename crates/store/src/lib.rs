@@ -20,7 +20,9 @@ use mailferry_core::MessageKey;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod status;
 mod tokens;
+pub use status::{ScheduleRow, Totals};
 pub use tokens::{IssuedTokens, StoredToken};
 
 /// The embedded migrations; run by [`Store::open`].

@@ -1,0 +1,197 @@
+//! `mailferry run`: every account on its own schedule, connections per server host bounded,
+//! the outcome of every run stored for `mailferry status`, sign-ins kept alive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailferry_config::{AccountConfig, Config};
+use mailferry_store::{ScheduleRow, Store};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::report::AccountReport;
+use crate::run::{RunOptions, run_once};
+use crate::schedule::{self, AccountState, Runner, Slot, Verdict};
+use crate::tokens::TokenKeeper;
+
+/// How often idle sign-ins are checked for their 30-day refresh.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Told about every finished run (metrics, the service manager's status line).
+pub trait Hooks: Sync {
+    /// `report` finished; the account is now in `state` and runs next after `next`.
+    fn after_run(&self, report: &AccountReport, state: AccountState, next: Duration) {
+        let _ = (report, state, next);
+    }
+}
+
+impl Hooks for () {}
+
+struct Daemon<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    tokens: &'a TokenKeeper,
+    cancel: &'a CancellationToken,
+    hooks: &'a dyn Hooks,
+    /// One semaphore per server host: Outlook.com allows about 20 connections per user.
+    hosts: HashMap<String, Arc<Semaphore>>,
+    last: Mutex<HashMap<usize, AccountReport>>,
+}
+
+impl Daemon<'_> {
+    fn account(&self, i: usize) -> &AccountConfig {
+        &self.config.accounts[i]
+    }
+}
+
+impl Runner for Daemon<'_> {
+    async fn run(&self, i: usize) -> Verdict {
+        let account = self.account(i);
+        let host = &account.endpoint.host;
+        let _permit = match self.hosts.get(host) {
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        };
+        let opts = RunOptions {
+            account: Some(account.name.clone()),
+            dry_run: false,
+        };
+        let mut reports = run_once(
+            self.config,
+            self.store,
+            self.tokens,
+            &opts,
+            &(),
+            self.cancel,
+        )
+        .await;
+        let report = reports.pop().unwrap_or_default();
+        let verdict = match &report.error {
+            None => Verdict::Success,
+            Some(e) => {
+                warn!(account = %account.name, cause = %e.message, hint = e.hint.as_deref().unwrap_or(""), "run failed");
+                Verdict::Failed {
+                    class: e.class,
+                    retry_after: e.retry_after,
+                }
+            }
+        };
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(i, report);
+        verdict
+    }
+
+    async fn scheduled(&self, i: usize, state: AccountState, failures: u32, pause: Duration) {
+        let account = self.account(i);
+        let report = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&i)
+            .unwrap_or_default();
+        let now = mailferry_oauth::now();
+        let row = ScheduleRow {
+            account: account.name.clone(),
+            state: state.as_str().to_owned(),
+            failures,
+            next_run: Some(now + i64::try_from(pause.as_secs()).unwrap_or(i64::MAX / 2)),
+            last_run: Some(now),
+            last_success: report.error.is_none().then_some(now),
+            last_error: report.error.as_ref().map(|e| e.message.clone()),
+            last_hint: report.error.as_ref().and_then(|e| e.hint.clone()),
+            interval_s: i64::try_from(account.interval.as_secs()).unwrap_or(i64::MAX),
+        };
+        if let Err(e) = self.store.save_schedule(&row).await {
+            warn!(cause = %e, "cannot record the schedule");
+        }
+        info!(
+            account = %account.name,
+            delivered = report.counts.delivered,
+            failed = report.counts.failed,
+            state = state.as_str(),
+            next_in = %humantime_secs(pause),
+            "run finished"
+        );
+        self.hooks.after_run(&report, state, pause);
+    }
+
+    fn unit(&self) -> f64 {
+        schedule::clock_unit(self.last.lock().map_or(0, |l| l.len() as u64))
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}m{:02}s", s / 60, s % 60)
+}
+
+/// Runs every account of `config` on its schedule until `cancel` fires, then returns once
+/// the runs in progress have stopped between messages. Where a stored schedule says an
+/// account is not due yet (a restart, a reload), it waits for that.
+pub async fn serve(
+    config: &Config,
+    store: &Store,
+    tokens: &TokenKeeper,
+    cancel: &CancellationToken,
+    hooks: &dyn Hooks,
+) {
+    let stored: HashMap<String, ScheduleRow> = match store.schedules().await {
+        Ok(rows) => rows.into_iter().map(|r| (r.account.clone(), r)).collect(),
+        Err(e) => {
+            warn!(cause = %e, "cannot read the stored schedule; every account runs now");
+            HashMap::new()
+        }
+    };
+    let now = mailferry_oauth::now();
+    let slots: Vec<Slot> = config
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let row = stored.get(&a.name);
+            let due_in = row.and_then(|r| r.next_run).map_or(0, |n| (n - now).max(0));
+            // Accounts that are due start a few seconds apart, not all at once.
+            let spread = Duration::from_secs(10)
+                .min(a.interval / 10)
+                .mul_f64(schedule::clock_unit(i as u64));
+            Slot {
+                interval: a.interval,
+                first: Duration::from_secs(u64::try_from(due_in).unwrap_or(0)).max(spread),
+                failures: row.map_or(0, |r| r.failures),
+            }
+        })
+        .collect();
+    let mut hosts = HashMap::new();
+    for a in &config.accounts {
+        hosts
+            .entry(a.endpoint.host.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(config.daemon.max_connections_per_host)));
+    }
+    let daemon = Daemon {
+        config,
+        store,
+        tokens,
+        cancel,
+        hooks,
+        hosts,
+        last: Mutex::new(HashMap::new()),
+    };
+    let keepalive = async {
+        loop {
+            for (owner, result) in tokens.keepalive(config, mailferry_oauth::now()).await {
+                if let Err(e) = result {
+                    warn!(owner, cause = %e, "cannot keep the sign-in alive");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(KEEPALIVE_EVERY) => {}
+            }
+        }
+    };
+    tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive);
+}

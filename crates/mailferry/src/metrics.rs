@@ -1,0 +1,297 @@
+//! `[daemon] metrics-listen`: Prometheus text exposition on `/metrics`, and `/healthz`,
+//! which fails while an account is parked or has not succeeded for three intervals.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailferry_config::Config;
+use mailferry_engine::AccountReport;
+use mailferry_engine::daemon::Hooks;
+use mailferry_engine::schedule::AccountState;
+use mailferry_store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Debug, Default, Clone)]
+struct Account {
+    fetched: u64,
+    delivered: u64,
+    failed: u64,
+    refused: u64,
+    bytes: u64,
+    runs_ok: u64,
+    runs_failed: u64,
+    duration_sum: f64,
+    last_success: Option<i64>,
+    state: Option<AccountState>,
+}
+
+/// Counters since start, per account.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    accounts: Mutex<BTreeMap<String, Account>>,
+    /// The last status line, for the service manager.
+    pub status: Mutex<String>,
+}
+
+impl Hooks for Metrics {
+    fn after_run(&self, r: &AccountReport, state: AccountState, next: Duration) {
+        let mut all = self
+            .accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let a = all.entry(r.account.clone()).or_default();
+        a.fetched += r.counts.fetched;
+        a.delivered += r.counts.delivered;
+        a.failed += r.counts.failed;
+        a.refused += r.refused.len() as u64;
+        a.bytes += r.bytes;
+        a.duration_sum += r.elapsed.as_secs_f64();
+        if r.error.is_none() {
+            a.runs_ok += 1;
+            a.last_success = Some(mailferry_oauth::now());
+        } else {
+            a.runs_failed += 1;
+        }
+        a.state = Some(state);
+        let ok = all
+            .values()
+            .filter(|a| a.state == Some(AccountState::Ok))
+            .count();
+        let line = format!(
+            "{ok}/{} accounts ok; last: {} delivered {} ({}), next in {}s",
+            all.len(),
+            r.account,
+            r.counts.delivered,
+            state.as_str(),
+            next.as_secs()
+        );
+        drop(all);
+        crate::notify::notify(&format!("STATUS={line}"));
+        if let Ok(mut s) = self.status.lock() {
+            *s = line;
+        }
+    }
+}
+
+/// A counter's name, help text and value.
+type Counter = (&'static str, &'static str, fn(&Account) -> u64);
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    async fn render(&self, store: &Store) -> String {
+        let mut out = String::new();
+        let all = self
+            .accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let counters: [Counter; 5] = [
+            (
+                "mailferry_messages_fetched_total",
+                "Messages fetched from the source.",
+                |a| a.fetched,
+            ),
+            (
+                "mailferry_messages_delivered_total",
+                "Messages the destination accepted.",
+                |a| a.delivered,
+            ),
+            (
+                "mailferry_messages_failed_total",
+                "Messages deferred or refused.",
+                |a| a.failed,
+            ),
+            (
+                "mailferry_messages_refused_total",
+                "Messages refused for good.",
+                |a| a.refused,
+            ),
+            (
+                "mailferry_delivered_bytes_total",
+                "Bytes of the messages delivered.",
+                |a| a.bytes,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (acc, a) in &all {
+                let _ = writeln!(out, "{name}{{account=\"{}\"}} {}", label(acc), get(a));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mailferry_runs_total Runs by result.\n# TYPE mailferry_runs_total counter"
+        );
+        for (acc, a) in &all {
+            let acc = label(acc);
+            let _ = writeln!(
+                out,
+                "mailferry_runs_total{{account=\"{acc}\",result=\"ok\"}} {}",
+                a.runs_ok
+            );
+            let _ = writeln!(
+                out,
+                "mailferry_runs_total{{account=\"{acc}\",result=\"error\"}} {}",
+                a.runs_failed
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mailferry_run_duration_seconds Time spent in runs.\n# TYPE mailferry_run_duration_seconds summary"
+        );
+        for (acc, a) in &all {
+            let acc = label(acc);
+            let _ = writeln!(
+                out,
+                "mailferry_run_duration_seconds_sum{{account=\"{acc}\"}} {:.3}",
+                a.duration_sum
+            );
+            let _ = writeln!(
+                out,
+                "mailferry_run_duration_seconds_count{{account=\"{acc}\"}} {}",
+                a.runs_ok + a.runs_failed
+            );
+        }
+        let schedules = store.schedules().await.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP mailferry_last_success_timestamp_seconds End of the last successful run.\n# TYPE mailferry_last_success_timestamp_seconds gauge"
+        );
+        for s in &schedules {
+            if let Some(t) = s.last_success {
+                let _ = writeln!(
+                    out,
+                    "mailferry_last_success_timestamp_seconds{{account=\"{}\"}} {t}",
+                    label(&s.account)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mailferry_account_ok Whether the account's last run succeeded.\n# TYPE mailferry_account_ok gauge"
+        );
+        for s in &schedules {
+            let _ = writeln!(
+                out,
+                "mailferry_account_ok{{account=\"{}\"}} {}",
+                label(&s.account),
+                u8::from(s.state == "ok")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mailferry_token_expiry_timestamp_seconds When the stored OAuth2 access token expires.\n# TYPE mailferry_token_expiry_timestamp_seconds gauge"
+        );
+        for owner in store.token_owners().await.unwrap_or_default() {
+            if let Ok(Some(t)) = store.token(&owner).await {
+                let _ = writeln!(
+                    out,
+                    "mailferry_token_expiry_timestamp_seconds{{owner=\"{}\"}} {}",
+                    label(&owner),
+                    t.expires_at
+                );
+            }
+        }
+        out
+    }
+
+    /// Problems that make `/healthz` fail: parked accounts, and accounts without a
+    /// success for three intervals.
+    pub async fn unhealthy(store: &Store, config: &Config) -> Vec<String> {
+        let now = mailferry_oauth::now();
+        let schedules = store.schedules().await.unwrap_or_default();
+        let mut problems = Vec::new();
+        for a in &config.accounts {
+            let Some(s) = schedules.iter().find(|s| s.account == a.name) else {
+                continue;
+            };
+            if s.state.starts_with("parked") {
+                problems.push(format!("{}: {}", a.name, s.state));
+                continue;
+            }
+            let limit = 3 * i64::try_from(a.interval.as_secs()).unwrap_or(i64::MAX / 4);
+            let since = s.last_success.or(s.last_run).unwrap_or(now);
+            if s.state != "ok" && now - since > limit {
+                problems.push(format!(
+                    "{}: no successful run for {} s",
+                    a.name,
+                    now - since
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    store: Store,
+    config: Arc<Mutex<Arc<Config>>>,
+    cancel: CancellationToken,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving /metrics and /healthz");
+    }
+    loop {
+        let (mut stream, _) = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(cause = %e, "metrics listener");
+                    continue;
+                }
+            },
+        };
+        let mut buf = vec![0u8; 4096];
+        let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => continue,
+        };
+        let head = String::from_utf8_lossy(&buf[..n]);
+        let path = head.split_whitespace().nth(1).unwrap_or("/");
+        let (status, ctype, body) = match path {
+            "/metrics" => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics.render(&store).await,
+            ),
+            "/healthz" => {
+                let config = config
+                    .lock()
+                    .map(|c| Arc::clone(&c))
+                    .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
+                let problems = Metrics::unhealthy(&store, &config).await;
+                if problems.is_empty() {
+                    ("200 OK", "text/plain", "ok\n".to_owned())
+                } else {
+                    (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        problems.join("\n") + "\n",
+                    )
+                }
+            }
+            _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+}

@@ -1,0 +1,138 @@
+//! What `mailferry status` shows: the daemon's schedule per account, and totals from the
+//! ledger and the runs.
+
+use sqlx::Row;
+
+use crate::{Store, StoreError, now};
+
+/// One account's schedule as the daemon last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRow {
+    /// Account name.
+    pub account: String,
+    /// `ok`, `backing off`, `parked: needs auth`, `failing: needs a fix`.
+    pub state: String,
+    /// Failed runs in a row.
+    pub failures: u32,
+    /// Next run, Unix seconds.
+    pub next_run: Option<i64>,
+    /// Last run's end, Unix seconds.
+    pub last_run: Option<i64>,
+    /// Last successful run's end, Unix seconds.
+    pub last_success: Option<i64>,
+    /// Last error, when the last run failed.
+    pub last_error: Option<String>,
+    /// Its hint.
+    pub last_hint: Option<String>,
+    /// The account's interval in seconds.
+    pub interval_s: i64,
+}
+
+/// Totals of one account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages delivered, ever.
+    pub delivered: u64,
+    /// Messages delivered in the last 24 hours.
+    pub delivered_24h: u64,
+    /// Messages refused for good (still at the source).
+    pub refused: u64,
+    /// Messages deferred (retried next run).
+    pub deferred: u64,
+    /// Runs that ended with an error, in the last 24 hours.
+    pub failed_runs_24h: u64,
+    /// The last successful run's end (from the runs table), Unix seconds.
+    pub last_success: Option<i64>,
+}
+
+impl Store {
+    /// Records what the daemon decided after a run of `account`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn save_schedule(&self, row: &ScheduleRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO schedule (account, state, failures, next_run, last_run, last_success, last_error, last_hint, interval_s) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET state = excluded.state, \
+             failures = excluded.failures, next_run = excluded.next_run, last_run = excluded.last_run, \
+             last_success = COALESCE(excluded.last_success, schedule.last_success), \
+             last_error = excluded.last_error, last_hint = excluded.last_hint, interval_s = excluded.interval_s",
+        )
+        .bind(&row.account)
+        .bind(&row.state)
+        .bind(i64::from(row.failures))
+        .bind(row.next_run)
+        .bind(row.last_run)
+        .bind(row.last_success)
+        .bind(&row.last_error)
+        .bind(&row.last_hint)
+        .bind(row.interval_s)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The stored schedule of every account.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account, state, failures, next_run, last_run, last_success, last_error, last_hint, interval_s \
+             FROM schedule ORDER BY account",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ScheduleRow {
+                account: r.get(0),
+                state: r.get(1),
+                failures: u32::try_from(r.get::<i64, _>(2)).unwrap_or(u32::MAX),
+                next_run: r.get(3),
+                last_run: r.get(4),
+                last_success: r.get(5),
+                last_error: r.get(6),
+                last_hint: r.get(7),
+                interval_s: r.get(8),
+            })
+            .collect())
+    }
+
+    /// Totals of `account` from the ledger and the runs.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn totals(&self, account: &str) -> Result<Totals, StoreError> {
+        let day_ago = now() - 24 * 3600;
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        let r = sqlx::query(
+            "SELECT COUNT(*) FILTER (WHERE state = 'delivered'), \
+                    COUNT(*) FILTER (WHERE state = 'delivered' AND updated_at >= ?), \
+                    COUNT(*) FILTER (WHERE state = 'refused'), \
+                    COUNT(*) FILTER (WHERE state = 'deferred') \
+             FROM ledger WHERE account = ?",
+        )
+        .bind(day_ago)
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
+        let runs = sqlx::query(
+            "SELECT COUNT(*) FILTER (WHERE error IS NOT NULL AND started_at >= ?), \
+                    MAX(finished_at) FILTER (WHERE error IS NULL) \
+             FROM runs WHERE account = ?",
+        )
+        .bind(day_ago)
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Totals {
+            delivered: count(r.get(0)),
+            delivered_24h: count(r.get(1)),
+            refused: count(r.get(2)),
+            deferred: count(r.get(3)),
+            failed_runs_24h: count(runs.get(0)),
+            last_success: runs.get(1),
+        })
+    }
+}
