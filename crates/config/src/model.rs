@@ -124,6 +124,8 @@ pub struct AccountConfig {
     pub labels: Vec<String>,
     /// Folders whose messages are spam (compared without case).
     pub spam_folders: Vec<String>,
+    /// Whether the service runs this account (`enabled = false` keeps it idle).
+    pub enabled: bool,
 }
 
 /// The junk folder names of the common providers.
@@ -990,6 +992,7 @@ impl Checker<'_> {
             after_delivery,
             pipelining: raw.pipelining.unwrap_or(true),
             labels: raw.labels.unwrap_or_default(),
+            enabled: raw.enabled.unwrap_or(true),
             spam_folders: raw
                 .spam_folders
                 .unwrap_or_else(|| DEFAULT_SPAM_FOLDERS.iter().map(|&f| f.to_owned()).collect()),

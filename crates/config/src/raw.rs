@@ -124,6 +124,8 @@ pub struct RawAccount {
     pub labels: Option<Vec<String>>,
     /// Folders whose messages are delivered as spam (Gmail: `SPAM` instead of `INBOX`).
     pub spam_folders: Option<Vec<String>>,
+    /// `false` keeps the account configured but idle.
+    pub enabled: Option<bool>,
 }
 
 /// `auth = { ... }` of an account.

@@ -152,6 +152,14 @@ pub async fn serve(
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            if !a.enabled {
+                // Never due: a disabled account stays idle until a reload enables it.
+                return Slot {
+                    interval: Duration::MAX / 4,
+                    first: Duration::MAX / 4,
+                    failures: 0,
+                };
+            }
             let row = stored.get(&a.name);
             let due_in = row.and_then(|r| r.next_run).map_or(0, |n| (n - now).max(0));
             // Accounts that are due start a few seconds apart, not all at once.

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 mod auth;
 mod metrics;
 mod notify;
+mod status;
 
 /// Gathers mail from your other mailboxes into the one you read.
 #[derive(Debug, Parser)]
@@ -53,6 +54,13 @@ enum Command {
     },
     /// Check the configuration file and exit.
     CheckConfig,
+    /// Show every account's state, last success, next run, counts, refused messages and
+    /// last error with a hint. Works while the service runs. Exit 1 if an account needs you.
+    Status {
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign in an account or destination that uses OAuth2, once; the tokens are stored and
     /// refreshed from then on. Works while the service runs.
     Auth {
@@ -170,6 +178,9 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
         };
         return auth::run(&config, name, flags).await;
     }
+    if let Command::Status { json } = &command {
+        return status::run(&config, *json).await;
+    }
     let store = Store::open(&config.daemon.state_dir)
         .await
         .with_context(|| {
@@ -201,7 +212,7 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
             store.close().await;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::CheckConfig | Command::Auth { .. } => ExitCode::SUCCESS,
+        Command::CheckConfig | Command::Auth { .. } | Command::Status { .. } => ExitCode::SUCCESS,
     };
     store.close().await;
     Ok(code)

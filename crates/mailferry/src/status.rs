@@ -1,0 +1,224 @@
+//! `mailferry status [--json]`: what the service is doing, from the state database. Works
+//! while the service runs.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use mailferry_config::{Config, SourceAuth};
+use mailferry_engine::tokens;
+use mailferry_store::Store;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+struct Refused {
+    folder: String,
+    key: String,
+    message_id: Option<String>,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SignIn {
+    subject: Option<String>,
+    access_token_expires_at: i64,
+    refreshed_at: i64,
+    scopes: Vec<String>,
+    parked: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AccountStatus {
+    account: String,
+    /// ok | backing off | parked: needs auth | failing: needs a fix | disabled | not run yet
+    state: String,
+    last_success: Option<i64>,
+    last_run: Option<i64>,
+    next_run: Option<i64>,
+    failures_in_a_row: u32,
+    delivered_total: u64,
+    delivered_24h: u64,
+    deferred: u64,
+    failed_runs_24h: u64,
+    refused: Vec<Refused>,
+    last_error: Option<String>,
+    hint: Option<String>,
+    sign_in: Option<SignIn>,
+}
+
+async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountStatus>> {
+    let schedules = store.schedules().await?;
+    let mut out = Vec::new();
+    for a in &config.accounts {
+        let row = schedules.iter().find(|s| s.account == a.name);
+        let totals = store.totals(&a.name).await?;
+        let refused = store
+            .refusals(&a.name)
+            .await?
+            .into_iter()
+            .map(|r| Refused {
+                folder: r.key.folder,
+                key: r.key.key.to_string(),
+                message_id: r.message_id,
+                reason: r.reason,
+            })
+            .collect();
+        let sign_in = match &a.auth {
+            SourceAuth::OAuth2(_) => store
+                .token(&tokens::account_owner(&a.name))
+                .await?
+                .map(|t| SignIn {
+                    subject: t.subject,
+                    access_token_expires_at: t.expires_at,
+                    refreshed_at: t.refreshed_at,
+                    scopes: t.scopes,
+                    parked: t.parked,
+                }),
+            _ => None,
+        };
+        let mut state = match (a.enabled, row) {
+            (false, _) => "disabled".to_owned(),
+            (true, Some(r)) => r.state.clone(),
+            (true, None) => "not run yet".to_owned(),
+        };
+        let mut hint = row.and_then(|r| r.last_hint.clone());
+        if let SourceAuth::OAuth2(_) = &a.auth {
+            match &sign_in {
+                None => {
+                    state = "parked: needs auth".into();
+                    hint = Some(format!("sign in once with `mailferry auth {}`", a.name));
+                }
+                Some(SignIn {
+                    parked: Some(_), ..
+                }) => {
+                    state = "parked: needs auth".into();
+                    hint = Some(format!("sign in again with `mailferry auth {}`", a.name));
+                }
+                Some(_) => {}
+            }
+        }
+        out.push(AccountStatus {
+            account: a.name.clone(),
+            state,
+            last_success: row.and_then(|r| r.last_success).or(totals.last_success),
+            last_run: row.and_then(|r| r.last_run),
+            next_run: row.and_then(|r| r.next_run).filter(|_| a.enabled),
+            failures_in_a_row: row.map_or(0, |r| r.failures),
+            delivered_total: totals.delivered,
+            delivered_24h: totals.delivered_24h,
+            deferred: totals.deferred,
+            failed_runs_24h: totals.failed_runs_24h,
+            refused,
+            last_error: row.and_then(|r| r.last_error.clone()),
+            hint,
+            sign_in,
+        });
+    }
+    Ok(out)
+}
+
+/// "3m ago", "in 7m", from a Unix time.
+fn relative(t: i64, now: i64) -> String {
+    let d = t - now;
+    let mag = d.unsigned_abs();
+    let text = if mag < 90 {
+        format!("{mag}s")
+    } else if mag < 90 * 60 {
+        format!("{}m", mag / 60)
+    } else if mag < 36 * 3600 {
+        format!("{}h", mag / 3600)
+    } else {
+        format!("{}d", mag / 86400)
+    };
+    if d >= 0 {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open_shared(&config.daemon.state_dir)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the state in {}",
+                config.daemon.state_dir.display()
+            )
+        })?;
+    let all = collect(config, &store).await?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        let now = mailferry_oauth::now();
+        for s in &all {
+            let mut line = format!("{}: {}", s.account, s.state);
+            match s.last_success {
+                Some(t) => line.push_str(&format!(", last success {}", relative(t, now))),
+                None => line.push_str(", no successful run yet"),
+            }
+            if let Some(t) = s.next_run {
+                line.push_str(&format!(
+                    ", next run {}",
+                    relative(t, now).replace("ago", "ago (due)")
+                ));
+            }
+            println!("{line}");
+            println!(
+                "  delivered {} ({} in the last 24 h), {} deferred, {} refused, {} failed runs in 24 h",
+                s.delivered_total,
+                s.delivered_24h,
+                s.deferred,
+                s.refused.len(),
+                s.failed_runs_24h
+            );
+            if let Some(t) = &s.sign_in {
+                println!(
+                    "  signed in as {}, access token expires {}, refreshed {}",
+                    t.subject.as_deref().unwrap_or("?"),
+                    relative(t.access_token_expires_at, now),
+                    relative(t.refreshed_at, now)
+                );
+            }
+            for r in &s.refused {
+                let id = r
+                    .message_id
+                    .as_deref()
+                    .map_or(String::new(), |m| format!(" <{m}>"));
+                println!("  refused {} {}{id}: {}", r.folder, r.key, r.reason);
+            }
+            if s.state != "ok"
+                && let Some(e) = &s.last_error
+            {
+                println!("  last error: {e}");
+            }
+            if s.state != "ok"
+                && let Some(h) = &s.hint
+            {
+                println!("  hint: {h}");
+            }
+        }
+    }
+    let trouble = all
+        .iter()
+        .any(|s| s.state.starts_with("parked") || s.state.starts_with("failing"));
+    Ok(if trouble {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative;
+
+    #[test]
+    fn times_read_naturally() {
+        assert_eq!(relative(100, 100), "in 0s");
+        assert_eq!(relative(100 + 420, 100), "in 7m");
+        assert_eq!(relative(100, 100 + 180), "3m ago");
+        assert_eq!(relative(0, 5 * 3600), "5h ago");
+        assert_eq!(relative(0, 3 * 86400), "3d ago");
+    }
+}
