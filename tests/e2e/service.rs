@@ -71,3 +71,254 @@ fn service_picks_up_new_mail_on_its_next_tick_and_stops_on_sigterm() {
     assert_eq!(b.smtp.messages().len(), 2);
     assert_eq!(b.smtp.messages()[1].raw, fixtures::simple(2));
 }
+
+/// Rewrites the bench's config for a 1-second schedule (with the explicit override) and
+/// optional `[daemon]` lines.
+fn short_schedule(b: &Bench, daemon_extra: &str) {
+    let config = std::fs::read_to_string(b.config_path()).expect("read config");
+    let config = config
+        .replace(
+            "[daemon]\n",
+            &format!(
+                "[daemon]\nmin-interval = \"1s\"\nallow-short-intervals = true\n{daemon_extra}"
+            ),
+        )
+        .replace(
+            "destination = \"home\"\n",
+            "destination = \"home\"\ninterval = \"1s\"\n",
+        );
+    std::fs::write(b.config_path(), config).expect("write config");
+}
+
+fn spawn_run(b: &Bench) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["run", "--config"])
+        .arg(b.config_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+#[test]
+fn sighup_adds_an_account_without_a_restart_and_status_shows_both() {
+    let b = Bench::start();
+    short_schedule(&b, "");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let child = spawn_run(&b);
+    wait_for(
+        "the first account's message",
+        Duration::from_secs(20),
+        || b.smtp.messages().len() == 1,
+    );
+
+    // A second account on the same mailbox over POP3: it finds the same message anew.
+    let config = std::fs::read_to_string(b.config_path()).expect("read");
+    let pop = b.pop3_account(
+        "second",
+        b.dovecot.pop3s_port,
+        "implicit",
+        r#"{ method = "password", password-file = "src.pass" }"#,
+        "interval = \"1s\"",
+    );
+    std::fs::write(b.config_path(), config + &pop).expect("write");
+    signal(&child, "HUP");
+    wait_for(
+        "the added account's message",
+        Duration::from_secs(20),
+        || b.smtp.messages().len() == 2,
+    );
+
+    let status = b.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let src = crate::util::summary(&status, "src");
+    assert!(src.starts_with("src: ok, last success "), "{status:?}");
+    assert!(status.stdout.contains("second: ok"), "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains("  delivered 1 (1 in the last 24 h), 0 deferred, 0 refused"),
+        "{status:?}"
+    );
+    let json = b.run(&["status", "--json"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("status --json");
+    let accounts = v.as_array().expect("array");
+    assert_eq!(accounts.len(), 2);
+    assert_eq!(accounts[0]["account"], "src");
+    assert_eq!(accounts[0]["state"], "ok");
+    assert_eq!(accounts[0]["delivered_total"], 1);
+    assert!(accounts[0]["next_run"].as_i64().is_some());
+    assert_eq!(accounts[1]["account"], "second");
+
+    signal(&child, "TERM");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_healthz_reports_a_parked_account() {
+    let b = Bench::start();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    short_schedule(&b, &format!("metrics-listen = \"127.0.0.1:{port}\"\n"));
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let child = spawn_run(&b);
+    wait_for("the message", Duration::from_secs(20), || {
+        b.smtp.messages().len() == 1
+    });
+    wait_for("/metrics", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (code, text) = mailferry_testkit::http_request(port, "GET", "/metrics");
+    assert_eq!(code, 200, "{text}");
+    check_prometheus_text(&text);
+    assert!(
+        text.contains("mailferry_messages_delivered_total{account=\"src\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mailferry_last_success_timestamp_seconds{account=\"src\"} "),
+        "{text}"
+    );
+    let (code, body) = mailferry_testkit::http_request(port, "GET", "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+    // A wrong password parks the account: /healthz fails and names it.
+    std::fs::write(b.dir.path().join("src.pass"), "wrong\n").expect("write");
+    signal(&child, "HUP");
+    wait_for("/healthz to fail", Duration::from_secs(30), || {
+        mailferry_testkit::http_request(port, "GET", "/healthz").0 == 503
+    });
+    let (_, body) = mailferry_testkit::http_request(port, "GET", "/healthz");
+    assert!(body.contains("src: parked: needs auth"), "{body}");
+    signal(&child, "TERM");
+    let _ = child.wait_with_output();
+}
+
+/// Checks the Prometheus text exposition format (0.0.4) line by line.
+fn check_prometheus_text(text: &str) {
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().expect("name");
+            let kind = parts.next().expect("type");
+            assert!(
+                ["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().expect("name");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        let base = name.trim_end_matches("_sum").trim_end_matches("_count");
+        assert!(
+            typed.contains(name) || typed.contains(base),
+            "no TYPE for {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                for pair in labels[1..labels.len() - 1].split(',') {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                    assert!(
+                        !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_1000_message_import_then_restart_loses_and_doubles_nothing() {
+    let b = Bench::start();
+    short_schedule(&b, "");
+    for n in 0..1000 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    let child = spawn_run(&b);
+    wait_for(
+        "the import to be under way",
+        Duration::from_secs(60),
+        || b.smtp.messages().len() >= 200,
+    );
+    let stopped = Instant::now();
+    signal(&child, "TERM");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    let at_stop = b.smtp.messages().len();
+    assert!(
+        at_stop < 1000,
+        "the import finished before SIGTERM; nothing was tested"
+    );
+    // Every message that arrived is recorded; nothing is left "attempted".
+    assert_eq!(
+        b.ledger_states(),
+        [(
+            "delivered".to_owned(),
+            i64::try_from(at_stop).expect("fits")
+        )]
+    );
+
+    let child = spawn_run(&b);
+    wait_for("the rest of the import", Duration::from_secs(120), || {
+        b.smtp.messages().len() >= 1000
+    });
+    signal(&child, "TERM");
+    let _ = child.wait_with_output();
+    let mut ids: Vec<String> = b
+        .smtp
+        .messages()
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(&m.raw)
+                .lines()
+                .find(|l| l.starts_with("Message-ID"))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1000, "a message arrived twice");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "a message arrived twice");
+}
