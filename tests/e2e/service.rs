@@ -322,3 +322,96 @@ fn sigterm_in_the_middle_of_a_1000_message_import_then_restart_loses_and_doubles
     ids.dedup();
     assert_eq!(ids.len(), 1000, "a message arrived twice");
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_scores_as_hardened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/mailferry.service"),
+    )
+    .expect("read the unit");
+    assert!(
+        unit.contains("Type=notify"),
+        "the unit must wait for READY=1"
+    );
+    // verify checks that the binaries exist: point it at the one just built.
+    let unit = unit.replace("/usr/local/bin/mailferry", env!("CARGO_BIN_EXE_mailferry"));
+    let path = dir.path().join("mailferry.service");
+    std::fs::write(&path, unit).expect("write");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (scripts/test installs systemd)");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "{said}");
+    assert!(
+        !said.contains("mailferry.service:"),
+        "systemd-analyze verify complained: {said}"
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze security");
+    let text = String::from_utf8_lossy(&security.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for mailferry.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score: {text}"));
+    assert!(
+        score <= 2.0,
+        "exposure {score} (README promises 1.2): {text}"
+    );
+}
+
+#[test]
+fn the_service_tells_systemd_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let b = Bench::start();
+    short_schedule(&b, "");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let socket_path = b.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["run", "--config"])
+        .arg(b.config_path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen
+        .iter()
+        .any(|m: &String| m.starts_with("STATUS=1/1 accounts ok"))
+    {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}; seen {seen:?}"));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        seen[0].starts_with("READY=1") || seen[1].starts_with("READY=1"),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|m| m == "WATCHDOG=1"), "{seen:?}");
+    signal(&child, "TERM");
+    loop {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}; seen {seen:?}"));
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m == "STOPPING=1" {
+            break;
+        }
+    }
+    let _ = child.wait_with_output();
+}
