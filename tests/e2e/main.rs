@@ -3,6 +3,7 @@
 
 mod util;
 
+mod check;
 mod config_errors;
 mod crash;
 mod gmail;

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod build;
+pub mod check;
 pub mod daemon;
 mod deliver;
 mod report;

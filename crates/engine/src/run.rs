@@ -84,7 +84,7 @@ impl Stop {
         Self::Source(ErrorReport::from_error(e))
     }
 
-    fn report(&self) -> ErrorReport {
+    pub(crate) fn report(&self) -> ErrorReport {
         match self {
             Self::Source(r) => r.clone(),
             Self::Destination(e @ DeliveryError::Token { destination, .. }) => {

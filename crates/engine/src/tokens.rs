@@ -141,6 +141,12 @@ impl TokenKeeper {
         })
     }
 
+    /// The state database the tokens live in.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The sign-in client (for `mailferry auth` and `check`).
     #[must_use]
     pub fn oauth(&self) -> &OAuth {

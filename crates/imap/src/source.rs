@@ -46,6 +46,23 @@ impl std::fmt::Debug for ImapSource {
 }
 
 impl ImapSource {
+    /// The capabilities of the logged-in session (`IDLE`, `UIDPLUS`, `MOVE`, ...).
+    ///
+    /// # Errors
+    /// When the server does not answer.
+    pub async fn capabilities(&mut self) -> Result<Vec<String>, ImapError> {
+        let caps =
+            connect::timed("CAPABILITY", self.io_timeout, self.session.capabilities()).await?;
+        Ok(caps
+            .iter()
+            .map(|c| match c {
+                async_imap::types::Capability::Imap4rev1 => "IMAP4rev1".to_owned(),
+                async_imap::types::Capability::Auth(m) => format!("AUTH={m}"),
+                async_imap::types::Capability::Atom(a) => a.to_string(),
+            })
+            .collect())
+    }
+
     /// Connects, secures the connection as `opts.tls` says, and logs in.
     ///
     /// # Errors

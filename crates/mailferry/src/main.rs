@@ -54,6 +54,12 @@ enum Command {
     },
     /// Check the configuration file and exit.
     CheckConfig,
+    /// Check each account (or NAME) step by step: DNS, TCP, TLS and certificate,
+    /// capabilities, sign-in, login, folders; say what to fix. Exit 1 if something fails.
+    Check {
+        /// Only this account.
+        name: Option<String>,
+    },
     /// Show every account's state, last success, next run, counts, refused messages and
     /// last error with a hint. Works while the service runs. Exit 1 if an account needs you.
     Status {
@@ -178,6 +184,9 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
         };
         return auth::run(&config, name, flags).await;
     }
+    if let Command::Check { name } = &command {
+        return check(&config, name.as_deref()).await;
+    }
     if let Command::Status { json } = &command {
         return status::run(&config, *json).await;
     }
@@ -212,10 +221,58 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
             store.close().await;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::CheckConfig | Command::Auth { .. } | Command::Status { .. } => ExitCode::SUCCESS,
+        Command::CheckConfig
+        | Command::Auth { .. }
+        | Command::Status { .. }
+        | Command::Check { .. } => ExitCode::SUCCESS,
     };
     store.close().await;
     Ok(code)
+}
+
+/// `mailferry check [NAME]`.
+async fn check(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    if let Some(n) = name
+        && config.account(n).is_none()
+    {
+        let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        anyhow::bail!("no account is named {n:?}; known: {}", known.join(", "));
+    }
+    let store = Store::open_shared(&config.daemon.state_dir)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the state in {}",
+                config.daemon.state_dir.display()
+            )
+        })?;
+    let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
+    let mut failed = false;
+    for account in config
+        .accounts
+        .iter()
+        .filter(|a| name.is_none_or(|n| n == a.name))
+    {
+        println!("{}:", account.name);
+        for f in mailferry_engine::check::account(config, account, &tokens).await {
+            println!(
+                "  {:<5} {}: {}",
+                if f.ok { "ok" } else { "FAIL" },
+                f.step,
+                f.detail
+            );
+            if let Some(h) = &f.hint {
+                println!("        hint: {h}");
+            }
+            failed |= !f.ok;
+        }
+    }
+    store.close().await;
+    Ok(if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Refreshes refresh tokens that have been idle for weeks, so that they do not expire.

@@ -40,6 +40,8 @@ pub struct Pop3Source {
     numbers: HashMap<String, u32>,
     /// Message number -> LIST size, valid for this session only.
     sizes: HashMap<u32, u64>,
+    /// The CAPA lines the server sent before login.
+    capa: Vec<String>,
 }
 
 impl Pop3Source {
@@ -130,7 +132,14 @@ impl Pop3Source {
             pipelining,
             numbers: HashMap::new(),
             sizes: HashMap::new(),
+            capa,
         })
+    }
+
+    /// The capabilities the server announced before login (`CAPA`).
+    #[must_use]
+    pub fn capabilities(&self) -> &[String] {
+        &self.capa
     }
 }
 

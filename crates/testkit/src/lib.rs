@@ -145,11 +145,14 @@ impl Dovecot {
         for sub in ["new", "tmp"] {
             std::fs::create_dir_all(home.join("Maildir").join(sub)).expect("mkdir");
         }
-        std::fs::write(
-            dir.path().join("passwd"),
-            format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
-        )
-        .expect("passwd");
+        // One password file per service (%s), so that a test can switch a protocol off.
+        for service in ["imap", "pop3"] {
+            std::fs::write(
+                dir.path().join(format!("passwd.{service}")),
+                format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
+            )
+            .expect("passwd");
+        }
         let idp = FakeIdp::start();
         let mut d = Self {
             dir,
@@ -218,7 +221,7 @@ last_valid_gid = {gid}
 mail_fsync = never
 passdb {{
   driver = passwd-file
-  args = {d}/passwd
+  args = {d}/passwd.%s
   mechanisms = plain login
 }}
 passdb {{
@@ -384,6 +387,17 @@ service stats {{
                 self.chown_tree(&entry.path());
             }
         }
+    }
+
+    /// Switches `service` (`imap` or `pop3`) off for the test user, as a provider does when
+    /// POP or IMAP access is off in the account's settings: logins are refused with
+    /// `reason` (no spaces).
+    pub fn disable_service(&self, service: &str, reason: &str) {
+        std::fs::write(
+            self.dir.path().join(format!("passwd.{service}")),
+            format!("{USER}:{{PLAIN}}{PASSWORD}::::::nologin reason={reason}\n"),
+        )
+        .expect("passwd");
     }
 
     /// Disconnects every session of `user`, as a server does when it invalidates a session
