@@ -11,5 +11,6 @@ mod imap_oauth2;
 mod imap_to_smtp;
 mod oauth;
 mod odd_mail;
+mod policy;
 mod pop3;
 mod service;

@@ -342,14 +342,23 @@ destination = "home"
 
         let text = GOOD.replace(
             "provider = \"gmx\"",
-            "provider = \"gmx\"\nafter-delivery = \"delete\"",
+            "provider = \"gmx\"\nprotocol = \"pop3\"\nafter-delivery = \"move:Archive\"",
         );
         let err = load(&write(dir.path(), "m.toml", &text))
             .expect_err("invalid")
             .to_string();
         assert!(
-            err.contains("account[0].after-delivery: \"delete\" works with protocol = \"pop3\""),
+            err.contains("account[0].after-delivery: \"move:Archive\" needs IMAP"),
             "{err}"
+        );
+        let text = GOOD.replace(
+            "provider = \"gmx\"",
+            "provider = \"gmx\"\nafter-delivery = \"move:Archive\"",
+        );
+        let cfg = load(&write(dir.path(), "m.toml", &text)).expect("valid");
+        assert_eq!(
+            cfg.accounts[0].after_delivery,
+            crate::AfterDelivery::Move("Archive".into())
         );
     }
 

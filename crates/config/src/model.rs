@@ -74,11 +74,15 @@ pub enum Protocol {
 }
 
 /// What happens at the source once a delivery is committed in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterDelivery {
     /// Leave the message as it is (like Gmail's "leave a copy on the server").
     Keep,
-    /// Remove it (POP3: `DELE`, committed by `QUIT`).
+    /// Set `\Seen` (IMAP).
+    MarkSeen,
+    /// Move it to this folder (IMAP).
+    Move(String),
+    /// Remove it (IMAP: expunged; POP3: `DELE`, committed by `QUIT`).
     Delete,
 }
 
@@ -926,18 +930,29 @@ impl Checker<'_> {
         }
         let after_delivery = match raw.after_delivery.as_deref() {
             None | Some("keep") => AfterDelivery::Keep,
-            Some("delete") if protocol == Protocol::Pop3 => AfterDelivery::Delete,
-            Some("delete") => {
+            Some("delete") => AfterDelivery::Delete,
+            Some("mark-seen") if protocol == Protocol::Imap => AfterDelivery::MarkSeen,
+            Some(m) if m.starts_with("move:") && protocol == Protocol::Imap => {
+                let to = m["move:".len()..].trim();
+                if to.is_empty() {
+                    self.err(
+                        format!("{key}.after-delivery"),
+                        "name the folder to move to, e.g. \"move:Archive\"".into(),
+                    );
+                }
+                AfterDelivery::Move(to.to_owned())
+            }
+            Some(m) if m == "mark-seen" || m.starts_with("move:") => {
                 self.err(
                     format!("{key}.after-delivery"),
-                    "\"delete\" works with protocol = \"pop3\" so far; use \"keep\"".into(),
+                    format!("{m:?} needs IMAP; POP3 can only \"keep\" or \"delete\""),
                 );
                 AfterDelivery::Keep
             }
             Some(other) => {
                 self.err(
                     format!("{key}.after-delivery"),
-                    format!("{other:?} is not a policy; use \"keep\" or \"delete\""),
+                    format!("{other:?} is not a policy; use \"keep\", \"mark-seen\", \"move:FOLDER\" or \"delete\""),
                 );
                 AfterDelivery::Keep
             }

@@ -14,4 +14,6 @@ mod traits;
 pub use error::{Classify, ErrorClass, requested_wait};
 pub use message::RawMessage;
 pub use secret::Secret;
-pub use traits::{Destination, FolderState, ListedMessage, MessageKey, Receipt, Source};
+pub use traits::{
+    Destination, FolderState, ListedMessage, MessageKey, Receipt, Source, SourceAction,
+};

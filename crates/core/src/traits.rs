@@ -41,6 +41,17 @@ pub struct FolderState {
     pub messages: Vec<ListedMessage>,
 }
 
+/// What happens at the source to a message whose delivery is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceAction {
+    /// Set `\Seen` (IMAP).
+    MarkSeen,
+    /// Move to this folder (IMAP: `UID MOVE`, or COPY + `\Deleted` + `UID EXPUNGE`).
+    Move(String),
+    /// Remove (IMAP: `\Deleted` + `UID EXPUNGE`; POP3: `DELE`, committed by `QUIT`).
+    Delete,
+}
+
 /// Where messages come from: an IMAP folder or a POP3 maildrop.
 ///
 /// A source never changes a message's flags or bytes while listing or fetching.
@@ -61,11 +72,15 @@ pub trait Source: Send {
         keys: &[MessageKey],
     ) -> impl Future<Output = Result<Vec<(MessageKey, RawMessage)>, Self::Error>> + Send;
 
-    /// Removes `keys` from the folder opened last. The engine calls this only for messages
-    /// whose delivery is committed in the ledger.
-    fn delete(
+    /// Applies the after-delivery policy to `keys` of `folder`, whose UIDVALIDITY must still
+    /// be `uidvalidity`. The engine calls this only for messages whose delivery is
+    /// committed in the ledger. (POP3 removes at `QUIT`, so a cut session removes nothing.)
+    fn settle(
         &mut self,
+        folder: &str,
+        uidvalidity: u32,
         keys: &[MessageKey],
+        action: &SourceAction,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Ends the session (IMAP LOGOUT, POP3 QUIT). For POP3 this commits deletions.

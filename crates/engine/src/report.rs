@@ -76,6 +76,8 @@ pub struct AccountReport {
     pub found: u64,
     /// Bytes of the messages delivered.
     pub bytes: u64,
+    /// Messages moved to another folder after delivery.
+    pub moved: u64,
     /// How long the run took.
     pub elapsed: std::time::Duration,
     /// Messages refused for now; tried again next run.

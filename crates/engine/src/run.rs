@@ -1,7 +1,9 @@
 //! `run_once`: every selected account, once, side by side.
 
 use mailferry_config::{AccountConfig, AfterDelivery, Config, Protocol};
-use mailferry_core::{Classify, ErrorClass, ListedMessage, MessageKey, RawMessage, Source};
+use mailferry_core::{
+    Classify, ErrorClass, ListedMessage, MessageKey, RawMessage, Source, SourceAction,
+};
 use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store, StoreError};
 use std::sync::Arc;
 
@@ -295,19 +297,32 @@ async fn gather_folder<S: Source>(
         );
         transfer(run, folder, uidvalidity, new, source, report).await?;
     }
-    if account.after_delivery == AfterDelivery::Delete {
+    let action = match &account.after_delivery {
+        AfterDelivery::Keep => None,
+        AfterDelivery::MarkSeen => Some(SourceAction::MarkSeen),
+        AfterDelivery::Move(to) => Some(SourceAction::Move(to.clone())),
+        AfterDelivery::Delete => Some(SourceAction::Delete),
+    };
+    if let Some(action) = action {
         // Only what the ledger says is delivered; POP3 removes it at QUIT, not before.
         let delivered = store
             .delivered_keys(&account.name, folder, uidvalidity)
             .await
             .map_err(Stop::Store)?;
-        let doomed: Vec<MessageKey> = present
+        let done: Vec<MessageKey> = present
             .into_iter()
             .filter(|k| delivered.contains(k))
             .collect();
-        if !doomed.is_empty() {
-            source.delete(&doomed).await.map_err(|e| Stop::source(&e))?;
-            report.deleted += doomed.len() as u64;
+        if !done.is_empty() && !run.cancel.is_cancelled() {
+            source
+                .settle(folder, uidvalidity, &done, &action)
+                .await
+                .map_err(|e| Stop::source(&e))?;
+            match action {
+                SourceAction::Delete => report.deleted += done.len() as u64,
+                SourceAction::Move(_) => report.moved += done.len() as u64,
+                SourceAction::MarkSeen => {}
+            }
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_imap::{Client, Session};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source};
+use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source, SourceAction};
 use tracing::debug;
 
 use crate::connect::{self, ConnectOptions, Stream, Tls, timed};
@@ -319,6 +319,35 @@ impl AsRef<[u8]> for FetchedBody {
     }
 }
 
+impl ImapSource {
+    async fn store(&mut self, set: &str, query: &str) -> Result<(), ImapError> {
+        let io = self.io_timeout;
+        let mut stream = timed("UID STORE", io, self.session.uid_store(set, query)).await?;
+        while let Some(item) = timed("UID STORE", io, async {
+            Ok::<_, ImapError>(stream.next().await)
+        })
+        .await?
+        {
+            item?;
+        }
+        Ok(())
+    }
+
+    async fn expunge(&mut self, set: &str) -> Result<(), ImapError> {
+        let io = self.io_timeout;
+        let stream = timed("UID EXPUNGE", io, self.session.uid_expunge(set)).await?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = timed("UID EXPUNGE", io, async {
+            Ok::<_, ImapError>(stream.next().await)
+        })
+        .await?
+        {
+            item?;
+        }
+        Ok(())
+    }
+}
+
 impl Source for ImapSource {
     type Error = ImapError;
 
@@ -423,12 +452,66 @@ impl Source for ImapSource {
             .collect())
     }
 
-    async fn delete(&mut self, _keys: &[MessageKey]) -> Result<(), ImapError> {
-        // The configuration accepts after-delivery = "delete" for POP3 accounts only, until
-        // the IMAP source policies (mark-seen, move, delete) land.
-        Err(ImapError::Unsupported(
-            "after-delivery = \"delete\" on IMAP (not yet)",
-        ))
+    async fn settle(
+        &mut self,
+        folder: &str,
+        uidvalidity: u32,
+        keys: &[MessageKey],
+        action: &SourceAction,
+    ) -> Result<(), ImapError> {
+        let uids: Vec<u32> = keys
+            .iter()
+            .filter_map(|k| match k {
+                MessageKey::Uid(uid) => Some(*uid),
+                MessageKey::Uidl(_) => None,
+            })
+            .collect();
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let io = self.io_timeout;
+        let caps = self.capabilities().await?;
+        let has = |c: &str| caps.iter().any(|x| x.eq_ignore_ascii_case(c));
+        // EXAMINE was read-only: changing anything needs SELECT, and the same UIDVALIDITY,
+        // or the UIDs would name other messages.
+        let mailbox = timed("SELECT", io, self.session.select(folder)).await?;
+        if mailbox.uid_validity != Some(uidvalidity) {
+            return Err(ImapError::Protocol(format!(
+                "the UIDVALIDITY of {folder:?} changed since it was listed; nothing was changed"
+            )));
+        }
+        let set = sequence_set(&uids);
+        let needs_uidplus = matches!(action, SourceAction::Delete)
+            || matches!(action, SourceAction::Move(_) if !has("MOVE"));
+        if needs_uidplus && !has("UIDPLUS") {
+            // Plain EXPUNGE would also remove messages the user marked \Deleted.
+            return Err(ImapError::Unsupported(
+                "UID EXPUNGE (UIDPLUS), which deleting or moving safely needs",
+            ));
+        }
+        match action {
+            SourceAction::MarkSeen => self.store(&set, "+FLAGS.SILENT (\\Seen)").await?,
+            SourceAction::Move(to) if has("MOVE") => {
+                timed("UID MOVE", io, self.session.uid_mv(&set, to)).await?;
+            }
+            SourceAction::Move(to) => {
+                timed("UID COPY", io, self.session.uid_copy(&set, to)).await?;
+                self.store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
+                self.expunge(&set).await?;
+            }
+            SourceAction::Delete => {
+                self.store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
+                self.expunge(&set).await?;
+            }
+        }
+        self.drain_unsolicited();
+        debug!(
+            folder,
+            count = uids.len(),
+            ?action,
+            "after-delivery policy applied"
+        );
+        Ok(())
     }
 
     async fn close(mut self) -> Result<(), ImapError> {

@@ -317,6 +317,9 @@ fn print_report(r: &AccountReport, dry_run: bool) {
             "{}: fetched {}, delivered {}, skipped {}, failed {}",
             r.account, c.fetched, c.delivered, c.skipped, c.failed
         );
+        if r.moved > 0 {
+            line.push_str(&format!(", moved {}", r.moved));
+        }
         if r.deleted > 0 {
             line.push_str(&format!(", deleted {}", r.deleted));
         }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source};
+use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source, SourceAction};
 use tracing::{debug, warn};
 
 use crate::client::Client;
@@ -210,7 +210,18 @@ impl Source for Pop3Source {
             .collect())
     }
 
-    async fn delete(&mut self, keys: &[MessageKey]) -> Result<(), Pop3Error> {
+    async fn settle(
+        &mut self,
+        _folder: &str,
+        _uidvalidity: u32,
+        keys: &[MessageKey],
+        action: &SourceAction,
+    ) -> Result<(), Pop3Error> {
+        if *action != SourceAction::Delete {
+            return Err(Pop3Error::Unsupported(
+                "flags and folders (POP3 can only delete)",
+            ));
+        }
         let numbers: Vec<u32> = keys
             .iter()
             .filter_map(|k| match k {

@@ -1,0 +1,88 @@
+//! After-delivery policies on IMAP: mark-seen, move:FOLDER, delete, each applied only to
+//! messages whose delivery is recorded; a refused message stays as it was.
+
+use mailferry_testkit::fixtures;
+
+use crate::util::{Bench, summary};
+
+fn bench_with(policy: &str) -> Bench {
+    let b = Bench::start();
+    b.write_config(&[b
+        .account("src", b.dovecot.imaps_port, "implicit", "src.pass")
+        .replace(
+            "destination = \"home\"\n",
+            &format!("destination = \"home\"\nafter-delivery = \"{policy}\"\n"),
+        )]);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_smtp_mode(2, "550"));
+    b.dovecot.add_message("INBOX", &fixtures::simple(3));
+    b
+}
+
+/// Maildir flags of the files in `folder`'s cur/, sorted (`""` for none).
+fn flags(b: &Bench, folder: &str) -> Vec<String> {
+    let mut f: Vec<String> = b
+        .dovecot
+        .message_files(folder)
+        .iter()
+        .map(|n| n.rsplit_once(":2,").map_or("", |(_, f)| f).to_owned())
+        .collect();
+    f.sort();
+    f
+}
+
+#[test]
+fn mark_seen_flags_only_delivered_messages() {
+    let b = bench_with("mark-seen");
+    assert_eq!(flags(&b, "INBOX"), ["", "", ""]);
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 3, delivered 2, skipped 0, failed 1"
+    );
+    // Two seen, the refused one untouched.
+    assert_eq!(flags(&b, "INBOX"), ["", "S", "S"]);
+}
+
+#[test]
+fn move_to_a_folder_moves_only_delivered_messages() {
+    let b = bench_with("move:Archive");
+    b.dovecot.add_message("Archive", &fixtures::simple(9));
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 3, delivered 2, skipped 0, failed 1, moved 2"
+    );
+    assert_eq!(
+        b.dovecot.message_files("INBOX").len(),
+        1,
+        "the refused one stays"
+    );
+    assert_eq!(b.dovecot.maildrop("Archive").len(), 3);
+    assert!(
+        b.dovecot.maildrop("INBOX")[0].contains("X-Test-Smtp: 550"),
+        "the wrong message stayed"
+    );
+    // A second run finds nothing new and moves nothing.
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0"
+    );
+}
+
+#[test]
+fn delete_expunges_only_delivered_messages() {
+    let b = bench_with("delete");
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 3, delivered 2, skipped 0, failed 1, deleted 2"
+    );
+    let left = b.dovecot.maildrop("INBOX");
+    assert_eq!(left.len(), 1);
+    assert!(left[0].contains("X-Test-Smtp: 550"));
+    assert_eq!(b.smtp.messages().len(), 2);
+}
