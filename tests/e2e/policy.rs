@@ -86,3 +86,91 @@ fn delete_expunges_only_delivered_messages() {
     assert!(left[0].contains("X-Test-Smtp: 550"));
     assert_eq!(b.smtp.messages().len(), 2);
 }
+
+fn with_first_run(account: String, first_run: &str) -> String {
+    account.replace(
+        "destination = \"home\"\n",
+        &format!("destination = \"home\"\nfirst-run = \"{first_run}\"\n"),
+    )
+}
+
+#[test]
+fn first_run_new_only_records_what_is_there_and_delivers_only_later_mail() {
+    let b = Bench::start();
+    b.write_config(&[
+        with_first_run(
+            b.account("imap", b.dovecot.imaps_port, "implicit", "src.pass"),
+            "new-only",
+        ),
+        with_first_run(
+            b.pop3_account(
+                "pop",
+                b.dovecot.pop3s_port,
+                "implicit",
+                r#"{ method = "password", password-file = "src.pass" }"#,
+                "",
+            ),
+            "new-only",
+        ),
+    ]);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        summary(&run, "imap"),
+        "imap: fetched 0, delivered 0, skipped 0, failed 0"
+    );
+    assert_eq!(
+        summary(&run, "pop"),
+        "pop: fetched 0, delivered 0, skipped 0, failed 0"
+    );
+    b.dovecot.add_message("INBOX", &fixtures::simple(3));
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "imap"),
+        "imap: fetched 1, delivered 1, skipped 0, failed 0"
+    );
+    assert_eq!(
+        summary(&run, "pop"),
+        "pop: fetched 1, delivered 1, skipped 0, failed 0"
+    );
+    let got = b.smtp.messages();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|m| m.raw == fixtures::simple(3)));
+}
+
+#[test]
+fn first_run_since_a_day_skips_older_mail_by_internaldate() {
+    let b = Bench::start();
+    b.write_config(&[with_first_run(
+        b.account("src", b.dovecot.imaps_port, "implicit", "src.pass"),
+        "since:2025-01-01",
+    )]);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    // The first message arrived in 2020 (Dovecot takes INTERNALDATE from the file's mtime).
+    let old = b
+        .dovecot
+        .folder_dir("INBOX")
+        .join("cur")
+        .join(&b.dovecot.message_files("INBOX")[0]);
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2020-06-01 12:00:00 UTC"])
+        .arg(&old)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0"
+    );
+    assert_eq!(b.smtp.messages()[0].raw, fixtures::simple(2));
+    // The old one stays skipped on later runs.
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0"
+    );
+}

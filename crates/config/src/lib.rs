@@ -23,8 +23,8 @@ pub use load::load;
 pub use mailferry_core::Secret;
 pub use model::{
     AccountConfig, AfterDelivery, Config, DEFAULT_SPAM_FOLDERS, Daemon, DestinationConfig,
-    DestinationKind, Endpoint, GmailAuth, GmailConfig, GmailMode, Protocol, SmtpAuth, SmtpConfig,
-    SmtpSender, SourceAuth, TlsMode,
+    DestinationKind, Endpoint, FirstRun, GmailAuth, GmailConfig, GmailMode, Protocol, SmtpAuth,
+    SmtpConfig, SmtpSender, SourceAuth, TlsMode,
 };
 pub use oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use presets::{Preset, preset};

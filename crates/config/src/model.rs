@@ -130,6 +130,36 @@ pub struct AccountConfig {
     pub spam_folders: Vec<String>,
     /// Whether the service runs this account (`enabled = false` keeps it idle).
     pub enabled: bool,
+    /// What the first run of each folder delivers.
+    pub first_run: FirstRun,
+}
+
+/// What the first run of a folder delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstRun {
+    /// Everything in it.
+    All,
+    /// Nothing: what is there now is recorded, only later mail is delivered.
+    NewOnly,
+    /// Only what the server received on or after this day (Unix seconds, 00:00 UTC).
+    Since(i64),
+}
+
+/// `YYYY-MM-DD` as Unix seconds at 00:00 UTC.
+fn parse_day(text: &str) -> Option<i64> {
+    let mut it = text.split('-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return None;
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400)
 }
 
 /// The junk folder names of the common providers.
@@ -957,6 +987,36 @@ impl Checker<'_> {
                 AfterDelivery::Keep
             }
         };
+        let first_run = match raw.first_run.as_deref() {
+            None | Some("all") => FirstRun::All,
+            Some("new-only") => FirstRun::NewOnly,
+            Some(v) if v.starts_with("since:") && protocol == Protocol::Pop3 => {
+                self.err(
+                    format!("{key}.first-run"),
+                    "POP3 does not say when mail arrived: use \"all\" or \"new-only\"".into(),
+                );
+                FirstRun::All
+            }
+            Some(v) if v.starts_with("since:") => {
+                match parse_day(&v["since:".len()..]) {
+                    Some(t) => FirstRun::Since(t),
+                    None => {
+                        self.err(
+                        format!("{key}.first-run"),
+                        format!("{v:?}: write the day as since:YYYY-MM-DD, e.g. \"since:2025-01-01\""),
+                    );
+                        FirstRun::All
+                    }
+                }
+            }
+            Some(other) => {
+                self.err(
+                    format!("{key}.first-run"),
+                    format!("{other:?} is not a choice; use \"all\", \"new-only\" or \"since:YYYY-MM-DD\""),
+                );
+                FirstRun::All
+            }
+        };
         let mut interval = self.duration(
             format!("{key}.interval"),
             raw.interval.as_deref(),
@@ -1008,6 +1068,7 @@ impl Checker<'_> {
             pipelining: raw.pipelining.unwrap_or(true),
             labels: raw.labels.unwrap_or_default(),
             enabled: raw.enabled.unwrap_or(true),
+            first_run,
             spam_folders: raw
                 .spam_folders
                 .unwrap_or_else(|| DEFAULT_SPAM_FOLDERS.iter().map(|&f| f.to_owned()).collect()),

@@ -126,6 +126,8 @@ pub struct RawAccount {
     pub spam_folders: Option<Vec<String>>,
     /// `false` keeps the account configured but idle.
     pub enabled: Option<bool>,
+    /// `all`, `new-only` or `since:YYYY-MM-DD`.
+    pub first_run: Option<String>,
 }
 
 /// `auth = { ... }` of an account.

@@ -30,6 +30,8 @@ pub struct ListedMessage {
     pub key: MessageKey,
     /// The size the server announced, used to plan fetch batches.
     pub size: u64,
+    /// When the server received it (IMAP INTERNALDATE), Unix seconds, when known.
+    pub received: Option<i64>,
 }
 
 /// A folder opened for reading.

@@ -1,6 +1,6 @@
 //! `run_once`: every selected account, once, side by side.
 
-use mailferry_config::{AccountConfig, AfterDelivery, Config, Protocol};
+use mailferry_config::{AccountConfig, AfterDelivery, Config, FirstRun, Protocol};
 use mailferry_core::{
     Classify, ErrorClass, ListedMessage, MessageKey, RawMessage, Source, SourceAction,
 };
@@ -273,6 +273,35 @@ async fn gather_folder<S: Source>(
     } = *run;
     let state = source.open(folder).await.map_err(|e| Stop::source(&e))?;
     let uidvalidity = state.uidvalidity;
+    if !opts.dry_run
+        && !store
+            .folder_seen(&account.name, folder)
+            .await
+            .map_err(Stop::Store)?
+    {
+        // The folder's first run: first-run decides what of its present content to skip.
+        let skipped: Vec<MessageKey> = state
+            .messages
+            .iter()
+            .filter(|m| match account.first_run {
+                FirstRun::All => false,
+                FirstRun::NewOnly => true,
+                FirstRun::Since(t) => m.received.is_some_and(|r| r < t),
+            })
+            .map(|m| m.key.clone())
+            .collect();
+        if !skipped.is_empty() {
+            info!(
+                folder,
+                skipped = skipped.len(),
+                "first run: recording what is there without delivering it (first-run)"
+            );
+        }
+        store
+            .record_first_sight(&account.name, folder, uidvalidity, &skipped)
+            .await
+            .map_err(Stop::Store)?;
+    }
     let settled = store
         .settled_keys(&account.name, folder, uidvalidity)
         .await
@@ -626,6 +655,7 @@ mod tests {
             .map(|(i, &size)| ListedMessage {
                 key: MessageKey::Uid(u32::try_from(i).unwrap_or(0) + 1),
                 size,
+                received: None,
             })
             .collect()
     }

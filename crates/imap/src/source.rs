@@ -379,7 +379,8 @@ impl Source for ImapSource {
             let mut stream = timed(
                 "UID FETCH sizes",
                 io,
-                self.session.uid_fetch("1:*", "(UID RFC822.SIZE)"),
+                self.session
+                    .uid_fetch("1:*", "(UID RFC822.SIZE INTERNALDATE)"),
             )
             .await?;
             while let Some(item) = timed("UID FETCH sizes", io, async {
@@ -392,6 +393,7 @@ impl Source for ImapSource {
                     messages.push(ListedMessage {
                         key: MessageKey::Uid(uid),
                         size: u64::from(fetch.size.unwrap_or(0)),
+                        received: fetch.internal_date().map(|d| d.timestamp()),
                     });
                 }
             }

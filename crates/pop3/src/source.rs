@@ -179,6 +179,7 @@ impl Source for Pop3Source {
             .map(|(n, u)| ListedMessage {
                 key: MessageKey::Uidl(u),
                 size: sizes.get(&n).copied().unwrap_or(0),
+                received: None,
             })
             .collect();
         Ok(FolderState {

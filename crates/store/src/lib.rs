@@ -224,9 +224,64 @@ impl Store {
         folder: &str,
         uidvalidity: u32,
     ) -> Result<HashSet<MessageKey>, StoreError> {
-        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
-                           AND state IN ('delivered', 'refused', 'duplicate')";
+        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 \
+                           AND state IN ('delivered', 'refused', 'duplicate') \
+                           UNION ALL SELECT uid, uidl FROM baseline WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3";
         self.keys(SQL, account, folder, uidvalidity).await
+    }
+
+    /// Whether `folder` of `account` was ever listed before (its first run is over).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn folder_seen(&self, account: &str, folder: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM folders_seen WHERE account = ? AND folder = ?",
+        )
+        .bind(account)
+        .bind(folder)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Records the first listing of `folder`: `skipped` (what `first-run` says not to
+    /// deliver) counts as settled from now on.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn record_first_sight(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+        skipped: &[MessageKey],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for key in skipped {
+            let (uid, uidl) = match key {
+                MessageKey::Uid(u) => (i64::from(*u), ""),
+                MessageKey::Uidl(u) => (0, u.as_str()),
+            };
+            sqlx::query(
+                "INSERT OR IGNORE INTO baseline (account, folder, uidvalidity, uid, uidl) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(account)
+            .bind(folder)
+            .bind(i64::from(uidvalidity))
+            .bind(uid)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("INSERT OR IGNORE INTO folders_seen (account, folder, since) VALUES (?, ?, ?)")
+            .bind(account)
+            .bind(folder)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Keys of `folder` under `uidvalidity` whose delivery is committed (delivered, or a
