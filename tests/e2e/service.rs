@@ -415,3 +415,26 @@ fn the_service_tells_systemd_ready_status_watchdog_and_stopping() {
     }
     let _ = child.wait_with_output();
 }
+
+#[test]
+fn log_json_writes_one_json_object_per_line_without_secrets() {
+    let b = Bench::start();
+    std::fs::write(b.dir.path().join("src.pass"), "hunter2-wrong\n").expect("write");
+    let run = b.run(&["--log-json", "once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "{run:?}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("run ended early")),
+        "{run:?}"
+    );
+    assert!(
+        !run.stderr.contains("hunter2"),
+        "the password leaked: {run:?}"
+    );
+}

@@ -35,6 +35,9 @@ struct Cli {
         default_value = "/etc/mailferry/mailferry.toml"
     )]
     config: PathBuf,
+    /// Log as JSON lines instead of text (logs go to stderr; never secrets).
+    #[arg(long, global = true, env = "MAILFERRY_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,7 +93,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Run));
+    init_logging(matches!(cli.command, Command::Run), cli.log_json);
     if rustls::crypto::ring::default_provider()
         .install_default()
         .is_err()
@@ -158,15 +161,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(service: bool) {
+fn init_logging(service: bool, json: bool) {
     let default = if service { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        // One JSON object per line, for log shippers.
+        builder.json().with_current_span(true).init();
+    } else if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // journald adds its own timestamps.
+        builder.with_ansi(false).without_time().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<ExitCode> {
