@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mailferry_testkit::{FakeGmail, USER, fixtures};
 
-use crate::util::{Bench, sqlite, summary};
+use crate::util::{Bench, DAEMON, sqlite, summary};
 
 const TOKEN: &str = "gmail-access-token";
 
@@ -34,11 +34,7 @@ fn write_gmail_config(b: &Bench, gmail: &FakeGmail, dest_extra: &str, auth: &str
             "destination = \"gmail\"\nlabels = [\"Outlook\"]",
         );
     let text = format!(
-        r#"[daemon]
-state-dir = "state"
-connect-timeout = "5s"
-io-timeout = "30s"
-
+        r#"{DAEMON}
 [[destination]]
 name = "gmail"
 kind = "gmail-api"

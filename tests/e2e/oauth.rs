@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mailferry_testkit::{SmtpReceiver, USER, fixtures, http_get_raw};
 
-use crate::util::{Bench, RCPT, Run, sqlite, summary};
+use crate::util::{Bench, DAEMON, RCPT, Run, sqlite, summary};
 
 const CLIENT: &str = "mailferry-test-client";
 
@@ -522,11 +522,7 @@ fn smtp_destination_signs_in_with_xoauth2() {
     );
     let smtp_auth = oauth_auth(&b, r#""smtp", "offline_access", "openid", "email""#, "");
     let config = format!(
-        r#"[daemon]
-state-dir = "state"
-connect-timeout = "5s"
-io-timeout = "10s"
-
+        r#"{DAEMON}
 [[destination]]
 name = "mailbox"
 kind = "smtp"

@@ -6,6 +6,10 @@ use std::process::{Command, Output};
 use mailferry_testkit::{Dovecot, PASSWORD, SmtpReceiver, USER};
 use tempfile::TempDir;
 
+/// The `[daemon]` table every test config starts with.
+pub const DAEMON: &str =
+    "[daemon]\nstate-dir = \"state\"\nconnect-timeout = \"5s\"\nio-timeout = \"30s\"\n";
+
 /// The envelope recipient every test destination uses.
 pub const RCPT: &str = "gathered@home.example";
 
@@ -119,11 +123,7 @@ destination = "home"
     /// Writes the config: daemon, the SMTP destination (STARTTLS), and `accounts`.
     pub fn write_config(&self, accounts: &[String]) {
         let text = format!(
-            r#"[daemon]
-state-dir = "state"
-connect-timeout = "5s"
-io-timeout = "10s"
-
+            r#"{DAEMON}
 [[destination]]
 name = "home"
 kind = "smtp"

@@ -196,27 +196,7 @@ impl TokenKeeper {
     ) -> Result<Secret, TokenError> {
         let lock = self.lock_of(owner);
         let _guard = lock.lock().await;
-        let row = self
-            .store
-            .token(owner)
-            .await?
-            .ok_or(TokenError::NotSignedIn)?;
-        if let Some(reason) = row.parked {
-            return Err(TokenError::Parked(reason));
-        }
-        if row.client_id != settings.client_id {
-            return Err(TokenError::ClientChanged {
-                stored: row.client_id,
-                configured: settings.client_id.clone(),
-            });
-        }
-        if let Some(access) = row.access_token
-            && row.expires_at - mailferry_oauth::now() > REFRESH_MARGIN
-            && rejected != Some(&access)
-        {
-            return Ok(access);
-        }
-        self.refresh(owner, settings, &row.refresh_token).await
+        self.get_unlocked(owner, settings, rejected).await
     }
 
     /// Refreshes with `refresh_token` and commits the result before returning it. Call with
@@ -238,7 +218,7 @@ impl TokenKeeper {
                 if !stored {
                     // A new sign-in replaced the token we refreshed; use that one.
                     info!(owner, "a new sign-in arrived during a refresh; using it");
-                    return Box::pin(self.get_unlocked(owner, settings)).await;
+                    return Box::pin(self.get_unlocked(owner, settings, None)).await;
                 }
                 debug!(
                     owner,
@@ -259,11 +239,12 @@ impl TokenKeeper {
         }
     }
 
-    /// [`TokenKeeper::get`] for a caller that already holds the owner's lock.
+    /// [`TokenKeeper::get`] for a caller that holds the owner's lock.
     async fn get_unlocked(
         &self,
         owner: &str,
         settings: &OAuthSettings,
+        rejected: Option<&Secret>,
     ) -> Result<Secret, TokenError> {
         let row = self
             .store
@@ -273,10 +254,19 @@ impl TokenKeeper {
         if let Some(reason) = row.parked {
             return Err(TokenError::Parked(reason));
         }
-        match row.access_token {
-            Some(a) if row.expires_at - mailferry_oauth::now() > REFRESH_MARGIN => Ok(a),
-            _ => self.refresh(owner, settings, &row.refresh_token).await,
+        if row.client_id != settings.client_id {
+            return Err(TokenError::ClientChanged {
+                stored: row.client_id,
+                configured: settings.client_id.clone(),
+            });
         }
+        if let Some(access) = row.access_token
+            && row.expires_at - mailferry_oauth::now() > REFRESH_MARGIN
+            && rejected != Some(&access)
+        {
+            return Ok(access);
+        }
+        self.refresh(owner, settings, &row.refresh_token).await
     }
 
     /// Refreshes every configured token not refreshed for [`KEEPALIVE_AFTER`] (as of

@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use mailferry_config::{Config, OAuthSettings, SignInFlow, SourceAuth};
 use mailferry_engine::tokens::{self, TokenKeeper};
 use mailferry_oauth::{BrowserSignIn, TokenSet};
-use mailferry_store::Store;
 
 /// How the user asked to sign in.
 #[derive(Debug, Clone, Copy)]
@@ -64,14 +63,7 @@ fn target<'a>(
 
 pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<ExitCode> {
     let (owner, settings, username) = target(config, name)?;
-    let store = Store::open_shared(&config.daemon.state_dir)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the state in {}",
-                config.daemon.state_dir.display()
-            )
-        })?;
+    let store = crate::open_shared(config).await?;
     let keeper = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
     let provider = tokens::provider(settings);
     let flow = if flags.paste || flags.browser {

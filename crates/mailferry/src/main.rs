@@ -202,12 +202,7 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
     }
     let store = Store::open(&config.daemon.state_dir)
         .await
-        .with_context(|| {
-            format!(
-                "cannot open the state in {}",
-                config.daemon.state_dir.display()
-            )
-        })?;
+        .with_context(|| state_context(&config))?;
     let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
@@ -238,6 +233,20 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
     };
     store.close().await;
     Ok(code)
+}
+
+fn state_context(config: &Config) -> String {
+    format!(
+        "cannot open the state in {}",
+        config.daemon.state_dir.display()
+    )
+}
+
+/// Opens the state beside a running service (for `auth`, `status`, `check`).
+pub(crate) async fn open_shared(config: &Config) -> anyhow::Result<Store> {
+    Store::open_shared(&config.daemon.state_dir)
+        .await
+        .with_context(|| state_context(config))
 }
 
 /// `mailferry check [NAME]`.

@@ -256,12 +256,25 @@ pub async fn serve(
                 }
             },
         };
-        let mut buf = vec![0u8; 4096];
-        let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            _ => continue,
+        // The request line and headers, which may come in several segments.
+        let mut buf = Vec::with_capacity(1024);
+        let read_head = async {
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            true
         };
-        let head = String::from_utf8_lossy(&buf[..n]);
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(5), read_head).await,
+            Ok(true)
+        ) {
+            continue;
+        }
+        let head = String::from_utf8_lossy(&buf);
         let path = head.split_whitespace().nth(1).unwrap_or("/");
         let (status, ctype, body) = match path {
             "/metrics" => (

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use mailferry_config::{Config, SourceAuth};
 use mailferry_engine::tokens;
 use mailferry_store::Store;
@@ -137,14 +136,7 @@ fn relative(t: i64, now: i64) -> String {
 }
 
 pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open_shared(&config.daemon.state_dir)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the state in {}",
-                config.daemon.state_dir.display()
-            )
-        })?;
+    let store = crate::open_shared(config).await?;
     let all = collect(config, &store).await?;
     store.close().await;
     if json {

@@ -79,7 +79,10 @@ impl DeviceCode {
 /// Talks to token endpoints. Cheap to share; one per process is enough.
 #[derive(Debug)]
 pub struct OAuth {
-    http: reqwest::Client,
+    /// Built on first use: a process that never refreshes a token (password accounts only)
+    /// does not load TLS roots for it.
+    http: std::sync::OnceLock<reqwest::Client>,
+    timeout: Duration,
     /// Local clock minus the last answer's `Date` header, in seconds.
     skew: Mutex<Option<i64>>,
 }
@@ -99,18 +102,26 @@ impl OAuth {
     /// # Errors
     /// When the TLS setup fails.
     pub fn new(timeout: Duration) -> Result<Self, OAuthError> {
-        let http = reqwest::Client::builder()
-            // A token endpoint never redirects; following one could leak the client secret.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("mailferry/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OAuthError::Config(format!("cannot set up HTTPS: {e}")))?;
         Ok(Self {
-            http,
+            http: std::sync::OnceLock::new(),
+            timeout,
             skew: Mutex::new(None),
         })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, HttpError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let client = reqwest::Client::builder()
+            // A token endpoint never redirects; following one could leak the client secret.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .user_agent(concat!("mailferry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(HttpError::Reqwest)?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     /// Local clock minus the sign-in server's, in seconds, as of the last answer.
@@ -122,7 +133,7 @@ impl OAuth {
     async fn send(&self, request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, HttpError> {
         let request = reqwest::Request::try_from(request).map_err(HttpError::Reqwest)?;
         let response = self
-            .http
+            .http()?
             .execute(request)
             .await
             .map_err(HttpError::Reqwest)?;

@@ -612,11 +612,11 @@ fn percent(v: &str) -> String {
 pub fn http_request(port: u16, method: &str, target: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        s,
+    // One write: a request split over several segments is legal, but there is no need.
+    let request = format!(
         "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    );
+    s.write_all(request.as_bytes()).expect("send");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     let status = text
@@ -639,12 +639,11 @@ pub fn http_get_raw(url: &str) -> String {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut s = std::net::TcpStream::connect(hostport).expect("connect");
-    write!(
-        s,
+    let request = format!(
         "GET {} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n",
         if path.is_empty() { "/" } else { path }
-    )
-    .expect("send");
+    );
+    s.write_all(request.as_bytes()).expect("send");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     text
