@@ -170,18 +170,36 @@ fn sighup_adds_an_account_without_a_restart_and_status_shows_both() {
 #[test]
 fn metrics_parse_as_prometheus_text_and_healthz_reports_a_parked_account() {
     let b = Bench::start();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    short_schedule(&b, &format!("metrics-listen = \"127.0.0.1:{port}\"\n"));
+    // Port 0: the service binds a free port itself and logs it.
+    short_schedule(&b, "metrics-listen = \"127.0.0.1:0\"\n");
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    let child = spawn_run(&b);
+    let mut child = spawn_run(&b);
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        // Keeps reading, so that the service never blocks on a full pipe.
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+                && line.contains("serving /metrics")
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the service logs the metrics address");
     wait_for("the message", Duration::from_secs(20), || {
         b.smtp.messages().len() == 1
-    });
-    wait_for("/metrics", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let (code, text) = mailferry_testkit::http_request(port, "GET", "/metrics");
     assert_eq!(code, 200, "{text}");
