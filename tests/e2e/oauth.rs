@@ -577,3 +577,45 @@ fn location_of(reply: &str) -> String {
         .trim()
         .to_owned()
 }
+
+#[test]
+fn check_reports_the_sign_in_and_a_wrong_clock() {
+    let b = Bench::start();
+    b.write_config(&[oauth_account(&b, "src", "")]);
+    let before = b.run(&["check"]);
+    assert_eq!(before.code, 1, "{before:?}");
+    assert!(
+        before.stdout.contains("  FAIL  sign-in: not signed in yet"),
+        "{before:?}"
+    );
+    assert!(
+        before
+            .stdout
+            .contains("hint: sign in once with `mailferry auth src`"),
+        "{before:?}"
+    );
+
+    assert_eq!(sign_in_by_device(&b, "src").code, 0);
+    let good = b.run(&["check"]);
+    assert_eq!(good.code, 0, "{good:?}");
+    assert!(
+        good.stdout
+            .contains(&format!("  ok    sign-in: signed in as {USER}")),
+        "{good:?}"
+    );
+    assert!(
+        good.stdout.contains("  ok    login: logged in as"),
+        "{good:?}"
+    );
+    assert!(good.stdout.contains("  ok    clock: within "), "{good:?}");
+
+    b.dovecot.idp.set("date_offset", "-900");
+    let skewed = b.run(&["check"]);
+    assert_eq!(skewed.code, 1, "{skewed:?}");
+    assert!(
+        skewed
+            .stdout
+            .contains("  FAIL  clock: this machine's clock is 900 s off"),
+        "{skewed:?}"
+    );
+}

@@ -234,14 +234,19 @@ pub async fn account(
         }
         out.push(Finding::fail("login", r.message, hint));
     }
-    if let Some(skew) = tokens.oauth().clock_skew()
-        && skew.abs() > 300
-    {
-        out.push(Finding::fail(
-            "clock",
-            format!("this machine's clock is {skew} s off the sign-in server's"),
-            Some("enable NTP: `timedatectl set-ntp true`".into()),
-        ));
+    if let SourceAuth::OAuth2(settings) = &account.auth {
+        match tokens.oauth().measure_skew(&settings.token_url).await {
+            Ok(skew) if skew.abs() <= 300 => out.push(Finding::ok(
+                "clock",
+                format!("within {} s of the sign-in server's", skew.abs()),
+            )),
+            Ok(skew) => out.push(Finding::fail(
+                "clock",
+                format!("this machine's clock is {skew} s off the sign-in server's"),
+                Some("tokens are judged by time: enable NTP (`timedatectl set-ntp true`)".into()),
+            )),
+            Err(e) => out.push(Finding::fail("clock", e.to_string(), None)),
+        }
     }
     out
 }

@@ -124,6 +124,35 @@ impl OAuth {
         Ok(self.http.get_or_init(|| client))
     }
 
+    /// Asks `url` (a token endpoint) for its `Date` and returns the local clock minus the
+    /// server's, in seconds. Any answer will do: a GET to a token endpoint is refused, but
+    /// dated.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or sends no `Date`.
+    pub async fn measure_skew(&self, url: &str) -> Result<i64, OAuthError> {
+        let unreachable = |source| OAuthError::Unreachable {
+            url: url.to_owned(),
+            source,
+        };
+        let client = self.http().map_err(|e| match e {
+            HttpError::Reqwest(r) => unreachable(r),
+            HttpError::Rebuild(r) => OAuthError::BadReply(r.to_string()),
+        })?;
+        let response = client.get(url).send().await.map_err(unreachable)?;
+        let date = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(httpdate)
+            .ok_or_else(|| OAuthError::BadReply("no Date header".into()))?;
+        let skew = now() - date;
+        if let Ok(mut s) = self.skew.lock() {
+            *s = Some(skew);
+        }
+        Ok(skew)
+    }
+
     /// Local clock minus the sign-in server's, in seconds, as of the last answer.
     #[must_use]
     pub fn clock_skew(&self) -> Option<i64> {
