@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mailferry_testkit::{FakeGmail, USER, fixtures};
 
-use crate::util::{Bench, DAEMON, sqlite, summary};
+use crate::util::{Bench, sqlite, summary};
 
 const TOKEN: &str = "gmail-access-token";
 
@@ -33,18 +33,11 @@ fn write_gmail_config(b: &Bench, gmail: &FakeGmail, dest_extra: &str, auth: &str
             "destination = \"home\"",
             "destination = \"gmail\"\nlabels = [\"Outlook\"]",
         );
-    let text = format!(
-        r#"{DAEMON}
-[[destination]]
-name = "gmail"
-kind = "gmail-api"
-api-url = "{url}"
-{auth}
-{dest_extra}
-{account}"#,
-        url = gmail.url(),
+    let destination = format!(
+        "[[destination]]\nname = \"gmail\"\nkind = \"gmail-api\"\napi-url = \"{}\"\n{auth}\n{dest_extra}\n",
+        gmail.url()
     );
-    std::fs::write(b.config_path(), text).expect("config");
+    b.write_raw(&destination, &[account]);
 }
 
 fn labels_of(gmail: &FakeGmail, subject: &str) -> Vec<String> {

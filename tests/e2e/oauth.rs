@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mailferry_testkit::{SmtpReceiver, USER, fixtures, http_get_raw};
 
-use crate::util::{Bench, DAEMON, RCPT, Run, sqlite, summary};
+use crate::util::{Bench, Run, sqlite, summary};
 
 const CLIENT: &str = "mailferry-test-client";
 
@@ -521,26 +521,14 @@ fn smtp_destination_signs_in_with_xoauth2() {
         &b.dovecot.idp.url("/tokeninfo?access_token="),
     );
     let smtp_auth = oauth_auth(&b, r#""smtp", "offline_access", "openid", "email""#, "");
-    let config = format!(
-        r#"{DAEMON}
-[[destination]]
-name = "mailbox"
-kind = "smtp"
-host = "localhost"
-port = {port}
-tls = "starttls"
-tls-ca-file = "{ca}"
-envelope-to = ["{RCPT}"]
-username = "{USER}"
-{smtp_auth}
-{account}"#,
-        port = receiver.port,
-        ca = b.dovecot.pki.ca_pem.display(),
-        account = b
-            .account("src", b.dovecot.imaps_port, "implicit", "src.pass")
-            .replace("destination = \"home\"", "destination = \"mailbox\""),
+    let destination = format!(
+        "{}username = \"{USER}\"\n{smtp_auth}\n",
+        b.smtp_destination("mailbox", receiver.port)
     );
-    std::fs::write(b.config_path(), config).expect("config");
+    let account = b
+        .account("src", b.dovecot.imaps_port, "implicit", "src.pass")
+        .replace("destination = \"home\"", "destination = \"mailbox\"");
+    b.write_raw(&destination, &[account]);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
 
     let before = b.run(&["once"]);

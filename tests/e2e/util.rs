@@ -120,25 +120,33 @@ destination = "home"
         )
     }
 
-    /// Writes the config: daemon, the SMTP destination (STARTTLS), and `accounts`.
-    pub fn write_config(&self, accounts: &[String]) {
-        let text = format!(
-            r#"{DAEMON}
-[[destination]]
-name = "home"
+    /// A `[[destination]]` block: the SMTP receiver on `port` over STARTTLS with this
+    /// bench's CA, delivering to [`RCPT`].
+    pub fn smtp_destination(&self, name: &str, port: u16) -> String {
+        format!(
+            r#"[[destination]]
+name = "{name}"
 kind = "smtp"
 host = "localhost"
 port = {port}
 tls = "starttls"
 tls-ca-file = "{ca}"
 envelope-to = ["{RCPT}"]
-{dest_extra}{accounts}"#,
-            port = self.smtp.port,
+"#,
             ca = self.dovecot.pki.ca_pem.display(),
-            accounts = accounts.join("\n"),
-            dest_extra = self.dest_extra,
-        );
+        )
+    }
+
+    /// Writes a config of the test `[daemon]` table, `destination` and `accounts`.
+    pub fn write_raw(&self, destination: &str, accounts: &[String]) {
+        let text = format!("{DAEMON}\n{destination}{}", accounts.join("\n"));
         std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// Writes the config: daemon, the SMTP destination (STARTTLS), and `accounts`.
+    pub fn write_config(&self, accounts: &[String]) {
+        let destination = self.smtp_destination("home", self.smtp.port) + &self.dest_extra;
+        self.write_raw(&destination, accounts);
     }
 
     /// Runs `mailferry ARGS --config <bench config>` to completion.
