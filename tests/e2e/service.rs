@@ -198,8 +198,11 @@ fn metrics_parse_as_prometheus_text_and_healthz_reports_a_parked_account() {
     let port = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the service logs the metrics address");
-    wait_for("the message", Duration::from_secs(20), || {
-        b.smtp.messages().len() == 1
+    // The counters change when the run is recorded, just after the message arrives.
+    wait_for("the run in /metrics", Duration::from_secs(20), || {
+        mailferry_testkit::http_request(port, "GET", "/metrics")
+            .1
+            .contains("mailferry_runs_total{account=\"src\",result=\"ok\"} 1")
     });
     let (code, text) = mailferry_testkit::http_request(port, "GET", "/metrics");
     assert_eq!(code, 200, "{text}");
