@@ -5,6 +5,7 @@ mod util;
 
 mod check;
 mod config_errors;
+mod container;
 mod crash;
 mod gmail;
 mod imap_oauth2;
@@ -14,3 +15,4 @@ mod odd_mail;
 mod policy;
 mod pop3;
 mod service;
+mod systemd;

@@ -168,7 +168,7 @@ fn sighup_adds_an_account_without_a_restart_and_status_shows_both() {
 }
 
 #[test]
-fn metrics_parse_as_prometheus_text_and_healthz_reports_a_parked_account() {
+fn metrics_parse_as_prometheus_text_and_healthz_and_status_health_report_a_parked_account() {
     let b = Bench::start();
     // Port 0: the service binds a free port itself and logs it.
     short_schedule(&b, "metrics-listen = \"127.0.0.1:0\"\n");
@@ -217,6 +217,13 @@ fn metrics_parse_as_prometheus_text_and_healthz_reports_a_parked_account() {
     );
     let (code, body) = mailferry_testkit::http_request(port, "GET", "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
+    // The container health check says the same, from the state database.
+    let health = b.run(&["status", "--health"]);
+    assert_eq!(
+        (health.code, health.stdout.as_str()),
+        (0, "healthy\n"),
+        "{health:?}"
+    );
 
     // A wrong password parks the account: /healthz fails and names it.
     std::fs::write(b.dir.path().join("src.pass"), "wrong\n").expect("write");
@@ -226,6 +233,15 @@ fn metrics_parse_as_prometheus_text_and_healthz_reports_a_parked_account() {
     });
     let (_, body) = mailferry_testkit::http_request(port, "GET", "/healthz");
     assert!(body.contains("src: parked: needs auth"), "{body}");
+    let health = b.run(&["status", "--health"]);
+    assert_eq!(health.code, 1, "{health:?}");
+    assert!(
+        health.stdout.contains("unhealthy: src: parked: needs auth"),
+        "{health:?}"
+    );
+    // The password file is not read by `status`: removing it changes nothing.
+    std::fs::remove_file(b.dir.path().join("src.pass")).expect("remove");
+    assert_eq!(b.run(&["status", "--health"]).code, 1);
     signal(&child, "TERM");
     let _ = child.wait_with_output();
 }

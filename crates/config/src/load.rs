@@ -6,7 +6,7 @@ use std::path::Path;
 use toml::de::{DeTable, DeValue};
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::model::Config;
+use crate::model::{Config, SecretScope};
 use crate::raw::RawConfig;
 
 /// Environment variables with this prefix override file keys, `__` separating levels:
@@ -18,6 +18,15 @@ const ENV_PREFIX: &str = "MAILFERRY";
 /// # Errors
 /// Every problem found, each naming its key and, where known, its line.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_scoped(path, &SecretScope::All)
+}
+
+/// Reads and checks the configuration file at `path`, reading only the secrets `scope`
+/// names (see [`SecretScope`]).
+///
+/// # Errors
+/// Every problem found, each naming its key and, where known, its line.
+pub fn load_scoped(path: &Path, scope: &SecretScope) -> Result<Config, ConfigErrors> {
     let fail = |errors| ConfigErrors {
         path: path.to_owned(),
         errors,
@@ -78,7 +87,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         })
         .collect();
     let base = path.parent().unwrap_or(Path::new("."));
-    let config = Config::from_raw(raw, base);
+    let config = Config::from_raw_scoped(raw, base, scope);
     match config {
         Ok(config) if errors.is_empty() => return Ok(config),
         Ok(_) => {}
@@ -305,6 +314,59 @@ destination = "home"
         let err = load(&write(dir.path(), "m.toml", &text)).expect_err("no credentials here");
         let shown = err.to_string();
         assert!(shown.contains("account[0].auth.password-file: cannot read /run/credentials/CREDENTIALS_DIRECTORY-is-not-set/gmx"), "{shown}");
+    }
+
+    #[test]
+    fn a_scope_reads_only_the_secrets_it_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "gmx.pass", "s3cret\n");
+        // A second account whose secret this process cannot read (the service's own).
+        let text = format!(
+            "{GOOD}\n[[account]]\nname = \"other\"\nprovider = \"gmx\"\nusername = \"o@gmx.net\"\nauth = {{ method = \"password\", password-file = \"${{CREDENTIALS_DIRECTORY}}/other.pass\" }}\ndestination = \"home\"\n"
+        );
+        let path = write(dir.path(), "m.toml", &text);
+
+        // Every secret: the unreadable one is an error naming its key and path, with a hint.
+        let shown = load(&path).expect_err("unreadable secret").to_string();
+        assert!(
+            shown.contains("account[1].auth.password-file: cannot read /run/credentials/"),
+            "{shown}"
+        );
+        assert!(shown.contains("systemd-run"), "{shown}");
+
+        // No secrets (status): loads, and no password was read.
+        let cfg = load_scoped(&path, &SecretScope::None).expect("no secrets read");
+        let crate::SourceAuth::Password(p) = &cfg.accounts[0].auth else {
+            panic!("expected a password")
+        };
+        assert_eq!(p.expose(), "");
+
+        // One account (check gmx): its secret is read, the other's is not.
+        let cfg = load_scoped(&path, &SecretScope::Only(vec!["gmx".into()])).expect("gmx only");
+        let crate::SourceAuth::Password(p) = &cfg.accounts[0].auth else {
+            panic!("expected a password")
+        };
+        assert_eq!(p.expose(), "s3cret");
+        let shown = load_scoped(&path, &SecretScope::Only(vec!["other".into()]))
+            .expect_err("other's secret is unreadable here")
+            .to_string();
+        assert!(shown.contains("account[1].auth.password-file"), "{shown}");
+        assert!(!shown.contains("account[0]"), "{shown}");
+
+        // The shape of an unread secret is still checked.
+        let broken = text.replace(
+            r#"password-file = "${CREDENTIALS_DIRECTORY}/other.pass" }"#,
+            r#"password-file = "x", password-env = "Y" }"#,
+        );
+        let shown = load_scoped(&write(dir.path(), "b.toml", &broken), &SecretScope::None)
+            .expect_err("both set")
+            .to_string();
+        assert!(
+            shown.contains(
+                "account[1].auth.password-file: set either password-file or password-env, not both"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]

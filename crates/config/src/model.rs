@@ -327,10 +327,26 @@ impl Config {
     /// # Errors
     /// Every problem found, each with its key path.
     pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, Vec<ConfigError>> {
+        Self::from_raw_scoped(raw, base, &SecretScope::All)
+    }
+
+    /// [`Config::from_raw`], reading only the secrets `scope` asks for. A secret left
+    /// unread is still checked for its shape (exactly one of `*-file`/`*-env`), but its
+    /// file is not opened: it holds an empty value that must not be used.
+    ///
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn from_raw_scoped(
+        raw: RawConfig,
+        base: &Path,
+        scope: &SecretScope,
+    ) -> Result<Self, Vec<ConfigError>> {
         let mut cx = Checker {
             base,
             errors: Vec::new(),
             warnings: Vec::new(),
+            scope,
+            read_secrets: true,
         };
         let daemon = cx.daemon(raw.daemon.unwrap_or_default());
 
@@ -383,11 +399,41 @@ impl Config {
     }
 }
 
+/// Which secrets (`password-file`, `client-secret-file`, `access-token-file`, their `-env`
+/// twins) a command reads. `status` needs none, `check NAME` and `auth NAME` only NAME's
+/// (and its destination's): a secret that only the service can read (a `LoadCredential=`
+/// file, a file of the service user's) must not stop the other commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretScope {
+    /// Every account's and destination's secrets (`run`, `once`, `check-config`).
+    All,
+    /// No secrets at all.
+    None,
+    /// Only the secrets of the accounts and destinations with these names.
+    Only(Vec<String>),
+}
+
+impl SecretScope {
+    fn covers(&self, owner: Option<&str>) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Only(names) => owner.is_some_and(|o| names.iter().any(|n| n == o)),
+        }
+    }
+}
+
+/// Expands to systemd's credentials directory in `*-file` paths.
+const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
+
 /// Collects errors while checking the raw configuration.
 pub(crate) struct Checker<'a> {
     base: &'a Path,
     errors: Vec<ConfigError>,
     pub(crate) warnings: Vec<String>,
+    scope: &'a SecretScope,
+    /// Whether the account or destination being checked is one whose secrets are read.
+    read_secrets: bool,
 }
 
 const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -429,7 +475,6 @@ impl Checker<'_> {
     /// credentials directory (`LoadCredential=`), and relative paths are taken relative to
     /// the configuration file's directory.
     pub(crate) fn path(&self, value: &str) -> PathBuf {
-        const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
         let expanded;
         let value = if value.contains(CREDENTIALS) {
             let dir = std::env::var("CREDENTIALS_DIRECTORY")
@@ -468,6 +513,9 @@ impl Checker<'_> {
                 );
                 None
             }
+            (Some(_), None) | (None, Some(_)) if !self.read_secrets => {
+                Some(Secret::new(String::new()))
+            }
             (Some(file), None) => {
                 let path = self.path(&file);
                 match std::fs::read_to_string(&path) {
@@ -484,9 +532,18 @@ impl Checker<'_> {
                         }
                     }
                     Err(e) => {
+                        let hint = if file.contains(CREDENTIALS)
+                            && std::env::var_os("CREDENTIALS_DIRECTORY").is_none()
+                        {
+                            format!(
+                                "; {CREDENTIALS} is set only inside the service (LoadCredential=): run this command in the unit's context, e.g. `systemd-run --pty --wait -p User=mailferry -p LoadCredential=NAME:/etc/mailferry/NAME mailferry ...`, or keep the secret in a file the mailferry user may read"
+                            )
+                        } else {
+                            String::new()
+                        };
                         self.err(
                             format!("{key}{stem}-file"),
-                            format!("cannot read {}: {e}", path.display()),
+                            format!("cannot read {}: {e}{hint}", path.display()),
                         );
                         None
                     }
@@ -615,6 +672,7 @@ impl Checker<'_> {
             raw.name.take(),
             "a name that accounts refer to",
         );
+        self.read_secrets = self.scope.covers(name.as_deref());
         match raw.kind.as_deref() {
             Some("smtp") => {}
             Some("gmail-api") => {
@@ -865,6 +923,7 @@ impl Checker<'_> {
             raw.name,
             "a short unique name, e.g. \"outlook\"",
         );
+        self.read_secrets = self.scope.covers(name.as_deref());
         if let Some(n) = &name
             && (n.is_empty()
                 || !n
@@ -1104,6 +1163,9 @@ impl Checker<'_> {
                     );
                 }
                 let path = self.path(&file);
+                if !self.read_secrets {
+                    return Some(SourceAuth::OAuth2TokenFile(path));
+                }
                 match std::fs::read_to_string(&path) {
                     Ok(t) if !t.trim().is_empty() => Some(SourceAuth::OAuth2TokenFile(path)),
                     Ok(_) => {

@@ -67,8 +67,13 @@ enum Command {
     /// last error with a hint. Works while the service runs. Exit 1 if an account needs you.
     Status {
         /// Print JSON, for scripts.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "health")]
         json: bool,
+        /// Only say whether the service is healthy (the rule of /healthz: no account
+        /// parked, none without a success for three intervals); exit 1 if not. For
+        /// container health checks.
+        #[arg(long)]
+        health: bool,
     },
     /// Sign in an account or destination that uses OAuth2, once; the tokens are stored and
     /// refreshed from then on. Works while the service runs.
@@ -85,6 +90,26 @@ enum Command {
         #[arg(long)]
         device: bool,
     },
+    /// Write the man page or a shell completion script to standard output (for packagers).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `mailferry generate` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    /// The man page, mailferry(1), in roff.
+    Man,
+    /// Completions for bash.
+    Bash,
+    /// Completions for zsh.
+    Zsh,
+    /// Completions for fish.
+    Fish,
 }
 
 /// Exit codes: 0 all good, 1 something failed (details printed), 2 bad configuration.
@@ -93,6 +118,9 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Generate { what } = cli.command {
+        return generate(what);
+    }
     init_logging(matches!(cli.command, Command::Run), cli.log_json);
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -100,7 +128,7 @@ fn main() -> ExitCode {
     {
         warn!("a TLS crypto provider was already installed");
     }
-    let config = match mailferry_config::load(&cli.config) {
+    let config = match load_for(&cli.command, &cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mailferry: {e}");
@@ -161,6 +189,64 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the configuration with only the secrets `command` needs: none for `status`, the
+/// named account's and its destination's for `check NAME`, `auth NAME` and
+/// `once --account NAME`, all of them otherwise. A secret only the service can read (a
+/// `LoadCredential=` file) then stops only the commands that need it.
+fn load_for(
+    command: &Command,
+    path: &std::path::Path,
+) -> Result<Config, mailferry_config::ConfigErrors> {
+    use mailferry_config::SecretScope;
+    let owner = match command {
+        Command::Status { .. } => {
+            return mailferry_config::load_scoped(path, &SecretScope::None);
+        }
+        Command::Auth { name, .. }
+        | Command::Check { name: Some(name) }
+        | Command::Once {
+            account: Some(name),
+            ..
+        } => name,
+        _ => return mailferry_config::load(path),
+    };
+    let outline = mailferry_config::load_scoped(path, &SecretScope::None)?;
+    let mut names = vec![owner.clone()];
+    if let Some(a) = outline.account(owner) {
+        names.push(a.destination.clone());
+    }
+    mailferry_config::load_scoped(path, &SecretScope::Only(names))
+}
+
+/// `mailferry generate`: the man page and shell completions, from the CLI's definition.
+fn generate(what: Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out),
+        Generated::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "mailferry", &mut out);
+            Ok(())
+        }
+        Generated::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "mailferry", &mut out);
+            Ok(())
+        }
+        Generated::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "mailferry", &mut out);
+            Ok(())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailferry: cannot write: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
 fn init_logging(service: bool, json: bool) {
     let default = if service { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
@@ -197,7 +283,10 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
     if let Command::Check { name } = &command {
         return check(&config, name.as_deref()).await;
     }
-    if let Command::Status { json } = &command {
+    if let Command::Status { json, health } = &command {
+        if *health {
+            return status::health(&config).await;
+        }
         return status::run(&config, *json).await;
     }
     let store = Store::open(&config.daemon.state_dir)
@@ -227,6 +316,7 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
             return Ok(ExitCode::SUCCESS);
         }
         Command::CheckConfig
+        | Command::Generate { .. }
         | Command::Auth { .. }
         | Command::Status { .. }
         | Command::Check { .. } => ExitCode::SUCCESS,

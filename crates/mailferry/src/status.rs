@@ -115,6 +115,21 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
     Ok(out)
 }
 
+/// `mailferry status --health`: the rule of `/healthz`, for a container's health check.
+pub async fn health(config: &Config) -> anyhow::Result<ExitCode> {
+    let store = crate::open_shared(config).await?;
+    let problems = crate::metrics::Metrics::unhealthy(&store, config).await;
+    store.close().await;
+    if problems.is_empty() {
+        println!("healthy");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        println!("unhealthy: {p}");
+    }
+    Ok(ExitCode::from(1))
+}
+
 /// "3m ago", "in 7m", from a Unix time.
 fn relative(t: i64, now: i64) -> String {
     let d = t - now;

@@ -63,6 +63,17 @@ pub enum StoreError {
     /// A value does not fit its column.
     #[error("value out of range for the state database: {0}")]
     Range(&'static str),
+    /// The state directory belongs to another user (the service's): writing to it as
+    /// this one would leave files the service cannot open.
+    #[error(
+        "the state directory {dir} belongs to {owner}, not to the user running this command: run it as that user (e.g. `sudo -u {owner} mailferry ...`), so that the files it writes stay the service's"
+    )]
+    Owner {
+        /// The state directory.
+        dir: PathBuf,
+        /// Its owner's user name (or uid).
+        owner: String,
+    },
 }
 
 /// Where a message was seen: the ledger's key.
@@ -530,12 +541,20 @@ impl Store {
 /// Creates the state directory `0700` and the database file `0600` before SQLite opens it,
 /// so that no window exists in which another user could read it.
 fn prepare_files(state_dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| StoreError::Prepare { path, source }
     };
-    if !state_dir.exists() {
+    if let Ok(meta) = std::fs::metadata(state_dir) {
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(StoreError::Owner {
+                dir: state_dir.to_owned(),
+                owner: user_name(meta.uid()),
+            });
+        }
+    } else {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -561,6 +580,20 @@ fn prepare_files(state_dir: &Path) -> Result<(), StoreError> {
         .open(&db)
         .map_err(err(&db))?;
     Ok(())
+}
+
+/// The name of the user with `uid`, from `/etc/passwd`, or the number.
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// Takes the state directory's lock without waiting.

@@ -5,7 +5,8 @@
 //! - [`Dovecot`]: a private Dovecot instance (IMAP with TLS) with its own config, state and
 //!   Maildir in a temporary directory; never touches `/etc/dovecot`;
 //! - [`SmtpReceiver`]: aiosmtpd running `py/smtp_receiver.py`, storing what it accepts;
-//! - [`fixtures`]: message bytes for the tests.
+//! - [`fixtures`]: message bytes for the tests;
+//! - [`Machine`]: a throwaway machine with a real systemd, to install and start the unit in.
 //!
 //! Helpers panic with a message on failure: they only run inside tests.
 
@@ -13,6 +14,9 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod fixtures;
+mod machine;
+
+pub use machine::{Machine, Ran};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -1,0 +1,252 @@
+//! The README's install, done for real: the Debian package installed with `dpkg -i` in a
+//! throwaway machine whose PID 1 is a real systemd, the configuration edited, the unit
+//! enabled and started, a message delivered from Dovecot to the SMTP receiver, a reload
+//! that adds an account, a reload of a broken file that fails, the admin commands as the
+//! service user, a clean stop, the security score, a configuration error that does not
+//! loop, and a purge that leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailferry_testkit::{Machine, PASSWORD, USER, fixtures};
+
+use crate::util::{Bench, RCPT};
+
+/// The package `scripts/package` built (scripts/test builds it before the tests), or the
+/// one `MAILFERRY_TEST_DEB` names.
+fn package() -> PathBuf {
+    if let Some(p) = std::env::var_os("MAILFERRY_TEST_DEB") {
+        return PathBuf::from(p);
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debian");
+    let mut debs: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("mailferry_") && n.ends_with(".deb"))
+        })
+        .collect();
+    debs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    debs.pop().unwrap_or_else(|| {
+        panic!(
+            "no mailferry_*.deb in {}: build it with scripts/package (scripts/test does)",
+            dir.display()
+        )
+    })
+}
+
+/// The configuration a user writes into /etc/mailferry/mailferry.toml: one IMAP account
+/// of the test Dovecot, delivering to the test SMTP receiver.
+fn config(b: &Bench) -> String {
+    format!(
+        r#"[daemon]
+state-dir = "/var/lib/mailferry"
+
+[[destination]]
+name = "home"
+kind = "smtp"
+host = "localhost"
+port = {smtp}
+tls = "starttls"
+tls-ca-file = "/etc/mailferry/test-ca.pem"
+envelope-to = ["{RCPT}"]
+
+[[account]]
+name = "src"
+host = "127.0.0.1"
+port = {imaps}
+tls = "implicit"
+tls-ca-file = "/etc/mailferry/test-ca.pem"
+username = "{USER}"
+auth = {{ method = "password", password-file = "/etc/mailferry/src.pass" }}
+destination = "home"
+"#,
+        smtp = b.smtp.port,
+        imaps = b.dovecot.imaps_port,
+    )
+}
+
+/// Boots the machine, or fails saying why. (The kernels of the test machines allow it;
+/// where one does not, this is where it shows.)
+fn boot() -> Machine {
+    Machine::boot().unwrap_or_else(|e| panic!("cannot boot a systemd machine here: {e}"))
+}
+
+#[test]
+fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
+    let deb = package();
+    let b = Bench::start();
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let m = boot();
+    let share = m.share.path().display().to_string();
+    std::fs::copy(&deb, m.share.path().join("mailferry.deb")).expect("copy the package");
+    std::fs::copy(&b.dovecot.pki.ca_pem, m.share.path().join("test-ca.pem")).expect("copy CA");
+    std::fs::write(m.share.path().join("mailferry.toml"), config(&b)).expect("config");
+
+    // 1. Install the package.
+    m.ok(&format!("dpkg -i {share}/mailferry.deb"));
+    let version = m.ok("mailferry --version");
+    assert!(version.starts_with("mailferry "), "{version}");
+    assert_eq!(
+        m.ok("getent passwd mailferry | cut -d: -f6"),
+        "/var/lib/mailferry\n"
+    );
+    assert_eq!(
+        m.ok("stat -c '%U:%G %a' /etc/mailferry /etc/mailferry/mailferry.toml /var/lib/mailferry"),
+        "root:mailferry 750\nroot:mailferry 640\nmailferry:mailferry 700\n"
+    );
+    let man = m.ok("man -w mailferry && zcat $(man -w mailferry) | grep -c '^.TH mailferry'");
+    assert!(
+        man.starts_with("/usr/share/man/man1/mailferry.1.gz\n"),
+        "{man}"
+    );
+    m.ok("test -s /usr/share/bash-completion/completions/mailferry");
+    m.ok("test -s /usr/share/doc/mailferry/README.md");
+    m.ok("systemctl cat mailferry.service | grep -q '^User=mailferry'");
+    assert_eq!(
+        m.sh("systemctl is-enabled mailferry").stdout.trim(),
+        "disabled",
+        "the package must not start an unconfigured service"
+    );
+
+    // 2. Edit the configuration and put the password in a file only the service may read,
+    // as the README says.
+    m.ok(&format!(
+        "cat {share}/mailferry.toml > /etc/mailferry/mailferry.toml \
+         && install -m 0644 {share}/test-ca.pem /etc/mailferry/test-ca.pem \
+         && printf '%s\\n' '{PASSWORD}' | install -m 0640 -o root -g mailferry /dev/stdin /etc/mailferry/src.pass"
+    ));
+    assert_eq!(
+        m.ok("stat -c '%U:%G %a' /etc/mailferry/mailferry.toml /etc/mailferry/src.pass"),
+        "root:mailferry 640\nroot:mailferry 640\n"
+    );
+
+    // 3. Enable and start it: READY=1 (active), and the message arrives.
+    m.ok("systemctl enable --now mailferry");
+    m.wait_until(
+        "the service to be active",
+        Duration::from_secs(30),
+        "systemctl is-active mailferry",
+    );
+    let wait = std::time::Instant::now() + Duration::from_secs(60);
+    while b.smtp.messages().is_empty() {
+        assert!(
+            std::time::Instant::now() < wait,
+            "no message arrived: {}",
+            m.sh("journalctl --no-pager -u mailferry").stdout
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(b.smtp.messages()[0].raw, fixtures::simple(1));
+    m.wait_until(
+        "a STATUS line after the run",
+        Duration::from_secs(20),
+        "systemctl show -p StatusText --value mailferry | grep -q .",
+    );
+
+    // 4. The admin commands, as the service user, beside the running service.
+    let status = m.ok("runuser -u mailferry -- mailferry status");
+    assert!(status.starts_with("src: ok"), "{status}");
+    let check = m.ok("runuser -u mailferry -- mailferry check src");
+    assert!(check.contains("ok    login"), "{check}");
+    // As root, a command that would write into the service's state refuses and says how.
+    let as_root = m.sh("mailferry status");
+    assert_eq!(as_root.code, 1, "{as_root:?}");
+    assert!(
+        as_root
+            .stderr
+            .contains("belongs to mailferry, not to the user running this command"),
+        "{as_root:?}"
+    );
+    assert_eq!(
+        m.ok("find /var/lib/mailferry ! -user mailferry | wc -l")
+            .trim(),
+        "0",
+        "every file in the state directory stays the service's"
+    );
+
+    // 5. Reload after adding an account: the new account runs without a restart.
+    let main_pid = m.ok("systemctl show -p MainPID --value mailferry");
+    m.ok(&format!(
+        "cat >> /etc/mailferry/mailferry.toml <<'END'
+
+[[account]]
+name = \"second\"
+protocol = \"pop3\"
+host = \"127.0.0.1\"
+port = {pop3s}
+tls = \"implicit\"
+tls-ca-file = \"/etc/mailferry/test-ca.pem\"
+username = \"{USER}\"
+auth = {{ method = \"password\", password-file = \"/etc/mailferry/src.pass\" }}
+destination = \"home\"
+END
+systemctl reload mailferry",
+        pop3s = b.dovecot.pop3s_port
+    ));
+    m.wait_until(
+        "the added account's first run",
+        Duration::from_secs(30),
+        "runuser -u mailferry -- mailferry status | grep -q '^second: ok'",
+    );
+    assert_eq!(
+        b.smtp.messages().len(),
+        2,
+        "the POP3 account delivers the same mail anew"
+    );
+    assert_eq!(
+        m.ok("systemctl show -p MainPID --value mailferry"),
+        main_pid
+    );
+
+    // 6. A reload of a broken file fails, and the service keeps running.
+    m.ok("cp /etc/mailferry/mailferry.toml /root/good.toml && echo 'interval = ' >> /etc/mailferry/mailferry.toml");
+    let reload = m.sh("systemctl reload mailferry");
+    assert_ne!(
+        reload.code, 0,
+        "a broken configuration must fail the reload: {reload:?}"
+    );
+    m.ok("systemctl is-active mailferry");
+    m.ok("cat /root/good.toml > /etc/mailferry/mailferry.toml");
+
+    // 7. The hardening holds under the static user.
+    let security = m.ok("systemd-analyze security --no-pager mailferry.service | tail -n 1");
+    let score: f64 = security
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {security:?}"));
+    assert!(score <= 2.0, "exposure {score} > 2.0: {security}");
+
+    // 8. A clean stop.
+    m.ok("systemctl stop mailferry");
+    assert_eq!(
+        m.ok("systemctl show -p Result,ExecMainStatus mailferry"),
+        "Result=success\nExecMainStatus=0\n"
+    );
+    let journal = m.ok("journalctl --no-pager -u mailferry");
+    assert!(journal.contains("mailferry stopped"), "{journal}");
+
+    // 9. A configuration error fails the start once, without a restart loop.
+    m.ok("echo 'this is = = not toml' >> /etc/mailferry/mailferry.toml");
+    let start = m.sh("systemctl start mailferry");
+    assert_ne!(start.code, 0, "{start:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        m.ok("systemctl show -p ActiveState,SubState,NRestarts,ExecMainStatus mailferry"),
+        "ActiveState=failed\nSubState=failed\nNRestarts=0\nExecMainStatus=2\n"
+    );
+    let journal = m.ok("journalctl --no-pager -u mailferry");
+    assert!(journal.contains("not valid TOML"), "{journal}");
+
+    // 10. Purge: no binary, unit, configuration or state left.
+    m.ok("systemctl enable mailferry && dpkg --purge mailferry");
+    let left = m.sh(
+        "ls -d /usr/bin/mailferry /usr/lib/systemd/system/mailferry.service /etc/mailferry \
+         /var/lib/mailferry /etc/systemd/system/multi-user.target.wants/mailferry.service 2>/dev/null",
+    );
+    assert_eq!(left.stdout, "", "left behind after purge");
+}
