@@ -5,6 +5,7 @@
 //! service user, a clean stop, the security score, a configuration error that does not
 //! loop, and a purge that leaves nothing behind.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,6 +108,11 @@ fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
     m.ok("test -s /usr/share/bash-completion/completions/mailferry");
     m.ok("test -s /usr/share/doc/mailferry/README.md");
     m.ok("systemctl cat mailferry.service | grep -q '^User=mailferry'");
+    let verify = m.sh("systemd-analyze verify mailferry.service");
+    assert!(
+        verify.code == 0 && !verify.stderr.contains("mailferry.service:"),
+        "systemd-analyze verify on the installed unit: {verify:?}"
+    );
     assert_eq!(
         m.sh("systemctl is-enabled mailferry").stdout.trim(),
         "disabled",
@@ -203,6 +209,54 @@ systemctl reload mailferry",
         main_pid
     );
 
+    // 5b. Sign in an OAuth2 account as the service's user, beside the running service
+    // (device code at the fake IdP): the token lands in the service's state, owned by it.
+    let idp = &b.dovecot.idp;
+    m.ok(&format!(
+        "cat >> /etc/mailferry/mailferry.toml <<'END'
+
+[[account]]
+name = \"oa\"
+host = \"127.0.0.1\"
+port = {imaps}
+tls = \"implicit\"
+tls-ca-file = \"/etc/mailferry/test-ca.pem\"
+username = \"{USER}\"
+auth = {{ method = \"oauth2\", provider = \"custom\", client-id = \"mailferry-test-client\", token-url = \"{token}\", device-url = \"{device}\", authorize-url = \"{authorize}\", scopes = [\"imap\", \"offline_access\", \"openid\", \"email\"] }}
+destination = \"home\"
+END
+systemctl reload mailferry",
+        imaps = b.dovecot.imaps_port,
+        token = idp.url("/token"),
+        device = idp.url("/devicecode"),
+        authorize = idp.url("/authorize"),
+    ));
+    let mut auth = m.spawn("runuser -u mailferry -- mailferry auth oa");
+    let mut out = BufReader::new(auth.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).expect("read auth's output");
+        seen.push_str(&line);
+        assert!(n > 0, "mailferry auth ended early: {seen}");
+        if let Some(rest) = line.split("enter the code ").nth(1) {
+            idp.approve(rest.trim(), USER);
+            break;
+        }
+    }
+    out.read_to_string(&mut seen).expect("read auth's output");
+    let status = auth.wait().expect("wait for auth");
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains(&format!("Signed in oa as {USER}.")), "{seen}");
+    let status = m.ok("runuser -u mailferry -- mailferry status");
+    assert!(status.contains(&format!("signed in as {USER}")), "{status}");
+    assert_eq!(
+        m.ok("find /var/lib/mailferry ! -user mailferry | wc -l")
+            .trim(),
+        "0",
+        "the sign-in left a file the service cannot use"
+    );
+
     // 6. A reload of a broken file fails, and the service keeps running.
     m.ok("cp /etc/mailferry/mailferry.toml /root/good.toml && echo 'interval = ' >> /etc/mailferry/mailferry.toml");
     let reload = m.sh("systemctl reload mailferry");
@@ -212,6 +266,32 @@ systemctl reload mailferry",
     );
     m.ok("systemctl is-active mailferry");
     m.ok("cat /root/good.toml > /etc/mailferry/mailferry.toml");
+
+    // 6b. Secrets handed over by systemd (LoadCredential=), as the README shows: the
+    // password file becomes root-only; the service reads it through the credential;
+    // `status` reads no secret; `check` runs in the unit's context with systemd-run.
+    m.ok(&format!(
+        "mkdir -p /etc/systemd/system/mailferry.service.d \
+         && printf '[Service]\\nLoadCredential=src.pass:/etc/mailferry/src.pass\\n' > /etc/systemd/system/mailferry.service.d/credentials.conf \
+         && chown root:root /etc/mailferry/src.pass && chmod 0600 /etc/mailferry/src.pass \
+         && sed -i 's|/etc/mailferry/src.pass|${{CREDENTIALS_DIRECTORY}}/src.pass|' /etc/mailferry/mailferry.toml \
+         && systemctl daemon-reload && systemctl restart mailferry"
+    ));
+    m.wait_until(
+        "the service to be active with credentials",
+        Duration::from_secs(30),
+        "systemctl is-active mailferry",
+    );
+    let status = m.sh("runuser -u mailferry -- mailferry status");
+    assert!(status.stdout.starts_with("src: ok"), "{status:?}");
+    let check = m.sh("runuser -u mailferry -- mailferry check src");
+    assert_eq!(check.code, 2, "{check:?}");
+    assert!(check.stderr.contains("systemd-run"), "{check:?}");
+    let check = m.ok(
+        "systemd-run --pipe --wait --collect --quiet -p User=mailferry -p StateDirectory=mailferry \
+         -p LoadCredential=src.pass:/etc/mailferry/src.pass mailferry check src",
+    );
+    assert!(check.contains("ok    login"), "{check}");
 
     // 7. The hardening holds under the static user.
     let security = m.ok("systemd-analyze security --no-pager mailferry.service | tail -n 1");
@@ -224,8 +304,8 @@ systemctl reload mailferry",
     // 8. A clean stop.
     m.ok("systemctl stop mailferry");
     assert_eq!(
-        m.ok("systemctl show -p Result,ExecMainStatus mailferry"),
-        "Result=success\nExecMainStatus=0\n"
+        m.ok("systemctl show -p Result --value mailferry && systemctl show -p ExecMainStatus --value mailferry"),
+        "success\n0\n"
     );
     let journal = m.ok("journalctl --no-pager -u mailferry");
     assert!(journal.contains("mailferry stopped"), "{journal}");
@@ -235,9 +315,20 @@ systemctl reload mailferry",
     let start = m.sh("systemctl start mailferry");
     assert_ne!(start.code, 0, "{start:?}");
     std::thread::sleep(Duration::from_secs(1));
+    let mut state: Vec<_> = m
+        .ok("systemctl show -p ActiveState,SubState,NRestarts,ExecMainStatus mailferry")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    state.sort();
     assert_eq!(
-        m.ok("systemctl show -p ActiveState,SubState,NRestarts,ExecMainStatus mailferry"),
-        "ActiveState=failed\nSubState=failed\nNRestarts=0\nExecMainStatus=2\n"
+        state,
+        [
+            "ActiveState=failed",
+            "ExecMainStatus=2",
+            "NRestarts=0",
+            "SubState=failed"
+        ]
     );
     let journal = m.ok("journalctl --no-pager -u mailferry");
     assert!(journal.contains("not valid TOML"), "{journal}");

@@ -124,6 +124,24 @@ impl Machine {
             .unwrap_or_else(|e| panic!("nsenter: {e}"))
     }
 
+    /// Starts `script` with `/bin/sh -c` inside the machine, as root, with its standard
+    /// input, output and error piped.
+    pub fn spawn(&self, script: &str) -> Child {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-a", "/bin/sh", "-c", script])
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nsenter: {e}"))
+    }
+
     /// Runs `script` and panics with its output unless it succeeds; returns its stdout.
     pub fn ok(&self, script: &str) -> String {
         let ran = self.sh(script);
