@@ -607,3 +607,53 @@ fn check_reports_the_sign_in_and_a_wrong_clock() {
         "{skewed:?}"
     );
 }
+
+#[test]
+fn a_token_reply_that_does_not_parse_is_never_echoed_anywhere() {
+    let mut b = Bench::start();
+    b.write_config(&[oauth_account(&b, "src", "")]);
+    let last_access = |b: &Bench| {
+        b.dovecot.idp.stats()["last_access"]
+            .as_str()
+            .expect("a token was issued")
+            .to_owned()
+    };
+
+    // At sign-in: a 200 with the tokens and an expires_in that is not a number.
+    b.dovecot.idp.set("garble_2xx", "1");
+    let auth = sign_in_by_device(&b, "src");
+    assert_ne!(auth.code, 0, "{auth:?}");
+    let token = last_access(&b);
+    let shown = format!("{auth:?}");
+    assert!(
+        !shown.contains(&token),
+        "the access token was printed: {shown}"
+    );
+    assert!(shown.contains("not shown: it may hold tokens"), "{shown}");
+    assert!(shown.contains("`expires_in`"), "{shown}");
+
+    // At a refresh during a run: the error lands in the summary, the runs table and
+    // status, none of them with the token.
+    b.dovecot.idp.set("declared_ttl", "1");
+    assert_eq!(sign_in_by_device(&b, "src").code, 0);
+    b.dovecot.idp.set("garble_2xx", "1");
+    let run = b.run(&["once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let token = last_access(&b);
+    let errors = sqlite(
+        &b.state_dir().join("mailferry.db"),
+        "SELECT group_concat(error, ' | ') FROM runs",
+    );
+    let status = b.run(&["status", "--json"]);
+    for (what, text) in [
+        ("the run", format!("{run:?}")),
+        ("the runs table", errors.clone()),
+        ("status", format!("{status:?}")),
+    ] {
+        assert!(
+            !text.contains(&token),
+            "{what} shows the access token: {text}"
+        );
+    }
+    assert!(errors.contains("not shown: it may hold tokens"), "{errors}");
+}

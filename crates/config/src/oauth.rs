@@ -97,15 +97,22 @@ fn default_scopes(provider: OAuthProvider, usage: TokenUse) -> Vec<String> {
 }
 
 /// Token endpoints must be HTTPS; plain HTTP only to this machine (tests, a local proxy).
+/// The URL is parsed, and its host (not a string prefix) decides: in
+/// `http://localhost:1@evil.example/` the host is `evil.example`.
 pub(crate) fn url_ok(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    match u.scheme() {
+        "https" => u.host().is_some(),
+        "http" => matches!(
+            u.host(),
+            Some(url::Host::Domain("localhost"))
+                | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+                | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+        ),
+        _ => false,
     }
-    url.strip_prefix("http://").is_some_and(|rest| {
-        let host = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        matches!(host, "127.0.0.1" | "localhost" | "[::1]")
-    })
 }
 
 impl Checker<'_> {
@@ -298,5 +305,11 @@ mod tests {
         assert!(url_ok("http://localhost/token"));
         assert!(!url_ok("http://example.org/token"));
         assert!(!url_ok("http://127.0.0.1.evil.example/token"));
+        assert!(!url_ok("http://localhost:1@evil.example/"));
+        assert!(!url_ok("http://127.0.0.1@evil.example/token"));
+        assert!(!url_ok("http://localhost.evil.example/token"));
+        assert!(url_ok("http://[::1]:8080/token"));
+        assert!(!url_ok("ftp://127.0.0.1/token"));
+        assert!(!url_ok("https://"));
     }
 }

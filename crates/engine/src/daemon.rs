@@ -120,7 +120,7 @@ impl Runner for Daemon<'_> {
     }
 
     fn unit(&self) -> f64 {
-        schedule::clock_unit(self.last.lock().map_or(0, |l| l.len() as u64))
+        schedule::random_unit()
     }
 }
 
@@ -165,7 +165,7 @@ pub async fn serve(
             // Accounts that are due start a few seconds apart, not all at once.
             let spread = Duration::from_secs(10)
                 .min(a.interval / 10)
-                .mul_f64(schedule::clock_unit(i as u64));
+                .mul_f64(schedule::random_unit());
             Slot {
                 interval: a.interval,
                 first: Duration::from_secs(u64::try_from(due_in).unwrap_or(0)).max(spread),

@@ -158,18 +158,12 @@ pub async fn drive<R: Runner>(slots: &[Slot], runner: &R, cancel: &CancellationT
     futures_util::future::join_all(tasks).await;
 }
 
-/// A random number in `[0, 1)` from the clock, different per call site and moment; good
-/// enough to keep accounts from firing together.
+/// A random number in `[0, 1)` for jitter, so that accounts do not fire together. From a
+/// randomly seeded generator, not the clock (whose low digits are zero on microsecond
+/// clocks and equal for calls at the same moment).
 #[must_use]
-pub fn clock_unit(salt: u64) -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let mut x = nanos ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    (x % 1_000_000) as f64 / 1_000_000.0
+pub fn random_unit() -> f64 {
+    fastrand::f64()
 }
 
 #[cfg(test)]

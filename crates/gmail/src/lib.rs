@@ -461,20 +461,17 @@ fn parse(body: &[u8]) -> Result<Value, GmailError> {
     serde_json::from_slice(body).map_err(|e| GmailError::Protocol(format!("not JSON: {e}")))
 }
 
-/// Exponential backoff with jitter: about 1, 2, 4, ... 32 s.
+/// Exponential backoff with jitter: about 1, 2, 4, ... 32 s. The jitter is random (a
+/// seeded generator, not the clock: clock nanoseconds are multiples of 1000 on
+/// microsecond clocks, and deliveries that fail together would retry in lockstep).
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(500) * 2u32.saturating_pow(attempt.min(6));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    base + base.mul_f64(f64::from(nanos % 1000) / 1000.0)
+    base + base.mul_f64(fastrand::f64())
 }
 
 /// A multipart boundary that does not occur in `message`.
 fn boundary_for(message: &[u8]) -> String {
-    let mut n: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let mut n: u64 = fastrand::u64(..);
     loop {
         let b = format!("mailferry_{n:016x}");
         if !message.windows(b.len()).any(|w| w == b.as_bytes()) {
@@ -504,6 +501,17 @@ mod tests {
         let b = boundary_for(b"hello");
         let msg = format!("x\r\n--{b}\r\n");
         assert_ne!(boundary_for(msg.as_bytes()), b);
+    }
+
+    #[test]
+    fn ten_retries_at_the_same_moment_spread_out() {
+        let waits: Vec<Duration> = (0..10).map(|_| backoff(2)).collect();
+        let mut distinct = waits.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 10, "{waits:?}");
+        let spread = distinct[9] - distinct[0];
+        assert!(spread > Duration::from_millis(200), "{waits:?}");
     }
 
     #[test]

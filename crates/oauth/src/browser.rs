@@ -4,7 +4,9 @@
 //! and the user pastes the URL from its address bar instead.
 
 use oauth2::{CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
+use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
@@ -14,14 +16,26 @@ use crate::{OAuthError, Provider, TokenSet};
 /// The request line and headers of a redirect are far below this.
 const MAX_REQUEST: usize = 16 * 1024;
 
-/// One browser sign-in in progress.
-#[derive(Debug)]
+/// How long a loopback connection may stay silent before it is dropped (browsers open
+/// connections ahead of time and may never use them).
+const IDLE: Duration = Duration::from_secs(10);
+
+/// One browser sign-in in progress. `Debug` hides the PKCE verifier and the state.
 pub struct BrowserSignIn {
     url: String,
     redirect_uri: String,
     state: String,
     verifier: String,
     listener: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for BrowserSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserSignIn")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("listening", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrowserSignIn {
@@ -139,40 +153,76 @@ async fn read_pasted<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// Serves the loopback port until the redirect arrives. Other requests (a favicon) get 404.
+/// Serves the loopback port until the redirect of this sign-in arrives. Connections are
+/// served side by side, each dropped after [`IDLE`] of silence, so a browser's idle
+/// pre-connection cannot hold up the real redirect. Only a redirect carrying this
+/// sign-in's `state` ends the wait (with its code, or its `error`); anything else (a
+/// favicon, another page's forged redirect) gets an error page and changes nothing.
 async fn catch_redirect(listener: &TcpListener, state: &str) -> Result<String, OAuthError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (mut stream, peer) = listener
-            .accept()
-            .await
-            .map_err(|source| OAuthError::Local {
-                what: "accept the sign-in redirect",
-                source,
-            })?;
-        debug!(%peer, "loopback connection");
-        let Some(target) = read_target(&mut stream).await else {
-            continue;
-        };
-        let url = format!("http://127.0.0.1{target}");
-        let answer = if target.starts_with("/?") || target == "/" {
-            parse_redirect(&url, state)
-        } else {
-            respond(&mut stream, "404 Not Found", "Not found.").await;
-            continue;
-        };
-        match &answer {
-            Ok(_) => {
-                respond(
-                    &mut stream,
-                    "200 OK",
-                    "mailferry received the sign-in. You can close this tab.",
-                )
-                .await;
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted.map_err(|source| OAuthError::Local {
+                    what: "accept the sign-in redirect",
+                    source,
+                })?;
+                debug!(%peer, "loopback connection");
+                let (tx, state) = (tx.clone(), state.to_owned());
+                connections.spawn(async move {
+                    if let Some(answer) = serve_one(stream, &state).await {
+                        let _ = tx.send(answer).await;
+                    }
+                });
             }
-            Err(e) => respond(&mut stream, "400 Bad Request", &format!("mailferry: {e}")).await,
+            Some(answer) = rx.recv() => return answer,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-        return answer;
     }
+}
+
+/// Serves one loopback connection: `Some` with the outcome for this sign-in's redirect.
+async fn serve_one(mut stream: TcpStream, state: &str) -> Option<Result<String, OAuthError>> {
+    let target = tokio::time::timeout(IDLE, read_target(&mut stream))
+        .await
+        .ok()
+        .flatten()?;
+    if !(target.starts_with("/?") || target == "/") {
+        respond(&mut stream, "404 Not Found", "Not found.").await;
+        return None;
+    }
+    let url = format!("http://127.0.0.1{target}");
+    if !state_matches(&url, state) {
+        respond(
+            &mut stream,
+            "400 Bad Request",
+            "mailferry: this is not the redirect of the sign-in in progress (its state does not match); the sign-in goes on.",
+        )
+        .await;
+        return None;
+    }
+    let answer = parse_redirect(&url, state);
+    match &answer {
+        Ok(_) => {
+            respond(
+                &mut stream,
+                "200 OK",
+                "mailferry received the sign-in. You can close this tab.",
+            )
+            .await;
+        }
+        Err(e) => respond(&mut stream, "400 Bad Request", &format!("mailferry: {e}")).await,
+    }
+    Some(answer)
+}
+
+/// Whether `url` carries this sign-in's `state`.
+fn state_matches(url: &str, state: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| {
+        u.query_pairs()
+            .any(|(name, value)| name == "state" && value == state)
+    })
 }
 
 /// The request target of an HTTP/1.x GET, or `None` for anything else.
@@ -224,16 +274,18 @@ pub fn parse_redirect(url: &str, state: &str) -> Result<String, OAuthError> {
             .find(|(name, _)| name == k)
             .map(|(_, v)| v.into_owned())
     };
+    // The state first: an `error` from a redirect that is not this sign-in's must not end
+    // it (any local page can send the browser to the loopback port).
+    if get("state").as_deref() != Some(state) {
+        return Err(OAuthError::Redirect(
+            "its state does not match (is it from an older attempt?)".into(),
+        ));
+    }
     if let Some(error) = get("error") {
         let detail = get("error_description")
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
         return Err(OAuthError::Declined(format!("{error}{detail}")));
-    }
-    if get("state").as_deref() != Some(state) {
-        return Err(OAuthError::Redirect(
-            "its state does not match (is it from an older attempt?)".into(),
-        ));
     }
     get("code").ok_or_else(|| OAuthError::Redirect("it holds no code".into()))
 }
@@ -258,5 +310,63 @@ mod tests {
             parse_redirect("abc", "s1"),
             Err(OAuthError::Redirect(_))
         ));
+        // An error with another sign-in's state is a state mismatch, not a refusal.
+        assert!(matches!(
+            parse_redirect("http://127.0.0.1/?error=access_denied&state=forged", "s1"),
+            Err(OAuthError::Redirect(_))
+        ));
+    }
+
+    async fn get(port: u16, target: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.expect("read");
+        reply
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_and_a_forged_error_do_not_stop_the_real_redirect() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let waiting = tokio::spawn(async move { catch_redirect(&listener, "s1").await });
+        // A browser's pre-connection that never sends anything.
+        let _idle = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        // Another local page aborting the sign-in with a forged error.
+        let forged = get(port, "/?error=access_denied&state=forged").await;
+        assert!(forged.starts_with("HTTP/1.1 400"), "{forged}");
+        assert!(get(port, "/favicon.ico").await.starts_with("HTTP/1.1 404"));
+        // The real redirect, well within the idle limit.
+        let ok = get(port, "/?state=s1&code=the-code").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        let code = tokio::time::timeout(Duration::from_secs(3), waiting)
+            .await
+            .expect("the redirect ended the wait")
+            .expect("join");
+        assert_eq!(code.ok().as_deref(), Some("the-code"));
+    }
+
+    #[tokio::test]
+    async fn debug_hides_the_verifier_and_state() {
+        let p = crate::Provider {
+            kind: crate::ProviderKind::Custom,
+            client_id: "c".into(),
+            client_secret: None,
+            authorize_url: "http://127.0.0.1/authorize".into(),
+            token_url: "http://127.0.0.1/token".into(),
+            device_url: None,
+            scopes: vec!["imap".into()],
+            authorize_params: Vec::new(),
+        };
+        let s = BrowserSignIn::new(&p, false).await.expect("sign-in");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(&s.verifier), "{shown}");
+        assert!(!shown.contains(&s.state), "{shown}");
     }
 }

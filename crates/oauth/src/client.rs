@@ -335,9 +335,14 @@ impl OAuth {
             RequestTokenError::Request(e @ HttpError::Rebuild(_)) => {
                 OAuthError::BadReply(e.to_string())
             }
+            // A body that does not parse may still hold tokens (a 2xx with one field of the
+            // wrong type): only where it failed is told, never the body or serde's message,
+            // which quotes values.
             RequestTokenError::Parse(e, body) => OAuthError::BadReply(format!(
-                "{e}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
+                "the answer ({} bytes, not shown: it may hold tokens) does not parse as a token response at `{}` ({:?} error)",
+                body.len(),
+                e.path(),
+                e.inner().classify()
             )),
             RequestTokenError::Other(m) => OAuthError::BadReply(m),
         }

@@ -13,7 +13,6 @@ use crate::error::Pop3Error;
 pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// A POP3 session in any state (authorization or transaction).
-#[derive(Debug)]
 pub struct Client<S> {
     stream: S,
     parser: Parser,
@@ -21,6 +20,17 @@ pub struct Client<S> {
     io_timeout: Duration,
     out: Vec<u8>,
     read_buf: Vec<u8>,
+}
+
+/// Names the server only: the buffers hold the last command (`PASS ...`, an XOAUTH2
+/// line) and the last reply.
+impl<S> std::fmt::Debug for Client<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .field("io_timeout", &self.io_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {

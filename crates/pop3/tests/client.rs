@@ -165,3 +165,23 @@ async fn a_silent_server_times_out() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn debug_never_shows_the_last_command() {
+    let (mut client, mut server) = client_and_server().await;
+    let script = tokio::spawn(async move {
+        assert_eq!(line(&mut server).await, "USER u");
+        server.get_mut().write_all(b"+OK\r\n").await.expect("w");
+        assert_eq!(line(&mut server).await, "PASS hunter2-secret");
+        server.get_mut().write_all(b"+OK in\r\n").await.expect("w");
+        server
+    });
+    client
+        .user_pass("u", "hunter2-secret")
+        .await
+        .expect("login");
+    let shown = format!("{client:?} {client:#?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("fake:110"), "{shown}");
+    script.await.expect("script");
+}

@@ -38,8 +38,8 @@ pub struct StoredToken {
     pub parked: Option<String>,
 }
 
-/// Tokens as a provider issued them.
-#[derive(Debug, Clone, Copy)]
+/// Tokens as a provider issued them. `Debug` shows everything but the tokens.
+#[derive(Clone, Copy)]
 pub struct IssuedTokens<'a> {
     /// Access token.
     pub access_token: &'a str,
@@ -51,6 +51,18 @@ pub struct IssuedTokens<'a> {
     pub scopes: &'a [String],
     /// Who signed in, if known.
     pub subject: Option<&'a str>,
+}
+
+impl std::fmt::Debug for IssuedTokens<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedTokens")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .field("subject", &self.subject)
+            .finish()
+    }
 }
 
 impl Store {
@@ -180,5 +192,25 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IssuedTokens;
+
+    #[test]
+    fn debug_hides_the_tokens() {
+        let scopes = vec!["imap".to_owned()];
+        let t = IssuedTokens {
+            access_token: "at-secret",
+            refresh_token: "rt-secret",
+            expires_at: 1,
+            scopes: &scopes,
+            subject: Some("me@example.org"),
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("me@example.org"), "{shown}");
     }
 }

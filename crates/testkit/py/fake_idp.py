@@ -28,7 +28,9 @@ Test controls (not part of any provider):
   POST /control/set?KEY=VALUE             access_ttl (real life, s), declared_ttl (what
                                           expires_in says), browser_email, slow_down (answer
                                           the next N device polls with slow_down),
-                                          date_offset (s added to the Date header)
+                                          date_offset (s added to the Date header),
+                                          garble_2xx (the next N token replies are 200 with
+                                          the tokens but an expires_in that is not a number)
   POST /control/fail_next?error=E&description=D   the next /token call fails with 400
   GET  /control/stats                     counters and the live refresh tokens
 
@@ -52,10 +54,11 @@ STATE = {
     "devices": {},       # device_code -> {"user_code", "client_id", "scope", "email", "denied", "expires", "last_poll"}
     "codes": {},         # code -> {"client_id", "redirect_uri", "challenge", "scope", "email", "offline"}
     "config": {"access_ttl": 3600, "declared_ttl": 3600, "browser_email": "alice@test.example",
-               "slow_down": 0, "date_offset": 0, "interval": 1},
+               "slow_down": 0, "date_offset": 0, "interval": 1, "garble_2xx": 0},
     "fail_next": None,
     "stats": {"refreshes": 0, "device_polls": 0, "slow_downs": 0, "poll_times": [],
-              "issued": 0, "code_exchanges": 0, "refresh_failures": 0},
+              "issued": 0, "code_exchanges": 0, "refresh_failures": 0, "last_access": None,
+              "last_refresh": None},
 }
 
 
@@ -79,6 +82,11 @@ def issue(email, client_id, scope, offline):
         refresh = "rt-" + secrets.token_urlsafe(16)
         STATE["refresh"][refresh] = {"email": email, "client_id": client_id, "scope": scope}
         body["refresh_token"] = refresh
+        STATE["stats"]["last_refresh"] = refresh
+    STATE["stats"]["last_access"] = access
+    if cfg["garble_2xx"] > 0:
+        cfg["garble_2xx"] -= 1
+        body["expires_in"] = "soon, with " + access
     if "openid" in scope.split():
         header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
         claims = b64url(json.dumps({"email": email, "preferred_username": email,
