@@ -15,10 +15,12 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         b"Subject: bare-lf\nMessage-ID: <lf@x>\n\nline one\nline two\n".to_vec(),
         b"Subject: bare-lf\r\nMessage-ID: <lf@x>\r\n\r\nline one\r\nline two\r\n".to_vec(),
     ));
+    // A bare CR ends its line too: receivers that take it for a line end must not see a
+    // different message than the others (and no "." line can hide behind it).
     v.push((
         "bare-cr",
         b"Subject: bare-cr\r\nMessage-ID: <cr@x>\r\n\r\nbefore\rafter\r\n".to_vec(),
-        b"Subject: bare-cr\r\nMessage-ID: <cr@x>\r\n\r\nbefore\rafter\r\n".to_vec(),
+        b"Subject: bare-cr\r\nMessage-ID: <cr@x>\r\n\r\nbefore\r\nafter\r\n".to_vec(),
     ));
     // IMAP cannot carry NUL; Dovecot sends 0x80 in its place (DESIGN.md).
     v.push((
@@ -102,9 +104,8 @@ fn odd_messages_arrive_untouched_or_are_refused_with_a_reason() {
         "{run:?}"
     );
     assert!(
-        run.stdout.contains(
-            "refused INBOX UID 10: the message was refused: the message is empty (0 bytes)"
-        ),
+        run.stdout
+            .contains("refused INBOX UID 10: the message is empty (no header, no body)"),
         "{run:?}"
     );
     // Refused messages stay at the source and are not retried in a loop.
@@ -127,4 +128,52 @@ fn a_large_message_passes_byte_identical() {
     let got = b.smtp.messages();
     assert_eq!(got.len(), 1);
     assert!(got[0].raw == big, "the 6 MB message changed on the way");
+}
+
+#[test]
+fn bare_cr_and_lf_cannot_end_data_early_at_a_lenient_receiver() {
+    // A message whose body would end DATA at a receiver that takes a bare CR or LF for a
+    // line end, followed by a second transaction smuggled into mailferry's session.
+    let smuggled = b"Subject: smuggle\r\nMessage-ID: <smuggle@x>\r\n\r\nhello\r.\rMAIL FROM:<evil@attacker.example>\rRCPT TO:<victim@home.example>\rDATA\rSubject: forged\r\r.\rthen LF\n.\nMAIL FROM:<evil2@attacker.example>\nRCPT TO:<victim@home.example>\nDATA\nforged\n.\n";
+    let b = Bench::start();
+    b.dovecot.add_message("INBOX", smuggled);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let lenient = mailferry_testkit::LenientSmtp::start();
+    let destination = format!(
+        "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nenvelope-to = [\"{}\"]\n",
+        lenient.port,
+        crate::util::RCPT
+    );
+    b.write_raw(
+        &destination,
+        &[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")],
+    );
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let commands = lenient.commands();
+    let mails: Vec<&String> = commands
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().starts_with("MAIL FROM"))
+        .collect();
+    assert_eq!(
+        mails.len(),
+        2,
+        "one MAIL per message, none smuggled: {commands:#?}"
+    );
+    assert!(
+        !commands.iter().any(|c| c.contains("attacker.example")),
+        "a smuggled command ran: {commands:#?}"
+    );
+    let got = lenient.messages();
+    assert_eq!(got.len(), 2, "{got:?}");
+    // The whole body arrived as data, its bare CR and LF now CRLF, its dot lines stuffed.
+    let first = String::from_utf8_lossy(&got[0]);
+    assert!(
+        first.contains("hello\r\n..\r\nMAIL FROM:<evil@attacker.example>\r\n"),
+        "{first}"
+    );
+    assert!(
+        first.contains("then LF\r\n..\r\nMAIL FROM:<evil2@attacker.example>\r\n"),
+        "{first}"
+    );
 }

@@ -232,3 +232,38 @@ fn pop3_xoauth2_two_step_with_a_valid_and_a_bad_token() {
         "the token leaked: {run:?}"
     );
 }
+
+#[test]
+fn an_empty_message_is_refused_with_the_same_reason_over_pop3_as_over_imap() {
+    let b = Bench::start();
+    b.dovecot.add_message("INBOX", b"");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    b.write_config(&[
+        b.account("imap", b.dovecot.imaps_port, "implicit", "src.pass"),
+        b.pop3_account("pop", b.dovecot.pop3s_port, "implicit", PASSWORD_AUTH, ""),
+    ]);
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    for account in ["imap", "pop"] {
+        assert_eq!(
+            summary(&run, account),
+            format!("{account}: fetched 2, delivered 1, skipped 0, failed 1"),
+            "{run:?}"
+        );
+    }
+    let reasons: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("refused INBOX"))
+        .map(|l| l.split(": ").skip(1).collect::<Vec<_>>().join(": ").leak() as &str)
+        .collect();
+    assert_eq!(reasons.len(), 2, "{run:?}");
+    assert_eq!(reasons[0], reasons[1], "{run:?}");
+    assert!(
+        reasons[0].contains("the message is empty (no header, no body)"),
+        "{run:?}"
+    );
+    // Only the real message went out, once per account.
+    assert_eq!(b.smtp.messages().len(), 2);
+    assert!(b.smtp.messages().iter().all(|m| !m.raw.is_empty()));
+}

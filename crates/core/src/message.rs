@@ -49,6 +49,14 @@ impl RawMessage {
         self.bytes.is_empty()
     }
 
+    /// Whether there is nothing to deliver: no bytes, or only line breaks (a POP3 server
+    /// serves an empty file as one empty line). Such a message is refused before any
+    /// destination sees it, whatever the source.
+    #[must_use]
+    pub fn is_blank(&self) -> bool {
+        self.bytes.iter().all(|&b| b == b'\r' || b == b'\n')
+    }
+
     /// The SHA-256 of the bytes, as lowercase hex. Together with the Message-ID this
     /// recognises a message seen before under another UIDVALIDITY.
     #[must_use]

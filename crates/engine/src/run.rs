@@ -574,6 +574,22 @@ async fn deliver_and_record(
         }
         Attempt::Fresh => {}
     }
+    if message.is_blank() {
+        // One rule for every source and destination: SMTP cannot carry an empty message,
+        // and the Gmail API refuses one.
+        let p = MessageProblem {
+            folder: key.folder.clone(),
+            key: key.key.clone(),
+            message_id,
+            reason: "the message is empty (no header, no body): there is nothing to deliver; it stays at the source".into(),
+        };
+        warn!(key = %key.key, "the message is empty; recorded as refused");
+        store
+            .mark_refused(key, &p.reason)
+            .await
+            .map_err(Stop::Store)?;
+        return Ok(Outcome::Refused(p));
+    }
     match destination.deliver(message, &key.folder).await {
         Ok(receipt) => {
             store
