@@ -3,6 +3,7 @@
 
 mod util;
 
+mod blame;
 mod check;
 mod config_errors;
 mod container;

@@ -610,7 +610,7 @@ fn check_reports_the_sign_in_and_a_wrong_clock() {
 
 #[test]
 fn a_token_reply_that_does_not_parse_is_never_echoed_anywhere() {
-    let mut b = Bench::start();
+    let b = Bench::start();
     b.write_config(&[oauth_account(&b, "src", "")]);
     let last_access = |b: &Bench| {
         b.dovecot.idp.stats()["last_access"]

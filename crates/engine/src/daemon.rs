@@ -150,8 +150,7 @@ pub async fn serve(
     let slots: Vec<Slot> = config
         .accounts
         .iter()
-        .enumerate()
-        .map(|(i, a)| {
+        .map(|a| {
             if !a.enabled {
                 // Never due: a disabled account stays idle until a reload enables it.
                 return Slot {

@@ -144,7 +144,13 @@ async fn run_account(
     )
     .await;
     if let Err(stop) = outcome {
-        let r = stop.report().naming(&account.name);
+        // A hint names whoever must act: the destination for its own trouble (its
+        // envelope, its sign-in), else the account.
+        let owner = match &stop {
+            Stop::Destination(_) => &account.destination,
+            _ => &account.name,
+        };
+        let r = stop.report().naming(owner);
         warn!(cause = %r.message, class = ?r.class, "run ended early");
         report.error = Some(r);
     }

@@ -13,7 +13,7 @@ use mailferry_core::{Destination, RawMessage, Receipt};
 use tokio::sync::Mutex;
 use tracing::debug;
 
-use crate::error::SmtpError;
+use crate::error::{EnvelopeCause, SmtpError};
 use crate::wire::to_smtp_data;
 
 pub use mailferry_tls::TlsMode as SmtpTls;
@@ -270,13 +270,20 @@ impl SmtpDestination {
         if utf8 && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
             params.push(MailParameter::SmtpUtfEight);
         }
-        reply(
+        let sender_cause = if self.from.is_some() {
+            EnvelopeCause::ConfiguredSender
+        } else {
+            EnvelopeCause::SenderFromMessage
+        };
+        envelope_reply(
             "MAIL",
+            sender_cause,
             within("MAIL", io, conn.command(Mail::new(from, params))).await?,
         )?;
         for to in &self.to {
-            reply(
+            envelope_reply(
                 "RCPT",
+                EnvelopeCause::Recipient,
                 within("RCPT", io, conn.command(Rcpt::new(to.clone(), Vec::new()))).await?,
             )?;
         }
@@ -329,7 +336,9 @@ impl Destination for SmtpDestination {
         }
         match &result {
             Ok(_) => {}
-            Err(SmtpError::Deferred { .. } | SmtpError::Refused { .. }) => {
+            Err(
+                SmtpError::Deferred { .. } | SmtpError::Refused { .. } | SmtpError::Envelope { .. },
+            ) => {
                 let reset = match guard.as_mut() {
                     Some(conn) => matches!(
                         tokio::time::timeout(self.opts.io_timeout, conn.command(Rset)).await,
@@ -345,6 +354,43 @@ impl Destination for SmtpDestination {
         }
         result
     }
+}
+
+/// What a reply to MAIL or RCPT means. Only a refusal of the message itself (its size:
+/// 552, or the enhanced code 5.3.4) settles the message; any other refusal is about the
+/// envelope, the same for every message: the run stops and nothing is settled.
+fn envelope_reply(
+    step: &'static str,
+    cause: EnvelopeCause,
+    r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
+    let e = match r {
+        Ok(response) => return Ok(response),
+        Err(e) => e,
+    };
+    let Some(code) = e.status() else {
+        return Err(SmtpError::Session { step, source: e });
+    };
+    let code = code.to_string();
+    let text = e.to_string();
+    if code == "421" {
+        return Err(SmtpError::Session { step, source: e });
+    }
+    if code == "552" || text.contains("5.3.4") {
+        return Err(SmtpError::Refused { reply: text });
+    }
+    let cause = if e.is_transient() {
+        EnvelopeCause::Temporary
+    } else if code == "530" || text.contains("5.7.0") {
+        EnvelopeCause::NeedsLogin
+    } else {
+        cause
+    };
+    Err(SmtpError::Envelope {
+        step,
+        reply: text,
+        cause,
+    })
 }
 
 /// What a reply means at this point of the transaction.

@@ -4,6 +4,21 @@ use std::time::Duration;
 
 use mailferry_core::{Classify, ErrorClass};
 
+/// What an envelope refusal is about, for the hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeCause {
+    /// The server wants a login first (530, 5.7.0).
+    NeedsLogin,
+    /// The sender taken from the message's Return-Path or From (no `envelope-from` set).
+    SenderFromMessage,
+    /// The configured `envelope-from`.
+    ConfiguredSender,
+    /// A recipient (`envelope-to`).
+    Recipient,
+    /// Temporarily (4xx): greylisting, a full mailbox, a busy server.
+    Temporary,
+}
+
 /// Everything that can go wrong delivering over SMTP.
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
@@ -59,6 +74,19 @@ pub enum SmtpError {
         /// The server's reply, or why SMTP cannot carry it.
         reply: String,
     },
+    /// The server refused the envelope (MAIL or RCPT) for a reason that is not about this
+    /// message: a recipient it does not know, a sender the login may not use, a relay
+    /// that wants a login. Every message would get the same answer, so the run stops and
+    /// no message is settled.
+    #[error("the SMTP server refused the envelope at {step}: {reply}")]
+    Envelope {
+        /// `MAIL` or `RCPT`.
+        step: &'static str,
+        /// The server's reply.
+        reply: String,
+        /// Why, as far as the reply tells.
+        cause: EnvelopeCause,
+    },
     /// The configuration holds an address lettre cannot use.
     #[error("{what} {value:?} is not a usable address")]
     Address {
@@ -80,6 +108,11 @@ impl Classify for SmtpError {
             Self::Deferred { .. } => ErrorClass::Deferred,
             Self::Refused { .. } => ErrorClass::Refused,
             Self::Address { .. } => ErrorClass::Config,
+            Self::Envelope {
+                cause: EnvelopeCause::Temporary,
+                ..
+            } => ErrorClass::Transient,
+            Self::Envelope { .. } => ErrorClass::Config,
         }
     }
 
@@ -90,6 +123,23 @@ impl Classify for SmtpError {
             }
             Self::Auth(_) => Some("check the destination's username and password file"),
             Self::Refused { .. } => Some("the message stays at the source; see the reason"),
+            Self::Envelope { cause, .. } => Some(match cause {
+                EnvelopeCause::NeedsLogin => {
+                    "the SMTP server wants a login before it takes mail: set username and password-file (or auth) on the destination NAME"
+                }
+                EnvelopeCause::SenderFromMessage => {
+                    "the server refuses each message's own sender (its Return-Path or From, used while envelope-from is not set): set envelope-from on the destination NAME to an address this login may use"
+                }
+                EnvelopeCause::ConfiguredSender => {
+                    "the server refuses envelope-from of the destination NAME: set it to an address this login may use"
+                }
+                EnvelopeCause::Recipient => {
+                    "check envelope-to of the destination NAME: the server does not take mail for that address (a typo, or a server that does not relay for you without a login)"
+                }
+                EnvelopeCause::Temporary => {
+                    "the server refused the envelope for now; mailferry tries again at the next run"
+                }
+            }),
             _ => None,
         }
     }

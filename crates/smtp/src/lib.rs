@@ -16,5 +16,5 @@ mod error;
 mod wire;
 
 pub use destination::{SmtpDestination, SmtpLogin, SmtpOptions, SmtpTls};
-pub use error::SmtpError;
+pub use error::{EnvelopeCause, SmtpError};
 pub use wire::to_smtp_data;

@@ -10,6 +10,9 @@ never probes for a free port. Behaviour for tests is chosen by a header in the m
   X-Test-Smtp: 550        always 550
   X-Test-Smtp: slow       the reply to DATA comes after --slow-seconds
 
+With --known-rcpt ADDR (repeatable), other recipients get Postfix's 550 5.1.1 "User
+unknown"; with --allowed-sender ADDR, other envelope senders get Postfix's 553 5.7.1
+"not owned by user" (reject_sender_login_mismatch).
 With --auth-user/--auth-password, AUTH (PLAIN, LOGIN; after STARTTLS) is required.
 With --xoauth2-tokeninfo URL, AUTH XOAUTH2 alone is offered and required; the bearer token
 is checked at URL (the fake IdP's tokeninfo), like Dovecot's oauth2 passdb does.
@@ -42,6 +45,21 @@ class Handler:
         self.tempfailed = set()
 
     tokeninfo = None
+    known_rcpt = None
+    allowed_sender = None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.allowed_sender is not None and address != self.allowed_sender:
+            return "553 5.7.1 <%s>: Sender address rejected: not owned by user %s" % (address, self.allowed_sender)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.known_rcpt is not None and address not in self.known_rcpt:
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual mailbox table" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
 
     async def auth_XOAUTH2(self, server, args):
         """RFC-less but documented by Google and Microsoft: base64 of
@@ -101,12 +119,16 @@ async def main():
     p.add_argument("--auth-user")
     p.add_argument("--auth-password")
     p.add_argument("--xoauth2-tokeninfo")
+    p.add_argument("--known-rcpt", action="append")
+    p.add_argument("--allowed-sender")
     a = p.parse_args()
     ctx = None
     if a.tls_cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(a.tls_cert, a.tls_key)
     handler = Handler(a.out_dir, a.slow_seconds)
+    handler.known_rcpt = a.known_rcpt
+    handler.allowed_sender = a.allowed_sender
     loop = asyncio.get_running_loop()
     kwargs = {"decode_data": False, "data_size_limit": None, "enable_SMTPUTF8": True,
               "hostname": "receiver.test", "tls_context": ctx, "require_starttls": False}

@@ -828,10 +828,33 @@ impl SmtpReceiver {
         Self::start_with_args(Some(pki), None, Some(tokeninfo_url))
     }
 
+    /// A receiver with STARTTLS that takes mail only for `known_rcpt` (others: 550 5.1.1)
+    /// and, when given, only from `allowed_sender` (others: 553 5.7.1), as Postfix does.
+    #[must_use]
+    pub fn start_with_policy(pki: &Pki, known_rcpt: &[&str], allowed_sender: Option<&str>) -> Self {
+        let mut extra: Vec<std::ffi::OsString> = Vec::new();
+        for r in known_rcpt {
+            extra.extend(["--known-rcpt".into(), (*r).into()]);
+        }
+        if let Some(s) = allowed_sender {
+            extra.extend(["--allowed-sender".into(), s.into()]);
+        }
+        Self::start_with_extra(Some(pki), None, None, extra)
+    }
+
     fn start_with_args(
         pki: Option<&Pki>,
         auth: Option<(&str, &str)>,
         tokeninfo_url: Option<&str>,
+    ) -> Self {
+        Self::start_with_extra(pki, auth, tokeninfo_url, Vec::new())
+    }
+
+    fn start_with_extra(
+        pki: Option<&Pki>,
+        auth: Option<(&str, &str)>,
+        tokeninfo_url: Option<&str>,
+        extra: Vec<std::ffi::OsString>,
     ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mailferry-smtp-")
@@ -858,6 +881,7 @@ impl SmtpReceiver {
         if let Some(url) = tokeninfo_url {
             args.extend(["--xoauth2-tokeninfo".into(), url.into()]);
         }
+        args.extend(extra);
         let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
         let (child, port) = spawn_python("smtp_receiver.py", &args);
         Self { child, dir, port }
