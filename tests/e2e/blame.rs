@@ -33,10 +33,15 @@ fn a_recipient_the_server_does_not_know_settles_nothing_and_says_to_check_envelo
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("(550): 5.1.1"), "{run:?}");
     assert!(
-        run.stdout.contains("check envelope-to of the destination home"),
+        run.stdout
+            .contains("check envelope-to of the destination home"),
         "{run:?}"
     );
-    assert_eq!(refused_rows(&b), "0", "an envelope refusal settled a message");
+    assert_eq!(
+        refused_rows(&b),
+        "0",
+        "an envelope refusal settled a message"
+    );
     assert!(!run.stdout.contains("refused INBOX"), "{run:?}");
     let status = b.run(&["status"]);
     assert!(status.stdout.contains("0 refused"), "{status:?}");
@@ -69,10 +74,15 @@ fn a_sender_the_login_may_not_use_settles_nothing_and_says_to_set_envelope_from(
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("(553): 5.7.1"), "{run:?}");
     assert!(
-        run.stdout.contains("set envelope-from on the destination home"),
+        run.stdout
+            .contains("set envelope-from on the destination home"),
         "{run:?}"
     );
-    assert_eq!(refused_rows(&b), "0", "an envelope refusal settled a message");
+    assert_eq!(
+        refused_rows(&b),
+        "0",
+        "an envelope refusal settled a message"
+    );
 
     b.write_raw(
         &format!("{destination}envelope-from = \"me@home.example\"\n"),

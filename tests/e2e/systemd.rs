@@ -270,13 +270,13 @@ systemctl reload mailferry",
     // 6b. Secrets handed over by systemd (LoadCredential=), as the README shows: the
     // password file becomes root-only; the service reads it through the credential;
     // `status` reads no secret; `check` runs in the unit's context with systemd-run.
-    m.ok(&format!(
+    m.ok(
         "mkdir -p /etc/systemd/system/mailferry.service.d \
          && printf '[Service]\\nLoadCredential=src.pass:/etc/mailferry/src.pass\\n' > /etc/systemd/system/mailferry.service.d/credentials.conf \
          && chown root:root /etc/mailferry/src.pass && chmod 0600 /etc/mailferry/src.pass \
-         && sed -i 's|/etc/mailferry/src.pass|${{CREDENTIALS_DIRECTORY}}/src.pass|' /etc/mailferry/mailferry.toml \
-         && systemctl daemon-reload && systemctl restart mailferry"
-    ));
+         && sed -i 's|/etc/mailferry/src.pass|${CREDENTIALS_DIRECTORY}/src.pass|' /etc/mailferry/mailferry.toml \
+         && systemctl daemon-reload && systemctl restart mailferry",
+    );
     m.wait_until(
         "the service to be active with credentials",
         Duration::from_secs(30),

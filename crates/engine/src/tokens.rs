@@ -17,8 +17,18 @@ use mailferry_store::{IssuedTokens, Store, StoreError};
 use tracing::{debug, info, warn};
 
 /// An access token expiring sooner than this is refreshed before it is used: a login or a
-/// message upload must not start with a token about to lapse.
+/// message upload must not start with a token about to lapse. A token that lives shorter
+/// than twice this is refreshed at half its life instead ([`refresh_margin`]).
 pub const REFRESH_MARGIN: i64 = 5 * 60;
+
+/// How long before its expiry a token issued at `issued_at` is refreshed:
+/// `min(REFRESH_MARGIN, lifetime / 2)`. With a flat five minutes a token that lives less
+/// than that would be refreshed at every use: more refreshes, more rotations, more chances
+/// to lose a sign-in to a crash between the answer and its commit.
+#[must_use]
+pub fn refresh_margin(issued_at: i64, expires_at: i64) -> i64 {
+    REFRESH_MARGIN.min((expires_at - issued_at).max(0) / 2)
+}
 
 /// Refresh tokens are refreshed at least this often, mail or not: Microsoft's die after
 /// 90 days unused.
@@ -218,7 +228,12 @@ impl TokenKeeper {
                 if !stored {
                     // A new sign-in replaced the token we refreshed; use that one.
                     info!(owner, "a new sign-in arrived during a refresh; using it");
-                    return Box::pin(self.get_unlocked(owner, settings, None)).await;
+                    let row = self
+                        .store
+                        .token(owner)
+                        .await?
+                        .ok_or(TokenError::NotSignedIn)?;
+                    return row.access_token.ok_or(TokenError::NotSignedIn);
                 }
                 debug!(
                     owner,
@@ -240,12 +255,42 @@ impl TokenKeeper {
     }
 
     /// [`TokenKeeper::get`] for a caller that holds the owner's lock.
+    ///
+    /// The stored access token is used while it is fresh and is not the one a server just
+    /// refused: N deliveries refused with the same token cause one refresh, and the others
+    /// take its result. A refresh happens under the store's refresh lock, and the row is
+    /// read again once it is held: another process (the service, a `check` beside it) may
+    /// have refreshed meanwhile, and a refresh token is never used twice.
     async fn get_unlocked(
         &self,
         owner: &str,
         settings: &OAuthSettings,
         rejected: Option<&Secret>,
     ) -> Result<Secret, TokenError> {
+        if let Some(access) = self.usable(owner, settings, rejected).await? {
+            return Ok(access);
+        }
+        let _held = self.store.refresh_lock().await?;
+        if let Some(access) = self.usable(owner, settings, rejected).await? {
+            debug!(owner, "another process refreshed the token meanwhile");
+            return Ok(access);
+        }
+        let row = self
+            .store
+            .token(owner)
+            .await?
+            .ok_or(TokenError::NotSignedIn)?;
+        self.refresh(owner, settings, &row.refresh_token).await
+    }
+
+    /// The stored access token if it can be used as it is; errors for a parked or foreign
+    /// sign-in.
+    async fn usable(
+        &self,
+        owner: &str,
+        settings: &OAuthSettings,
+        rejected: Option<&Secret>,
+    ) -> Result<Option<Secret>, TokenError> {
         let row = self
             .store
             .token(owner)
@@ -260,13 +305,11 @@ impl TokenKeeper {
                 configured: settings.client_id.clone(),
             });
         }
-        if let Some(access) = row.access_token
-            && row.expires_at - mailferry_oauth::now() > REFRESH_MARGIN
-            && rejected != Some(&access)
-        {
-            return Ok(access);
-        }
-        self.refresh(owner, settings, &row.refresh_token).await
+        let issued_at = row.refreshed_at.max(row.signed_in_at);
+        let margin = refresh_margin(issued_at, row.expires_at);
+        Ok(row.access_token.filter(|access| {
+            row.expires_at - mailferry_oauth::now() > margin && rejected != Some(access)
+        }))
     }
 
     /// Refreshes every configured token not refreshed for [`KEEPALIVE_AFTER`] (as of
@@ -296,10 +339,18 @@ impl TokenKeeper {
                 continue;
             }
             info!(owner, "refreshing an idle refresh token to keep it alive");
-            let result = self
-                .refresh(&owner, settings, &row.refresh_token)
-                .await
-                .map(drop);
+            let result = match self.store.refresh_lock().await {
+                Ok(_held) => match self.store.token(&owner).await {
+                    // Re-read under the lock: another process may have refreshed it.
+                    Ok(Some(row)) if now - row.refreshed_at >= KEEPALIVE_AFTER => self
+                        .refresh(&owner, settings, &row.refresh_token)
+                        .await
+                        .map(drop),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) => Err(e.into()),
+            };
             done.push((owner, result));
         }
         done

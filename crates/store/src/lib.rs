@@ -169,6 +169,16 @@ pub struct Store {
     /// that two processes never work through the same ledger at once (both would deliver
     /// the same new messages).
     _lock: Option<Arc<std::fs::File>>,
+    /// The state directory (`None` for a bare pool in tests).
+    dir: Option<PathBuf>,
+}
+
+/// Held while a token is refreshed: no other process refreshes the same refresh token
+/// meanwhile (providers that rotate refresh tokens kill the old one at first use).
+/// Released on drop.
+#[derive(Debug)]
+pub struct RefreshLock {
+    _file: Option<std::fs::File>,
 }
 
 impl Store {
@@ -215,13 +225,47 @@ impl Store {
         Ok(Self {
             pool,
             _lock: lock.map(Arc::new),
+            dir: Some(state_dir.to_owned()),
         })
+    }
+
+    /// Takes the state directory's refresh lock (`refresh.lock`), waiting for another
+    /// process (the service, a `check` or `auth` beside it) that holds it.
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or locked.
+    pub async fn refresh_lock(&self) -> Result<RefreshLock, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(dir) = &self.dir else {
+            return Ok(RefreshLock { _file: None });
+        };
+        let path = dir.join("refresh.lock");
+        let prepare = |source| StoreError::Prepare {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(prepare)?;
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| prepare(std::io::Error::other(e)))?
+            .map_err(prepare)?;
+        Ok(RefreshLock { _file: Some(file) })
     }
 
     /// Wraps an existing pool (tests with `#[sqlx::test]`).
     #[must_use]
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool, _lock: None }
+        Self {
+            pool,
+            _lock: None,
+            dir: None,
+        }
     }
 
     /// Keys of `folder` under `uidvalidity` that need no further delivery: delivered,
