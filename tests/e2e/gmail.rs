@@ -249,15 +249,23 @@ fn signed_in_with_oauth_a_token_gmail_refuses_is_refreshed_once_and_the_import_c
     let b = Bench::start();
     let gmail = FakeGmail::start(&b.dovecot.idp);
     let idp = &b.dovecot.idp;
-    let auth = format!(
+    write_gmail_config(&b, &gmail, "", &oauth_auth(&b));
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    signed_in_refresh_test(&b, &gmail, idp);
+}
+
+/// `auth = ...` of a Gmail destination that signs in at the bench's fake IdP.
+fn oauth_auth(b: &Bench) -> String {
+    let idp = &b.dovecot.idp;
+    format!(
         r#"auth = {{ method = "oauth2", provider = "custom", client-id = "gmail-client", token-url = "{}", device-url = "{}", authorize-url = "{}", scopes = ["https://www.googleapis.com/auth/gmail.insert", "https://www.googleapis.com/auth/gmail.labels", "https://www.googleapis.com/auth/gmail.readonly", "offline_access"] }}"#,
         idp.url("/token"),
         idp.url("/devicecode"),
         idp.url("/authorize"),
-    );
-    write_gmail_config(&b, &gmail, "", &auth);
-    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    )
+}
 
+fn signed_in_refresh_test(b: &Bench, gmail: &FakeGmail, idp: &mailferry_testkit::FakeIdp) {
     let before = b.run(&["once"]);
     assert_eq!(before.code, 1, "{before:?}");
     assert!(
@@ -366,5 +374,236 @@ fn imports_are_paced_at_the_quota_and_never_throttled() {
     assert!(
         span < 6.0,
         "far below the quota: {span:.2} s for 30 uploads"
+    );
+}
+
+/// Makes every open attempt look `secs` older (as if the next run came that much later).
+fn age_attempts(b: &Bench, secs: i64) {
+    sqlite(
+        &b.state_dir().join("mailferry.db"),
+        &format!("UPDATE ledger SET updated_at = updated_at - {secs} WHERE state = 'attempt'"),
+    );
+}
+
+fn copies_of(gmail: &FakeGmail, message_id: &str) -> usize {
+    gmail
+        .messages()
+        .iter()
+        .filter(|m| String::from_utf8_lossy(&m.raw).contains(message_id))
+        .count()
+}
+
+#[test]
+fn an_import_gmail_may_have_stored_is_looked_up_not_repeated_even_while_search_lags() {
+    let (b, gmail) = gmail_bench("");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    // Gmail stores the first import, then answers 500; its search lags 30 s behind.
+    gmail.set("fail500_after_store", "1");
+    gmail.set("index_lag", "30");
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 2, delivered 1, skipped 0, failed 1",
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("looked up (not sent again)"), "{run:?}");
+    assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
+
+    // Right after, the search does not find it yet: too early to decide; nothing sent.
+    let run = b.run(&["once"]);
+    assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1, "{run:?}");
+    assert!(b.ledger_states().contains(&("attempt".to_owned(), 1)));
+
+    // Later the search finds the copy: recorded as delivered, not imported again.
+    gmail.set("index_lag", "0");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("1 found already delivered"), "{run:?}");
+    assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
+    assert_eq!(b.ledger_states(), [("delivered".to_owned(), 2)]);
+}
+
+#[test]
+fn an_unconfirmed_import_that_did_not_arrive_is_sent_again_once_gmail_has_had_time() {
+    let (b, gmail) = gmail_bench("");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    // A 500 for the upload (nothing stored), and the user's own sent copy with the same
+    // Message-ID in the mailbox: not mailferry's copy.
+    gmail.set("fail500", "1");
+    gmail.add(&fixtures::simple(1), &["SENT"]);
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(gmail.stats()["uploads"], 0);
+    // Young: no answer yet, no import.
+    let run = b.run(&["once"]);
+    assert_eq!(gmail.stats()["uploads"], 0, "{run:?}");
+    // Old enough: the search finds only the sent copy, so it is imported now, once.
+    age_attempts(&b, 11 * 60);
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(gmail.stats()["uploads"], 1);
+    assert_eq!(
+        copies_of(&gmail, "<msg1@origin.example>"),
+        2,
+        "sent copy + import"
+    );
+    assert_eq!(b.ledger_states(), [("delivered".to_owned(), 1)]);
+}
+
+#[test]
+fn a_success_that_does_not_parse_is_unconfirmed_not_imported_twice() {
+    let (b, gmail) = gmail_bench("");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    gmail.set("garble_2xx", "1");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("1 found already delivered"), "{run:?}");
+    assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
+}
+
+#[test]
+fn an_expired_or_short_resumable_session_is_followed_and_restarted() {
+    let (b, gmail) = gmail_bench("");
+    let big = fixtures::sized(1, 20 * 1024 * 1024);
+    b.dovecot.add_message("INBOX", &big);
+    // The server keeps only half of one chunk (its Range says so), and one session
+    // expires (404) mid-way.
+    gmail.set("short_chunk", "1");
+    gmail.set("expire_sessions", "1");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let got = gmail.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].raw == big, "the message changed on the way");
+    assert_eq!(gmail.stats()["sessions"], 2, "{}", gmail.stats());
+}
+
+#[test]
+fn labels_are_matched_case_insensitively_and_created_once_for_every_account() {
+    let (b, gmail) = gmail_bench("");
+    // The user has "Outlook"; the configuration says "outlook" (Gmail compares names
+    // case-insensitively and answers 409 to creating it again). "NewLabel" is new, and
+    // two accounts delivering to this mailbox at once need it.
+    let outlook = gmail.label("Outlook");
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    let config = config.replace(
+        "labels = [\"Outlook\"]",
+        "labels = [\"outlook\", \"NewLabel\"]",
+    );
+    let second = b
+        .pop3_account(
+            "second",
+            b.dovecot.pop3s_port,
+            "implicit",
+            r#"{ method = "password", password-file = "src.pass" }"#,
+            "labels = [\"NewLabel\"]",
+        )
+        .replace("destination = \"home\"", "destination = \"gmail\"");
+    std::fs::write(b.config_path(), config + &second).expect("config");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = gmail.stats();
+    assert_eq!(stats["label_creates"], 1, "{stats}");
+    assert_eq!(stats["label_lists"], 1, "{stats}");
+    assert_eq!(
+        copies_of(&gmail, "<msg1@origin.example>"),
+        2,
+        "one per account"
+    );
+    assert_eq!(b.ledger_states(), [("delivered".to_owned(), 2)]);
+    // The IMAP account's copy carries the user's own "Outlook" label.
+    let labelled = gmail
+        .messages()
+        .into_iter()
+        .filter(|m| m.label_ids.contains(&outlook))
+        .count();
+    assert_eq!(
+        labelled,
+        1,
+        "{:?}",
+        gmail
+            .messages()
+            .iter()
+            .map(|m| m.label_ids.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_label_gmail_will_not_create_stops_the_run_and_refuses_no_message() {
+    let (b, gmail) = gmail_bench("");
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    // "Chats" is a name Gmail keeps for itself: 400 at labels.create.
+    std::fs::write(
+        b.config_path(),
+        config.replace("labels = [\"Outlook\"]", "labels = [\"Chats\"]"),
+    )
+    .expect("config");
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("refused to create the label \"Chats\""),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("change the label's name"), "{run:?}");
+    assert!(!run.stdout.contains("refused INBOX"), "{run:?}");
+    assert_eq!(gmail.stats()["uploads"], 0);
+}
+
+#[test]
+fn quota_403s_are_temporary_and_too_many_at_once_narrows_concurrency() {
+    let (b, gmail) = gmail_bench("");
+    for n in 0..6 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    gmail.set("daily_limit", "1");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("daily quota"), "{run:?}");
+    assert!(
+        !run.stdout.contains("mailferry auth"),
+        "a quota is not a sign-in: {run:?}"
+    );
+    let status = b.run(&["status"]);
+    assert!(!status.stdout.contains("parked"), "{status:?}");
+
+    gmail.set("concurrent", "3");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("Gmail wants fewer concurrent uploads")
+            || gmail.stats()["throttled"].as_u64() >= Some(3),
+        "{run:?}"
+    );
+    assert_eq!(gmail.messages().len(), 6);
+}
+
+#[test]
+fn retries_that_outlast_the_access_token_take_a_fresh_one_and_never_say_sign_in_again() {
+    let b = Bench::start();
+    let gmail = FakeGmail::start(&b.dovecot.idp);
+    let idp = &b.dovecot.idp;
+    write_gmail_config(&b, &gmail, "", &oauth_auth(&b));
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    // Access tokens live 3 s (and say so); Gmail throttles the import for about 8 s.
+    idp.set("access_ttl", "3");
+    idp.set("declared_ttl", "3");
+    assert_eq!(crate::oauth::sign_in_by_device(&b, "gmail").code, 0);
+    gmail.set("retry_after", "1");
+    gmail.set("storm", "8");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("mailferry auth"), "{run:?}");
+    assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
+    assert!(
+        idp.stats()["refreshes"].as_u64().unwrap_or(0) >= 2,
+        "the token was not renewed during the retries: {}",
+        idp.stats()
     );
 }

@@ -9,12 +9,31 @@ use mailferry_config::{
     OAuthSettings, SmtpAuth, SmtpSender,
 };
 use mailferry_core::{Classify, Destination as _, ErrorClass, RawMessage, Receipt, Secret};
-use mailferry_gmail::{GmailDestination, GmailError, GmailOptions, Mode};
+use mailferry_gmail::{
+    AccessToken, Expected, Found, GmailDestination, GmailError, GmailOptions, Mode,
+};
 use mailferry_smtp::{SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
 use tracing::info;
 
 use crate::build::{read_token, tls_mode};
 use crate::tokens::{TokenError, TokenKeeper, destination_owner};
+
+/// How long Gmail's search may take to find a message it imported. A lookup of an attempt
+/// younger than this that finds nothing is no answer: the attempt stays open and is looked
+/// up again at a later run. Gmail indexes imports asynchronously, usually within seconds,
+/// under load within minutes; ten minutes is also the shortest polling interval, so an
+/// attempt left open by one run is decided by the next.
+pub(crate) const INDEX_LAG: i64 = 10 * 60;
+
+/// What a destination knows about an earlier attempt that was not confirmed.
+pub(crate) enum Lookup {
+    /// It arrived: the destination's id.
+    Found(String),
+    /// It did not (or the destination cannot tell): deliver again.
+    Absent,
+    /// Too early to tell: leave the attempt open.
+    TooEarly,
+}
 
 /// A failed delivery: the destination's error, or no token to log in with.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +73,55 @@ impl Classify for DeliveryError {
             Self::Gmail(e) => e.may_have_arrived(),
             Self::Token { .. } => false,
         }
+    }
+}
+
+/// The Gmail client's view of a destination's tokens: the current one for every request.
+/// Owns what it needs, so that its futures are `Send` for any lifetime.
+struct GmailTokens<'k> {
+    keeper: &'k TokenKeeper,
+    destination: String,
+    source: OwnedTokenSource,
+}
+
+enum OwnedTokenSource {
+    Keeper {
+        owner: String,
+        settings: OAuthSettings,
+    },
+    File(std::path::PathBuf),
+}
+
+impl AccessToken for GmailTokens<'_> {
+    fn get<'s>(
+        &'s self,
+        rejected: Option<&'s str>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, GmailError>> + 's>> {
+        Box::pin(async move {
+            match &self.source {
+                OwnedTokenSource::Keeper { owner, settings } => {
+                    let rejected = rejected.map(|r| Secret::new(r.to_owned()));
+                    let got = match &rejected {
+                        None => self.keeper.access_token(owner, settings).await,
+                        Some(r) => self.keeper.after_rejection(owner, settings, r).await,
+                    };
+                    got.map(|t| t.expose().to_owned()).map_err(|e| {
+                        let e = DeliveryError::Token {
+                            destination: self.destination.clone(),
+                            source: e,
+                        };
+                        GmailError::Token {
+                            message: e.to_string(),
+                            class: e.class(),
+                            hint: e.hint(),
+                        }
+                    })
+                }
+                OwnedTokenSource::File(p) => read_token(p)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(GmailError::Unauthorized),
+            }
+        })
     }
 }
 
@@ -158,6 +226,7 @@ impl<'a> Delivery<'a> {
                         never_mark_spam: g.never_mark_spam,
                         process_for_calendar: g.process_for_calendar,
                         max_rate: g.max_rate,
+                        concurrency: g.concurrency,
                         connect_timeout: daemon.connect_timeout,
                         io_timeout: daemon.io_timeout,
                     },
@@ -200,23 +269,6 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    async fn gmail_token(
-        &self,
-        source: &TokenSource<'_>,
-        rejected: Option<&Secret>,
-    ) -> Result<Secret, DeliveryError> {
-        match source {
-            TokenSource::Keeper { owner, settings } => match rejected {
-                None => self.tokens.access_token(owner, settings).await,
-                Some(r) => self.tokens.after_rejection(owner, settings, r).await,
-            }
-            .map_err(|e| self.token_error(e)),
-            TokenSource::File(p) => read_token(p)
-                .map(|t| Secret::new(t.trim().to_owned()))
-                .map_err(|m| DeliveryError::Gmail(GmailError::Unauthorized(m))),
-        }
-    }
-
     /// Delivers `message` from `folder`; when the server refuses the OAuth2 token, renews
     /// it and tries once more.
     pub(crate) async fn deliver(
@@ -253,24 +305,13 @@ impl<'a> Delivery<'a> {
                 config,
                 token,
             } => {
+                // Every request takes the current token: retries that outlast one use its
+                // successor, and a 401 renews it (see `GmailDestination::call`).
+                let tokens = self.gmail_tokens(token);
                 let names = self.labels(config, folder);
-                let mut current = self.gmail_token(token, None).await?;
-                let mut retried = false;
-                loop {
-                    let attempt = async {
-                        let ids = gmail.label_ids(&names, current.expose()).await?;
-                        gmail.deliver(message, &ids, current.expose()).await
-                    };
-                    match attempt.await {
-                        Ok(imported) => return Ok(Receipt { id: imported.id }),
-                        Err(GmailError::Unauthorized(m)) if !retried => {
-                            info!(cause = %m, "Gmail refused the access token; refreshing it and trying once more");
-                            current = self.gmail_token(token, Some(&current)).await?;
-                            retried = true;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                let ids = gmail.label_ids(&names, &tokens).await?;
+                let imported = gmail.deliver(message, &ids, &tokens).await?;
+                Ok(Receipt { id: imported.id })
             }
         }
     }
@@ -301,12 +342,34 @@ impl<'a> Delivery<'a> {
         names
     }
 
-    /// For an interrupted delivery: the destination's id of the message if it arrived
-    /// after all. `None` when it did not, or when this destination cannot tell.
-    pub(crate) async fn already_delivered(
+    fn gmail_tokens(&self, source: &TokenSource<'_>) -> GmailTokens<'a> {
+        GmailTokens {
+            keeper: self.tokens,
+            destination: self.name.clone(),
+            source: match source {
+                TokenSource::Keeper { owner, settings } => OwnedTokenSource::Keeper {
+                    owner: owner.clone(),
+                    settings: (*settings).clone(),
+                },
+                TokenSource::File(p) => OwnedTokenSource::File(p.to_path_buf()),
+            },
+        }
+    }
+
+    /// Whether this destination can tell if an unconfirmed delivery arrived.
+    pub(crate) fn can_look_up(&self) -> bool {
+        matches!(&self.kind, Kind::Gmail { config, .. } if config.exactly_once)
+    }
+
+    /// For an earlier attempt (begun at `since`) that was not confirmed: whether it
+    /// arrived. Only the Gmail API can tell (by an exact Message-ID search); SMTP cannot,
+    /// and a message without a Message-ID cannot be found, so those are sent again.
+    pub(crate) async fn lookup(
         &self,
-        message_id: Option<&str>,
-    ) -> Result<Option<String>, DeliveryError> {
+        message: &RawMessage,
+        folder: &str,
+        since: i64,
+    ) -> Result<Lookup, DeliveryError> {
         let (
             Kind::Gmail {
                 gmail,
@@ -314,15 +377,27 @@ impl<'a> Delivery<'a> {
                 token,
             },
             Some(mid),
-        ) = (&self.kind, message_id)
+        ) = (&self.kind, message.message_id())
         else {
-            return Ok(None);
+            return Ok(Lookup::Absent);
         };
         if !config.exactly_once {
-            return Ok(None);
+            return Ok(Lookup::Absent);
         }
-        let current = self.gmail_token(token, None).await?;
-        Ok(gmail.find(mid, current.expose()).await?)
+        let tokens = self.gmail_tokens(token);
+        let label_ids = gmail
+            .label_ids(&self.labels(config, folder), &tokens)
+            .await?;
+        let expected = Expected {
+            message_id: &mid,
+            size: message.len(),
+            label_ids: &label_ids,
+        };
+        Ok(match gmail.lookup(&expected, &tokens).await? {
+            Found::Copy(id) => Lookup::Found(id),
+            Found::Nothing if mailferry_oauth::now() - since < INDEX_LAG => Lookup::TooEarly,
+            Found::Nothing => Lookup::Absent,
+        })
     }
 
     pub(crate) async fn close(&self) {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::build;
-use crate::deliver::{Delivery, DeliveryError};
+use crate::deliver::{Delivery, DeliveryError, Lookup};
 use crate::report::{AccountReport, ErrorReport, MessageProblem};
 use crate::tokens::TokenKeeper;
 
@@ -475,6 +475,8 @@ enum Outcome {
     Duplicate,
     Deferred(MessageProblem),
     Refused(MessageProblem),
+    /// The destination may hold it; the attempt stays open until it can tell.
+    Pending(MessageProblem),
 }
 
 /// One message's outcome, and whether this was a second attempt after an interruption.
@@ -495,7 +497,7 @@ fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> {
             report.counts.skipped += 1;
         }
         Ok(Outcome::Duplicate) => report.counts.skipped += 1,
-        Ok(Outcome::Deferred(p)) => {
+        Ok(Outcome::Deferred(p) | Outcome::Pending(p)) => {
             report.counts.failed += 1;
             report.deferred.push(p);
         }
@@ -559,23 +561,31 @@ async fn deliver_and_record(
             debug!(key = %key.key, "already delivered under an earlier UIDVALIDITY");
             return Ok(Outcome::Duplicate);
         }
-        Attempt::Interrupted => {
+        Attempt::Interrupted { since } => {
             // Did it arrive before the interruption? A destination that can tell (the
             // Gmail API, by Message-ID) makes this exactly once; SMTP cannot, so the
             // message is sent again (at least once) and counted.
-            if let Some(id) = destination
-                .already_delivered(message_id.as_deref())
+            match destination
+                .lookup(message, &key.folder, since)
                 .await
                 .map_err(Stop::Destination)?
             {
-                info!(key = %key.key, id, "an interrupted delivery had arrived; not sending it again");
-                store.mark_delivered(key, &id).await.map_err(Stop::Store)?;
-                return Ok(Outcome::Found);
+                Lookup::Found(id) => {
+                    info!(key = %key.key, id, "an interrupted delivery had arrived; not sending it again");
+                    store.mark_delivered(key, &id).await.map_err(Stop::Store)?;
+                    return Ok(Outcome::Found);
+                }
+                Lookup::TooEarly => {
+                    info!(key = %key.key, "an unconfirmed delivery is not found yet, but it is too recent for Gmail's search to be sure; looking again at a later run");
+                    return Ok(Outcome::Pending(pending(key, message_id)));
+                }
+                Lookup::Absent => {}
             }
             warn!(
                 key = %key.key,
                 "an earlier delivery of this message was interrupted; sending it again"
             );
+            store.renew_attempt(key).await.map_err(Stop::Store)?;
             *resent = true;
         }
         Attempt::Fresh => {}
@@ -628,6 +638,12 @@ async fn deliver_and_record(
                 Ok(Outcome::Refused(p))
             }
         }
+        Err(e) if e.may_have_arrived() && destination.can_look_up() => {
+            // The destination may hold it and can tell later: the attempt stays open, the
+            // others carry on.
+            warn!(key = %key.key, cause = %ErrorReport::from_error(&e).message, "the delivery is unconfirmed; it is looked up before any new attempt");
+            Ok(Outcome::Pending(pending(key, message_id)))
+        }
         Err(e) => {
             // The destination itself failed. Unless the data may have gone out, the message
             // is known undelivered: record that, so the next run does not count a re-send.
@@ -640,6 +656,18 @@ async fn deliver_and_record(
             }
             Err(Stop::Destination(e))
         }
+    }
+}
+
+/// The report line of a delivery left open until the destination can tell.
+fn pending(key: &LedgerKey, message_id: Option<String>) -> MessageProblem {
+    MessageProblem {
+        folder: key.folder.clone(),
+        key: key.key.clone(),
+        message_id,
+        reason:
+            "the destination may have stored it; it is looked up (not sent again) at a later run"
+                .into(),
     }
 }
 

@@ -53,6 +53,43 @@ pub enum GmailError {
     /// An answer that is not what the API documents.
     #[error("unexpected answer from the Gmail API: {0}")]
     Protocol(String),
+    /// The upload went out and Gmail answered with a server error, or with a success that
+    /// does not parse: the message may be stored. The attempt stays open and is looked up
+    /// (`rfc822msgid:`) before the message is sent again.
+    #[error("Gmail may have stored the message ({what}); it is looked up before any new attempt")]
+    Unconfirmed {
+        /// What happened.
+        what: String,
+    },
+    /// A label mailferry was told to set cannot be created (an invalid name): the
+    /// configuration's fault, not the message's.
+    #[error("Gmail refused to create the label {name:?} (HTTP {status}): {message}")]
+    Label {
+        /// The label's name.
+        name: String,
+        /// HTTP status.
+        status: u16,
+        /// Gmail's words.
+        message: String,
+    },
+    /// The daily quota is used up: nothing goes in until Google resets it.
+    #[error("Gmail's daily quota is used up (HTTP 403 {reason}): {message}")]
+    Quota {
+        /// `dailyLimitExceeded`, `quotaExceeded`.
+        reason: String,
+        /// Gmail's words.
+        message: String,
+    },
+    /// No access token to send (the sign-in's own error, with its class and hint).
+    #[error("{message}")]
+    Token {
+        /// What the token keeper said.
+        message: String,
+        /// Its class.
+        class: ErrorClass,
+        /// Its hint.
+        hint: Option<&'static str>,
+    },
 }
 
 impl Classify for GmailError {
@@ -60,7 +97,13 @@ impl Classify for GmailError {
         match self {
             Self::Unauthorized(_) | Self::Forbidden { .. } => ErrorClass::Auth,
             Self::Refused { .. } => ErrorClass::Refused,
-            Self::Busy { .. } | Self::Network { .. } | Self::Protocol(_) => ErrorClass::Transient,
+            Self::Busy { .. }
+            | Self::Network { .. }
+            | Self::Protocol(_)
+            | Self::Unconfirmed { .. }
+            | Self::Quota { .. } => ErrorClass::Transient,
+            Self::Label { .. } => ErrorClass::Config,
+            Self::Token { class, .. } => *class,
         }
     }
 
@@ -73,6 +116,13 @@ impl Classify for GmailError {
             Self::Busy { .. } => {
                 Some("Gmail's per-user quota is exhausted for now; the next run carries on")
             }
+            Self::Quota { .. } => {
+                Some("Gmail's daily quota is used up; mailferry carries on when Google resets it")
+            }
+            Self::Label { .. } => Some(
+                "change the label's name in labels = [...] (of the destination NAME or the account): Gmail does not accept it",
+            ),
+            Self::Token { hint, .. } => *hint,
             _ => None,
         }
     }
@@ -83,7 +133,7 @@ impl Classify for GmailError {
             Self::Network {
                 after_upload: true,
                 ..
-            }
+            } | Self::Unconfirmed { .. }
         )
     }
 }

@@ -5,13 +5,21 @@
 //! - Up to 5 MB a message goes in one `uploadType=multipart` request (multipart/related:
 //!   the JSON metadata, then the `message/rfc822` part); above that in a resumable session
 //!   whose chunks are slices of the one message buffer, so a 100 MB message costs about
-//!   100 MB of memory, not three times that.
+//!   100 MB of memory, not three times that. The session follows the server's `Range`
+//!   answer, and one that expired (404/410) is started again.
 //! - Requests pass a rate limiter shared by everything in the process that delivers to the
 //!   same mailbox (about 10 imports per second per user is Gmail's quota); 429,
 //!   `userRateLimitExceeded`/`rateLimitExceeded` and 5xx are retried with exponential
 //!   backoff and jitter, honouring `Retry-After`, which also holds back the other requests.
-//! - The caller passes the access token with every call; a 401 is returned as
-//!   [`GmailError::Unauthorized`] so that the caller refreshes it and calls again.
+//!   "Too many concurrent requests for user" also halves the mailbox's concurrency.
+//! - An upload that Gmail may have stored (a 5xx after the bytes went out, a success that
+//!   does not parse) is never retried blindly: [`GmailError::Unconfirmed`] leaves it to the
+//!   caller, who looks it up with [`GmailDestination::lookup`] once Gmail's search has had
+//!   time to index it.
+//! - Every request takes the current access token from an [`AccessToken`], so retries that
+//!   outlast a token use a refreshed one; a 401 renews it once per token.
+//! - Labels are looked up and created once per mailbox for every account that shares it,
+//!   matched case-insensitively as Gmail does.
 
 #![warn(missing_docs)]
 
@@ -19,14 +27,17 @@ mod error;
 mod limiter;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mailferry_core::RawMessage;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub use error::GmailError;
 pub use limiter::RateLimiter;
@@ -39,6 +50,8 @@ pub const MAX_MESSAGE: usize = 150 * 1024 * 1024;
 pub const CHUNK: usize = 8 * 1024 * 1024;
 /// Give up retrying a throttled or failing request after this long.
 const RETRY_BUDGET: Duration = Duration::from_secs(120);
+/// How often an expired upload session is started again for one message.
+const SESSION_RESTARTS: u32 = 2;
 
 /// `import` or `insert`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +77,8 @@ pub struct GmailOptions {
     pub process_for_calendar: bool,
     /// Requests per second for this mailbox.
     pub max_rate: f64,
+    /// Uploads in flight at once for this mailbox (halved when Gmail says too many).
+    pub concurrency: usize,
     /// Limit for connecting.
     pub connect_timeout: Duration,
     /// Limit for one request (an upload chunk included).
@@ -77,14 +92,96 @@ pub struct Imported {
     pub id: String,
 }
 
+/// Hands out the access token for each request. (The futures are not required to be
+/// `Send`: deliveries run on their account's task.)
+pub trait AccessToken: Sync {
+    /// The current token; with `rejected`, Gmail has just refused that token: a renewed
+    /// one (or the current one, when somebody renewed it meanwhile).
+    fn get<'a>(
+        &'a self,
+        rejected: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Result<String, GmailError>> + 'a>>;
+}
+
+/// What the imported copy of a message looks like, to tell it from other messages with
+/// the same Message-ID (the user's own Sent copy, a forward).
+#[derive(Debug, Clone)]
+pub struct Expected<'a> {
+    /// The Message-ID, with or without angle brackets.
+    pub message_id: &'a str,
+    /// The message's size in bytes.
+    pub size: usize,
+    /// The user labels mailferry sets (their ids), which the copy must carry.
+    pub label_ids: &'a [String],
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The imported copy, with its id.
+    Copy(String),
+    /// No such copy (as far as Gmail's search knows).
+    Nothing,
+}
+
+/// Per mailbox, shared by every account that delivers to it in this process.
+#[derive(Debug)]
+struct Mailbox {
+    limiter: Arc<RateLimiter>,
+    /// Label name (lowercase) -> (name, id), filled from `labels.list` once and by
+    /// `labels.create`.
+    labels: tokio::sync::Mutex<Option<HashMap<String, (String, String)>>>,
+    /// Uploads in flight.
+    gate: tokio::sync::Semaphore,
+    /// The gate's current size.
+    width: AtomicUsize,
+}
+
+static MAILBOXES: OnceLock<Mutex<HashMap<String, Arc<Mailbox>>>> = OnceLock::new();
+
+fn mailbox(key: &str, max_rate: f64, concurrency: usize) -> Arc<Mailbox> {
+    let map = MAILBOXES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::clone(map.entry(key.to_owned()).or_insert_with(|| {
+        let width = concurrency.max(1);
+        Arc::new(Mailbox {
+            limiter: RateLimiter::shared(key, max_rate),
+            labels: tokio::sync::Mutex::new(None),
+            gate: tokio::sync::Semaphore::new(width),
+            width: AtomicUsize::new(width),
+        })
+    }))
+}
+
+impl Mailbox {
+    /// Gmail said "Too many concurrent requests for user": half as many from now on.
+    fn narrow(&self) {
+        let width = self.width.load(Ordering::Relaxed);
+        let target = (width / 2).max(1);
+        if target < width
+            && self
+                .width
+                .compare_exchange(width, target, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let gone = self.gate.forget_permits(width - target);
+            info!(
+                from = width,
+                to = width - gone,
+                "Gmail wants fewer concurrent uploads"
+            );
+        }
+    }
+}
+
 /// One Gmail mailbox (`users/me`).
 #[derive(Debug)]
 pub struct GmailDestination {
     opts: GmailOptions,
     http: reqwest::Client,
-    limiter: Arc<RateLimiter>,
-    /// Label name -> id, filled from `labels.list` once and by `labels.create`.
-    labels: tokio::sync::Mutex<Option<HashMap<String, String>>>,
+    mailbox: Arc<Mailbox>,
 }
 
 /// An answer: status, `Retry-After`, headers we need, and the body.
@@ -92,28 +189,29 @@ struct Answer {
     status: StatusCode,
     retry_after: Option<Duration>,
     location: Option<String>,
+    range: Option<String>,
     body: Bytes,
 }
 
 impl GmailDestination {
-    /// A destination; `limiter_key` names the mailbox, so that every destination object
-    /// of one mailbox in this process shares one rate limit.
+    /// A destination; `mailbox_key` names the mailbox, so that every destination object
+    /// of one mailbox in this process shares one rate limit, one label cache and one
+    /// concurrency limit.
     ///
     /// # Errors
     /// When the HTTPS client cannot be set up.
-    pub fn new(opts: GmailOptions, limiter_key: &str) -> Result<Self, GmailError> {
+    pub fn new(opts: GmailOptions, mailbox_key: &str) -> Result<Self, GmailError> {
         let http = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mailferry/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GmailError::Protocol(format!("cannot set up HTTPS: {e}")))?;
-        let limiter = RateLimiter::shared(limiter_key, opts.max_rate);
+        let mailbox = mailbox(mailbox_key, opts.max_rate, opts.concurrency);
         Ok(Self {
             opts,
             http,
-            limiter,
-            labels: tokio::sync::Mutex::new(None),
+            mailbox,
         })
     }
 
@@ -142,21 +240,26 @@ impl GmailDestination {
         )
     }
 
-    /// Sends one request built by `build`, through the rate limiter, retrying throttling
-    /// and server errors. `upload` says whether a failure could mean the message arrived.
+    /// Sends one request built by `build`, through the rate limiter, with the current
+    /// access token, retrying throttling (and, unless the message may have been stored by
+    /// it, server errors). `upload` says whether this request carries the message's last
+    /// bytes, so that a failure after it may mean the message arrived.
     async fn call(
         &self,
         step: &'static str,
         upload: bool,
-        token: &str,
+        tokens: &dyn AccessToken,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Answer, GmailError> {
         let started = Instant::now();
         let mut attempt: u32 = 0;
+        let mut token = tokens.get(None).await?;
+        // A 401 renews the token once per token: twice refused is a dead sign-in.
+        let mut renewed_after_401 = false;
         loop {
-            self.limiter.acquire().await;
+            self.mailbox.limiter.acquire().await;
             let sent = build(&self.http)
-                .bearer_auth(token)
+                .bearer_auth(&token)
                 .timeout(self.opts.io_timeout)
                 .send()
                 .await;
@@ -171,17 +274,18 @@ impl GmailDestination {
                 }
             };
             let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
+            let header = |name: reqwest::header::HeaderName| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let retry_after = header(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let location = header(reqwest::header::LOCATION);
+            let range = header(reqwest::header::RANGE);
             let body = response
                 .bytes()
                 .await
@@ -194,18 +298,44 @@ impl GmailDestination {
                 status,
                 retry_after,
                 location,
+                range,
                 body,
             };
             if status.is_success() || status.as_u16() == 308 {
                 return Ok(answer);
             }
             let (reason, message) = error_of(&answer.body);
+            if status == StatusCode::UNAUTHORIZED {
+                if renewed_after_401 {
+                    return Err(GmailError::Unauthorized(message));
+                }
+                info!(step, "Gmail refused the access token; renewing it");
+                token = tokens.get(Some(&token)).await?;
+                renewed_after_401 = true;
+                continue;
+            }
+            if status == StatusCode::FORBIDDEN
+                && matches!(reason.as_str(), "dailyLimitExceeded" | "quotaExceeded")
+            {
+                return Err(GmailError::Quota { reason, message });
+            }
+            let too_many_at_once = message.contains("Too many concurrent requests");
+            if too_many_at_once {
+                self.mailbox.narrow();
+            }
             let throttled = status == StatusCode::TOO_MANY_REQUESTS
+                || too_many_at_once
                 || (status == StatusCode::FORBIDDEN
                     && matches!(
                         reason.as_str(),
                         "userRateLimitExceeded" | "rateLimitExceeded"
                     ));
+            if status.is_server_error() && upload {
+                // The bytes went out: Gmail may have stored the message before failing.
+                return Err(GmailError::Unconfirmed {
+                    what: format!("HTTP {} after the upload: {message}", status.as_u16()),
+                });
+            }
             if throttled || status.is_server_error() {
                 let waited = started.elapsed();
                 let wait = answer
@@ -226,12 +356,17 @@ impl GmailDestination {
                     "Gmail is busy; retrying"
                 );
                 // Everybody delivering to this mailbox holds back, not just this request.
-                self.limiter.pause(wait).await;
+                self.mailbox.limiter.pause(wait).await;
                 attempt += 1;
+                // The wait may have outlived the token: take the current one.
+                let current = tokens.get(None).await?;
+                if current != token {
+                    token = current;
+                    renewed_after_401 = false;
+                }
                 continue;
             }
             return Err(match status {
-                StatusCode::UNAUTHORIZED => GmailError::Unauthorized(message),
                 StatusCode::FORBIDDEN => GmailError::Forbidden { reason, message },
                 s => GmailError::Refused {
                     status: s.as_u16(),
@@ -241,29 +376,42 @@ impl GmailDestination {
         }
     }
 
+    async fn list_labels(
+        &self,
+        tokens: &dyn AccessToken,
+    ) -> Result<HashMap<String, (String, String)>, GmailError> {
+        let answer = self
+            .call("labels.list", false, tokens, |c| c.get(self.api("labels")))
+            .await?;
+        let v: Value = parse(&answer.body)?;
+        let mut map = HashMap::new();
+        for l in v["labels"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(name)) = (l["id"].as_str(), l["name"].as_str()) {
+                map.insert(name.to_lowercase(), (name.to_owned(), id.to_owned()));
+            }
+        }
+        Ok(map)
+    }
+
     /// Label ids for `names`: system labels (`INBOX`, `UNREAD`, `SPAM`, ...) as they are,
-    /// user labels looked up once and created when missing.
+    /// user labels looked up once per mailbox (case-insensitively, as Gmail compares
+    /// them) and created when missing. A creation that conflicts (another process, a
+    /// name differing in case) lists the labels again and takes the existing one.
     ///
     /// # Errors
-    /// When Gmail refuses to list or create labels.
+    /// When Gmail refuses to list or create labels; [`GmailError::Label`] for a name it
+    /// does not accept.
     pub async fn label_ids(
         &self,
         names: &[String],
-        token: &str,
+        tokens: &dyn AccessToken,
     ) -> Result<Vec<String>, GmailError> {
-        let mut cache = self.labels.lock().await;
-        if cache.is_none() && names.iter().any(|n| !is_system_label(n)) {
-            let answer = self
-                .call("labels.list", false, token, |c| c.get(self.api("labels")))
-                .await?;
-            let v: Value = parse(&answer.body)?;
-            let mut map = HashMap::new();
-            for l in v["labels"].as_array().into_iter().flatten() {
-                if let (Some(id), Some(name)) = (l["id"].as_str(), l["name"].as_str()) {
-                    map.insert(name.to_owned(), id.to_owned());
-                }
-            }
-            *cache = Some(map);
+        if names.iter().all(|n| is_system_label(n)) {
+            return Ok(names.to_vec());
+        }
+        let mut cache = self.mailbox.labels.lock().await;
+        if cache.is_none() {
+            *cache = Some(self.list_labels(tokens).await?);
         }
         let mut ids = Vec::with_capacity(names.len());
         for name in names {
@@ -271,35 +419,56 @@ impl GmailDestination {
                 ids.push(name.clone());
                 continue;
             }
-            let known = cache.as_ref().and_then(|m| m.get(name)).cloned();
-            let id = match known {
-                Some(id) => id,
-                None => {
-                    let body = json!({
-                        "name": name,
-                        "labelListVisibility": "labelShow",
-                        "messageListVisibility": "show",
-                    })
-                    .to_string();
-                    let answer = self
-                        .call("labels.create", false, token, |c| {
-                            c.post(self.api("labels"))
-                                .header("Content-Type", "application/json; charset=UTF-8")
-                                .body(body.clone())
-                        })
-                        .await?;
+            let key = name.to_lowercase();
+            if let Some((_, id)) = cache.as_ref().and_then(|m| m.get(&key)) {
+                ids.push(id.clone());
+                continue;
+            }
+            let body = json!({
+                "name": name,
+                "labelListVisibility": "labelShow",
+                "messageListVisibility": "show",
+            })
+            .to_string();
+            let created = self
+                .call("labels.create", false, tokens, |c| {
+                    c.post(self.api("labels"))
+                        .header("Content-Type", "application/json; charset=UTF-8")
+                        .body(body.clone())
+                })
+                .await;
+            let id = match created {
+                Ok(answer) => {
                     let v: Value = parse(&answer.body)?;
                     let id = v["id"]
                         .as_str()
                         .ok_or_else(|| GmailError::Protocol("labels.create returned no id".into()))?
                         .to_owned();
                     debug!(name, id, "label created");
-                    if let Some(m) = cache.as_mut() {
-                        m.insert(name.clone(), id.clone());
-                    }
                     id
                 }
+                Err(GmailError::Refused { status: 409, .. }) => {
+                    let fresh = self.list_labels(tokens).await?;
+                    let found = fresh.get(&key).map(|(_, id)| id.clone());
+                    *cache = Some(fresh);
+                    found.ok_or_else(|| GmailError::Label {
+                        name: name.clone(),
+                        status: 409,
+                        message: "Gmail says the label exists, but it is not listed".into(),
+                    })?
+                }
+                Err(GmailError::Refused { status, message }) => {
+                    return Err(GmailError::Label {
+                        name: name.clone(),
+                        status,
+                        message,
+                    });
+                }
+                Err(e) => return Err(e),
             };
+            if let Some(m) = cache.as_mut() {
+                m.insert(key, (name.clone(), id.clone()));
+            }
             ids.push(id);
         }
         Ok(ids)
@@ -308,12 +477,13 @@ impl GmailDestination {
     /// Imports (or inserts) `message` with `label_ids`.
     ///
     /// # Errors
-    /// [`GmailError`]; its class says whether the message or the run is affected.
+    /// [`GmailError`]; its class says whether the message or the run is affected, and
+    /// [`GmailError::Unconfirmed`] that the message may have arrived.
     pub async fn deliver(
         &self,
         message: &RawMessage,
         label_ids: &[String],
-        token: &str,
+        tokens: &dyn AccessToken,
     ) -> Result<Imported, GmailError> {
         if message.len() > MAX_MESSAGE {
             return Err(GmailError::Refused {
@@ -324,24 +494,36 @@ impl GmailDestination {
                 ),
             });
         }
+        let _slot = self
+            .mailbox
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| GmailError::Protocol("the upload gate closed".into()))?;
         let metadata = json!({ "labelIds": label_ids }).to_string();
         let answer = if message.len() <= MULTIPART_LIMIT {
-            self.multipart(message, &metadata, token).await?
+            self.multipart(message, &metadata, tokens).await?
         } else {
-            self.resumable(message, &metadata, token).await?
+            self.resumable(message, &metadata, tokens).await?
         };
-        let v: Value = parse(&answer.body)?;
-        let id = v["id"]
-            .as_str()
-            .ok_or_else(|| GmailError::Protocol("the import returned no message id".into()))?;
-        Ok(Imported { id: id.to_owned() })
+        // A success whose body does not say where the message went: it may be stored.
+        let id = serde_json::from_slice::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| GmailError::Unconfirmed {
+                what: format!(
+                    "HTTP {} without a message id in its answer",
+                    answer.status.as_u16()
+                ),
+            })?;
+        Ok(Imported { id })
     }
 
     async fn multipart(
         &self,
         message: &RawMessage,
         metadata: &str,
-        token: &str,
+        tokens: &dyn AccessToken,
     ) -> Result<Answer, GmailError> {
         let boundary = boundary_for(message.as_bytes());
         let mut body = Vec::with_capacity(message.len() + metadata.len() + 256);
@@ -355,7 +537,7 @@ impl GmailDestination {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let body = Bytes::from(body);
         let url = self.upload_url("multipart");
-        self.call("import", true, token, |c| {
+        self.call("import", true, tokens, |c| {
             c.post(&url)
                 .header(
                     "Content-Type",
@@ -366,16 +548,39 @@ impl GmailDestination {
         .await
     }
 
+    /// A resumable upload: a session, then chunks from where the server's `Range` says it
+    /// stands. A session that expired (404/410) is started again from the first byte.
     async fn resumable(
         &self,
         message: &RawMessage,
         metadata: &str,
-        token: &str,
+        tokens: &dyn AccessToken,
+    ) -> Result<Answer, GmailError> {
+        let mut restarts = 0;
+        loop {
+            match self.one_session(message, metadata, tokens).await {
+                Err(GmailError::Refused {
+                    status: 404 | 410,
+                    message: why,
+                }) if restarts < SESSION_RESTARTS => {
+                    restarts += 1;
+                    warn!(why, "the upload session expired; starting a new one");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn one_session(
+        &self,
+        message: &RawMessage,
+        metadata: &str,
+        tokens: &dyn AccessToken,
     ) -> Result<Answer, GmailError> {
         let url = self.upload_url("resumable");
         let total = message.len();
         let start = self
-            .call("starting an upload session", false, token, |c| {
+            .call("starting an upload session", false, tokens, |c| {
                 c.post(&url)
                     .header("Content-Type", "application/json; charset=UTF-8")
                     .header("X-Upload-Content-Type", "message/rfc822")
@@ -393,7 +598,7 @@ impl GmailDestination {
             let chunk = bytes.slice(offset..end);
             let range = format!("bytes {offset}-{}/{total}", end - 1);
             let answer = self
-                .call("uploading", true, token, |c| {
+                .call("uploading", end == total, tokens, |c| {
                     c.put(&session)
                         .header("Content-Range", range.clone())
                         .body(chunk.clone())
@@ -402,36 +607,100 @@ impl GmailDestination {
             if answer.status.as_u16() != 308 {
                 return Ok(answer);
             }
-            // 308 Resume Incomplete: the Range header says how much arrived.
-            offset = end;
+            // 308 Resume Incomplete: `Range: bytes=0-N` says what arrived; go on from N+1,
+            // not from where this chunk ended (the server may have kept less).
+            offset = resume_offset(answer.range.as_deref());
             if offset >= total {
                 return Err(GmailError::Protocol(
-                    "the upload session wants more than the whole message".into(),
+                    "the upload session has every byte but does not finish".into(),
                 ));
             }
         }
     }
 
-    /// The id of a message with this Message-ID in the mailbox, if any (spam and trash
-    /// included): whether an interrupted import arrived after all.
+    /// Whether the imported copy of a message is in the mailbox (spam and trash included):
+    /// a search for its Message-ID (quoted), then each hit checked against `expected`:
+    /// its size, the user labels mailferry sets, and not the user's own sent or draft
+    /// copy. A message without a Message-ID is never found.
     ///
     /// # Errors
     /// When the search fails.
-    pub async fn find(&self, message_id: &str, token: &str) -> Result<Option<String>, GmailError> {
-        let q = format!("rfc822msgid:{}", message_id.trim_matches(['<', '>']));
+    pub async fn lookup(
+        &self,
+        expected: &Expected<'_>,
+        tokens: &dyn AccessToken,
+    ) -> Result<Found, GmailError> {
+        let id = expected.message_id.trim().trim_matches(['<', '>']);
+        if id.is_empty() {
+            return Ok(Found::Nothing);
+        }
+        let q = format!("rfc822msgid:\"{}\"", id.replace('"', ""));
         let answer = self
-            .call("messages.list", false, token, |c| {
+            .call("messages.list", false, tokens, |c| {
                 c.get(self.api("messages"))
                     .query(&[("q", q.as_str()), ("includeSpamTrash", "true")])
             })
             .await?;
         let v: Value = parse(&answer.body)?;
-        Ok(v["messages"]
+        let hits: Vec<String> = v["messages"]
             .as_array()
-            .and_then(|m| m.first())
-            .and_then(|m| m["id"].as_str())
-            .map(str::to_owned))
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        for hit in hits {
+            let path = format!("messages/{hit}");
+            let answer = self
+                .call("messages.get", false, tokens, |c| {
+                    c.get(self.api(&path)).query(&[("format", "minimal")])
+                })
+                .await?;
+            let m: Value = parse(&answer.body)?;
+            let labels: Vec<&str> = m["labelIds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let size = m["sizeEstimate"].as_u64().unwrap_or(0);
+            if is_the_copy(expected, size, &labels) {
+                return Ok(Found::Copy(hit));
+            }
+            debug!(
+                hit,
+                size,
+                ?labels,
+                "a message with this Message-ID that mailferry did not import"
+            );
+        }
+        Ok(Found::Nothing)
     }
+}
+
+/// Whether a hit of the Message-ID search is the copy mailferry imported: about its size
+/// (Gmail's `sizeEstimate` of an imported message is its raw size; a little slack for
+/// line-end normalisation), every user label mailferry sets, and not the user's own
+/// sent or draft copy (which carry `SENT`/`DRAFT`).
+fn is_the_copy(expected: &Expected<'_>, size: u64, labels: &[&str]) -> bool {
+    let want = expected.size as u64;
+    let slack = want / 50 + 64;
+    let size_ok = size.abs_diff(want) <= slack;
+    let own = labels.iter().any(|l| matches!(*l, "SENT" | "DRAFT"));
+    let labelled = expected
+        .label_ids
+        .iter()
+        .filter(|l| !is_system_label(l))
+        .all(|l| labels.contains(&l.as_str()));
+    size_ok && !own && labelled
+}
+
+/// The next offset of a resumable upload from a 308's `Range: bytes=0-N`; no header means
+/// nothing arrived.
+fn resume_offset(range: Option<&str>) -> usize {
+    range
+        .and_then(|r| r.trim().strip_prefix("bytes=0-"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .map_or(0, |last| last + 1)
 }
 
 /// Gmail's system labels, which are their own ids.
@@ -501,6 +770,30 @@ mod tests {
         let b = boundary_for(b"hello");
         let msg = format!("x\r\n--{b}\r\n");
         assert_ne!(boundary_for(msg.as_bytes()), b);
+    }
+
+    #[test]
+    fn the_copy_is_told_from_other_messages_with_its_message_id() {
+        let labels = vec!["INBOX".to_owned(), "Label_7".to_owned()];
+        let e = Expected {
+            message_id: "<a@x>",
+            size: 10_000,
+            label_ids: &labels,
+        };
+        assert!(is_the_copy(&e, 10_000, &["Label_7", "UNREAD"]));
+        // Archived and read since: still the copy.
+        assert!(is_the_copy(&e, 10_010, &["Label_7"]));
+        // The user's own sent copy, another size, or without mailferry's label: not it.
+        assert!(!is_the_copy(&e, 10_000, &["SENT", "Label_7"]));
+        assert!(!is_the_copy(&e, 4_000, &["Label_7"]));
+        assert!(!is_the_copy(&e, 10_000, &["INBOX"]));
+    }
+
+    #[test]
+    fn uploads_resume_where_the_server_says() {
+        assert_eq!(resume_offset(Some("bytes=0-4194303")), 4_194_304);
+        assert_eq!(resume_offset(None), 0);
+        assert_eq!(resume_offset(Some("garbage")), 0);
     }
 
     #[test]

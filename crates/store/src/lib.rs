@@ -116,9 +116,13 @@ pub enum Attempt {
     /// First attempt, or a retry after a temporary refusal: deliver it.
     Fresh,
     /// An earlier attempt was interrupted between "attempt" and its outcome (a crash, a
-    /// kill, a cut connection): it may or may not have arrived. Deliver again (SMTP is
-    /// at-least-once) and count it.
-    Interrupted,
+    /// kill, a cut connection, an answer that did not confirm it): it may or may not have
+    /// arrived. The row is left as it was; ask the destination if it can tell, else
+    /// [`Store::renew_attempt`] and deliver again (SMTP is at-least-once), and count it.
+    Interrupted {
+        /// When that attempt began, Unix seconds.
+        since: i64,
+    },
     /// The same bytes were already delivered from this folder under another UIDVALIDITY:
     /// recorded as a duplicate, do not deliver.
     Duplicate,
@@ -391,8 +395,8 @@ impl Store {
         // with SQLITE_BUSY(_SNAPSHOT) when a concurrent delivery commits in between, since
         // upgrading a read to a write cannot wait; taking the write lock first can.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let previous: Option<String> = sqlx::query_scalar(
-            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        let previous: Option<(String, i64)> = sqlx::query_as(
+            "SELECT state, updated_at FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
         )
         .bind(&key.account)
         .bind(&key.folder)
@@ -401,6 +405,11 @@ impl Store {
         .bind(uidl)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(("attempt", since)) = previous.as_ref().map(|(s, t)| (s.as_str(), *t)) {
+            // Left open: its age tells whether a destination's search can be trusted yet.
+            tx.commit().await?;
+            return Ok(Attempt::Interrupted { since });
+        }
         let seen_elsewhere: bool = previous.is_none()
             && sqlx::query_scalar::<_, i64>(
                 "SELECT EXISTS (SELECT 1 FROM ledger WHERE account = ? AND folder = ? AND sha256 = ? \
@@ -444,10 +453,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(match (seen_elsewhere, previous.as_deref()) {
-            (true, _) => Attempt::Duplicate,
-            (false, Some("attempt")) => Attempt::Interrupted,
-            _ => Attempt::Fresh,
+        Ok(if seen_elsewhere {
+            Attempt::Duplicate
+        } else {
+            Attempt::Fresh
         })
     }
 
@@ -463,6 +472,28 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.set_state(key, "delivered", Some(destination_id), None)
             .await
+    }
+
+    /// Starts a new attempt on a row whose earlier attempt was interrupted and did not
+    /// arrive: the attempt's time becomes now.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn renew_attempt(&self, key: &LedgerKey) -> Result<(), StoreError> {
+        let (uid, uidl) = key.columns();
+        sqlx::query(
+            "UPDATE ledger SET attempts = attempts + 1, updated_at = ? \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ? AND state = 'attempt'",
+        )
+        .bind(now())
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records a temporary refusal: the message is tried again on the next run.

@@ -14,6 +14,9 @@
   GET  /gmail/v1/users/me/labels                     {"labels": [{id, name, type}]}
   POST /gmail/v1/users/me/labels                     {name, ...} -> Label (409 if it exists)
   GET  /gmail/v1/users/me/messages?q=rfc822msgid:X   {"messages": [{id, threadId}], ...}
+       (X may be quoted; like Gmail's search, a message is found only index_lag s after
+       it was stored)
+  GET  /gmail/v1/users/me/messages/ID?format=minimal  {id, threadId, labelIds, sizeEstimate}
 
 Every call needs "Authorization: Bearer T"; T is checked at the tokeninfo URL given on the
 command line (the fake IdP), like Google checks its own tokens: 401 otherwise.
@@ -22,8 +25,20 @@ Quota: a token bucket per user (capacity = rate, refilled at rate/s) when rate i
 an empty bucket answers 429 rateLimitExceeded, as Gmail does.
 Test behaviour, by a header in the message:  X-Test-Gmail: 400   -> 400 invalidArgument
                                               X-Test-Gmail: slow  -> stored, answer after 3 s
-Controls:  POST /control/set?rate=10|storm=N|fail500=N|retry_after=S|latency=S
-           (storm: the next N uploads get 429/403 rate-limit errors)
+Controls:  POST /control/set?rate=10|storm=N|fail500=N|retry_after=S|latency=S|index_lag=S
+             |fail500_after_store=N|garble_2xx=N|expire_sessions=N|short_chunk=N
+             |daily_limit=N|concurrent=N
+           (storm: the next N uploads get 429/403 rate-limit errors; fail500: 500 before
+           storing; fail500_after_store: stored, then 500; garble_2xx: stored, then 200
+           with a body that is not JSON; expire_sessions: the next N chunk PUTs get 404 (the
+           session expired); short_chunk: the next N chunks are half kept, and the 308's
+           Range says so; daily_limit: the next N uploads get 403 dailyLimitExceeded;
+           concurrent: the next N uploads get 429 "Too many concurrent requests for user")
+           POST /control/label?name=N     a user label made by the user
+           POST /control/add?labels=A,B  (body: raw message) a message as if the user had it
+           (e.g. labels=SENT: their own sent copy)
+           Label names Gmail reserves ("Chats", "Drafts", "All Mail", ...) are refused
+           with 400 at labels.create.
            GET  /control/messages  (base64 raw, labels, params)   GET /control/stats
            GET  /control/digests   (id, size, sha256 of each message)
 
@@ -45,6 +60,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 LOCK = threading.Lock()
+# Names Gmail keeps for itself and refuses at labels.create (400 Invalid label name).
+RESERVED = {"chat", "chats", "drafts", "sent mail", "all mail", "muted", "snoozed", "scheduled"}
 SYSTEM_LABELS = ["INBOX", "UNREAD", "SPAM", "TRASH", "STARRED", "IMPORTANT", "SENT", "DRAFT",
                  "CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS",
                  "CATEGORY_UPDATES", "CATEGORY_FORUMS"]
@@ -52,11 +69,13 @@ STATE = {
     "messages": [],
     "labels": {name: {"id": name, "name": name, "type": "system"} for name in SYSTEM_LABELS},
     "sessions": {},
-    "config": {"rate": 0.0, "storm": 0, "fail500": 0, "retry_after": 0, "latency": 0.0},
+    "config": {"rate": 0.0, "storm": 0, "fail500": 0, "retry_after": 0, "latency": 0.0,
+               "index_lag": 0.0, "fail500_after_store": 0, "garble_2xx": 0,
+               "expire_sessions": 0, "short_chunk": 0, "daily_limit": 0, "concurrent": 0},
     "bucket": {"tokens": 0.0, "at": 0.0},
     "stats": {"uploads": 0, "throttled": 0, "server_errors": 0, "label_creates": 0,
               "label_lists": 0, "searches": 0, "chunks": 0, "max_chunk": 0,
-              "upload_times": [], "unauthorized": 0},
+              "upload_times": [], "unauthorized": 0, "sessions": 0, "gets": 0},
 }
 TOKENINFO = None
 TOKEN_CACHE = {}
@@ -131,6 +150,15 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.reply(403, google_error(403, "userRateLimitExceeded", "User-rate limit exceeded", "PERMISSION_DENIED"), headers)
             return False
+        if cfg["daily_limit"] > 0:
+            cfg["daily_limit"] -= 1
+            self.reply(403, google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded", "PERMISSION_DENIED"))
+            return False
+        if cfg["concurrent"] > 0:
+            cfg["concurrent"] -= 1
+            STATE["stats"]["throttled"] += 1
+            self.reply(429, google_error(429, "rateLimitExceeded", "Too many concurrent requests for user", "RESOURCE_EXHAUSTED"))
+            return False
         if cfg["fail500"] > 0:
             cfg["fail500"] -= 1
             STATE["stats"]["server_errors"] += 1
@@ -174,6 +202,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(200, {"labels": list(STATE["labels"].values())})
         if url.path == "/gmail/v1/users/me/messages":
             return self.search(q.get("q", ""))
+        if url.path.startswith("/gmail/v1/users/me/messages/"):
+            return self.get_message(url.path.rsplit("/", 1)[1])
         self.reply(404, google_error(404, "notFound", "Not Found", "NOT_FOUND"))
 
     def do_POST(self):
@@ -185,6 +215,18 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["config"][k] = float(v)
             self.body()
             return self.reply(200, {"ok": True})
+        if url.path == "/control/label":
+            self.body()
+            with LOCK:
+                name = q["name"]
+                STATE["labels"][name] = {"id": "Label_%d" % len(STATE["labels"]), "name": name, "type": "user"}
+            return self.reply(200, STATE["labels"][name])
+        if url.path == "/control/add":
+            raw = self.body()
+            labels = [l for l in q.get("labels", "").split(",") if l]
+            with LOCK:
+                mid = self.append(raw, labels, "insert", {}, "control")
+            return self.reply(200, {"id": mid})
         body = self.body()
         if not self.authorized():
             return
@@ -212,12 +254,26 @@ class Handler(BaseHTTPRequestHandler):
         sid = url.path[len("/upload/session/"):]
         m = re.match(r"bytes (\d+)-(\d+)/(\d+)", self.headers.get("Content-Range", ""))
         with LOCK:
+            cfg = STATE["config"]
+            if cfg["expire_sessions"] > 0 and sid in STATE["sessions"]:
+                cfg["expire_sessions"] -= 1
+                del STATE["sessions"][sid]
             s = STATE["sessions"].get(sid)
             if s is None or m is None:
                 return self.reply(404, google_error(404, "notFound", "No such upload session", "NOT_FOUND"))
             first, last, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
             if first != len(s["data"]) or last - first + 1 != len(body) or total != s["total"]:
                 return self.reply(400, google_error(400, "badContent", "Content-Range does not match", "INVALID_ARGUMENT"))
+            if cfg["short_chunk"] > 0 and len(body) > 1:
+                cfg["short_chunk"] -= 1
+                body = body[:len(body) // 2]
+                s["data"] += body
+                STATE["stats"]["chunks"] += 1
+                self.send_response(308)
+                self.send_header("Range", "bytes=0-%d" % (len(s["data"]) - 1))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             s["data"] += body
             STATE["stats"]["chunks"] += 1
             STATE["stats"]["max_chunk"] = max(STATE["stats"]["max_chunk"], len(body))
@@ -258,6 +314,7 @@ class Handler(BaseHTTPRequestHandler):
         total = int(self.headers.get("X-Upload-Content-Length") or -1)
         sid = secrets.token_hex(8)
         with LOCK:
+            STATE["stats"]["sessions"] += 1
             STATE["sessions"][sid] = {"mode": mode, "params": q, "metadata": json.loads(body or b"{}"),
                                       "total": total, "data": bytearray()}
         port = self.server.server_address[1]
@@ -275,17 +332,24 @@ class Handler(BaseHTTPRequestHandler):
                     return self.reply(400, google_error(400, "invalidArgument", "Invalid label: %s" % label, "INVALID_ARGUMENT"))
             if test == "400":
                 return self.reply(400, google_error(400, "invalidArgument", "Message blocked: an attachment may be harmful (.exe)", "INVALID_ARGUMENT"))
-            mid = "%016x" % (len(STATE["messages"]) + 0x18c0000000000000)
-            STATE["messages"].append({
-                "id": mid, "threadId": mid, "labelIds": labels, "raw": raw, "mode": mode,
-                "uploadType": upload_type,
-                "internalDateSource": q.get("internalDateSource"),
-                "neverMarkSpam": q.get("neverMarkSpam"),
-                "processForCalendar": q.get("processForCalendar"),
-                "messageId": header_of(raw, "Message-ID"),
-            })
+            mid = self.append(raw, labels, mode, q, upload_type)
             STATE["stats"]["uploads"] += 1
             STATE["stats"]["upload_times"].append(time.time())
+            cfg = STATE["config"]
+            if cfg["fail500_after_store"] > 0:
+                cfg["fail500_after_store"] -= 1
+                STATE["stats"]["server_errors"] += 1
+                return self.reply(500, google_error(500, "backendError", "Backend Error", "INTERNAL"))
+            garble = cfg["garble_2xx"] > 0
+            if garble:
+                cfg["garble_2xx"] -= 1
+        if garble:
+            data = b"<html>200 but not JSON</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if test == "slow":
             time.sleep(3)
         latency = float(STATE["config"]["latency"])
@@ -293,11 +357,36 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(latency)
         return self.reply(200, {"id": mid, "threadId": mid, "labelIds": labels})
 
+    def append(self, raw, labels, mode, q, upload_type):
+        """Stores a message; call with LOCK held. Returns its id."""
+        mid = "%016x" % (len(STATE["messages"]) + 0x18c0000000000000)
+        STATE["messages"].append({
+            "id": mid, "threadId": mid, "labelIds": labels, "raw": raw, "mode": mode,
+            "uploadType": upload_type,
+            "internalDateSource": q.get("internalDateSource"),
+            "neverMarkSpam": q.get("neverMarkSpam"),
+            "processForCalendar": q.get("processForCalendar"),
+            "messageId": header_of(raw, "Message-ID"),
+            "stored_at": time.time(),
+        })
+        return mid
+
+    def get_message(self, mid):
+        with LOCK:
+            STATE["stats"]["gets"] += 1
+            for x in STATE["messages"]:
+                if x["id"] == mid:
+                    return self.reply(200, {"id": x["id"], "threadId": x["threadId"],
+                                            "labelIds": x["labelIds"], "sizeEstimate": len(x["raw"])})
+        self.reply(404, google_error(404, "notFound", "Requested entity was not found.", "NOT_FOUND"))
+
     def create_label(self, body):
         req = json.loads(body or b"{}")
         name = req.get("name", "")
         with LOCK:
             STATE["stats"]["label_creates"] += 1
+            if not name.strip() or name.lower() in RESERVED:
+                return self.reply(400, google_error(400, "invalidArgument", "Invalid label name", "INVALID_ARGUMENT"))
             if any(l["name"].lower() == name.lower() for l in STATE["labels"].values()):
                 return self.reply(409, google_error(409, "alreadyExists", "Label name exists or conflicts", "ALREADY_EXISTS"))
             label = {"id": "Label_%d" % len(STATE["labels"]), "name": name, "type": "user",
@@ -309,12 +398,14 @@ class Handler(BaseHTTPRequestHandler):
     def search(self, query):
         with LOCK:
             STATE["stats"]["searches"] += 1
-            m = re.fullmatch(r"rfc822msgid:(\S+)", query)
+            m = re.fullmatch(r'rfc822msgid:(?:"([^"]+)"|(\S+))', query)
             if not m:
                 return self.reply(200, {"resultSizeEstimate": 0})
-            want = m.group(1).strip("<>")
+            want = (m.group(1) or m.group(2)).strip("<>")
+            visible = time.time() - float(STATE["config"]["index_lag"])
             found = [{"id": x["id"], "threadId": x["threadId"]} for x in STATE["messages"]
-                     if x["messageId"] and x["messageId"].strip("<>") == want]
+                     if x["messageId"] and x["messageId"].strip("<>") == want
+                     and x["stored_at"] <= visible]
         if not found:
             return self.reply(200, {"resultSizeEstimate": 0})
         return self.reply(200, {"messages": found, "resultSizeEstimate": len(found)})

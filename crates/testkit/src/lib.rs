@@ -614,13 +614,21 @@ fn percent(v: &str) -> String {
 /// One HTTP/1.1 request to 127.0.0.1:`port` without a body; returns the status and body.
 #[must_use]
 pub fn http_request(port: u16, method: &str, target: &str) -> (u16, String) {
+    http_request_with_body(port, method, target, b"")
+}
+
+/// Like [`http_request`], with a request body.
+pub fn http_request_with_body(port: u16, method: &str, target: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     // One write: a request split over several segments is legal, but there is no need.
-    let request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(request.as_bytes()).expect("send");
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    s.write_all(&request).expect("send");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     let status = text
@@ -714,6 +722,27 @@ impl FakeGmail {
         let (status, body) =
             http_request(self.port, "POST", &format!("/control/set?{key}={value}"));
         assert_eq!(status, 200, "{body}");
+    }
+    /// Creates the user label `name` as if the user had made it; returns its id.
+    pub fn label(&self, name: &str) -> String {
+        let (code, body) = http_request(self.port, "POST", &format!("/control/label?name={name}"));
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Puts `raw` into the mailbox as if the user had it there, with `labels` (e.g.
+    /// `SENT`: their own sent copy). Returns its id.
+    pub fn add(&self, raw: &[u8], labels: &[&str]) -> String {
+        let (code, body) = http_request_with_body(
+            self.port,
+            "POST",
+            &format!("/control/add?labels={}", labels.join(",")),
+            raw,
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v["id"].as_str().expect("id").to_owned()
     }
 
     /// Everything imported or inserted, in order.
