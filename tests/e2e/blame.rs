@@ -98,3 +98,67 @@ fn a_sender_the_login_may_not_use_settles_nothing_and_says_to_set_envelope_from(
             .all(|m| m.mail_from == "me@home.example")
     );
 }
+
+#[test]
+fn refused_messages_come_back_with_mailferry_retry_after_the_cause_is_fixed() {
+    let b = Bench::start();
+    // The receiver refuses these two for good (550 after DATA)...
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_smtp_mode(1, "550"));
+    b.dovecot
+        .add_message("INBOX", &fixtures::with_smtp_mode(2, "550"));
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(refused_rows(&b), "2");
+    let status = b.run(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("once the cause is fixed: mailferry retry --account src --refused"),
+        "{status:?}"
+    );
+    // ...and are never retried on their own.
+    let again = b.run(&["once"]);
+    assert_eq!(
+        summary(&again, "src"),
+        "src: fetched 0, delivered 0, skipped 0, failed 0"
+    );
+
+    // The user moves to a destination that takes them, and returns one by its UID...
+    let other = mailferry_testkit::LenientSmtp::start();
+    b.write_raw(
+        &format!(
+            "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nenvelope-to = [\"{RCPT}\"]\n",
+            other.port
+        ),
+        &[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")],
+    );
+    let one = b.run(&["retry", "--account", "src", "1"]);
+    assert_eq!(one.code, 0, "{one:?}");
+    assert!(
+        one.stdout
+            .starts_with("1 refused message back in the queue"),
+        "{one:?}"
+    );
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
+    // ...then the rest.
+    let rest = b.run(&["retry", "--account", "src", "--refused"]);
+    assert_eq!(rest.code, 0, "{rest:?}");
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(other.messages().len(), 2);
+    assert_eq!(refused_rows(&b), "0");
+    // Nothing left to retry says so.
+    assert_eq!(b.run(&["retry", "--refused"]).code, 1);
+    // Without a message or --refused, clap refuses.
+    assert_eq!(b.run(&["retry"]).code, 2);
+}

@@ -281,7 +281,7 @@ fn signed_in_refresh_test(b: &Bench, gmail: &FakeGmail, idp: &mailferry_testkit:
 
     // Tokens say an hour but die in 2 s: the stored one looks fresh and Gmail refuses it.
     idp.set("access_ttl", "2");
-    let signed = crate::oauth::sign_in_by_device(&b, "gmail");
+    let signed = crate::oauth::sign_in_by_device(b, "gmail");
     assert_eq!(signed.code, 0, "{signed:?}");
     std::thread::sleep(Duration::from_secs(3));
     idp.set("access_ttl", "60");

@@ -90,6 +90,23 @@ enum Command {
         #[arg(long)]
         device: bool,
     },
+    /// Return refused messages to the queue, after fixing what made the destination refuse
+    /// them (an attachment policy, a size limit); the next run delivers them again.
+    /// Works while the service runs.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["key", "refused"])))]
+    Retry {
+        /// Only this account's messages.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this folder's messages.
+        #[arg(long)]
+        folder: Option<String>,
+        /// One message: its UID, its UIDL or its Message-ID, as `status` lists it.
+        key: Option<String>,
+        /// Every refused message (of the account and folder, when given).
+        #[arg(long)]
+        refused: bool,
+    },
     /// Write the man page or a shell completion script to standard output (for packagers).
     #[command(hide = true)]
     Generate {
@@ -199,7 +216,7 @@ fn load_for(
 ) -> Result<Config, mailferry_config::ConfigErrors> {
     use mailferry_config::SecretScope;
     let owner = match command {
-        Command::Status { .. } => {
+        Command::Status { .. } | Command::Retry { .. } => {
             return mailferry_config::load_scoped(path, &SecretScope::None);
         }
         Command::Auth { name, .. }
@@ -283,6 +300,21 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
     if let Command::Check { name } = &command {
         return check(&config, name.as_deref()).await;
     }
+    if let Command::Retry {
+        account,
+        folder,
+        key,
+        ..
+    } = &command
+    {
+        return retry(
+            &config,
+            account.as_deref(),
+            folder.as_deref(),
+            key.as_deref(),
+        )
+        .await;
+    }
     if let Command::Status { json, health } = &command {
         if *health {
             return status::health(&config).await;
@@ -317,6 +349,7 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
         }
         Command::CheckConfig
         | Command::Generate { .. }
+        | Command::Retry { .. }
         | Command::Auth { .. }
         | Command::Status { .. }
         | Command::Check { .. } => ExitCode::SUCCESS,
@@ -337,6 +370,38 @@ pub(crate) async fn open_shared(config: &Config) -> anyhow::Result<Store> {
     Store::open_shared(&config.daemon.state_dir)
         .await
         .with_context(|| state_context(config))
+}
+
+/// `mailferry retry`: refused messages back to the queue.
+async fn retry(
+    config: &Config,
+    account: Option<&str>,
+    folder: Option<&str>,
+    key: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(a) = account
+        && config.account(a).is_none()
+    {
+        let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        eprintln!(
+            "mailferry: --account {a:?}: no such account; known: {}",
+            known.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let store = open_shared(config).await?;
+    let n = store.retry_refused(account, folder, key).await?;
+    store.close().await;
+    if n == 0 {
+        println!("no refused message matches; `mailferry status` lists them");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    println!(
+        "{n} refused message{} back in the queue: the account's next run delivers {} again",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "it" } else { "them" },
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `mailferry check [NAME]`.

@@ -194,6 +194,12 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                     .map_or(String::new(), |m| format!(" <{m}>"));
                 println!("  refused {} {}{id}: {}", r.folder, r.key, r.reason);
             }
+            if !s.refused.is_empty() {
+                println!(
+                    "  once the cause is fixed: mailferry retry --account {} --refused   (or one: mailferry retry --account {} KEY)",
+                    s.account, s.account
+                );
+            }
             if s.state != "ok"
                 && let Some(e) = &s.last_error
             {

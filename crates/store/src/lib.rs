@@ -567,6 +567,38 @@ impl Store {
             .collect()
     }
 
+    /// Returns refused messages to the queue (state `deferred`): the next run delivers them
+    /// again. Filters: `account`, `folder`, and `key` (a UID, a UIDL, or a Message-ID with
+    /// or without angle brackets); `None` matches all. Returns how many went back.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn retry_refused(
+        &self,
+        account: Option<&str>,
+        folder: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let bare = key.map(|k| k.trim().trim_matches(['<', '>']).to_owned());
+        let uid = key.and_then(|k| k.trim().parse::<i64>().ok());
+        let done = sqlx::query(
+            "UPDATE ledger SET state = 'deferred', \
+             last_error = 'returned to the queue by `mailferry retry`; was: ' || COALESCE(last_error, ''), \
+             updated_at = ?1 \
+             WHERE state = 'refused' AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR folder = ?3) \
+             AND (?4 IS NULL OR (uidl = '' AND uid = ?5) OR (uidl <> '' AND uidl = ?4) \
+                  OR trim(message_id, '<>') = ?4)",
+        )
+        .bind(now())
+        .bind(account)
+        .bind(folder)
+        .bind(bare)
+        .bind(uid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Starts a run of `account`; returns its id for [`Store::finish_run`].
     ///
     /// # Errors
