@@ -125,20 +125,15 @@ async fn concurrent_users_of_one_token_refresh_it_once() {
     let store = Store::open(dir.path()).await.expect("store");
     let keeper = TokenKeeper::new(store.clone(), Duration::from_secs(10)).expect("keeper");
     let s = settings(&idp);
-    let p = tokens::provider(&s);
-
     // Sign in with an access token that has expired, so every user wants a new one.
-    idp.set("declared_ttl", "0");
-    let code = keeper.oauth().start_device(&p).await.expect("device code");
-    idp.approve(code.user_code(), "me@example.org");
-    let set = keeper
-        .oauth()
-        .finish_device(&p, &code)
+    sign_in(&idp, &keeper, &store, "destination:home", "0").await;
+    let signed = store
+        .token("destination:home")
         .await
-        .expect("sign-in");
-    tokens::save_sign_in(&store, "destination:home", &s, &set)
-        .await
-        .expect("save");
+        .expect("read")
+        .expect("row")
+        .access_token
+        .expect("access token");
     idp.set("declared_ttl", "3600");
 
     let users = (0..8).map(|_| keeper.access_token("destination:home", &s));
@@ -152,7 +147,7 @@ async fn concurrent_users_of_one_token_refresh_it_once() {
         got.iter().all(|t| *t == got[0]),
         "users got different tokens"
     );
-    assert_ne!(got[0], set.access_token.expose());
+    assert_ne!(got[0], signed.expose());
 
     let row = store
         .token("destination:home")

@@ -239,7 +239,6 @@ impl Store {
     /// # Errors
     /// When the lock file cannot be opened or locked.
     pub async fn refresh_lock(&self) -> Result<RefreshLock, StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let Some(dir) = &self.dir else {
             return Ok(RefreshLock { _file: None });
         };
@@ -248,13 +247,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(prepare)?;
+        let file = lock_file(&path)?;
         let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
             .await
             .map_err(|e| prepare(std::io::Error::other(e)))?
@@ -703,20 +696,25 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
-/// Takes the state directory's lock without waiting.
-fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
+/// Opens (creating, `0600`) a lock file of the state directory.
+fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = state_dir.join("lock");
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .map_err(|source| StoreError::Prepare {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
-        })?;
+        })
+}
+
+/// Takes the state directory's lock without waiting.
+fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = state_dir.join("lock");
+    let file = lock_file(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy(state_dir.to_owned())),

@@ -109,16 +109,22 @@ impl Machine {
         }
     }
 
-    /// Runs `script` with `/bin/sh -c` inside the machine, as root.
-    pub fn sh(&self, script: &str) -> Ran {
-        Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-a", "/bin/sh", "-c", script])
+    /// `/bin/sh -c script` inside the machine, as root, with a clean environment.
+    fn command(&self, script: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid.to_string(), "-a", "/bin/sh", "-c", script])
             .env_clear()
             .env(
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
-            .env("LANG", "C.UTF-8")
+            .env("LANG", "C.UTF-8");
+        c
+    }
+
+    /// Runs `script` with `/bin/sh -c` inside the machine, as root.
+    pub fn sh(&self, script: &str) -> Ran {
+        self.command(script)
             .output()
             .map(Ran::from)
             .unwrap_or_else(|e| panic!("nsenter: {e}"))
@@ -127,14 +133,7 @@ impl Machine {
     /// Starts `script` with `/bin/sh -c` inside the machine, as root, with its standard
     /// input, output and error piped.
     pub fn spawn(&self, script: &str) -> Child {
-        Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-a", "/bin/sh", "-c", script])
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("LANG", "C.UTF-8")
+        self.command(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
