@@ -11,6 +11,7 @@ mod crash;
 mod gmail;
 mod imap_oauth2;
 mod imap_to_smtp;
+mod misbehaving;
 mod oauth;
 mod odd_mail;
 mod policy;

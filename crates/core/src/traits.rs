@@ -85,6 +85,13 @@ pub trait Source: Send {
         action: &SourceAction,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// What this source wants remembered for its next session, after [`Source::open`]
+    /// (POP3: whether messages are keyed by UIDL or by a header hash). The engine stores it
+    /// and hands it back through the adapter's constructor.
+    fn memo(&self) -> Option<String> {
+        None
+    }
+
     /// Ends the session (IMAP LOGOUT, POP3 QUIT). For POP3 this commits deletions.
     fn close(self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

@@ -125,6 +125,24 @@ pub(crate) async fn connect_pop3(
     daemon: &Daemon,
     tokens: &TokenKeeper,
 ) -> Result<Pop3Source, Stop> {
+    let remembered = tokens
+        .store()
+        .memo(&account.name)
+        .await
+        .map_err(Stop::Store)?
+        .and_then(|m| mailferry_pop3::Keys::from_memo(&m));
+    let mut source = connect_pop3_session(account, daemon, tokens).await?;
+    if let Some(keys) = remembered {
+        source.remember(keys);
+    }
+    Ok(source)
+}
+
+async fn connect_pop3_session(
+    account: &AccountConfig,
+    daemon: &Daemon,
+    tokens: &TokenKeeper,
+) -> Result<Pop3Source, Stop> {
     use mailferry_pop3::Login;
     let opts = connect_options(&account.endpoint, daemon);
     let username = &account.username;

@@ -277,7 +277,26 @@ async fn gather_folder<S: Source>(
         observer,
         ..
     } = *run;
-    let state = source.open(folder).await.map_err(|e| Stop::source(&e))?;
+    let mut state = source.open(folder).await.map_err(|e| Stop::source(&e))?;
+    if !opts.dry_run
+        && let Some(memo) = source.memo()
+    {
+        store
+            .save_memo(&account.name, &memo)
+            .await
+            .map_err(Stop::Store)?;
+    }
+    // A key listed twice is fetched and delivered once.
+    let mut seen = std::collections::HashSet::new();
+    let listed = state.messages.len();
+    state.messages.retain(|m| seen.insert(m.key.clone()));
+    if state.messages.len() < listed {
+        warn!(
+            folder,
+            dropped = listed - state.messages.len(),
+            "the server listed a message more than once; each is delivered once"
+        );
+    }
     let uidvalidity = state.uidvalidity;
     if !opts.dry_run
         && !store
@@ -559,6 +578,10 @@ async fn deliver_and_record(
     {
         Attempt::Duplicate => {
             debug!(key = %key.key, "already delivered under an earlier UIDVALIDITY");
+            return Ok(Outcome::Duplicate);
+        }
+        Attempt::Settled => {
+            debug!(key = %key.key, "settled already; not delivered again");
             return Ok(Outcome::Duplicate);
         }
         Attempt::Interrupted { since } => {

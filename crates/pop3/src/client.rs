@@ -239,7 +239,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// Network failures; [`Pop3Error::Refused`] when the server has no UIDL.
     pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, Pop3Error> {
         let reply = self.command("UIDL", Command::Uidl).await?;
-        Ok(codec::uidl_lines(&self.multi("UIDL", reply)?))
+        let listing = codec::uidl_lines(&self.multi("UIDL", reply)?);
+        for line in &listing.skipped {
+            tracing::warn!(server = %self.server, line, "a UIDL line that is not `number id`; ignoring that line");
+        }
+        Ok(listing.entries)
     }
 
     /// `TOP n 0`: the header block of message `n`.
@@ -257,7 +261,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// Network failures.
     pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
         let reply = self.command("LIST", Command::List).await?;
-        Ok(codec::list_lines(&self.multi("LIST", reply)?))
+        let listing = codec::list_lines(&self.multi("LIST", reply)?);
+        for line in &listing.skipped {
+            tracing::warn!(server = %self.server, line, "a LIST line that is not `number size`; its message is sized as unknown");
+        }
+        Ok(listing.entries)
     }
 
     /// `RETR` for each of `numbers` (message number, `LIST` size), returning the bodies in

@@ -375,18 +375,58 @@ pub fn stuff(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Parses `UIDL` lines: `msg-number unique-id`.
-#[must_use]
-pub fn uidl_lines(body: &[u8]) -> Vec<(u32, String)> {
-    pairs(body).map(|(n, v)| (n, v.to_owned())).collect()
+/// A parsed multi-line listing, and the lines that could not be read (for a warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing<T> {
+    /// What was read.
+    pub entries: Vec<T>,
+    /// Lines that are not `number value`, as text (lossy).
+    pub skipped: Vec<String>,
 }
 
-/// Parses `LIST` lines: `msg-number size`.
+/// Parses `UIDL` lines: `msg-number unique-id`, line by line. A unique id that is not
+/// UTF-8 (RFC 1939 allows only printable ASCII; servers do not always keep to it) is kept
+/// as `x-` and the hex of its bytes, stable from one session to the next.
 #[must_use]
-pub fn list_lines(body: &[u8]) -> Vec<(u32, u64)> {
-    pairs(body)
-        .filter_map(|(n, v)| Some((n, v.parse().ok()?)))
-        .collect()
+pub fn uidl_lines(body: &[u8]) -> Listing<(u32, String)> {
+    let mut out = Listing {
+        entries: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (line, pair) in pairs(body) {
+        match pair {
+            Some((n, v)) => out.entries.push((
+                n,
+                std::str::from_utf8(v).map_or_else(|_| format!("x-{}", hex(v)), str::to_owned),
+            )),
+            None => out.skipped.push(String::from_utf8_lossy(line).into_owned()),
+        }
+    }
+    out
+}
+
+/// Parses `LIST` lines: `msg-number size`, line by line.
+#[must_use]
+pub fn list_lines(body: &[u8]) -> Listing<(u32, u64)> {
+    let mut out = Listing {
+        entries: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (line, pair) in pairs(body) {
+        match pair.and_then(|(n, v)| Some((n, std::str::from_utf8(v).ok()?.parse().ok()?))) {
+            Some(entry) => out.entries.push(entry),
+            None => out.skipped.push(String::from_utf8_lossy(line).into_owned()),
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Parses `CAPA` lines into upper-cased capability lines.
@@ -399,13 +439,19 @@ pub fn capa_lines(body: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn pairs(body: &[u8]) -> impl Iterator<Item = (u32, &str)> {
-    std::str::from_utf8(body)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (n, v) = l.trim().split_once(' ')?;
-            Some((n.parse().ok()?, v.trim()))
+/// Each non-empty line of `body` with its `(number, value)` when it has that shape. One bad
+/// line spoils only itself.
+fn pairs(body: &[u8]) -> impl Iterator<Item = (&[u8], Option<(u32, &[u8])>)> {
+    body.split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let pair = line.iter().position(|&b| b == b' ').and_then(|i| {
+                let n = std::str::from_utf8(&line[..i]).ok()?.parse().ok()?;
+                let v = line[i + 1..].trim_ascii();
+                (!v.is_empty()).then_some((n, v))
+            });
+            (line, pair)
         })
 }
 
@@ -487,12 +533,12 @@ mod tests {
         let Reply::MultiLine { body, .. } = &whole[4] else {
             panic!("LIST")
         };
-        assert_eq!(list_lines(body), [(1, 120), (2, 5)]);
+        assert_eq!(list_lines(body).entries, [(1, 120), (2, 5)]);
         let Reply::MultiLine { body, .. } = &whole[5] else {
             panic!("UIDL")
         };
         assert_eq!(
-            uidl_lines(body),
+            uidl_lines(body).entries,
             [
                 (1, "000000017f00e1".to_owned()),
                 (2, "0000001a7f00e1".to_owned())
@@ -594,5 +640,23 @@ mod tests {
         }
         .encode(&mut out);
         assert_eq!(out, b"AUTH XOAUTH2\r\n");
+    }
+
+    #[test]
+    fn one_odd_line_spoils_only_itself() {
+        let body = b"1 abc\r\n2 caf\xe9\r\nnot a line\r\n3 ok\r\n";
+        let l = uidl_lines(body);
+        assert_eq!(
+            l.entries,
+            [
+                (1, "abc".to_owned()),
+                (2, "x-636166e9".to_owned()),
+                (3, "ok".to_owned())
+            ]
+        );
+        assert_eq!(l.skipped, ["not a line"]);
+        let l = list_lines(b"1 10\r\n2 \xff\r\n3 30\r\n");
+        assert_eq!(l.entries, [(1, 10), (3, 30)]);
+        assert_eq!(l.skipped.len(), 1);
     }
 }

@@ -42,6 +42,39 @@ pub struct Pop3Source {
     sizes: HashMap<u32, u64>,
     /// The CAPA lines the server sent before login.
     capa: Vec<String>,
+    /// How messages are keyed, once known (remembered from earlier sessions, or decided at
+    /// the first listing).
+    keys: Option<Keys>,
+}
+
+/// How a maildrop's messages are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// By `UIDL`.
+    Uidl,
+    /// By a hash of the header block (`TOP n 0`), for servers without UIDL.
+    Headers,
+}
+
+impl Keys {
+    /// The memo form.
+    #[must_use]
+    pub fn as_memo(self) -> &'static str {
+        match self {
+            Self::Uidl => "uidl",
+            Self::Headers => "headers",
+        }
+    }
+
+    /// From a memo; `None` for anything else.
+    #[must_use]
+    pub fn from_memo(memo: &str) -> Option<Self> {
+        match memo {
+            "uidl" => Some(Self::Uidl),
+            "headers" => Some(Self::Headers),
+            _ => None,
+        }
+    }
 }
 
 impl Pop3Source {
@@ -133,7 +166,14 @@ impl Pop3Source {
             numbers: HashMap::new(),
             sizes: HashMap::new(),
             capa,
+            keys: None,
         })
+    }
+
+    /// Keys as an earlier session chose them: kept, because switching would make every
+    /// message look new.
+    pub fn remember(&mut self, keys: Keys) {
+        self.keys = Some(keys);
     }
 
     /// The capabilities the server announced before login (`CAPA`).
@@ -141,6 +181,46 @@ impl Pop3Source {
     pub fn capabilities(&self) -> &[String] {
         &self.capa
     }
+}
+
+impl Pop3Source {
+    /// Keys from header hashes (one `TOP n 0` per message).
+    async fn header_keys(
+        &mut self,
+        listed: &[(u32, u64)],
+    ) -> Result<Vec<(u32, String)>, Pop3Error> {
+        warn!(
+            "recognising messages by a hash of their headers (the server has no UIDL; \
+             one TOP per message and run; identical header blocks count as one message)"
+        );
+        self.keys = Some(Keys::Headers);
+        let mut keys = Vec::with_capacity(listed.len());
+        for (n, _) in listed {
+            let headers = self.client.top_headers(*n).await?;
+            keys.push((*n, header_key(headers)));
+        }
+        Ok(keys)
+    }
+}
+
+/// Tells apart messages a server lists under one unique id (old servers do): the second
+/// gets ` (2)`, the third ` (3)`, in the server's order, with a warning. Each message is
+/// then fetched and delivered once, not one of them twice and the others never.
+fn distinct(listing: Vec<(u32, String)>) -> Vec<(u32, String)> {
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    listing
+        .into_iter()
+        .map(|(n, key)| {
+            let count = seen.entry(key.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                (n, key)
+            } else {
+                warn!(key, message = n, "the POP3 server lists this unique id for more than one message; telling them apart by their order");
+                (n, format!("{key} ({count})"))
+            }
+        })
+        .collect()
 }
 
 /// The stand-in for a UIDL: a hash of the message's header block.
@@ -154,23 +234,32 @@ impl Source for Pop3Source {
 
     async fn open(&mut self, _folder: &str) -> Result<FolderState, Pop3Error> {
         let listed = self.client.list().await?;
-        let uidl = match self.client.uidl().await {
-            Ok(uidl) => uidl,
-            Err(Pop3Error::Refused { text, .. }) => {
-                warn!(
-                    server_said = %text,
-                    "the POP3 server has no UIDL: recognising messages by a hash of their headers \
-                     (one TOP per message and run; identical header blocks count as one message)"
-                );
-                let mut keys = Vec::with_capacity(listed.len());
-                for (n, _) in &listed {
-                    let headers = self.client.top_headers(*n).await?;
-                    keys.push((*n, header_key(headers)));
-                }
-                keys
-            }
-            Err(e) => return Err(e),
+        // Header hashes only for a server that has no UIDL: one that announces it (or that
+        // was keyed by UIDL before) and answers -ERR once is failing for now, and falling
+        // back would make every message look new.
+        let has_uidl = match self.keys {
+            Some(k) => k == Keys::Uidl,
+            None => self.capa.is_empty() || self.capa.iter().any(|l| l == "UIDL"),
         };
+        let uidl = if has_uidl {
+            match self.client.uidl().await {
+                Ok(uidl) => {
+                    self.keys = Some(Keys::Uidl);
+                    uidl
+                }
+                Err(Pop3Error::Refused { text, .. })
+                    if self.keys.is_none() && self.capa.is_empty() =>
+                {
+                    // No CAPA and no UIDL: an old server. Decided once, remembered.
+                    warn!(server_said = %text, "the POP3 server has no UIDL");
+                    self.header_keys(&listed).await?
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.header_keys(&listed).await?
+        };
+        let uidl = distinct(uidl);
         self.sizes = listed.into_iter().collect();
         self.numbers = uidl.iter().map(|(n, u)| (u.clone(), *n)).collect();
         let sizes = &self.sizes;
@@ -231,6 +320,10 @@ impl Source for Pop3Source {
             })
             .collect();
         self.client.dele_many(&numbers).await
+    }
+
+    fn memo(&self) -> Option<String> {
+        self.keys.map(|k| k.as_memo().to_owned())
     }
 
     async fn close(mut self) -> Result<(), Pop3Error> {

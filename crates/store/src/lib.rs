@@ -126,6 +126,9 @@ pub enum Attempt {
     /// The same bytes were already delivered from this folder under another UIDVALIDITY:
     /// recorded as a duplicate, do not deliver.
     Duplicate,
+    /// The row is settled already (delivered, refused or a duplicate): a key listed twice,
+    /// or a listing that straddled a commit. Nothing was changed; do not deliver.
+    Settled,
 }
 
 /// Facts about one message, recorded with the attempt.
@@ -398,10 +401,18 @@ impl Store {
         .bind(uidl)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(("attempt", since)) = previous.as_ref().map(|(s, t)| (s.as_str(), *t)) {
-            // Left open: its age tells whether a destination's search can be trusted yet.
-            tx.commit().await?;
-            return Ok(Attempt::Interrupted { since });
+        match previous.as_ref().map(|(s, t)| (s.as_str(), *t)) {
+            Some(("attempt", since)) => {
+                // Left open: its age tells whether a destination's search can be trusted yet.
+                tx.commit().await?;
+                return Ok(Attempt::Interrupted { since });
+            }
+            // A settled row is never reopened by a new attempt.
+            Some(("delivered" | "refused" | "duplicate", _)) => {
+                tx.commit().await?;
+                return Ok(Attempt::Settled);
+            }
+            _ => {}
         }
         let seen_elsewhere: bool = previous.is_none()
             && sqlx::query_scalar::<_, i64>(
@@ -590,6 +601,35 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// What the account's source asked to remember ([`mailferry_core::Source::memo`]).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn memo(&self, account: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT memo FROM source_memo WHERE account = ?")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores what the account's source asked to remember.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn save_memo(&self, account: &str, memo: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO source_memo (account, memo) VALUES (?, ?) \
+             ON CONFLICT (account) DO UPDATE SET memo = excluded.memo",
+        )
+        .bind(account)
+        .bind(memo)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Starts a run of `account`; returns its id for [`Store::finish_run`].

@@ -199,3 +199,30 @@ async fn pop3_uidls_are_keys_of_their_own() {
         delivered
     );
 }
+
+#[tokio::test]
+async fn a_settled_row_is_never_reopened_by_a_new_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    for uid in 1..=2 {
+        store
+            .begin_attempt(&key(7, uid), &facts(&format!("s{uid}")))
+            .await
+            .expect("a");
+    }
+    store.mark_delivered(&key(7, 1), "250 ok").await.expect("d");
+    store.mark_refused(&key(7, 2), "550 no").await.expect("r");
+    // The same keys again (listed twice, or a listing that straddled the commit).
+    for uid in 1..=2 {
+        assert_eq!(
+            store
+                .begin_attempt(&key(7, uid), &facts(&format!("s{uid}")))
+                .await
+                .expect("a"),
+            Attempt::Settled
+        );
+    }
+    let settled = store.settled_keys("a", "INBOX", 7).await.expect("settled");
+    assert!(settled.contains(&MessageKey::Uid(1)) && settled.contains(&MessageKey::Uid(2)));
+    assert_eq!(store.refusals("a").await.expect("refusals").len(), 1);
+}

@@ -13,9 +13,11 @@
 #![warn(missing_docs)]
 #![allow(clippy::missing_panics_doc)]
 
+mod fake_pop3;
 pub mod fixtures;
 mod machine;
 
+pub use fake_pop3::{FakePop3, Pop3Script};
 pub use machine::{Machine, Ran};
 
 use std::io::{BufRead, BufReader};

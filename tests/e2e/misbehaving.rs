@@ -1,0 +1,125 @@
+//! Sources that misbehave the way real ones do, served by the testkit's scriptable POP3
+//! server (Dovecot cannot be made to): `-ERR` to `UIDL` from a server that has it, unique
+//! ids listed twice, listing lines that are not UTF-8 or not lines, a CAPA that changes.
+
+use mailferry_testkit::{FakePop3, Pop3Script, USER, fixtures};
+
+use crate::util::{Bench, summary};
+
+fn maildrop(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..n)
+        .map(|i| (format!("uid-{i}").into_bytes(), fixtures::simple(i)))
+        .collect()
+}
+
+fn pop3_config(b: &Bench, fake: &FakePop3) {
+    let account = format!(
+        "[[account]]\nname = \"old\"\nprotocol = \"pop3\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{USER}\"\nauth = {{ method = \"password\", password-file = \"src.pass\" }}\ndestination = \"home\"\n",
+        fake.port
+    );
+    b.write_config(&[account]);
+}
+
+#[test]
+fn an_err_to_uidl_from_a_server_that_has_uidl_is_temporary_and_re_delivers_nothing() {
+    let b = Bench::start();
+    let fake = FakePop3::start(Pop3Script {
+        messages: maildrop(3),
+        capa: vec!["USER".into(), "UIDL".into()],
+        ..Pop3Script::default()
+    });
+    pop3_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 3, delivered 3, skipped 0, failed 0",
+        "{run:?}"
+    );
+
+    fake.script(|s| s.uidl_err = 1);
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("[SYS/TEMP]"), "{run:?}");
+    assert_eq!(
+        b.smtp.messages().len(),
+        3,
+        "the maildrop was delivered again"
+    );
+    assert!(
+        !fake.commands().iter().any(|c| c.starts_with("TOP")),
+        "fell back to header hashes"
+    );
+
+    // The server drops UIDL from CAPA but still answers it: the keys stay UIDLs.
+    fake.script(|s| s.capa = vec!["USER".into()]);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 0, delivered 0, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(b.smtp.messages().len(), 3);
+}
+
+#[test]
+fn messages_listed_under_one_unique_id_are_each_delivered_once() {
+    let b = Bench::start();
+    let mut messages = maildrop(3);
+    messages[1].0 = b"same".to_vec();
+    messages[2].0 = b"same".to_vec();
+    let fake = FakePop3::start(Pop3Script {
+        messages,
+        capa: vec!["USER".into(), "UIDL".into()],
+        ..Pop3Script::default()
+    });
+    pop3_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 3, delivered 3, skipped 0, failed 0",
+        "{run:?}"
+    );
+    let mut got: Vec<Vec<u8>> = b.smtp.messages().into_iter().map(|m| m.raw).collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..3).map(fixtures::simple).collect();
+    want.sort();
+    assert!(got == want, "not each message once");
+    assert!(
+        run.stderr
+            .contains("lists this unique id for more than one message"),
+        "{run:?}"
+    );
+    let again = b.run(&["once"]);
+    assert_eq!(
+        summary(&again, "old"),
+        "old: fetched 0, delivered 0, skipped 0, failed 0",
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_listing_line_that_is_not_utf8_or_not_a_line_spoils_only_itself() {
+    let b = Bench::start();
+    let mut messages = maildrop(3);
+    messages[1].0 = b"caf\xe9".to_vec();
+    let fake = FakePop3::start(Pop3Script {
+        messages,
+        capa: vec!["USER".into(), "UIDL".into()],
+        extra_uidl_lines: vec![b"this is not a listing line".to_vec()],
+        ..Pop3Script::default()
+    });
+    pop3_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 3, delivered 3, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("this is not a listing line"), "{run:?}");
+    let again = b.run(&["once"]);
+    assert_eq!(
+        summary(&again, "old"),
+        "old: fetched 0, delivered 0, skipped 0, failed 0",
+        "{again:?}"
+    );
+}
