@@ -174,3 +174,49 @@ fn first_run_since_a_day_skips_older_mail_by_internaldate() {
         "src: fetched 0, delivered 0, skipped 0, failed 0"
     );
 }
+
+#[test]
+fn a_uidvalidity_change_keeps_excluded_mail_excluded_and_delivers_only_new_mail() {
+    let b = Bench::start();
+    b.write_config(&[with_first_run(
+        b.account("imap", b.dovecot.imaps_port, "implicit", "src.pass"),
+        "new-only",
+    )]);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "imap"),
+        "imap: fetched 0, delivered 0, skipped 0, failed 0",
+        "{run:?}"
+    );
+    b.dovecot.add_message("INBOX", &fixtures::simple(3));
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "imap"),
+        "imap: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
+
+    // Outlook.com-style reset: a new UIDVALIDITY, every UID new. Then one new message.
+    let before = crate::util::sqlite(
+        &b.state_dir().join("mailferry.db"),
+        "SELECT uidvalidity FROM folders_seen",
+    );
+    b.dovecot.reset_uidvalidity("INBOX");
+    b.dovecot.add_message("INBOX", &fixtures::simple(4));
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let after = crate::util::sqlite(
+        &b.state_dir().join("mailferry.db"),
+        "SELECT uidvalidity FROM folders_seen",
+    );
+    assert_ne!(before, after, "the UIDVALIDITY did not change");
+    let got: Vec<Vec<u8>> = b.smtp.messages().into_iter().map(|m| m.raw).collect();
+    assert_eq!(
+        got,
+        [fixtures::simple(3), fixtures::simple(4)],
+        "excluded mail was delivered, or delivered mail again: {run:?}"
+    );
+    assert!(run.stderr.contains("UIDVALIDITY changed"), "{run:?}");
+}

@@ -298,34 +298,79 @@ async fn gather_folder<S: Source>(
         );
     }
     let uidvalidity = state.uidvalidity;
-    if !opts.dry_run
-        && !store
-            .folder_seen(&account.name, folder)
-            .await
-            .map_err(Stop::Store)?
-    {
-        // The folder's first run: first-run decides what of its present content to skip.
-        let skipped: Vec<MessageKey> = state
-            .messages
-            .iter()
-            .filter(|m| match account.first_run {
-                FirstRun::All => false,
-                FirstRun::NewOnly => true,
-                FirstRun::Since(t) => m.received.is_some_and(|r| r < t),
-            })
-            .map(|m| m.key.clone())
-            .collect();
-        if !skipped.is_empty() {
-            info!(
-                folder,
-                skipped = skipped.len(),
-                "first run: recording what is there without delivering it (first-run)"
-            );
+    let sight = if opts.dry_run {
+        None
+    } else {
+        Some(
+            store
+                .folder_sight(&account.name, folder)
+                .await
+                .map_err(Stop::Store)?,
+        )
+    };
+    match sight {
+        // Dry run: nothing is recorded.
+        None => {}
+        Some(None) => {
+            // The folder's first run: first-run decides what of its present content to skip.
+            let skipped: Vec<MessageKey> = state
+                .messages
+                .iter()
+                .filter(|m| match account.first_run {
+                    FirstRun::All => false,
+                    FirstRun::NewOnly => true,
+                    FirstRun::Since(t) => m.received.is_some_and(|r| r < t),
+                })
+                .map(|m| m.key.clone())
+                .collect();
+            if !skipped.is_empty() {
+                info!(
+                    folder,
+                    skipped = skipped.len(),
+                    "first run: recording what is there without delivering it (first-run)"
+                );
+            }
+            store
+                .record_first_sight(&account.name, folder, uidvalidity, &skipped)
+                .await
+                .map_err(Stop::Store)?;
         }
-        store
-            .record_first_sight(&account.name, folder, uidvalidity, &skipped)
-            .await
-            .map_err(Stop::Store)?;
+        Some(Some((since, last))) if last != Some(uidvalidity) => {
+            // A new UIDVALIDITY (Outlook.com resets them): every UID is new. What first-run
+            // excluded stays excluded, by arrival date: for new-only what had arrived by
+            // the folder's first listing, for since:DATE what arrived before DATE. (Mail
+            // delivered before is recognised by its content; new mail is delivered.) A
+            // message without an arrival date counts as excluded: nothing excluded may
+            // slip through, and with after-delivery = delete, be removed at the source.
+            let cutoff = match (last, account.first_run) {
+                (None, _) | (_, FirstRun::All) => None,
+                (Some(_), FirstRun::NewOnly) => Some((since, true)),
+                (Some(_), FirstRun::Since(t)) => Some((t, false)),
+            };
+            let skipped: Vec<MessageKey> = match cutoff {
+                None => Vec::new(),
+                Some((t, inclusive)) => state
+                    .messages
+                    .iter()
+                    .filter(|m| m.received.is_none_or(|r| r < t || (inclusive && r == t)))
+                    .map(|m| m.key.clone())
+                    .collect(),
+            };
+            if let Some(old) = last {
+                warn!(
+                    folder,
+                    old,
+                    new = uidvalidity,
+                    excluded = skipped.len(),
+                    "the folder's UIDVALIDITY changed: every message looks new to IMAP; what first-run excluded stays excluded, what was delivered is recognised by its content"
+                );
+            }
+            store
+                .record_first_sight(&account.name, folder, uidvalidity, &skipped)
+                .await
+                .map_err(Stop::Store)?;
+        }
+        Some(Some(_)) => {}
     }
     let settled = store
         .settled_keys(&account.name, folder, uidvalidity)

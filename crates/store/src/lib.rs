@@ -285,23 +285,36 @@ impl Store {
         self.keys(SQL, account, folder, uidvalidity).await
     }
 
-    /// Whether `folder` of `account` was ever listed before (its first run is over).
+    /// When `folder` was first listed (Unix seconds) and the UIDVALIDITY of its last
+    /// listing (`None` when not recorded yet); `None` for a folder never listed.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn folder_seen(&self, account: &str, folder: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM folders_seen WHERE account = ? AND folder = ?",
+    pub async fn folder_sight(
+        &self,
+        account: &str,
+        folder: &str,
+    ) -> Result<Option<(i64, Option<u32>)>, StoreError> {
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT since, uidvalidity FROM folders_seen WHERE account = ? AND folder = ?",
         )
         .bind(account)
         .bind(folder)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(n > 0)
+        row.map(|(since, v)| {
+            let v = v
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| StoreError::Range("uidvalidity"))?;
+            Ok((since, v))
+        })
+        .transpose()
     }
 
-    /// Records the first listing of `folder`: `skipped` (what `first-run` says not to
-    /// deliver) counts as settled from now on.
+    /// Records a listing of `folder` under `uidvalidity`: the first one (its time is kept),
+    /// or one under a new UIDVALIDITY. `skipped` (what `first-run` says not to deliver)
+    /// counts as settled under `uidvalidity` from now on.
     ///
     /// # Errors
     /// On a database failure.
@@ -329,12 +342,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("INSERT OR IGNORE INTO folders_seen (account, folder, since) VALUES (?, ?, ?)")
-            .bind(account)
-            .bind(folder)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO folders_seen (account, folder, since, uidvalidity) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity",
+        )
+        .bind(account)
+        .bind(folder)
+        .bind(now())
+        .bind(i64::from(uidvalidity))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
