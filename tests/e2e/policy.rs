@@ -220,3 +220,34 @@ fn a_uidvalidity_change_keeps_excluded_mail_excluded_and_delivers_only_new_mail(
     );
     assert!(run.stderr.contains("UIDVALIDITY changed"), "{run:?}");
 }
+
+#[test]
+fn a_move_target_that_does_not_exist_is_a_configuration_error_before_any_delivery() {
+    let b = bench_with("move:NoSuchFolder");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("\"NoSuchFolder\""), "{run:?}");
+    assert!(
+        run.stdout.contains("after-delivery moves mail there"),
+        "{run:?}"
+    );
+    assert_eq!(
+        b.smtp.messages().len(),
+        0,
+        "delivered without a way to move it"
+    );
+    assert_eq!(b.dovecot.message_files("INBOX").len(), 3);
+}
+
+#[test]
+fn a_folder_that_fails_does_not_keep_the_others_from_being_fetched() {
+    let b = Bench::start();
+    b.write_config(&[b
+        .account("src", b.dovecot.imaps_port, "implicit", "src.pass")
+        .replace(r#"folders = ["INBOX"]"#, r#"folders = ["Gone", "INBOX"]"#)]);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("\"Gone\""), "{run:?}");
+    assert_eq!(b.smtp.messages().len(), 1, "INBOX was not fetched: {run:?}");
+}

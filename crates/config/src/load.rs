@@ -370,6 +370,23 @@ destination = "home"
     }
 
     #[test]
+    fn moving_into_a_folder_that_is_read_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "gmx.pass", "pw");
+        let text = GOOD.replace(
+            "destination = \"home\"",
+            "destination = \"home\"\nfolders = [\"INBOX\", \"Archive\"]\nafter-delivery = \"move:archive\"",
+        );
+        let shown = load(&write(dir.path(), "m.toml", &text))
+            .expect_err("move into a read folder")
+            .to_string();
+        assert!(
+            shown.contains("account[0].after-delivery: \"archive\" is also in folders"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn pop3_accounts_take_the_pop3_preset_and_refuse_folders() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "gmx.pass", "pw");

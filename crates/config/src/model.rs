@@ -1028,6 +1028,12 @@ impl Checker<'_> {
                         format!("{key}.after-delivery"),
                         "name the folder to move to, e.g. \"move:Archive\"".into(),
                     );
+                } else if folders.iter().any(|f| f.eq_ignore_ascii_case(to)) {
+                    // Moved mail would be found there and delivered again, every run.
+                    self.err(
+                        format!("{key}.after-delivery"),
+                        format!("{to:?} is also in folders: mail moved there would be delivered again; move it to a folder mailferry does not read, or remove {to:?} from folders"),
+                    );
                 }
                 AfterDelivery::Move(to.to_owned())
             }

@@ -85,6 +85,17 @@ pub trait Source: Send {
         action: &SourceAction,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Checks, before anything is delivered, that `action` can be applied in this
+    /// session (the server has what it needs, a target folder exists), so that a policy
+    /// that cannot work is a configuration error at once, not after every delivery.
+    fn check_settle(
+        &mut self,
+        action: &SourceAction,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = action;
+        async { Ok(()) }
+    }
+
     /// What this source wants remembered for its next session, after [`Source::open`]
     /// (POP3: whether messages are keyed by UIDL or by a header hash). The engine stores it
     /// and hands it back through the adapter's constructor.

@@ -251,13 +251,32 @@ async fn gather_all<S: Source>(
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
     let mut result = Ok(());
+    if let Some(action) = settle_action(run.account)
+        && !run.opts.dry_run
+        && let Err(e) = source.check_settle(&action).await
+    {
+        // Nothing is delivered while the policy cannot be applied.
+        let _ = source.close().await;
+        return Err(Stop::source(&e));
+    }
     for folder in &run.account.folders {
         if run.cancel.is_cancelled() {
             break;
         }
-        result = gather_folder(run, folder, &mut source, report).await;
-        if result.is_err() {
-            break;
+        match gather_folder(run, folder, &mut source, report).await {
+            Ok(()) => {}
+            // A folder's own trouble (it does not exist, a policy it cannot take) does not
+            // keep the others, Junk say, from being fetched; the run still reports it.
+            Err(Stop::Source(r)) if r.class == ErrorClass::Config => {
+                warn!(folder, cause = %r.message, "this folder failed; carrying on with the others");
+                if result.is_ok() {
+                    result = Err(Stop::Source(r));
+                }
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
     let closed = source.close().await.map_err(|e| Stop::source(&e));
@@ -396,13 +415,7 @@ async fn gather_folder<S: Source>(
         );
         transfer(run, folder, uidvalidity, new, source, report).await?;
     }
-    let action = match &account.after_delivery {
-        AfterDelivery::Keep => None,
-        AfterDelivery::MarkSeen => Some(SourceAction::MarkSeen),
-        AfterDelivery::Move(to) => Some(SourceAction::Move(to.clone())),
-        AfterDelivery::Delete => Some(SourceAction::Delete),
-    };
-    if let Some(action) = action {
+    if let Some(action) = settle_action(account) {
         // Only what the ledger says is delivered; POP3 removes it at QUIT, not before.
         let delivered = store
             .delivered_keys(&account.name, folder, uidvalidity)
@@ -425,6 +438,16 @@ async fn gather_folder<S: Source>(
         }
     }
     Ok(())
+}
+
+/// What `after-delivery` asks the source to do with a delivered message.
+fn settle_action(account: &AccountConfig) -> Option<SourceAction> {
+    match &account.after_delivery {
+        AfterDelivery::Keep => None,
+        AfterDelivery::MarkSeen => Some(SourceAction::MarkSeen),
+        AfterDelivery::Move(to) => Some(SourceAction::Move(to.clone())),
+        AfterDelivery::Delete => Some(SourceAction::Delete),
+    }
 }
 
 /// Fetches `new` and delivers it.

@@ -454,6 +454,34 @@ impl Source for ImapSource {
             .collect())
     }
 
+    async fn check_settle(&mut self, action: &SourceAction) -> Result<(), ImapError> {
+        let caps = self.capabilities().await?;
+        let has = |c: &str| caps.iter().any(|x| x.eq_ignore_ascii_case(c));
+        let needs_uidplus = matches!(action, SourceAction::Delete)
+            || matches!(action, SourceAction::Move(_) if !has("MOVE"));
+        if needs_uidplus && !has("UIDPLUS") {
+            return Err(ImapError::Unsupported(
+                "UID EXPUNGE (UIDPLUS), which after-delivery = delete or move needs (a plain EXPUNGE would also remove what you marked deleted); use keep or mark-seen",
+            ));
+        }
+        if let SourceAction::Move(to) = action {
+            let io = self.io_timeout;
+            if let Err(e) = timed("STATUS", io, self.session.status(to, "(MESSAGES)")).await {
+                return Err(match e {
+                    ImapError::Session(async_imap::error::Error::No(reason)) => ImapError::Folder {
+                        folder: to.clone(),
+                        reason: format!(
+                            "after-delivery moves mail there, but the server says: {reason}"
+                        ),
+                    },
+                    other => other,
+                });
+            }
+            self.drain_unsolicited();
+        }
+        Ok(())
+    }
+
     async fn settle(
         &mut self,
         folder: &str,
