@@ -123,3 +123,55 @@ fn a_listing_line_that_is_not_utf8_or_not_a_line_spoils_only_itself() {
         "{again:?}"
     );
 }
+
+#[test]
+fn a_message_the_server_will_not_hand_out_is_deferred_then_refused_and_stops_nothing() {
+    let b = Bench::start();
+    let fake = FakePop3::start(Pop3Script {
+        messages: maildrop(3),
+        capa: vec!["USER".into(), "UIDL".into(), "PIPELINING".into()],
+        retr_err: vec![2],
+        ..Pop3Script::default()
+    });
+    pop3_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 3, delivered 2, skipped 0, failed 1",
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("(tried again next run)"), "{run:?}");
+    assert!(
+        run.stdout.contains("message is corrupt on this server"),
+        "{run:?}"
+    );
+    assert_eq!(b.smtp.messages().len(), 2);
+    // Tried again; the third failure in a row refuses it, with the server's words.
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 1, delivered 0, skipped 0, failed 1"
+    );
+    let run = b.run(&["once"]);
+    assert!(
+        run.stdout
+            .contains("refused INBOX UIDL uid-1: the source would not hand it out 3 times"),
+        "{run:?}"
+    );
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 0, delivered 0, skipped 0, failed 0",
+        "{run:?}"
+    );
+    // Once the server is fixed, `retry` brings it back.
+    fake.script(|s| s.retr_err.clear());
+    assert_eq!(b.run(&["retry", "--account", "old", "uid-1"]).code, 0);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "old"),
+        "old: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(b.smtp.messages().len(), 3);
+}

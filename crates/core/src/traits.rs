@@ -68,11 +68,14 @@ pub trait Source: Send {
     ) -> impl Future<Output = Result<FolderState, Self::Error>> + Send;
 
     /// Fetches the raw bytes of `keys` from the folder opened last, in the order given.
-    /// A message that disappeared in the meantime is left out of the result.
+    /// A message that disappeared in the meantime is left out of the result. A message the
+    /// server would not hand out (a NIL body, `RETR` answered `-ERR`) is `Err` with the
+    /// server's words: its own trouble, which must not stop the others. `Err` of the whole
+    /// call is the session's trouble.
     fn fetch(
         &mut self,
         keys: &[MessageKey],
-    ) -> impl Future<Output = Result<Vec<(MessageKey, RawMessage)>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<(MessageKey, Result<RawMessage, String>)>, Self::Error>> + Send;
 
     /// Applies the after-delivery policy to `keys` of `folder`, whose UIDVALIDITY must still
     /// be `uidvalidity`. The engine calls this only for messages whose delivery is

@@ -474,7 +474,9 @@ async fn transfer<S: Source>(
     // batches (or one message larger than that).
     let budget = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
     let (tx, mut rx) =
-        mpsc::channel::<(MessageKey, RawMessage, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
+        mpsc::channel::<(MessageKey, Result<RawMessage, String>, OwnedSemaphorePermit)>(
+            BATCH_MESSAGES * 2,
+        );
     // Both halves own their end of the queue: when the fetcher ends, the deliverer drains
     // what was fetched and ends; when the deliverer stops, the fetcher's next send fails.
     let fetcher = async move {
@@ -485,8 +487,8 @@ async fn transfer<S: Source>(
             let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
             let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
             for (key, message) in fetched {
-                let weight =
-                    u32::try_from(message.len().min(QUEUE_BYTES as usize)).unwrap_or(u32::MAX);
+                let len = message.as_ref().map_or(0, RawMessage::len);
+                let weight = u32::try_from(len.min(QUEUE_BYTES as usize)).unwrap_or(u32::MAX);
                 let Ok(permit) = Arc::clone(&budget).acquire_many_owned(weight).await else {
                     return Ok(());
                 };
@@ -533,10 +535,17 @@ async fn transfer<S: Source>(
                             key,
                         };
                         inflight.push(async move {
-                            let size = message.len() as u64;
-                            let done =
-                                deliver_one(&key, &message, destination, destination_name, store)
-                                    .await;
+                            let (size, done) = match &message {
+                                Ok(m) => (
+                                    m.len() as u64,
+                                    deliver_one(&key, m, destination, destination_name, store)
+                                        .await,
+                                ),
+                                Err(reason) => (
+                                    0,
+                                    fetch_failed(&key, reason, destination_name, store).await,
+                                ),
+                            };
                             drop((message, permit));
                             (size, done)
                         });
@@ -600,6 +609,47 @@ fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> {
         }
     }
     Ok(())
+}
+
+/// How often a message the source will not hand out is tried before it is refused.
+const FETCH_ATTEMPTS: u32 = 3;
+
+/// A message the source would not hand out: deferred, and after [`FETCH_ATTEMPTS`] runs
+/// refused with the server's words. The others go on.
+async fn fetch_failed(
+    key: &LedgerKey,
+    reason: &str,
+    destination_name: &str,
+    store: &Store,
+) -> Done {
+    let outcome = match store
+        .record_fetch_failure(key, destination_name, reason, FETCH_ATTEMPTS)
+        .await
+    {
+        Ok(refused) => {
+            let p = MessageProblem {
+                folder: key.folder.clone(),
+                key: key.key.clone(),
+                message_id: None,
+                reason: if refused {
+                    format!("the source would not hand it out {FETCH_ATTEMPTS} times: {reason}")
+                } else {
+                    format!("the source would not hand it out (tried again next run): {reason}")
+                },
+            };
+            warn!(key = %key.key, reason, refused, "cannot fetch this message; carrying on with the others");
+            Ok(if refused {
+                Outcome::Refused(p)
+            } else {
+                Outcome::Deferred(p)
+            })
+        }
+        Err(e) => Err(Stop::Store(e)),
+    };
+    Done {
+        outcome,
+        resent: false,
+    }
 }
 
 /// Records the attempt, delivers, records the outcome.

@@ -410,7 +410,7 @@ impl Source for ImapSource {
     async fn fetch(
         &mut self,
         keys: &[MessageKey],
-    ) -> Result<Vec<(MessageKey, RawMessage)>, ImapError> {
+    ) -> Result<Vec<(MessageKey, Result<RawMessage, String>)>, ImapError> {
         let uids: Vec<u32> = keys
             .iter()
             .filter_map(|k| match k {
@@ -423,7 +423,10 @@ impl Source for ImapSource {
         }
         let io = self.io_timeout;
         let set = sequence_set(&uids);
+        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
         let mut by_uid = HashMap::with_capacity(uids.len());
+        // UIDs the server answered for without a body (BODY[] NIL, or only FLAGS).
+        let mut bodiless = std::collections::HashSet::new();
         {
             let mut stream = timed(
                 "UID FETCH",
@@ -437,11 +440,22 @@ impl Source for ImapSource {
             .await?
             {
                 let fetch = item?;
-                let Some(uid) = fetch.uid else { continue };
+                let Some(uid) = fetch.uid else {
+                    // A FETCH without UID cannot be a reply to UID FETCH (RFC 3501 says
+                    // the UID comes with every one): an unsolicited flag update.
+                    debug!(seq = fetch.message, "a FETCH without UID; ignored");
+                    continue;
+                };
+                if !wanted.contains(&uid) {
+                    // Not asked for: not kept (memory is for the messages requested).
+                    debug!(uid, "a FETCH for a UID not requested; ignored");
+                    continue;
+                }
                 if fetch.body().is_none() {
-                    return Err(ImapError::Protocol(format!(
-                        "the server sent no BODY[] for UID {uid}"
-                    )));
+                    // Another client changed its flags (an unsolicited FETCH), or a NIL
+                    // body: the body may still come in its own FETCH.
+                    bodiless.insert(uid);
+                    continue;
                 }
                 // The response buffer becomes the message: no copy of its bytes.
                 by_uid.insert(uid, RawMessage::new(Bytes::from_owner(FetchedBody(fetch))));
@@ -450,7 +464,15 @@ impl Source for ImapSource {
         self.drain_unsolicited();
         Ok(uids
             .iter()
-            .filter_map(|uid| by_uid.remove(uid).map(|m| (MessageKey::Uid(*uid), m)))
+            .filter_map(|uid| match by_uid.remove(uid) {
+                Some(m) => Some((MessageKey::Uid(*uid), Ok(m))),
+                None if bodiless.contains(uid) => Some((
+                    MessageKey::Uid(*uid),
+                    Err("the server answered UID FETCH BODY.PEEK[] without the body (NIL or missing)".to_owned()),
+                )),
+                // No answer at all: expunged meanwhile; it will not be listed again.
+                None => None,
+            })
             .collect())
     }
 

@@ -269,17 +269,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     }
 
     /// `RETR` for each of `numbers` (message number, `LIST` size), returning the bodies in
-    /// order. With `pipelined`, all
-    /// commands go out in one write and the replies are read afterwards (RFC 2449
+    /// order, or for a message the server refuses (`-ERR`) its words. With `pipelined`,
+    /// all commands go out in one write and the replies are read afterwards (RFC 2449
     /// PIPELINING); otherwise one round trip per message.
     ///
     /// # Errors
-    /// Network failures, or a refused `RETR`.
+    /// Network failures.
     pub async fn retr_many(
         &mut self,
         numbers: &[(u32, u64)],
         pipelined: bool,
-    ) -> Result<Vec<Vec<u8>>, Pop3Error> {
+    ) -> Result<Vec<Result<Vec<u8>, String>>, Pop3Error> {
         // Room for each message at its LIST size (plus stuffing), so that a large message
         // is received into one allocation rather than a doubling series of copies.
         let room = |size: u64| {
@@ -294,16 +294,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             for (_, size) in numbers {
                 self.parser.reserve(room(*size));
                 let reply = self.read("RETR", Expect::MultiLine).await?;
-                out.push(self.multi("RETR", reply)?);
+                out.push(self.one_message(reply)?);
             }
         } else {
             for (n, size) in numbers {
                 self.parser.reserve(room(*size));
                 let reply = self.command("RETR", Command::Retr(*n)).await?;
-                out.push(self.multi("RETR", reply)?);
+                out.push(self.one_message(reply)?);
             }
         }
         Ok(out)
+    }
+
+    /// A `RETR` reply: the message, or the server's refusal of it.
+    fn one_message(&self, reply: Reply) -> Result<Result<Vec<u8>, String>, Pop3Error> {
+        match self.multi("RETR", reply) {
+            Ok(body) => Ok(Ok(body)),
+            Err(Pop3Error::Refused { text, .. }) => Ok(Err(format!("RETR: -ERR {text}"))),
+            Err(e) => Err(e),
+        }
     }
 
     /// `DELE` for each of `numbers` (marked only; `QUIT` commits).

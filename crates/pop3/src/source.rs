@@ -280,7 +280,7 @@ impl Source for Pop3Source {
     async fn fetch(
         &mut self,
         keys: &[MessageKey],
-    ) -> Result<Vec<(MessageKey, RawMessage)>, Pop3Error> {
+    ) -> Result<Vec<(MessageKey, Result<RawMessage, String>)>, Pop3Error> {
         let wanted: Vec<(MessageKey, u32)> = keys
             .iter()
             .filter_map(|k| match k {
@@ -296,7 +296,7 @@ impl Source for Pop3Source {
         Ok(wanted
             .into_iter()
             .map(|(k, _)| k)
-            .zip(bodies.into_iter().map(RawMessage::new))
+            .zip(bodies.into_iter().map(|b| b.map(RawMessage::new)))
             .collect())
     }
 

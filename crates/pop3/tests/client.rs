@@ -144,6 +144,7 @@ async fn pipelined_retr_sends_every_command_before_reading_a_reply() {
     .await
     .expect("no deadlock")
     .expect("retr");
+    let got: Vec<Vec<u8>> = got.into_iter().map(|r| r.expect("body")).collect();
     assert_eq!(got, bodies);
     script.await.expect("script");
 }

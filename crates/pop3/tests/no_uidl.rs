@@ -86,7 +86,14 @@ async fn without_uidl_messages_are_keyed_by_their_headers_stably() {
         };
         let ((keys, fetched), ()) = tokio::join!(client, server);
         assert_eq!(fetched.len(), 2);
-        assert!(fetched[1].1.as_bytes().ends_with(b"body 2\r\n"));
+        assert!(
+            fetched[1]
+                .1
+                .as_ref()
+                .expect("fetched")
+                .as_bytes()
+                .ends_with(b"body 2\r\n")
+        );
         sessions.push(keys);
     }
     assert_eq!(

@@ -517,6 +517,57 @@ impl Store {
         Ok(())
     }
 
+    /// Records that the source would not hand out this message (`reason`: its words).
+    /// The message is tried again at later runs; at the `limit`-th failure in a row it is
+    /// recorded as refused with the reason, and reported. A settled row is left alone.
+    /// Returns whether the message is now refused.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn record_fetch_failure(
+        &self,
+        key: &LedgerKey,
+        destination: &str,
+        reason: &str,
+        limit: u32,
+    ) -> Result<bool, StoreError> {
+        let (uid, uidl) = key.columns();
+        let now = now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
+             attempts, destination, last_error, first_seen, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, 'deferred', 1, ?6, ?7, ?8, ?8) \
+             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
+             attempts = attempts + 1, last_error = excluded.last_error, updated_at = excluded.updated_at, \
+             state = CASE WHEN attempts + 1 >= ?9 THEN 'refused' ELSE 'deferred' END \
+             WHERE state IN ('deferred', 'attempt')",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .bind(destination)
+        .bind(reason)
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        let state: String = sqlx::query_scalar(
+            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(state == "refused")
+    }
+
     /// Records a temporary refusal: the message is tried again on the next run.
     ///
     /// # Errors

@@ -18,6 +18,8 @@ pub struct Pop3Script {
     pub uidl_err: u32,
     /// Lines added to the UIDL listing as they are (garbage a server may send).
     pub extra_uidl_lines: Vec<Vec<u8>>,
+    /// Message numbers whose `RETR` gets `-ERR`.
+    pub retr_err: Vec<usize>,
 }
 
 /// The server; stops when dropped (its thread ends with the test process).
@@ -163,6 +165,9 @@ fn session(
                 None => b"-ERR no such message\r\n".to_vec(),
             },
             Some("RETR") => match n(1) {
+                Some(i) if s.retr_err.contains(&i) => {
+                    b"-ERR [SYS/PERM] message is corrupt on this server\r\n".to_vec()
+                }
                 Some(i) => [b"+OK\r\n".as_slice(), &stuffed(&s.messages[i - 1].1)].concat(),
                 None => b"-ERR no such message\r\n".to_vec(),
             },
