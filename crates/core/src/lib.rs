@@ -15,5 +15,5 @@ pub use error::{Classify, ErrorClass, requested_wait};
 pub use message::RawMessage;
 pub use secret::Secret;
 pub use traits::{
-    Destination, FolderState, ListedMessage, MessageKey, Receipt, Source, SourceAction,
+    Destination, Fetched, FolderState, ListedMessage, MessageKey, Receipt, Source, SourceAction,
 };

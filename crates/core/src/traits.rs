@@ -54,6 +54,9 @@ pub enum SourceAction {
     Delete,
 }
 
+/// One fetched message: its bytes, or the source's words on why it would not hand it out.
+pub type Fetched = Result<RawMessage, String>;
+
 /// Where messages come from: an IMAP folder or a POP3 maildrop.
 ///
 /// A source never changes a message's flags or bytes while listing or fetching.
@@ -75,7 +78,7 @@ pub trait Source: Send {
     fn fetch(
         &mut self,
         keys: &[MessageKey],
-    ) -> impl Future<Output = Result<Vec<(MessageKey, Result<RawMessage, String>)>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<(MessageKey, Fetched)>, Self::Error>> + Send;
 
     /// Applies the after-delivery policy to `keys` of `folder`, whose UIDVALIDITY must still
     /// be `uidvalidity`. The engine calls this only for messages whose delivery is

@@ -410,7 +410,7 @@ impl Source for ImapSource {
     async fn fetch(
         &mut self,
         keys: &[MessageKey],
-    ) -> Result<Vec<(MessageKey, Result<RawMessage, String>)>, ImapError> {
+    ) -> Result<Vec<(MessageKey, mailferry_core::Fetched)>, ImapError> {
         let uids: Vec<u32> = keys
             .iter()
             .filter_map(|k| match k {

@@ -280,7 +280,7 @@ impl Source for Pop3Source {
     async fn fetch(
         &mut self,
         keys: &[MessageKey],
-    ) -> Result<Vec<(MessageKey, Result<RawMessage, String>)>, Pop3Error> {
+    ) -> Result<Vec<(MessageKey, mailferry_core::Fetched)>, Pop3Error> {
         let wanted: Vec<(MessageKey, u32)> = keys
             .iter()
             .filter_map(|k| match k {
