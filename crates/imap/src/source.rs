@@ -7,7 +7,7 @@ use async_imap::{Client, Session};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage, Source, SourceAction};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::connect::{self, ConnectOptions, Stream, Tls, timed};
 use crate::error::ImapError;
@@ -375,6 +375,7 @@ impl Source for ImapSource {
             .uid_validity
             .ok_or_else(|| ImapError::Protocol(format!("no UIDVALIDITY for folder {folder:?}")))?;
         let mut messages = Vec::with_capacity(usize::try_from(mailbox.exists).unwrap_or(0));
+        let mut without_uid = 0usize;
         if mailbox.exists > 0 {
             let mut stream = timed(
                 "UID FETCH sizes",
@@ -395,8 +396,19 @@ impl Source for ImapSource {
                         size: u64::from(fetch.size.unwrap_or(0)),
                         received: fetch.internal_date().map(|d| d.timestamp()),
                     });
+                } else {
+                    without_uid += 1;
                 }
             }
+        }
+        if without_uid > 0 {
+            // Unsolicited flag updates, or a server that leaves out the UID: either way
+            // nothing to key a message by. Said, not silently dropped.
+            warn!(
+                folder,
+                count = without_uid,
+                "the listing held FETCH responses without a UID; they are not messages mailferry can track"
+            );
         }
         self.drain_unsolicited();
         messages.sort_unstable_by(|a, b| a.key.cmp(&b.key));
