@@ -24,7 +24,7 @@ fn oauth_auth(b: &Bench, scopes: &str, extra: &str) -> String {
     )
 }
 
-fn oauth_account(b: &Bench, name: &str, extra: &str) -> String {
+pub(crate) fn oauth_account(b: &Bench, name: &str, extra: &str) -> String {
     b.account(name, b.dovecot.imaps_port, "implicit", "unused")
         .replace(
             r#"auth = { method = "password", password-file = "unused" }"#,

@@ -479,3 +479,68 @@ fn log_json_writes_one_json_object_per_line_without_secrets() {
         "the password leaked: {run:?}"
     );
 }
+
+#[test]
+fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
+    let b = Bench::start();
+    // The default schedule: ten minutes between runs, so nothing below is the timer.
+    b.write_config(&[crate::oauth::oauth_account(&b, "src", "")]);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["run", "--config"])
+        .arg(b.config_path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let service_log =
+        || std::fs::read_to_string(b.dir.path().join("service.log")).unwrap_or_default();
+    // Never signed in: parked at the first run.
+    wait_for("the account to park", Duration::from_secs(30), || {
+        b.run(&["status"])
+            .stdout
+            .contains("src: parked: needs auth")
+    });
+
+    // Signing in wakes the service: the account runs within seconds, not in ten minutes.
+    let signed = Instant::now();
+    let auth = crate::oauth::sign_in_by_device(&b, "src");
+    assert_eq!(auth.code, 0, "{auth:?}");
+    assert!(
+        auth.stdout.contains("The service runs src now."),
+        "{auth:?}"
+    );
+    wait_for("the parked account's run", Duration::from_secs(20), || {
+        b.smtp.messages().len() == 1
+    });
+    assert!(signed.elapsed() < Duration::from_secs(30));
+
+    // New mail, and `run-now` instead of waiting for the interval.
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    let now = b.run(&["run-now", "src"]);
+    assert_eq!(now.code, 0, "{now:?}");
+    wait_for("the run-now run", Duration::from_secs(20), || {
+        b.smtp.messages().len() == 2
+    });
+    // `once` beside the service points at run-now.
+    let once = b.run(&["once"]);
+    assert_eq!(once.code, 1, "{once:?}");
+    assert!(once.stderr.contains("mailferry run-now"), "{once:?}");
+
+    signal(&child, "TERM");
+    let _ = child.wait();
+    assert!(
+        service_log().contains("asked to run now"),
+        "{}",
+        service_log()
+    );
+    // Without the service, run-now says so.
+    let alone = b.run(&["run-now"]);
+    assert_eq!(alone.code, 1, "{alone:?}");
+    assert!(
+        alone.stderr.contains("the service is not running"),
+        "{alone:?}"
+    );
+    let _ = child.kill();
+}

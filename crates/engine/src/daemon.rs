@@ -29,8 +29,31 @@ pub trait Hooks: Sync {
 
 impl Hooks for () {}
 
+/// Wake-up calls for accounts, by name: `mailferry run-now`, SIGUSR1, a new sign-in.
+/// Shared between the signal handler and the scheduler; survives reloads.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    bells: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+impl Wakeups {
+    fn bell(&self, account: &str) -> Arc<tokio::sync::Notify> {
+        let mut bells = self
+            .bells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(bells.entry(account.to_owned()).or_default())
+    }
+
+    /// Asks `account` to run at once (now if it is waiting, else right after its run).
+    pub fn ring(&self, account: &str) {
+        self.bell(account).notify_one();
+    }
+}
+
 struct Daemon<'a> {
     config: &'a Config,
+    wakeups: &'a Wakeups,
     store: &'a Store,
     tokens: &'a TokenKeeper,
     cancel: &'a CancellationToken,
@@ -122,6 +145,12 @@ impl Runner for Daemon<'_> {
     fn unit(&self) -> f64 {
         schedule::random_unit()
     }
+
+    async fn woken(&self, i: usize) {
+        let bell = self.wakeups.bell(&self.account(i).name);
+        bell.notified().await;
+        info!(account = %self.account(i).name, "asked to run now");
+    }
 }
 
 fn humantime_secs(d: Duration) -> String {
@@ -131,13 +160,17 @@ fn humantime_secs(d: Duration) -> String {
 
 /// Runs every account of `config` on its schedule until `cancel` fires, then returns once
 /// the runs in progress have stopped between messages. Where a stored schedule says an
-/// account is not due yet (a restart, a reload), it waits for that.
+/// account is not due yet (a restart, a reload), it waits for that, except that after a
+/// reload (`reloaded`) an account that was failing runs within a minute with its backoff
+/// reset: the reload may be the fix. `wakeups` rings accounts that must run at once.
 pub async fn serve(
     config: &Config,
     store: &Store,
     tokens: &TokenKeeper,
     cancel: &CancellationToken,
     hooks: &dyn Hooks,
+    wakeups: &Wakeups,
+    reloaded: bool,
 ) {
     let stored: HashMap<String, ScheduleRow> = match store.schedules().await {
         Ok(rows) => rows.into_iter().map(|r| (r.account.clone(), r)).collect(),
@@ -160,7 +193,13 @@ pub async fn serve(
                 };
             }
             let row = stored.get(&a.name);
-            let due_in = row.and_then(|r| r.next_run).map_or(0, |n| (n - now).max(0));
+            let mut due_in = row.and_then(|r| r.next_run).map_or(0, |n| (n - now).max(0));
+            let mut failures = row.map_or(0, |r| r.failures);
+            if reloaded && failures > 0 {
+                // The reload may be the fix: try within a minute, backoff reset.
+                due_in = due_in.min(60);
+                failures = 0;
+            }
             // Accounts that are due start a few seconds apart, not all at once.
             let spread = Duration::from_secs(10)
                 .min(a.interval / 10)
@@ -168,7 +207,7 @@ pub async fn serve(
             Slot {
                 interval: a.interval,
                 first: Duration::from_secs(u64::try_from(due_in).unwrap_or(0)).max(spread),
-                failures: row.map_or(0, |r| r.failures),
+                failures,
             }
         })
         .collect();
@@ -180,6 +219,7 @@ pub async fn serve(
     }
     let daemon = Daemon {
         config,
+        wakeups,
         store,
         tokens,
         cancel,

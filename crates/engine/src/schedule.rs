@@ -122,6 +122,12 @@ pub trait Runner: Sync {
     ) -> impl Future<Output = ()>;
     /// A random number in `[0, 1)` for jitter.
     fn unit(&self) -> f64;
+    /// Resolves when account `i` is asked to run at once (`mailferry run-now`, a new
+    /// sign-in): its backoff is reset and it runs. Never, by default.
+    fn woken(&self, i: usize) -> impl Future<Output = ()> {
+        let _ = i;
+        std::future::pending()
+    }
 }
 
 /// One account for [`drive`].
@@ -145,6 +151,10 @@ pub async fn drive<R: Runner>(slots: &[Slot], runner: &R, cancel: &CancellationT
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
+                () = runner.woken(i) => {
+                    // Asked to run now: whatever made it back off was fixed, says the user.
+                    pacer = Pacer::default();
+                }
             }
             let verdict = runner.run(i).await;
             if cancel.is_cancelled() {

@@ -125,6 +125,17 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
             .join(mailferry_store::DB_FILE)
             .display()
     );
+    // The accounts that use this sign-in run now, if the service runs: a parked account
+    // does not wait for its next interval.
+    let users: Vec<String> = config
+        .accounts
+        .iter()
+        .filter(|a| a.name == name || a.destination == name)
+        .map(|a| a.name.clone())
+        .collect();
+    if crate::wake(config, &store, &users).await? {
+        println!("The service runs {} now.", users.join(", "));
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

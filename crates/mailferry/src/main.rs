@@ -90,6 +90,13 @@ enum Command {
         #[arg(long)]
         device: bool,
     },
+    /// Ask the running service to run every account (or NAME) now, its backoff reset: after
+    /// fixing a password, a sign-in, the configuration. (SIGUSR1 to the service does the
+    /// same for every account.)
+    RunNow {
+        /// Only this account.
+        name: Option<String>,
+    },
     /// Return refused messages to the queue, after fixing what made the destination refuse
     /// them (an attachment policy, a size limit); the next run delivers them again.
     /// Works while the service runs.
@@ -216,7 +223,7 @@ fn load_for(
 ) -> Result<Config, mailferry_config::ConfigErrors> {
     use mailferry_config::SecretScope;
     let owner = match command {
-        Command::Status { .. } | Command::Retry { .. } => {
+        Command::Status { .. } | Command::Retry { .. } | Command::RunNow { .. } => {
             return mailferry_config::load_scoped(path, &SecretScope::None);
         }
         Command::Auth { name, .. }
@@ -300,6 +307,9 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
     if let Command::Check { name } = &command {
         return check(&config, name.as_deref()).await;
     }
+    if let Command::RunNow { name } = &command {
+        return run_now(&config, name.as_deref()).await;
+    }
     if let Command::Retry {
         account,
         folder,
@@ -350,6 +360,7 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
         Command::CheckConfig
         | Command::Generate { .. }
         | Command::Retry { .. }
+        | Command::RunNow { .. }
         | Command::Auth { .. }
         | Command::Status { .. }
         | Command::Check { .. } => ExitCode::SUCCESS,
@@ -370,6 +381,65 @@ pub(crate) async fn open_shared(config: &Config) -> anyhow::Result<Store> {
     Store::open_shared(&config.daemon.state_dir)
         .await
         .with_context(|| state_context(config))
+}
+
+/// Asks the running service to run `accounts` now: records the request and sends the
+/// service SIGUSR1. `false` when no service runs on this state.
+pub(crate) async fn wake(
+    config: &Config,
+    store: &Store,
+    accounts: &[String],
+) -> anyhow::Result<bool> {
+    let Some(pid) = mailferry_store::service_pid(&config.daemon.state_dir) else {
+        return Ok(false);
+    };
+    store.request_wakeup(accounts).await?;
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .context("the service's process id is not valid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1).with_context(|| {
+        format!("cannot signal the service (process {pid:?}); run this as the service's user")
+    })?;
+    Ok(true)
+}
+
+/// `mailferry run-now [NAME]`.
+async fn run_now(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let accounts: Vec<String> = match name {
+        Some(n) if config.account(n).is_none() => {
+            let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+            eprintln!(
+                "mailferry: no account is named {n:?}; known: {}",
+                known.join(", ")
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Some(n) => vec![n.to_owned()],
+        None => config
+            .accounts
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| a.name.clone())
+            .collect(),
+    };
+    let store = open_shared(config).await?;
+    let woke = wake(config, &store, &accounts).await?;
+    store.close().await;
+    if woke {
+        println!(
+            "the service runs {} now; `mailferry status` shows how it went",
+            accounts.join(", ")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "mailferry: the service is not running on {}; `mailferry once{}` runs now without it",
+            config.daemon.state_dir.display(),
+            name.map_or(String::new(), |n| format!(" --account {n}"))
+        );
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
 }
 
 /// `mailferry retry`: refused messages back to the queue.
@@ -583,11 +653,47 @@ async fn service(
         current().accounts.len()
     ));
     let mut hangup = signal(SignalKind::hangup()).ok();
+    // SIGUSR1 (`mailferry run-now`, `mailferry auth`): the accounts they asked for, or all,
+    // run now.
+    let wakeups = Arc::new(mailferry_engine::daemon::Wakeups::default());
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut usr1) => {
+            let (bells, requests, shared) = (
+                Arc::clone(&wakeups),
+                store.clone(),
+                Arc::clone(&shared_config),
+            );
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    let asked = requests.take_wakeups().await.unwrap_or_default();
+                    let names: Vec<String> = if asked.is_empty() {
+                        shared
+                            .lock()
+                            .map(|c| c.accounts.iter().map(|a| a.name.clone()).collect())
+                            .unwrap_or_default()
+                    } else {
+                        asked
+                    };
+                    info!(accounts = %names.join(", "), "SIGUSR1: running now");
+                    for n in &names {
+                        bells.ring(n);
+                    }
+                }
+            });
+            if let Err(e) = store.announce_service() {
+                warn!(cause = %e, "cannot name this process for `mailferry run-now`");
+            }
+        }
+        Err(e) => warn!(cause = %e, "cannot listen for SIGUSR1; `mailferry run-now` will not work"),
+    }
+    let mut reloaded = false;
     loop {
         let config = current();
         let round = cancel.child_token();
         let reload = {
-            let serve = mailferry_engine::daemon::serve(&config, store, tokens, &round, &*metrics);
+            let serve = mailferry_engine::daemon::serve(
+                &config, store, tokens, &round, &*metrics, &wakeups, reloaded,
+            );
             tokio::pin!(serve);
             let reload = tokio::select! {
                 () = &mut serve => false,
@@ -603,6 +709,7 @@ async fn service(
         if !reload || cancel.is_cancelled() {
             break;
         }
+        reloaded = true;
         match mailferry_config::load(path) {
             Ok(new) => {
                 for w in &new.warnings {

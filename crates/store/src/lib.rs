@@ -57,7 +57,7 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     /// Another mailferry process holds this state directory.
     #[error(
-        "another mailferry process is using the state directory {0}: stop it first (or give this one its own daemon.state-dir)"
+        "another mailferry process (the service?) is using the state directory {0}: to run accounts now beside it, use `mailferry run-now [NAME]`; otherwise stop it first (or give this one its own daemon.state-dir)"
     )]
     Busy(PathBuf),
     /// A value does not fit its column.
@@ -700,6 +700,39 @@ impl Store {
         Ok(())
     }
 
+    /// Asks the running service to run `accounts` at once (it takes them at SIGUSR1).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn request_wakeup(&self, accounts: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for a in accounts {
+            sqlx::query(
+                "INSERT INTO wakeups (account, at) VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET at = excluded.at",
+            )
+            .bind(a)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes (and forgets) the accounts asked to run at once.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn take_wakeups(&self) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let names: Vec<String> = sqlx::query_scalar("SELECT account FROM wakeups ORDER BY at")
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM wakeups").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(names)
+    }
+
     /// Starts a run of `account`; returns its id for [`Store::finish_run`].
     ///
     /// # Errors
@@ -817,6 +850,47 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// The file in which the running service names its process id.
+const SERVICE_PID: &str = "service.pid";
+
+/// The process id of the service running on `state_dir`, if one is: the state's lock is
+/// held and the service named itself (once it could take SIGUSR1).
+#[must_use]
+pub fn service_pid(state_dir: &Path) -> Option<u32> {
+    let lock = std::fs::File::open(state_dir.join("lock")).ok()?;
+    if lock.try_lock_shared().is_ok() {
+        // Nobody holds the state: a service.pid left by a crash names nobody.
+        return None;
+    }
+    std::fs::read_to_string(state_dir.join(SERVICE_PID))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Store {
+    /// Names this process as the service (call once it takes SIGUSR1); see
+    /// [`service_pid`].
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn announce_service(&self) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let path = dir.join(SERVICE_PID);
+        let file = lock_file(&path)?;
+        let prepare = |source| StoreError::Prepare {
+            path: path.clone(),
+            source,
+        };
+        file.set_len(0).map_err(prepare)?;
+        std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes())
+            .map_err(prepare)
+    }
 }
 
 /// Takes the state directory's lock without waiting.
