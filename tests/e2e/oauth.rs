@@ -666,3 +666,34 @@ fn a_token_reply_that_does_not_parse_is_never_echoed_anywhere() {
     }
     assert!(errors.contains("not shown: it may hold tokens"), "{errors}");
 }
+
+#[test]
+fn browser_sign_in_with_a_registered_localhost_redirect() {
+    let b = Bench::start();
+    b.write_config(&[oauth_account(
+        &b,
+        "src",
+        r#", flow = "browser", redirect-uri = "http://localhost""#,
+    )]);
+    let mut child = spawn_auth(&b, &["src"]);
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    let url = read_until(&mut out, &mut seen, |l| {
+        l.starts_with(&b.dovecot.idp.url("/authorize?"))
+    });
+    let url = url.trim();
+    // The registered redirect, with this sign-in's port (loopback ports are not matched).
+    assert!(
+        url.contains("redirect_uri=http%3A%2F%2Flocalhost%3A"),
+        "{url}"
+    );
+    let location = location_of(&http_get_raw(url));
+    assert!(location.starts_with("http://localhost:"), "{location}");
+    // The browser resolves localhost to the loopback address.
+    let page = http_get_raw(&location.replacen("localhost", "127.0.0.1", 1));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let auth = finish(child, out, seen);
+    assert_eq!(auth.code, 0, "{auth:?}");
+    // The code exchange sent the same redirect URI (the IdP checks it).
+    assert_eq!(count(&b, "code_exchanges"), 1);
+}

@@ -387,6 +387,32 @@ destination = "home"
     }
 
     #[test]
+    fn readme_pointers_in_errors_name_sections_that_exist() {
+        let readme = include_str!("../../../README.md");
+        let headings: Vec<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("### ").or_else(|| l.strip_prefix("## ")))
+            .collect();
+        let sources = [
+            include_str!("oauth.rs"),
+            include_str!("model.rs"),
+            include_str!("../../mailferry/src/auth.rs"),
+        ];
+        let mut found = 0;
+        for text in sources {
+            for piece in text.split("README: \\\"").skip(1) {
+                let name = piece.split("\\\"").next().unwrap_or_default();
+                found += 1;
+                assert!(
+                    headings.contains(&name),
+                    "the README has no section {name:?}; it has {headings:?}"
+                );
+            }
+        }
+        assert!(found >= 3, "no README pointers found ({found})");
+    }
+
+    #[test]
     fn pop3_accounts_take_the_pop3_preset_and_refuse_folders() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "gmx.pass", "pw");

@@ -872,7 +872,7 @@ impl Checker<'_> {
             None => {
                 self.err(
                     format!("{key}.auth"),
-                    "missing: set it to { method = \"oauth2\", client-id = \"...\", client-secret-file = \"...\" } (README: \"Gmail\")".into(),
+                    "missing: set it to { method = \"oauth2\", client-id = \"...\", client-secret-file = \"...\" } (README: \"Into Gmail, through the Gmail API (recommended for Gmail)\")".into(),
                 );
                 None
             }

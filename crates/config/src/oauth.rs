@@ -60,6 +60,8 @@ pub struct OAuthSettings {
     pub authorize_params: Vec<(String, String)>,
     /// How `mailferry auth` signs in.
     pub flow: SignInFlow,
+    /// The app's registered redirect URI, when not `http://127.0.0.1:PORT/`.
+    pub redirect_uri: Option<String>,
 }
 
 const MS_RESOURCE: &str = "https://outlook.office.com/";
@@ -151,7 +153,7 @@ impl Checker<'_> {
         if client_id.is_none() {
             self.err(
                 format!("{key}.client-id"),
-                "missing: set it to the application (client) id of your app registration (README: \"Registering an app\")".into(),
+                "missing: set it to the application (client) id of your app registration (README: \"Outlook.com, Hotmail, Live, MSN (OAuth2)\" or \"Into Gmail, through the Gmail API (recommended for Gmail)\")".into(),
             );
         }
         let client_secret = if raw.client_secret_file.is_some() || raw.client_secret_env.is_some() {
@@ -257,6 +259,15 @@ impl Checker<'_> {
                 "missing: the browser flow needs the authorization endpoint".into(),
             );
         }
+        let redirect_uri = raw.redirect_uri.clone();
+        if let Some(r) = &redirect_uri
+            && url::Url::parse(r).is_err()
+        {
+            self.err(
+                format!("{key}.redirect-uri"),
+                format!("{r:?} is not a URL; write it as registered with the app, e.g. \"http://localhost\""),
+            );
+        }
         let authorize_params = if provider == OAuthProvider::Google {
             // A refresh token only with offline access, and only on fresh consent.
             vec![
@@ -276,6 +287,7 @@ impl Checker<'_> {
             scopes,
             authorize_params,
             flow,
+            redirect_uri,
         })
     }
 }

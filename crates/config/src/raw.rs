@@ -162,4 +162,8 @@ pub struct RawAuth {
     pub scopes: Option<Vec<String>>,
     /// OAuth2: how `mailferry auth` signs in: `device` or `browser`.
     pub flow: Option<String>,
+    /// OAuth2: the redirect URI registered with the app (browser flow), when it is not
+    /// `http://127.0.0.1:PORT/`: `http://localhost` (the port is chosen at sign-in), or
+    /// any other (then the URL the browser ends on is pasted).
+    pub redirect_uri: Option<String>,
 }

@@ -76,6 +76,7 @@ pub fn provider(s: &OAuthSettings) -> Provider {
         device_url: s.device_url.clone(),
         scopes: s.scopes.clone(),
         authorize_params: s.authorize_params.clone(),
+        redirect_uri: s.redirect_uri.clone(),
     }
 }
 

@@ -18,6 +18,7 @@ fn settings(idp: &FakeIdp) -> OAuthSettings {
         device_url: Some(idp.url("/devicecode")),
         scopes: vec!["smtp".into(), "offline_access".into()],
         authorize_params: Vec::new(),
+        redirect_uri: None,
         flow: SignInFlow::Device,
     }
 }

@@ -42,7 +42,7 @@ fn target<'a>(
         ),
         (Some(t), None) | (None, Some(t)) => Ok(t),
         (None, None) if account.is_some() || destination.is_some() => bail!(
-            "{name:?} does not sign in with OAuth2; set auth = {{ method = \"oauth2\", client-id = \"...\" }} for it (README: \"Outlook.com\")"
+            "{name:?} does not sign in with OAuth2; set auth = {{ method = \"oauth2\", client-id = \"...\" }} for it (README: \"Outlook.com, Hotmail, Live, MSN (OAuth2)\")"
         ),
         (None, None) => {
             let known: Vec<String> = tokens::oauth_owners(config)

@@ -59,7 +59,7 @@ impl BrowserSignIn {
                 source,
             })?
             .port();
-        let redirect_uri = format!("http://127.0.0.1:{port}/");
+        let (redirect_uri, listen) = redirect_for(p.redirect_uri.as_deref(), port, listen);
         let redirect = RedirectUrl::new(redirect_uri.clone())
             .map_err(|e| OAuthError::Config(e.to_string()))?;
         let client = OAuth::client_for(p)?.set_redirect_uri(redirect);
@@ -124,6 +124,33 @@ impl BrowserSignIn {
         oauth
             .exchange_code(p, &code, &self.verifier, &self.redirect_uri)
             .await
+    }
+}
+
+/// The redirect URI to send, and whether the loopback listener can catch it. The default
+/// is `http://127.0.0.1:PORT/`. A registered `http://localhost` (or `127.0.0.1`, `[::1]`)
+/// without a port gets this sign-in's port: Microsoft and Google ignore the port of a
+/// loopback redirect. Any other registered URI is sent as it is, and the user pastes the
+/// address the browser ends on.
+fn redirect_for(registered: Option<&str>, port: u16, listen: bool) -> (String, bool) {
+    let Some(r) = registered else {
+        return (format!("http://127.0.0.1:{port}/"), listen);
+    };
+    match url::Url::parse(r) {
+        Ok(mut u)
+            if u.scheme() == "http"
+                && matches!(
+                    u.host(),
+                    Some(url::Host::Domain("localhost"))
+                        | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+                        | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+                )
+                && u.port().is_none() =>
+        {
+            let _ = u.set_port(Some(port));
+            (u.to_string(), listen)
+        }
+        _ => (r.to_owned(), false),
     }
 }
 
@@ -352,6 +379,32 @@ mod tests {
         assert_eq!(code.ok().as_deref(), Some("the-code"));
     }
 
+    #[test]
+    fn a_registered_redirect_is_used_with_this_sign_ins_port_when_loopback() {
+        assert_eq!(
+            redirect_for(None, 4711, true),
+            ("http://127.0.0.1:4711/".to_owned(), true)
+        );
+        assert_eq!(
+            redirect_for(Some("http://localhost"), 4711, true),
+            ("http://localhost:4711/".to_owned(), true)
+        );
+        assert_eq!(
+            redirect_for(Some("http://localhost/callback"), 4711, true),
+            ("http://localhost:4711/callback".to_owned(), true)
+        );
+        // Not loopback, or a fixed port: sent as registered, and pasted back.
+        let native = "https://login.microsoftonline.com/common/oauth2/nativeclient";
+        assert_eq!(
+            redirect_for(Some(native), 4711, true),
+            (native.to_owned(), false)
+        );
+        assert_eq!(
+            redirect_for(Some("http://localhost:8400/"), 4711, true),
+            ("http://localhost:8400/".to_owned(), false)
+        );
+    }
+
     #[tokio::test]
     async fn debug_hides_the_verifier_and_state() {
         let p = crate::Provider {
@@ -363,6 +416,7 @@ mod tests {
             device_url: None,
             scopes: vec!["imap".into()],
             authorize_params: Vec::new(),
+            redirect_uri: None,
         };
         let s = BrowserSignIn::new(&p, false).await.expect("sign-in");
         let shown = format!("{s:?}");

@@ -40,7 +40,8 @@ impl Refusal {
         match aad.as_str() {
             "700082" | "70008" | "50173" | "700084" => return Self::Expired,
             "65001" => return Self::Consent,
-            "7000112" | "7000218" | "700016" | "700025" | "7000215" | "50011" => {
+            "7000112" | "7000218" | "700016" | "700025" | "7000215" | "50011" | "50020"
+            | "90023" | "70011" => {
                 return Self::Registration;
             }
             _ => {}
@@ -205,7 +206,7 @@ impl Classify for OAuthError {
                 "the account has not consented to the scopes mailferry asks for: run `mailferry auth NAME` and accept them (a work account may need its administrator's consent)"
             }
             (Refusal::Registration, ProviderKind::Microsoft) => {
-                "the app registration cannot be used like this: check the client-id, and in the Azure portal under Authentication set \"Allow public client flows\" to Yes and supported account types to include personal Microsoft accounts"
+                "the app registration cannot be used like this (a client-id Microsoft does not know, public client flows off, personal accounts not allowed, a redirect URI or scope it was not registered with): see README \"Outlook.com, Hotmail, Live, MSN (OAuth2)\" for both ways to get a registration, \"Allow public client flows\" = Yes, personal Microsoft accounts allowed, and redirect-uri as registered"
             }
             (Refusal::Registration, _) => {
                 "the app registration cannot be used like this: check client-id and client-secret-file against the provider's console"

@@ -52,6 +52,8 @@ pub struct Provider {
     pub scopes: Vec<String>,
     /// Extra query parameters of the authorization URL (Google: `access_type=offline`).
     pub authorize_params: Vec<(String, String)>,
+    /// The registered redirect URI of the browser flow, when not `http://127.0.0.1:PORT/`.
+    pub redirect_uri: Option<String>,
 }
 
 /// What a successful sign-in or refresh returns.

@@ -162,8 +162,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(400, oauth_error("invalid_request", "missing " + ",".join(missing)))
         if q.get("code_challenge_method") != "S256":
             return self.reply(400, oauth_error("invalid_request", "code_challenge_method must be S256"))
-        if not q["redirect_uri"].startswith("http://127.0.0.1:"):
-            return self.reply(400, oauth_error("invalid_request", "redirect_uri not registered"))
+        # Registered: http://127.0.0.1 and http://localhost, any port (loopback rule).
+        if not q["redirect_uri"].startswith(("http://127.0.0.1:", "http://localhost:")):
+            return self.reply(400, oauth_error("invalid_request", "AADSTS50011: The redirect URI specified in the request does not match the redirect URIs configured for the application.", 50011))
         code = "code-" + secrets.token_urlsafe(12)
         with LOCK:
             STATE["codes"][code] = {
