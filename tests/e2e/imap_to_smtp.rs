@@ -301,3 +301,40 @@ fn smtp_login_failure_stops_the_run_and_settles_nothing() {
     );
     assert_eq!(b.smtp.messages().len(), 3);
 }
+
+#[test]
+fn status_after_once_reads_naturally_and_config_warnings_follow_every_commands_output() {
+    let b = Bench::start();
+    // A warning-worthy setting: an interval below the floor.
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    std::fs::write(
+        b.config_path(),
+        config.replace(
+            "destination = \"home\"\n",
+            "destination = \"home\"\ninterval = \"1m\"\n",
+        ),
+    )
+    .expect("config");
+    b.dovecot
+        .add_message("INBOX", &mailferry_testkit::fixtures::simple(1));
+    assert_eq!(b.run(&["once"]).code, 0);
+    let status = b.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let first = status.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("src: ok, last success just now")
+            || first.starts_with("src: ok, last success 1s ago")
+            || first.starts_with("src: ok, last success 2s ago"),
+        "{status:?}"
+    );
+    assert!(!status.stdout.contains("not run yet"), "{status:?}");
+    assert!(!status.stdout.contains("in 0s"), "{status:?}");
+    // The warning comes with status too, on stderr, not mixed into its output.
+    assert!(
+        status
+            .stderr
+            .contains("mailferry: warning: account[0].interval is below daemon.min-interval"),
+        "{status:?}"
+    );
+    assert!(!status.stdout.contains("warning"), "{status:?}");
+}

@@ -159,9 +159,25 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    for w in &config.warnings {
-        warn!("{w}");
+    // The service logs the configuration's warnings; other commands print them after their
+    // output, where they are read.
+    let warnings = config.warnings.clone();
+    let service = matches!(cli.command, Command::Run);
+    if service {
+        for w in &warnings {
+            warn!("{w}");
+        }
     }
+    let code = main_with(cli, config);
+    if !service {
+        for w in &warnings {
+            eprintln!("mailferry: warning: {w}");
+        }
+    }
+    code
+}
+
+fn main_with(cli: Cli, config: Config) -> ExitCode {
     if matches!(cli.command, Command::CheckConfig) {
         println!(
             "{}: ok ({} account{}, {} destination{})",

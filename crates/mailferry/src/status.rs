@@ -77,7 +77,12 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
         let mut state = match (a.enabled, row) {
             (false, _) => "disabled".to_owned(),
             (true, Some(r)) => r.state.clone(),
-            (true, None) => "not run yet".to_owned(),
+            // Not run by the service, but maybe by `mailferry once`.
+            (true, None) => match &totals.last_run {
+                None => "not run yet".to_owned(),
+                Some((_, None)) => "ok".to_owned(),
+                Some((_, Some(_))) => "failing".to_owned(),
+            },
         };
         let mut hint = row.and_then(|r| r.last_hint.clone());
         if let SourceAuth::OAuth2(_) = &a.auth {
@@ -99,7 +104,9 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
             account: a.name.clone(),
             state,
             last_success: row.and_then(|r| r.last_success).or(totals.last_success),
-            last_run: row.and_then(|r| r.last_run),
+            last_run: row
+                .and_then(|r| r.last_run)
+                .or(totals.last_run.as_ref().map(|(t, _)| *t)),
             next_run: row.and_then(|r| r.next_run).filter(|_| a.enabled),
             failures_in_a_row: row.map_or(0, |r| r.failures),
             delivered_total: totals.delivered,
@@ -107,7 +114,9 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
             deferred: totals.deferred,
             failed_runs_24h: totals.failed_runs_24h,
             refused,
-            last_error: row.and_then(|r| r.last_error.clone()),
+            last_error: row
+                .and_then(|r| r.last_error.clone())
+                .or_else(|| totals.last_run.as_ref().and_then(|(_, e)| e.clone())),
             hint,
             sign_in,
         });
@@ -128,6 +137,15 @@ pub async fn health(config: &Config) -> anyhow::Result<ExitCode> {
         println!("unhealthy: {p}");
     }
     Ok(ExitCode::from(1))
+}
+
+/// "3m ago", or "just now", for a time that has passed (never "in 0s").
+fn ago(t: i64, now: i64) -> String {
+    if now - t < 1 {
+        "just now".to_owned()
+    } else {
+        relative(t, now)
+    }
 }
 
 /// "3m ago", "in 7m", from a Unix time.
@@ -161,7 +179,7 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         for s in &all {
             let mut line = format!("{}: {}", s.account, s.state);
             match s.last_success {
-                Some(t) => line.push_str(&format!(", last success {}", relative(t, now))),
+                Some(t) => line.push_str(&format!(", last success {}", ago(t, now))),
                 None => line.push_str(", no successful run yet"),
             }
             if let Some(t) = s.next_run {
@@ -224,10 +242,13 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::relative;
+    use super::{ago, relative};
 
     #[test]
     fn times_read_naturally() {
+        assert_eq!(ago(100, 100), "just now");
+        assert_eq!(ago(101, 100), "just now");
+        assert_eq!(ago(100, 100 + 180), "3m ago");
         assert_eq!(relative(100, 100), "in 0s");
         assert_eq!(relative(100 + 420, 100), "in 7m");
         assert_eq!(relative(100, 100 + 180), "3m ago");

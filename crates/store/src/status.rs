@@ -43,6 +43,8 @@ pub struct Totals {
     pub failed_runs_24h: u64,
     /// The last successful run's end (from the runs table), Unix seconds.
     pub last_success: Option<i64>,
+    /// The last run's end, and its error if it failed (from the runs table).
+    pub last_run: Option<(i64, Option<String>)>,
 }
 
 impl Store {
@@ -126,7 +128,14 @@ impl Store {
         .bind(account)
         .fetch_one(&self.pool)
         .await?;
+        let last_run: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT finished_at, error FROM runs WHERE account = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(Totals {
+            last_run: last_run.and_then(|(t, e)| t.map(|t| (t, e))),
             delivered: count(r.get(0)),
             delivered_24h: count(r.get(1)),
             refused: count(r.get(2)),
