@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailferry_testkit::fixtures;
+use mailferry_testkit::{USER, fixtures};
 
 use crate::util::Bench;
 
@@ -542,5 +542,98 @@ fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
         alone.stderr.contains("the service is not running"),
         "{alone:?}"
     );
+    let _ = child.kill();
+}
+
+#[test]
+fn a_revoked_sign_in_gets_one_notice_and_one_webhook_call_and_one_more_on_recovery() {
+    let b = Bench::start();
+    let hook = mailferry_testkit::HttpSink::start();
+    let account = crate::oauth::oauth_account(&b, "src", "");
+    b.write_config(&[account]);
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    // Runs every second (the override), so that the account is parked run after run.
+    let config = config
+        .replace(
+            "[daemon]\n",
+            "[daemon]\nmin-interval = \"1s\"\nallow-short-intervals = true\n",
+        )
+        .replace(
+            "destination = \"home\"\n",
+            "destination = \"home\"\ninterval = \"1s\"\n",
+        )
+        + &format!(
+            "\n[notify]\nwebhook = \"{}\"\nping-url = \"{}\"\n",
+            hook.url("/hook"),
+            hook.url("/ping")
+        );
+    std::fs::write(b.config_path(), config).expect("config");
+    assert_eq!(crate::oauth::sign_in_by_device(&b, "src").code, 0);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["run", "--config"])
+        .arg(b.config_path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    wait_for("the first delivery", Duration::from_secs(20), || {
+        b.smtp.messages().len() == 1
+    });
+    let hooks = |hook: &mailferry_testkit::HttpSink| -> Vec<String> {
+        hook.requests()
+            .into_iter()
+            .filter(|r| r.path == "/hook")
+            .map(|r| r.body)
+            .collect()
+    };
+    assert!(hooks(&hook).is_empty(), "a notice while all is well");
+    wait_for("a ping after a good run", Duration::from_secs(10), || {
+        hook.requests().iter().any(|r| r.path == "/ping")
+    });
+
+    // The sign-in dies: parked, and told exactly once, however many runs follow.
+    b.dovecot.idp.set("declared_ttl", "0");
+    b.dovecot.idp.revoke(USER);
+    wait_for("the webhook notice", Duration::from_secs(30), || {
+        hooks(&hook).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let notices = |b: &Bench| -> Vec<String> {
+        b.smtp
+            .messages()
+            .into_iter()
+            .map(|m| String::from_utf8_lossy(&m.raw).into_owned())
+            .filter(|m| m.contains("Auto-Submitted: auto-generated"))
+            .collect()
+    };
+    assert_eq!(hooks(&hook).len(), 1, "{:?}", hooks(&hook));
+    assert_eq!(notices(&b).len(), 1, "{:?}", notices(&b));
+    let notice = &notices(&b)[0];
+    assert!(
+        notice.contains("Subject: mailferry: src needs a new sign-in"),
+        "{notice}"
+    );
+    assert!(notice.contains("mailferry auth src"), "{notice}");
+    let v: serde_json::Value = serde_json::from_str(&hooks(&hook)[0]).expect("json");
+    assert_eq!(v["event"], "parked");
+    assert_eq!(v["account"], "src");
+
+    // Signed in again: one recovery notice, one more webhook call.
+    b.dovecot.idp.set("declared_ttl", "3600");
+    assert_eq!(crate::oauth::sign_in_by_device(&b, "src").code, 0);
+    wait_for("the recovery notice", Duration::from_secs(30), || {
+        hooks(&hook).len() == 2
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hooks(&hook).len(), 2);
+    let v: serde_json::Value = serde_json::from_str(&hooks(&hook)[1]).expect("json");
+    assert_eq!(v["event"], "recovered");
+    assert_eq!(notices(&b).len(), 2);
+    assert!(notices(&b)[1].contains("Subject: mailferry: src works again"));
+
+    signal(&child, "TERM");
+    let _ = child.wait();
     let _ = child.kill();
 }

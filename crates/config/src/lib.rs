@@ -23,8 +23,8 @@ pub use load::{load, load_scoped};
 pub use mailferry_core::Secret;
 pub use model::{
     AccountConfig, AfterDelivery, Config, DEFAULT_SPAM_FOLDERS, Daemon, DestinationConfig,
-    DestinationKind, Endpoint, FirstRun, GmailAuth, GmailConfig, GmailMode, Protocol, SecretScope,
-    SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
+    DestinationKind, Endpoint, FirstRun, GmailAuth, GmailConfig, GmailMode, Notify, Protocol,
+    SecretScope, SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
 };
 pub use oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use presets::{Preset, preset};

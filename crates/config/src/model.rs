@@ -19,8 +19,24 @@ pub struct Config {
     pub destinations: Vec<DestinationConfig>,
     /// Every `[[account]]`, names unique, each referring to an existing destination.
     pub accounts: Vec<AccountConfig>,
+    /// `[notify]`
+    pub notify: Notify,
     /// Things that work but that the user should hear about (logged at start).
     pub warnings: Vec<String>,
+}
+
+/// When and where the user hears that an account broke or recovered.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    /// A short message into the account's own destination (unless the destination is
+    /// what broke).
+    pub in_destination: bool,
+    /// A JSON POST per notice.
+    pub webhook: Option<String>,
+    /// A GET after every successful run.
+    pub ping_url: Option<String>,
+    /// Failed runs in a row that make an account "failing".
+    pub after: u32,
 }
 
 /// Process-wide settings.
@@ -349,6 +365,7 @@ impl Config {
             read_secrets: true,
         };
         let daemon = cx.daemon(raw.daemon.unwrap_or_default());
+        let notify = cx.notify(raw.notify.unwrap_or_default());
 
         let mut destinations = Vec::new();
         let mut names = HashSet::new();
@@ -391,6 +408,7 @@ impl Config {
                 daemon,
                 destinations,
                 accounts,
+                notify,
                 warnings: cx.warnings,
             })
         } else {
@@ -606,6 +624,36 @@ impl Checker<'_> {
                 self.err(key, format!("cannot read {}: {e}", path.display()));
                 None
             }
+        }
+    }
+
+    fn notify(&mut self, raw: crate::raw::RawNotify) -> Notify {
+        let mut url = |key: &str, value: Option<String>| {
+            let v = value?;
+            if crate::oauth::url_ok(&v) {
+                Some(v)
+            } else {
+                self.err(
+                    format!("notify.{key}"),
+                    format!("{v:?} must be an https:// URL (plain http only to 127.0.0.1)"),
+                );
+                None
+            }
+        };
+        let webhook = url("webhook", raw.webhook);
+        let ping_url = url("ping-url", raw.ping_url);
+        let after = raw.notify_after.unwrap_or(3);
+        if after == 0 {
+            self.err(
+                "notify.notify-after".into(),
+                "must be at least 1 (failed runs in a row)".into(),
+            );
+        }
+        Notify {
+            in_destination: raw.in_destination.unwrap_or(true),
+            webhook,
+            ping_url,
+            after: after.max(1),
         }
     }
 

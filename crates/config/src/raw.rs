@@ -15,6 +15,22 @@ pub struct RawConfig {
     /// `[[account]]`
     #[serde(default)]
     pub account: Vec<RawAccount>,
+    /// `[notify]`
+    pub notify: Option<RawNotify>,
+}
+
+/// `[notify]`: telling the user when an account breaks and recovers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RawNotify {
+    /// Notices into the account's own destination (default true).
+    pub in_destination: Option<bool>,
+    /// URL that gets a JSON POST per notice.
+    pub webhook: Option<String>,
+    /// URL called (GET) after every successful run: a dead man's switch.
+    pub ping_url: Option<String>,
+    /// Failed runs in a row before a notice (default 3).
+    pub notify_after: Option<u32>,
 }
 
 /// `[daemon]`

@@ -131,6 +131,16 @@ impl Runner for Daemon<'_> {
         if let Err(e) = self.store.save_schedule(&row).await {
             warn!(cause = %e, "cannot record the schedule");
         }
+        crate::notice::after_run(
+            self.config,
+            account,
+            self.store,
+            self.tokens,
+            &report,
+            state,
+            failures,
+        )
+        .await;
         info!(
             account = %account.name,
             delivered = report.counts.delivered,

@@ -13,6 +13,7 @@ mod build;
 pub mod check;
 pub mod daemon;
 mod deliver;
+mod notice;
 mod report;
 mod run;
 pub mod schedule;

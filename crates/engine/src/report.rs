@@ -27,6 +27,8 @@ pub struct ErrorReport {
     pub hint: Option<String>,
     /// How long the server asked us to stay away, if it said.
     pub retry_after: Option<std::time::Duration>,
+    /// Whether the destination is what failed (then a notice cannot go into it).
+    pub blames_destination: bool,
 }
 
 impl ErrorReport {
@@ -47,6 +49,7 @@ impl ErrorReport {
             message,
             hint: err.hint().map(str::to_owned),
             retry_after: err.retry_after(),
+            blames_destination: false,
         }
     }
 

@@ -150,7 +150,8 @@ async fn run_account(
             Stop::Destination(_) => &account.destination,
             _ => &account.name,
         };
-        let r = stop.report().naming(owner);
+        let mut r = stop.report().naming(owner);
+        r.blames_destination = matches!(stop, Stop::Destination(_));
         warn!(cause = %r.message, class = ?r.class, "run ended early");
         report.error = Some(r);
     }

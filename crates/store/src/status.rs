@@ -101,6 +101,33 @@ impl Store {
             .collect())
     }
 
+    /// What the user was last told about `account` (see the `notified` column).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn notified(&self, account: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT notified FROM schedule WHERE account = ?",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
+    /// Records what the user was told about `account`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn set_notified(&self, account: &str, what: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE schedule SET notified = ? WHERE account = ?")
+            .bind(what)
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Totals of `account` from the ledger and the runs.
     ///
     /// # Errors

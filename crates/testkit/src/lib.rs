@@ -15,9 +15,11 @@
 
 mod fake_pop3;
 pub mod fixtures;
+mod http_sink;
 mod machine;
 
 pub use fake_pop3::{FakePop3, Pop3Script};
+pub use http_sink::{HttpSink, Request};
 pub use machine::{Machine, Ran};
 
 use std::io::{BufRead, BufReader};
