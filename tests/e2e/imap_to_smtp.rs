@@ -253,11 +253,51 @@ fn dry_run_lists_without_fetching_delivering_or_recording() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
         summary(&run, "src"),
-        "src: 3 new (dry run: nothing fetched or delivered)",
+        "src: 3 would be delivered (dry run: nothing fetched, delivered or recorded)",
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("  INBOX: 3\n"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("Sender 0 <sender0@origin.example>  test message 0"),
         "{run:?}"
     );
     assert!(b.smtp.messages().is_empty());
     assert!(b.ledger_states().is_empty());
+}
+
+#[test]
+fn a_dry_run_answers_will_this_flood_my_inbox_beside_the_service() {
+    let b = Bench::start();
+    for n in 0..7 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    let second = b
+        .account("fresh", b.dovecot.imaps_port, "implicit", "src.pass")
+        .replace(
+            "destination = \"home\"\n",
+            "destination = \"home\"\nfirst-run = \"new-only\"\n",
+        );
+    std::fs::write(b.config_path(), config + &second).expect("config");
+    // The state is held, as by the running service.
+    let _held = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(mailferry_store::Store::open(&b.state_dir()))
+        .expect("hold the state");
+    let run = b.run(&["once", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // All of it for first-run = all, with the first five shown...
+    assert!(run.stdout.contains("src: 7 would be delivered"), "{run:?}");
+    assert!(run.stdout.contains("    ... and 2 more"), "{run:?}");
+    // ...and nothing for new-only: what is there now is not delivered.
+    assert!(
+        run.stdout.contains("fresh: 0 would be delivered"),
+        "{run:?}"
+    );
+    assert!(b.smtp.messages().is_empty());
 }
 
 #[test]

@@ -81,6 +81,27 @@ impl RawMessage {
             .map(str::to_owned)
     }
 
+    /// `(Date, From, Subject)` as a person reads them, for previews; empty when missing.
+    #[must_use]
+    pub fn summary(&self) -> (String, String, String) {
+        let Some(m) = self.header_message() else {
+            return Default::default();
+        };
+        let date = m.date().map(|d| d.to_rfc3339()).unwrap_or_default();
+        let from = m
+            .from()
+            .and_then(|a| a.first())
+            .map(|a| match (a.name(), a.address()) {
+                (Some(n), Some(addr)) => format!("{n} <{addr}>"),
+                (None, Some(addr)) => addr.to_owned(),
+                (Some(n), None) => n.to_owned(),
+                (None, None) => String::new(),
+            })
+            .unwrap_or_default();
+        let subject = m.subject().unwrap_or_default().to_owned();
+        (date, from, subject)
+    }
+
     /// Parses the header block only; the body is never needed here.
     fn header_message(&self) -> Option<mail_parser::Message<'_>> {
         mail_parser::MessageParser::new().parse_headers(&self.bytes)

@@ -102,6 +102,16 @@ pub trait Source: Send {
         async { Ok(()) }
     }
 
+    /// The header blocks of `keys` (for `once --dry-run`'s preview), without changing a
+    /// flag; messages that are gone are left out. None, by default.
+    fn headers(
+        &mut self,
+        keys: &[MessageKey],
+    ) -> impl Future<Output = Result<Vec<(MessageKey, RawMessage)>, Self::Error>> + Send {
+        let _ = keys;
+        async { Ok(Vec::new()) }
+    }
+
     /// What this source wants remembered for its next session, after [`Source::open`]
     /// (POP3: whether messages are keyed by UIDL or by a header hash). The engine stores it
     /// and hands it back through the adapter's constructor.

@@ -19,7 +19,7 @@ mod run;
 pub mod schedule;
 pub mod tokens;
 
-pub use report::{AccountReport, ErrorReport, MessageProblem};
+pub use report::{AccountReport, ErrorReport, FolderPreview, MessageProblem};
 pub use run::{Observer, RunOptions, run_once};
 pub use tokens::{TokenError, TokenKeeper};
 

@@ -31,6 +31,17 @@ pub struct ErrorReport {
     pub blames_destination: bool,
 }
 
+/// What a dry run found in one folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderPreview {
+    /// The folder.
+    pub folder: String,
+    /// Messages that would be delivered.
+    pub count: u64,
+    /// The first few: (date, from, subject).
+    pub first: Vec<(String, String, String)>,
+}
+
 impl ErrorReport {
     /// Captures `err` with its chain of causes.
     pub fn from_error<E: std::error::Error + Classify>(err: &E) -> Self {
@@ -64,6 +75,8 @@ impl ErrorReport {
 /// The outcome of one account's run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountReport {
+    /// Dry run: per folder, what would be delivered (count, and the first few).
+    pub preview: Vec<FolderPreview>,
     /// Account name.
     pub account: String,
     /// The counts stored in the `runs` table.

@@ -328,9 +328,26 @@ async fn gather_folder<S: Source>(
                 .map_err(Stop::Store)?,
         )
     };
+    let first_look = if opts.dry_run {
+        store
+            .folder_sight(&account.name, folder)
+            .await
+            .map_err(Stop::Store)?
+            .is_none()
+    } else {
+        false
+    };
     match sight {
-        // Dry run: nothing is recorded.
-        None => {}
+        // Dry run: nothing is recorded, but first-run is applied to what is shown.
+        None => {
+            if first_look {
+                state.messages.retain(|m| match account.first_run {
+                    FirstRun::All => true,
+                    FirstRun::NewOnly => false,
+                    FirstRun::Since(t) => m.received.is_none_or(|r| r >= t),
+                });
+            }
+        }
         Some(None) => {
             // The folder's first run: first-run decides what of its present content to skip.
             let skipped: Vec<MessageKey> = state
@@ -405,6 +422,20 @@ async fn gather_folder<S: Source>(
     report.new += new.len() as u64;
     debug!(folder, new = new.len(), settled = settled.len(), "listed");
     if opts.dry_run {
+        const PREVIEW: usize = 5;
+        let keys: Vec<MessageKey> = new.iter().take(PREVIEW).map(|m| m.key.clone()).collect();
+        let first = source
+            .headers(&keys)
+            .await
+            .map_err(|e| Stop::source(&e))?
+            .into_iter()
+            .map(|(_, h)| h.summary())
+            .collect();
+        report.preview.push(crate::report::FolderPreview {
+            folder: folder.to_owned(),
+            count: new.len() as u64,
+            first,
+        });
         return Ok(());
     }
     if !new.is_empty() {

@@ -488,6 +488,48 @@ impl Source for ImapSource {
             .collect())
     }
 
+    async fn headers(
+        &mut self,
+        keys: &[MessageKey],
+    ) -> Result<Vec<(MessageKey, RawMessage)>, ImapError> {
+        let uids: Vec<u32> = keys
+            .iter()
+            .filter_map(|k| match k {
+                MessageKey::Uid(uid) => Some(*uid),
+                MessageKey::Uidl(_) => None,
+            })
+            .collect();
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let io = self.io_timeout;
+        let set = sequence_set(&uids);
+        let mut by_uid = HashMap::new();
+        {
+            let mut stream = timed(
+                "UID FETCH headers",
+                io,
+                self.session.uid_fetch(&set, "(UID BODY.PEEK[HEADER])"),
+            )
+            .await?;
+            while let Some(item) = timed("UID FETCH headers", io, async {
+                Ok::<_, ImapError>(stream.next().await)
+            })
+            .await?
+            {
+                let fetch = item?;
+                if let (Some(uid), Some(h)) = (fetch.uid, fetch.header()) {
+                    by_uid.insert(uid, RawMessage::new(h.to_vec()));
+                }
+            }
+        }
+        self.drain_unsolicited();
+        Ok(uids
+            .iter()
+            .filter_map(|u| by_uid.remove(u).map(|m| (MessageKey::Uid(*u), m)))
+            .collect())
+    }
+
     async fn check_settle(&mut self, action: &SourceAction) -> Result<(), ImapError> {
         let caps = self.capabilities().await?;
         let has = |c: &str| caps.iter().any(|x| x.eq_ignore_ascii_case(c));

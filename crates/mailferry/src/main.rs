@@ -347,9 +347,14 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
         }
         return status::run(&config, *json).await;
     }
-    let store = Store::open(&config.daemon.state_dir)
-        .await
-        .with_context(|| state_context(&config))?;
+    // A dry run reads only: it runs beside the service, without the state's lock.
+    let store = if matches!(command, Command::Once { dry_run: true, .. }) {
+        open_shared(&config).await?
+    } else {
+        Store::open(&config.daemon.state_dir)
+            .await
+            .with_context(|| state_context(&config))?
+    };
     let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
@@ -568,9 +573,18 @@ async fn once(
 fn print_report(r: &AccountReport, dry_run: bool) {
     if dry_run {
         println!(
-            "{}: {} new (dry run: nothing fetched or delivered)",
+            "{}: {} would be delivered (dry run: nothing fetched, delivered or recorded)",
             r.account, r.new
         );
+        for p in &r.preview {
+            println!("  {}: {}", p.folder, p.count);
+            for (date, from, subject) in &p.first {
+                println!("    {date}  {from}  {subject}");
+            }
+            if p.count > p.first.len() as u64 {
+                println!("    ... and {} more", p.count - p.first.len() as u64);
+            }
+        }
     } else {
         let c = &r.counts;
         let mut line = format!(

@@ -322,6 +322,24 @@ impl Source for Pop3Source {
         self.client.dele_many(&numbers).await
     }
 
+    async fn headers(
+        &mut self,
+        keys: &[MessageKey],
+    ) -> Result<Vec<(MessageKey, RawMessage)>, Pop3Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let MessageKey::Uidl(u) = k else { continue };
+            let Some(n) = self.numbers.get(u).copied() else {
+                continue;
+            };
+            out.push((
+                k.clone(),
+                RawMessage::new(self.client.top_headers(n).await?),
+            ));
+        }
+        Ok(out)
+    }
+
     fn memo(&self) -> Option<String> {
         self.keys.map(|k| k.as_memo().to_owned())
     }
