@@ -92,3 +92,41 @@ fn check_names_the_failing_step_for_each_account() {
     assert_eq!(one.code, 0, "{one:?}");
     assert!(!one.stdout.contains("wrongpw"), "{one:?}");
 }
+
+#[test]
+fn check_walks_the_way_out_and_finds_a_refused_envelope() {
+    let b = Bench::start();
+    let strict = mailferry_testkit::SmtpReceiver::start_with_policy(
+        &b.dovecot.pki,
+        &[crate::util::RCPT],
+        None,
+    );
+    let account = b.account("src", b.dovecot.imaps_port, "implicit", "src.pass");
+    b.write_raw(
+        &b.smtp_destination("home", strict.port),
+        std::slice::from_ref(&account),
+    );
+    let good = b.run(&["check", "src"]);
+    assert_eq!(good.code, 0, "{good:?}");
+    assert!(good.stdout.contains("destination home:"), "{good:?}");
+    assert!(
+        good.stdout
+            .contains("ok    envelope: MAIL FROM and RCPT TO accepted"),
+        "{good:?}"
+    );
+
+    let typo = b
+        .smtp_destination("home", strict.port)
+        .replace(crate::util::RCPT, "gathred@home.example");
+    b.write_raw(&typo, &[account]);
+    let bad = b.run(&["check", "home"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stdout.contains("FAIL  probe:"), "{bad:?}");
+    assert!(bad.stdout.contains("(550): 5.1.1"), "{bad:?}");
+    assert!(
+        bad.stdout
+            .contains("check envelope-to of the destination home"),
+        "{bad:?}"
+    );
+    assert!(strict.messages().is_empty(), "check sent a message");
+}

@@ -607,3 +607,45 @@ fn retries_that_outlast_the_access_token_take_a_fresh_one_and_never_say_sign_in_
         idp.stats()
     );
 }
+
+#[test]
+fn check_finds_a_missing_gmail_scope_and_status_shows_the_destination_sign_in() {
+    let b = Bench::start();
+    let gmail = FakeGmail::start(&b.dovecot.idp);
+    // Signed in without gmail.readonly, which exactly-once (the default) needs.
+    let auth = oauth_auth(&b).replace(r#", "https://www.googleapis.com/auth/gmail.readonly""#, "");
+    write_gmail_config(&b, &gmail, "", &auth);
+    assert_eq!(crate::oauth::sign_in_by_device(&b, "gmail").code, 0);
+    let check = b.run(&["check", "gmail"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(
+        check.stdout.contains(
+            "FAIL  scopes: the sign-in lacks https://www.googleapis.com/auth/gmail.readonly"
+        ),
+        "{check:?}"
+    );
+    assert!(check.stdout.contains("`mailferry auth gmail`"), "{check:?}");
+    let status = b.run(&["status"]);
+    assert!(
+        status.stdout.contains("destination gmail: signed in as "),
+        "{status:?}"
+    );
+
+    // With every scope: the API answers and the labels are named.
+    write_gmail_config(&b, &gmail, "", &oauth_auth(&b));
+    assert_eq!(crate::oauth::sign_in_by_device(&b, "gmail").code, 0);
+    let check = b.run(&["check", "gmail"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("ok    api: the Gmail API answers for"),
+        "{check:?}"
+    );
+    assert!(
+        check
+            .stdout
+            .contains("created at the first import: Outlook"),
+        "{check:?}"
+    );
+}

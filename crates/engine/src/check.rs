@@ -4,10 +4,15 @@
 
 use std::time::Duration;
 
-use mailferry_config::{AccountConfig, Config, Protocol, SourceAuth, TlsMode};
+use mailferry_config::{
+    AccountConfig, Config, DestinationConfig, DestinationKind, Endpoint, Protocol, SourceAuth,
+    TlsMode,
+};
 use mailferry_core::Source;
 
 use crate::build;
+use crate::deliver::Delivery;
+use crate::report::ErrorReport;
 use crate::run::Stop;
 use crate::tokens::{self, TokenKeeper};
 
@@ -25,7 +30,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn ok(step: &str, detail: String) -> Self {
+    pub(crate) fn ok(step: &str, detail: String) -> Self {
         Self {
             step: step.to_owned(),
             ok: true,
@@ -51,71 +56,8 @@ pub async fn account(
     tokens: &TokenKeeper,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let e = &account.endpoint;
-    let limit = config.daemon.connect_timeout;
-    let target = format!("{}:{}", e.host, e.port);
-
-    match tokio::time::timeout(limit, tokio::net::lookup_host(target.clone())).await {
-        Ok(Ok(addrs)) => {
-            let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
-            out.push(Finding::ok(
-                "dns",
-                format!("{} -> {}", e.host, addrs.join(", ")),
-            ));
-        }
-        Ok(Err(err)) => {
-            out.push(Finding::fail(
-                "dns",
-                format!("cannot resolve {}: {err}", e.host),
-                Some("check the host name (or the provider preset) and this machine's DNS".into()),
-            ));
-            return out;
-        }
-        Err(_) => {
-            out.push(Finding::fail(
-                "dns",
-                format!("no answer within {limit:?}"),
-                None,
-            ));
-            return out;
-        }
-    }
-
-    match mailferry_tls::tcp(&e.host, e.port, limit).await {
-        Ok(tcp) => {
-            out.push(Finding::ok("tcp", format!("connected to {target}")));
-            if e.tls == TlsMode::Implicit {
-                let tls = mailferry_tls::client_config(e.ca_pem.as_deref());
-                let handshake = match tls {
-                    Ok(c) => mailferry_tls::handshake(c, &e.host, tcp, limit)
-                        .await
-                        .map(drop),
-                    Err(err) => Err(err),
-                };
-                match handshake {
-                    Ok(()) => out.push(Finding::ok(
-                        "tls",
-                        format!("handshake done; the certificate is valid for {}", e.host),
-                    )),
-                    Err(err) => {
-                        out.push(Finding::fail(
-                            "tls",
-                            err.to_string(),
-                            Some("the server's certificate is not trusted for this host name: check host, or set tls-ca-file for a private CA; if the port does not speak TLS at once, set tls = \"starttls\"".into()),
-                        ));
-                        return out;
-                    }
-                }
-            }
-        }
-        Err(err) => {
-            out.push(Finding::fail(
-                "tcp",
-                format!("cannot connect to {target}: {err}"),
-                Some("check host and port, that the server is up, and that no firewall is in the way".into()),
-            ));
-            return out;
-        }
+    if !reach(&account.endpoint, config.daemon.connect_timeout, &mut out).await {
+        return out;
     }
 
     if let SourceAuth::OAuth2(_) = &account.auth {
@@ -251,6 +193,76 @@ pub async fn account(
     out
 }
 
+/// DNS, TCP and (for implicit TLS) the handshake to `e`; `false` after a failure.
+async fn reach(e: &Endpoint, limit: Duration, out: &mut Vec<Finding>) -> bool {
+    let target = format!("{}:{}", e.host, e.port);
+
+    match tokio::time::timeout(limit, tokio::net::lookup_host(target.clone())).await {
+        Ok(Ok(addrs)) => {
+            let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            out.push(Finding::ok(
+                "dns",
+                format!("{} -> {}", e.host, addrs.join(", ")),
+            ));
+        }
+        Ok(Err(err)) => {
+            out.push(Finding::fail(
+                "dns",
+                format!("cannot resolve {}: {err}", e.host),
+                Some("check the host name (or the provider preset) and this machine's DNS".into()),
+            ));
+            return false;
+        }
+        Err(_) => {
+            out.push(Finding::fail(
+                "dns",
+                format!("no answer within {limit:?}"),
+                None,
+            ));
+            return false;
+        }
+    }
+
+    match mailferry_tls::tcp(&e.host, e.port, limit).await {
+        Ok(tcp) => {
+            out.push(Finding::ok("tcp", format!("connected to {target}")));
+            if e.tls == TlsMode::Implicit {
+                let tls = mailferry_tls::client_config(e.ca_pem.as_deref());
+                let handshake = match tls {
+                    Ok(c) => mailferry_tls::handshake(c, &e.host, tcp, limit)
+                        .await
+                        .map(drop),
+                    Err(err) => Err(err),
+                };
+                match handshake {
+                    Ok(()) => out.push(Finding::ok(
+                        "tls",
+                        format!("handshake done; the certificate is valid for {}", e.host),
+                    )),
+                    Err(err) => {
+                        out.push(Finding::fail(
+                            "tls",
+                            err.to_string(),
+                            Some("the server's certificate is not trusted for this host name: check host, or set tls-ca-file for a private CA; if the port does not speak TLS at once, set tls = \"starttls\"".into()),
+                        ));
+                        return false;
+                    }
+                }
+            }
+        }
+        Err(err) => {
+            out.push(Finding::fail(
+                "tcp",
+                format!("cannot connect to {target}: {err}"),
+                Some("check host and port, that the server is up, and that no firewall is in the way".into()),
+            ));
+            return false;
+        }
+    }
+
+    true
+}
+
 /// Opens every configured folder read-only and counts its messages.
 async fn folders<S: Source>(account: &AccountConfig, mut source: S, out: &mut Vec<Finding>) {
     for folder in &account.folders {
@@ -268,4 +280,132 @@ async fn folders<S: Source>(account: &AccountConfig, mut source: S, out: &mut Ve
         }
     }
     let _ = source.close().await;
+}
+
+/// Checks the way out: `dest`, as the first account delivering there uses it. SMTP: DNS,
+/// TCP, TLS, login, and the envelope (`MAIL FROM`/`RCPT TO`, then `RSET`: nothing is
+/// sent). Gmail API: the sign-in and its scopes, `getProfile`, the labels.
+pub async fn destination(
+    config: &Config,
+    dest: &DestinationConfig,
+    tokens: &TokenKeeper,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Some(account) = config.accounts.iter().find(|a| a.destination == dest.name) else {
+        out.push(Finding::ok("use", "no account delivers here".into()));
+        return out;
+    };
+    let owner = tokens::destination_owner(&dest.name);
+    let needed: Vec<(&str, &str)> = match &dest.kind {
+        DestinationKind::Smtp(s) => {
+            if !reach(&s.endpoint, config.daemon.connect_timeout, &mut out).await {
+                return out;
+            }
+            Vec::new()
+        }
+        DestinationKind::Gmail(g) => {
+            let mut v = vec![(
+                "https://www.googleapis.com/auth/gmail.insert",
+                "to import (or gmail.modify, or https://mail.google.com/)",
+            )];
+            if !account.labels.is_empty() {
+                v.push((
+                    "https://www.googleapis.com/auth/gmail.labels",
+                    "to create the labels",
+                ));
+            }
+            if g.exactly_once {
+                v.push((
+                    "https://www.googleapis.com/auth/gmail.readonly",
+                    "to look up an interrupted import (exactly-once; or set exactly-once = false)",
+                ));
+            }
+            v
+        }
+    };
+    if dest.oauth().is_some() && !sign_in(tokens, &owner, &dest.name, &needed, &mut out).await {
+        return out;
+    }
+    let delivery = match Delivery::new(dest, account, &config.daemon, tokens).await {
+        Ok(d) => d,
+        Err(e) => {
+            let r = ErrorReport::from_error(&e).naming(&dest.name);
+            out.push(Finding::fail("setup", r.message, r.hint));
+            return out;
+        }
+    };
+    match delivery.probe(&mut out).await {
+        Ok(()) => {}
+        Err(e) => {
+            let r = ErrorReport::from_error(&e).naming(&dest.name);
+            out.push(Finding::fail("probe", r.message, r.hint));
+        }
+    }
+    delivery.close().await;
+    out
+}
+
+/// The stored sign-in of `owner`, and whether it grants `needed` (scope, what for).
+async fn sign_in(
+    tokens: &TokenKeeper,
+    owner: &str,
+    name: &str,
+    needed: &[(&str, &str)],
+    out: &mut Vec<Finding>,
+) -> bool {
+    match tokens.store().token(owner).await {
+        Ok(Some(t)) => {
+            if let Some(reason) = t.parked {
+                out.push(Finding::fail(
+                    "sign-in",
+                    format!("parked: {reason}"),
+                    Some(format!("sign in again with `mailferry auth {name}`")),
+                ));
+                return false;
+            }
+            let who = t.subject.clone().unwrap_or_else(|| "?".into());
+            out.push(Finding::ok(
+                "sign-in",
+                format!("signed in as {who}; scopes: {}", t.scopes.join(" ")),
+            ));
+            let broad = |s: &str| {
+                matches!(
+                    s,
+                    "https://mail.google.com/" | "https://www.googleapis.com/auth/gmail.modify"
+                )
+            };
+            let missing: Vec<String> = needed
+                .iter()
+                .filter(|(scope, _)| {
+                    !t.scopes.iter().any(|g| g == scope || broad(g))
+                        && !(scope.ends_with("gmail.readonly") && t.scopes.iter().any(|g| broad(g)))
+                })
+                .map(|(scope, why)| format!("{scope} ({why})"))
+                .collect();
+            if missing.is_empty() {
+                true
+            } else {
+                out.push(Finding::fail(
+                    "scopes",
+                    format!("the sign-in lacks {}", missing.join(", ")),
+                    Some(format!(
+                        "add the scope to the app (Google: OAuth consent screen > Data access), then `mailferry auth {name}` and accept every scope"
+                    )),
+                ));
+                false
+            }
+        }
+        Ok(None) => {
+            out.push(Finding::fail(
+                "sign-in",
+                "not signed in yet".into(),
+                Some(format!("sign in once with `mailferry auth {name}`")),
+            ));
+            false
+        }
+        Err(e) => {
+            out.push(Finding::fail("sign-in", e.to_string(), None));
+            false
+        }
+    }
 }

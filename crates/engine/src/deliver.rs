@@ -356,6 +356,58 @@ impl<'a> Delivery<'a> {
         }
     }
 
+    /// `mailferry check`'s walk through this destination, adding what it finds to `out`.
+    pub(crate) async fn probe(
+        &self,
+        out: &mut Vec<crate::check::Finding>,
+    ) -> Result<(), DeliveryError> {
+        use crate::check::Finding;
+        match &self.kind {
+            Kind::Smtp { smtp, .. } => {
+                let features = smtp.probe().await?;
+                out.push(Finding::ok(
+                    "login",
+                    format!("session ready; {}", features.join(" ")),
+                ));
+                out.push(Finding::ok(
+                    "envelope",
+                    "MAIL FROM and RCPT TO accepted (taken back with RSET; nothing sent)".into(),
+                ));
+            }
+            Kind::Gmail {
+                gmail,
+                config,
+                token,
+            } => {
+                let tokens = self.gmail_tokens(token);
+                let email = gmail.profile(&tokens).await?;
+                out.push(Finding::ok(
+                    "api",
+                    format!("the Gmail API answers for {email}"),
+                ));
+                let have = gmail.label_names(&tokens).await?;
+                let wanted: Vec<String> = self
+                    .labels(config, "INBOX")
+                    .into_iter()
+                    .filter(|l| !have.iter().any(|h| h.eq_ignore_ascii_case(l)))
+                    .collect();
+                out.push(Finding::ok(
+                    "labels",
+                    if wanted.is_empty() {
+                        format!("{} labels; every label to set exists", have.len())
+                    } else {
+                        format!(
+                            "{} labels; created at the first import: {}",
+                            have.len(),
+                            wanted.join(", ")
+                        )
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this destination can tell if an unconfirmed delivery arrived.
     pub(crate) fn can_look_up(&self) -> bool {
         matches!(&self.kind, Kind::Gmail { config, .. } if config.exactly_once)

@@ -393,6 +393,33 @@ impl GmailDestination {
         Ok(map)
     }
 
+    /// The mailbox's address (`users.getProfile`): whether the API answers with this sign-in.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn profile(&self, tokens: &dyn AccessToken) -> Result<String, GmailError> {
+        let answer = self
+            .call("getProfile", false, tokens, |c| c.get(self.api("profile")))
+            .await?;
+        let v: Value = parse(&answer.body)?;
+        Ok(v["emailAddress"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The names of the mailbox's labels (`labels.list`).
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn label_names(&self, tokens: &dyn AccessToken) -> Result<Vec<String>, GmailError> {
+        let mut names: Vec<String> = self
+            .list_labels(tokens)
+            .await?
+            .into_values()
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Label ids for `names`: system labels (`INBOX`, `UNREAD`, `SPAM`, ...) as they are,
     /// user labels looked up once per mailbox (case-insensitively, as Gmail compares
     /// them) and created when missing. A creation that conflicts (another process, a

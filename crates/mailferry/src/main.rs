@@ -499,9 +499,18 @@ async fn retry(
 async fn check(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> {
     if let Some(n) = name
         && config.account(n).is_none()
+        && config.destination(n).is_none()
     {
-        let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
-        anyhow::bail!("no account is named {n:?}; known: {}", known.join(", "));
+        let known: Vec<_> = config
+            .accounts
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(config.destinations.iter().map(|d| d.name.as_str()))
+            .collect();
+        anyhow::bail!(
+            "no account or destination is named {n:?}; known: {}",
+            known.join(", ")
+        );
     }
     let store = Store::open_shared(&config.daemon.state_dir)
         .await
@@ -513,13 +522,9 @@ async fn check(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> 
         })?;
     let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
     let mut failed = false;
-    for account in config
-        .accounts
-        .iter()
-        .filter(|a| name.is_none_or(|n| n == a.name))
-    {
-        println!("{}:", account.name);
-        for f in mailferry_engine::check::account(config, account, &tokens).await {
+    let print = |findings: Vec<mailferry_engine::check::Finding>| {
+        let mut failed = false;
+        for f in findings {
             println!(
                 "  {:<5} {}: {}",
                 if f.ok { "ok" } else { "FAIL" },
@@ -531,6 +536,24 @@ async fn check(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> 
             }
             failed |= !f.ok;
         }
+        failed
+    };
+    for account in config
+        .accounts
+        .iter()
+        .filter(|a| name.is_none_or(|n| n == a.name))
+    {
+        println!("{}:", account.name);
+        failed |= print(mailferry_engine::check::account(config, account, &tokens).await);
+    }
+    // The way out too: every destination, or the one of the account (or the one) named.
+    for dest in config.destinations.iter().filter(|d| {
+        name.is_none_or(|n| {
+            n == d.name || config.account(n).is_some_and(|a| a.destination == d.name)
+        })
+    }) {
+        println!("destination {}:", dest.name);
+        failed |= print(mailferry_engine::check::destination(config, dest, &tokens).await);
     }
     store.close().await;
     Ok(if failed {

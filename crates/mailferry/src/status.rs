@@ -230,6 +230,34 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if !json {
+        let store = crate::open_shared(config).await?;
+        let now = mailferry_oauth::now();
+        for d in &config.destinations {
+            if d.oauth().is_none() {
+                continue;
+            }
+            let line = match store.token(&tokens::destination_owner(&d.name)).await? {
+                None => format!(
+                    "not signed in: sign in once with `mailferry auth {}`",
+                    d.name
+                ),
+                Some(t) if t.parked.is_some() => format!(
+                    "parked: needs auth ({}): sign in again with `mailferry auth {}`",
+                    t.parked.unwrap_or_default(),
+                    d.name
+                ),
+                Some(t) => format!(
+                    "signed in as {}, access token expires {}, refreshed {}",
+                    t.subject.as_deref().unwrap_or("?"),
+                    relative(t.expires_at, now),
+                    ago(t.refreshed_at, now)
+                ),
+            };
+            println!("destination {}: {line}", d.name);
+        }
+        store.close().await;
+    }
     let trouble = all
         .iter()
         .any(|s| s.state.starts_with("parked") || s.state.starts_with("failing"));

@@ -231,6 +231,53 @@ impl SmtpDestination {
         Ok(conn)
     }
 
+    /// Walks the way out without sending anything: connects (TLS, EHLO, AUTH), then offers
+    /// the envelope (`MAIL FROM` with `envelope-from`, or the first recipient when each
+    /// message's own sender is used; `RCPT TO` each recipient) and takes it back with
+    /// `RSET`. Returns the extensions the server announced.
+    ///
+    /// # Errors
+    /// Where the way fails, classified like a delivery's errors ([`SmtpError::Envelope`]
+    /// for a refused envelope).
+    pub async fn probe(&self) -> Result<Vec<String>, SmtpError> {
+        let mut conn = self.connect().await?;
+        let info = conn.server_info();
+        let mut features: Vec<String> = [
+            (Extension::StartTls, "STARTTLS"),
+            (Extension::EightBitMime, "8BITMIME"),
+            (Extension::SmtpUtfEight, "SMTPUTF8"),
+        ]
+        .into_iter()
+        .filter(|(e, _)| info.supports_feature(*e))
+        .map(|(_, n)| n.to_owned())
+        .collect();
+        for m in [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2] {
+            if info.supports_auth_mechanism(m) {
+                features.push(format!("AUTH={m}"));
+            }
+        }
+        let io = self.opts.io_timeout;
+        let (from, cause) = match &self.from {
+            Some(f) => (Some(f.clone()), EnvelopeCause::ConfiguredSender),
+            None => (self.to.first().cloned(), EnvelopeCause::SenderFromMessage),
+        };
+        envelope_reply(
+            "MAIL",
+            cause,
+            within("MAIL", io, conn.command(Mail::new(from, Vec::new()))).await?,
+        )?;
+        for to in &self.to {
+            envelope_reply(
+                "RCPT",
+                EnvelopeCause::Recipient,
+                within("RCPT", io, conn.command(Rcpt::new(to.clone(), Vec::new()))).await?,
+            )?;
+        }
+        let _ = within("RSET", io, conn.command(Rset)).await;
+        let _ = within("QUIT", io, conn.quit()).await;
+        Ok(features)
+    }
+
     /// Replaces the OAuth2 access token used by the next connection (after a refresh).
     pub fn set_token(&self, new: &str) {
         let mut login = self

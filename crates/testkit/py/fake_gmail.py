@@ -196,6 +196,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(200, dict(STATE["stats"]))
         if not self.authorized():
             return
+        if url.path == "/gmail/v1/users/me/profile":
+            return self.reply(200, {"emailAddress": "alice@test.example", "messagesTotal": len(STATE["messages"]),
+                                    "threadsTotal": len(STATE["messages"]), "historyId": "1"})
         if url.path == "/gmail/v1/users/me/labels":
             with LOCK:
                 STATE["stats"]["label_lists"] += 1
