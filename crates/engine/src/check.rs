@@ -376,10 +376,7 @@ async fn sign_in(
             };
             let missing: Vec<String> = needed
                 .iter()
-                .filter(|(scope, _)| {
-                    !t.scopes.iter().any(|g| g == scope || broad(g))
-                        && !(scope.ends_with("gmail.readonly") && t.scopes.iter().any(|g| broad(g)))
-                })
+                .filter(|(scope, _)| !t.scopes.iter().any(|g| g == scope || broad(g)))
                 .map(|(scope, why)| format!("{scope} ({why})"))
                 .collect();
             if missing.is_empty() {
