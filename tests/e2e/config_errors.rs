@@ -145,3 +145,86 @@ fn password_from_the_environment() {
         "{err}"
     );
 }
+
+#[test]
+fn init_writes_a_short_config_that_checks_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mailferry.toml");
+    let init = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+            .arg("init")
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run init")
+    };
+    let out = init(&[
+        "--source",
+        "gmx",
+        "--address",
+        "me@gmx.net",
+        "--dest",
+        "smtp:mail.home.example",
+        "--to",
+        "me@home.example",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).expect("written");
+    assert!(text.contains("provider = \"gmx\""), "{text}");
+    assert!(
+        text.contains("envelope-to = [\"me@home.example\"]"),
+        "{text}"
+    );
+    assert!(text.lines().count() < 30, "not short: {text}");
+    assert!(said.contains("gmx.pass"), "{said}");
+    assert!(said.contains("mailferry check"), "{said}");
+    // With the password in place, the file checks out fully.
+    std::fs::write(dir.path().join("gmx.pass"), "app-password\n").expect("pass");
+    let check = crate::util::run_with_config(&path, &["check-config"]);
+    assert_eq!(check.code, 0, "{check:?}");
+
+    // Never over an existing file.
+    let again = init(&[
+        "--source",
+        "outlook",
+        "--address",
+        "me@outlook.com",
+        "--dest",
+        "gmail",
+        "--to",
+        "me@gmail.com",
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&path).expect("kept"), text);
+
+    // Outlook into Gmail: both sign in with OAuth2, and init says so.
+    std::fs::remove_file(&path).expect("rm");
+    let oauth = init(&[
+        "--source",
+        "outlook",
+        "--address",
+        "me@outlook.com",
+        "--dest",
+        "gmail",
+        "--to",
+        "me@gmail.com",
+        "--client-id",
+        "the-id",
+    ]);
+    let said = String::from_utf8_lossy(&oauth.stdout);
+    assert!(oauth.status.success(), "{said}");
+    assert!(said.contains("mailferry auth outlook"), "{said}");
+    assert!(said.contains("mailferry auth inbox"), "{said}");
+    // Without a terminal, a missing answer is named.
+    std::fs::remove_file(&path).expect("rm");
+    let missing = init(&["--source", "gmx"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--address is missing"));
+}

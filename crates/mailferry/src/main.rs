@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 mod auth;
+mod init;
 mod metrics;
 mod notify;
 mod status;
@@ -114,6 +115,9 @@ enum Command {
         #[arg(long)]
         refused: bool,
     },
+    /// Write a first configuration (at --config) for one source and one destination, from
+    /// flags or questions on a terminal; never over an existing file. Says what to run next.
+    Init(init::Answers),
     /// Write the man page or a shell completion script to standard output (for packagers).
     #[command(hide = true)]
     Generate {
@@ -144,6 +148,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Generate { what } = cli.command {
         return generate(what);
+    }
+    if let Command::Init(answers) = cli.command {
+        return match init::run(&cli.config, answers) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("mailferry: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
     }
     init_logging(matches!(cli.command, Command::Run), cli.log_json);
     if rustls::crypto::ring::default_provider()
@@ -380,6 +393,7 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
         }
         Command::CheckConfig
         | Command::Generate { .. }
+        | Command::Init(_)
         | Command::Retry { .. }
         | Command::RunNow { .. }
         | Command::Auth { .. }
