@@ -2,7 +2,7 @@
 //! server (Dovecot cannot be made to): `-ERR` to `UIDL` from a server that has it, unique
 //! ids listed twice, listing lines that are not UTF-8 or not lines, a CAPA that changes.
 
-use mailferry_testkit::{FakePop3, Pop3Script, USER, fixtures};
+use mailferry_testkit::{FakeImap, FakePop3, ImapScript, Pop3Script, USER, fixtures};
 
 use crate::util::{Bench, summary};
 
@@ -174,4 +174,70 @@ fn a_message_the_server_will_not_hand_out_is_deferred_then_refused_and_stops_not
         "{run:?}"
     );
     assert_eq!(b.smtp.messages().len(), 3);
+}
+
+fn imap_config(b: &Bench, fake: &FakeImap) {
+    let account = format!(
+        "[[account]]\nname = \"odd\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{USER}\"\nauth = {{ method = \"password\", password-file = \"src.pass\" }}\ndestination = \"home\"\n",
+        fake.port
+    );
+    b.write_config(&[account]);
+}
+
+fn inbox(n: u32) -> Vec<(u32, Vec<u8>)> {
+    (1..=n).map(|u| (u, fixtures::simple(u as usize))).collect()
+}
+
+#[test]
+fn another_clients_flag_change_during_a_fetch_stops_nothing() {
+    let b = Bench::start();
+    let fake = FakeImap::start(ImapScript {
+        messages: inbox(3),
+        unsolicited_flags: true,
+        ..ImapScript::default()
+    });
+    imap_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "odd"),
+        "odd: fetched 3, delivered 3, skipped 0, failed 0",
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_nil_body_fails_only_its_message_and_is_refused_after_three_runs() {
+    let b = Bench::start();
+    let fake = FakeImap::start(ImapScript {
+        messages: inbox(3),
+        nil_body: vec![2],
+        ..ImapScript::default()
+    });
+    imap_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "odd"),
+        "odd: fetched 3, delivered 2, skipped 0, failed 1",
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("without the body (NIL or missing)"),
+        "{run:?}"
+    );
+    b.run(&["once"]);
+    let third = b.run(&["once"]);
+    assert!(
+        third
+            .stdout
+            .contains("refused INBOX UID 2: the source would not hand it out 3 times"),
+        "{third:?}"
+    );
+    let fourth = b.run(&["once"]);
+    assert_eq!(
+        summary(&fourth, "odd"),
+        "odd: fetched 0, delivered 0, skipped 0, failed 0",
+        "{fourth:?}"
+    );
+    assert_eq!(b.smtp.messages().len(), 2);
+    let _ = fake;
 }

@@ -13,11 +13,13 @@
 #![warn(missing_docs)]
 #![allow(clippy::missing_panics_doc)]
 
+mod fake_imap;
 mod fake_pop3;
 pub mod fixtures;
 mod http_sink;
 mod machine;
 
+pub use fake_imap::{FakeImap, ImapScript};
 pub use fake_pop3::{FakePop3, Pop3Script};
 pub use http_sink::{HttpSink, Request};
 pub use machine::{Machine, Ran};
