@@ -241,3 +241,79 @@ fn a_nil_body_fails_only_its_message_and_is_refused_after_three_runs() {
     assert_eq!(b.smtp.messages().len(), 2);
     let _ = fake;
 }
+
+#[test]
+fn lying_sizes_cannot_raise_memory_past_the_limit_and_too_large_is_refused_with_the_reason() {
+    let b = Bench::start();
+    // Announced as 1 KB each: 12 messages of 8 MB, one of 40 MB (over the 32 MB limit), and
+    // one small one announced as 200 MB (refused without being fetched).
+    let mut messages: Vec<(u32, Vec<u8>)> = (1..=12)
+        .map(|u| (u, fixtures::sized(u as usize, 8 << 20)))
+        .collect();
+    messages.push((13, fixtures::sized(13, 40 << 20)));
+    messages.push((14, fixtures::simple(14)));
+    let mut announced: Vec<(u32, u64)> = (1..=13).map(|u| (u, 1024)).collect();
+    announced.push((14, 200 << 20));
+    let fake = FakeImap::start(ImapScript {
+        messages: messages.clone(),
+        announced,
+        ..ImapScript::default()
+    });
+    imap_config(&b, &fake);
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    std::fs::write(
+        b.config_path(),
+        config.replace("[daemon]\n", "[daemon]\nmax-message-size = \"32MiB\"\n"),
+    )
+    .expect("config");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["once", "--config"])
+        .arg(b.config_path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kb: u64 = 0;
+    while child.try_wait().expect("wait").is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let peak_mb = peak_kb >> 10;
+    eprintln!("peak RSS with a lying server: {peak_mb} MB");
+    // 12 x 8 MB + 40 MB arrive; the limit is 32 MB: the peak stays near limit + a message.
+    assert!(peak_mb < 32 + 8 + 48, "peak RSS {peak_mb} MB");
+    assert!(
+        stdout.contains("refused INBOX UID 14: the server announces 209715200 bytes"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("deferred INBOX UID 14"), "{stdout}");
+    // The rest come in the next runs (a run holds at most the limit of liars' bodies).
+    let mut said = stdout.into_owned();
+    for _ in 0..6 {
+        said.push_str(&b.run(&["once"]).stdout);
+    }
+    assert!(
+        said.contains("refused INBOX UID 13: the message is larger than max-message-size"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("deferred INBOX UID 13"),
+        "refused at once: {said}"
+    );
+    let got = b.smtp.messages();
+    assert_eq!(got.len(), 12, "{said}");
+    let whole: Vec<Vec<u8>> = (1..=12).map(|u| fixtures::sized(u, 8 << 20)).collect();
+    for m in &got {
+        assert!(whole.contains(&m.raw), "a message was cut ({} bytes)", m.raw.len());
+    }
+}

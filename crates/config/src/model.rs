@@ -54,6 +54,9 @@ pub struct Daemon {
     pub max_connections_per_host: usize,
     /// Where to serve `/metrics` and `/healthz`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Largest message fetched (bytes); larger ones are refused with the reason, without
+    /// being held in memory whole. Gmail's import limit by default.
+    pub max_message_size: u64,
 }
 
 /// How a connection is secured.
@@ -456,6 +459,9 @@ pub(crate) struct Checker<'a> {
 
 const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
+/// Gmail's import limit: 150 MB.
+const DEFAULT_MAX_MESSAGE: u64 = 150 * 1024 * 1024;
+
 impl Checker<'_> {
     pub(crate) fn err(&mut self, key: String, message: String) {
         self.errors.push(ConfigError {
@@ -711,6 +717,25 @@ impl Checker<'_> {
             max_connections_per_host: usize::try_from(max_connections_per_host.max(1))
                 .unwrap_or(20),
             metrics_listen,
+            max_message_size: match raw
+                .max_message_size
+                .as_ref()
+                .map(crate::raw::toml_size::Size::bytes)
+            {
+                None => DEFAULT_MAX_MESSAGE,
+                Some(Ok(n)) if n >= 1024 => n,
+                Some(Ok(_)) => {
+                    self.err(
+                        "daemon.max-message-size".into(),
+                        "is below 1 KiB; no real message fits".into(),
+                    );
+                    DEFAULT_MAX_MESSAGE
+                }
+                Some(Err(e)) => {
+                    self.err("daemon.max-message-size".into(), e);
+                    DEFAULT_MAX_MESSAGE
+                }
+            },
         }
     }
 

@@ -51,6 +51,57 @@ pub struct RawDaemon {
     pub max_connections_per_host: Option<u32>,
     /// Address for Prometheus metrics and /healthz.
     pub metrics_listen: Option<String>,
+    /// Largest message fetched: bytes, or e.g. "150MB".
+    pub max_message_size: Option<toml_size::Size>,
+}
+
+/// A size in bytes, written as a number or as text with a unit.
+pub mod toml_size {
+    /// `150000000`, `"150MB"`, `"2 MiB"`, `"512kB"`.
+    #[derive(Debug, Clone, serde::Deserialize)]
+    #[serde(untagged)]
+    pub enum Size {
+        /// Bytes.
+        Bytes(u64),
+        /// Text with a unit.
+        Text(String),
+    }
+
+    impl Size {
+        /// The number of bytes, or why the text is not a size.
+        ///
+        /// # Errors
+        /// When the text is not a number with a known unit.
+        pub fn bytes(&self) -> Result<u64, String> {
+            match self {
+                Self::Bytes(n) => Ok(*n),
+                Self::Text(t) => {
+                    let t = t.trim();
+                    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                    let (num, unit) = t.split_at(split);
+                    let n: u64 = num
+                        .parse()
+                        .map_err(|_| format!("{t:?} is not a size; write e.g. \"150MB\""))?;
+                    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                        "" | "b" => 1,
+                        "kb" => 1_000,
+                        "kib" | "k" => 1 << 10,
+                        "mb" => 1_000_000,
+                        "mib" | "m" => 1 << 20,
+                        "gb" => 1_000_000_000,
+                        "gib" | "g" => 1 << 30,
+                        other => {
+                            return Err(format!(
+                                "{other:?} is not a unit; use B, kB, MB, GB, KiB, MiB or GiB"
+                            ));
+                        }
+                    };
+                    n.checked_mul(factor)
+                        .ok_or_else(|| format!("{t:?} is too large"))
+                }
+            }
+        }
+    }
 }
 
 /// `[[destination]]`

@@ -54,8 +54,38 @@ pub enum SourceAction {
     Delete,
 }
 
-/// One fetched message: its bytes, or the source's words on why it would not hand it out.
-pub type Fetched = Result<RawMessage, String>;
+/// Why a source would not hand out one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchFailure {
+    /// The source's words, or what was wrong.
+    pub reason: String,
+    /// Whether trying again cannot help (larger than the limit): then it is refused at
+    /// once; otherwise it is tried again at later runs.
+    pub permanent: bool,
+}
+
+impl FetchFailure {
+    /// A failure that may pass (a NIL body, `RETR` answered `-ERR`).
+    #[must_use]
+    pub fn temporary(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure that will not pass (the message is larger than allowed).
+    #[must_use]
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            permanent: true,
+        }
+    }
+}
+
+/// One fetched message: its bytes, or why the source would not hand it out.
+pub type Fetched = Result<RawMessage, FetchFailure>;
 
 /// Where messages come from: an IMAP folder or a POP3 maildrop.
 ///

@@ -80,6 +80,16 @@ pub(crate) async fn connect_imap(
     daemon: &Daemon,
     tokens: &TokenKeeper,
 ) -> Result<ImapSource, Stop> {
+    let mut source = connect_imap_session(account, daemon, tokens).await?;
+    source.limit_messages(daemon.max_message_size);
+    Ok(source)
+}
+
+async fn connect_imap_session(
+    account: &AccountConfig,
+    daemon: &Daemon,
+    tokens: &TokenKeeper,
+) -> Result<ImapSource, Stop> {
     use mailferry_imap::Login;
     let opts = connect_options(&account.endpoint, daemon);
     let username = &account.username;

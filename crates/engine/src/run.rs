@@ -194,6 +194,7 @@ async fn pipeline(
         .map_err(Stop::Destination)?;
     let run = Run {
         account,
+        max_message: config.daemon.max_message_size,
         store,
         destination: &destination,
         destination_name: &dest_config.name,
@@ -237,6 +238,8 @@ async fn pipeline(
 /// What every step of one account's run needs.
 struct Run<'a> {
     account: &'a AccountConfig,
+    /// `max-message-size`.
+    max_message: u64,
     store: &'a Store,
     destination: &'a Delivery<'a>,
     destination_name: &'a str,
@@ -506,12 +509,30 @@ async fn transfer<S: Source>(
     // batches (or one message larger than that).
     let budget = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
     let (tx, mut rx) =
-        mpsc::channel::<(MessageKey, Result<RawMessage, String>, OwnedSemaphorePermit)>(
-            BATCH_MESSAGES * 2,
-        );
+        mpsc::channel::<(MessageKey, Fetched, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
+    // Announced larger than max-message-size: refused at once, never fetched.
+    let max = run.max_message;
+    let (too_large, new): (Vec<ListedMessage>, Vec<ListedMessage>) =
+        new.into_iter().partition(|m| m.size > max);
     // Both halves own their end of the queue: when the fetcher ends, the deliverer drains
     // what was fetched and ends; when the deliverer stops, the fetcher's next send fails.
     let fetcher = async move {
+        for m in too_large {
+            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(0).await else {
+                return Ok(());
+            };
+            let why = format!(
+                "the server announces {} bytes, more than max-message-size ({max} bytes); not fetched",
+                m.size
+            );
+            if tx
+                .send((m.key, Fetched::TooLarge(why), permit))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
         for batch in batches(&new) {
             if cancel.is_cancelled() {
                 break;
@@ -519,7 +540,15 @@ async fn transfer<S: Source>(
             let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
             let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
             for (key, message) in fetched {
-                let len = message.as_ref().map_or(0, RawMessage::len);
+                let message = match message {
+                    Ok(m) => Fetched::Message(m),
+                    Err(f) if f.permanent => Fetched::TooLarge(f.reason),
+                    Err(f) => Fetched::Failed(f.reason),
+                };
+                let len = match &message {
+                    Fetched::Message(m) => m.len(),
+                    _ => 0,
+                };
                 let weight = u32::try_from(len.min(QUEUE_BYTES as usize)).unwrap_or(u32::MAX);
                 let Ok(permit) = Arc::clone(&budget).acquire_many_owned(weight).await else {
                     return Ok(());
@@ -568,14 +597,19 @@ async fn transfer<S: Source>(
                         };
                         inflight.push(async move {
                             let (size, done) = match &message {
-                                Ok(m) => (
+                                Fetched::Message(m) => (
                                     m.len() as u64,
                                     deliver_one(&key, m, destination, destination_name, store)
                                         .await,
                                 ),
-                                Err(reason) => (
+                                Fetched::Failed(reason) => (
                                     0,
-                                    fetch_failed(&key, reason, destination_name, store).await,
+                                    fetch_failed(&key, reason, destination_name, store, FETCH_ATTEMPTS)
+                                        .await,
+                                ),
+                                Fetched::TooLarge(reason) => (
+                                    0,
+                                    fetch_failed(&key, reason, destination_name, store, 1).await,
                                 ),
                             };
                             drop((message, permit));
@@ -646,6 +680,15 @@ fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> {
 /// How often a message the source will not hand out is tried before it is refused.
 const FETCH_ATTEMPTS: u32 = 3;
 
+/// What the fetcher hands the deliverer.
+enum Fetched {
+    Message(RawMessage),
+    /// The source would not hand it out (its words).
+    Failed(String),
+    /// Larger than max-message-size (why).
+    TooLarge(String),
+}
+
 /// A message the source would not hand out: deferred, and after [`FETCH_ATTEMPTS`] runs
 /// refused with the server's words. The others go on.
 async fn fetch_failed(
@@ -653,9 +696,10 @@ async fn fetch_failed(
     reason: &str,
     destination_name: &str,
     store: &Store,
+    attempts: u32,
 ) -> Done {
     let outcome = match store
-        .record_fetch_failure(key, destination_name, reason, FETCH_ATTEMPTS)
+        .record_fetch_failure(key, destination_name, reason, attempts)
         .await
     {
         Ok(refused) => {
@@ -663,8 +707,10 @@ async fn fetch_failed(
                 folder: key.folder.clone(),
                 key: key.key.clone(),
                 message_id: None,
-                reason: if refused {
-                    format!("the source would not hand it out {FETCH_ATTEMPTS} times: {reason}")
+                reason: if refused && attempts == 1 {
+                    reason.to_owned()
+                } else if refused {
+                    format!("the source would not hand it out {attempts} times: {reason}")
                 } else {
                     format!("the source would not hand it out (tried again next run): {reason}")
                 },

@@ -37,6 +37,10 @@ pub enum Login<'a> {
 pub struct ImapSource {
     session: Session<Stream>,
     io_timeout: Duration,
+    /// Sizes the last listing announced, by UID.
+    announced: HashMap<u32, u64>,
+    /// Largest message fetched.
+    max_message: u64,
 }
 
 impl std::fmt::Debug for ImapSource {
@@ -109,7 +113,14 @@ impl ImapSource {
         Ok(Self {
             session,
             io_timeout: io,
+            announced: HashMap::new(),
+            max_message: 150 * 1024 * 1024,
         })
+    }
+
+    /// Sets the largest message fetched (`max-message-size`).
+    pub fn limit_messages(&mut self, bytes: u64) {
+        self.max_message = bytes.max(1024);
     }
 
     fn drain_unsolicited(&mut self) {
@@ -320,6 +331,70 @@ impl AsRef<[u8]> for FetchedBody {
 }
 
 impl ImapSource {
+    /// `UID FETCH uids (UID BODY.PEEK[]<0.cap>)`: each body, at most `cap` bytes of it.
+    async fn fetch_capped(
+        &mut self,
+        uids: &[u32],
+        cap: u64,
+    ) -> Result<Vec<(u32, mailferry_core::Fetched)>, ImapError> {
+        let io = self.io_timeout;
+        let set = sequence_set(uids);
+        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+        let mut by_uid = HashMap::with_capacity(uids.len());
+        // UIDs the server answered for without a body (BODY[] NIL, or only FLAGS).
+        let mut bodiless = std::collections::HashSet::new();
+        {
+            let mut stream = timed(
+                "UID FETCH",
+                io,
+                self.session
+                    .uid_fetch(&set, format!("(UID BODY.PEEK[]<0.{cap}>)")),
+            )
+            .await?;
+            while let Some(item) = timed("UID FETCH", io, async {
+                Ok::<_, ImapError>(stream.next().await)
+            })
+            .await?
+            {
+                let fetch = item?;
+                let Some(uid) = fetch.uid else {
+                    // A FETCH without UID cannot be a reply to UID FETCH (RFC 3501 says
+                    // the UID comes with every one): an unsolicited flag update.
+                    debug!(seq = fetch.message, "a FETCH without UID; ignored");
+                    continue;
+                };
+                if !wanted.contains(&uid) {
+                    // Not asked for: not kept (memory is for the messages requested).
+                    debug!(uid, "a FETCH for a UID not requested; ignored");
+                    continue;
+                }
+                if fetch.body().is_none() {
+                    // Another client changed its flags (an unsolicited FETCH), or a NIL
+                    // body: the body may still come in its own FETCH.
+                    bodiless.insert(uid);
+                    continue;
+                }
+                // The response buffer becomes the message: no copy of its bytes.
+                by_uid.insert(uid, RawMessage::new(Bytes::from_owner(FetchedBody(fetch))));
+            }
+        }
+        self.drain_unsolicited();
+        Ok(uids
+            .iter()
+            .filter_map(|uid| match by_uid.remove(uid) {
+                Some(m) => Some((*uid, Ok(m))),
+                None if bodiless.contains(uid) => Some((
+                    *uid,
+                    Err(mailferry_core::FetchFailure::temporary(
+                        "the server answered UID FETCH BODY.PEEK[] without the body (NIL or missing)",
+                    )),
+                )),
+                // No answer at all: expunged meanwhile; it will not be listed again.
+                None => None,
+            })
+            .collect())
+    }
+
     async fn store(&mut self, set: &str, query: &str) -> Result<(), ImapError> {
         let io = self.io_timeout;
         let mut stream = timed("UID STORE", io, self.session.uid_store(set, query)).await?;
@@ -412,6 +487,13 @@ impl Source for ImapSource {
         }
         self.drain_unsolicited();
         messages.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        self.announced = messages
+            .iter()
+            .filter_map(|m| match m.key {
+                MessageKey::Uid(u) => Some((u, m.size)),
+                MessageKey::Uidl(_) => None,
+            })
+            .collect();
         debug!(folder, uidvalidity, count = messages.len(), "folder opened");
         Ok(FolderState {
             uidvalidity,
@@ -433,59 +515,57 @@ impl Source for ImapSource {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
-        let io = self.io_timeout;
-        let set = sequence_set(&uids);
-        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
-        let mut by_uid = HashMap::with_capacity(uids.len());
-        // UIDs the server answered for without a body (BODY[] NIL, or only FLAGS).
-        let mut bodiless = std::collections::HashSet::new();
-        {
-            let mut stream = timed(
-                "UID FETCH",
-                io,
-                self.session.uid_fetch(&set, "(UID BODY.PEEK[])"),
-            )
-            .await?;
-            while let Some(item) = timed("UID FETCH", io, async {
-                Ok::<_, ImapError>(stream.next().await)
-            })
-            .await?
-            {
-                let fetch = item?;
-                let Some(uid) = fetch.uid else {
-                    // A FETCH without UID cannot be a reply to UID FETCH (RFC 3501 says
-                    // the UID comes with every one): an unsolicited flag update.
-                    debug!(seq = fetch.message, "a FETCH without UID; ignored");
-                    continue;
-                };
-                if !wanted.contains(&uid) {
-                    // Not asked for: not kept (memory is for the messages requested).
-                    debug!(uid, "a FETCH for a UID not requested; ignored");
-                    continue;
-                }
-                if fetch.body().is_none() {
-                    // Another client changed its flags (an unsolicited FETCH), or a NIL
-                    // body: the body may still come in its own FETCH.
-                    bodiless.insert(uid);
-                    continue;
-                }
-                // The response buffer becomes the message: no copy of its bytes.
-                by_uid.insert(uid, RawMessage::new(Bytes::from_owner(FetchedBody(fetch))));
-            }
-        }
-        self.drain_unsolicited();
-        Ok(uids
+        // Memory follows the bytes that arrive, not the sizes announced: each body is
+        // fetched partially, up to twice the largest announced size in the batch (at least
+        // 1 MiB, at most max-message-size). A body that fills its cap is fetched again alone
+        // up to max-message-size; one that fills that is refused as too large. A server that
+        // announces 1 KB and sends 200 MB cannot make mailferry hold more than the limit
+        // plus a batch of capped bodies.
+        let max = self.max_message;
+        let largest = uids
             .iter()
-            .filter_map(|uid| match by_uid.remove(uid) {
-                Some(m) => Some((MessageKey::Uid(*uid), Ok(m))),
-                None if bodiless.contains(uid) => Some((
-                    MessageKey::Uid(*uid),
-                    Err("the server answered UID FETCH BODY.PEEK[] without the body (NIL or missing)".to_owned()),
-                )),
-                // No answer at all: expunged meanwhile; it will not be listed again.
-                None => None,
-            })
-            .collect())
+            .filter_map(|u| self.announced.get(u))
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let cap = largest
+            .saturating_mul(2)
+            .saturating_add(64 * 1024)
+            .max(1 << 20)
+            .min(max);
+        let got = self.fetch_capped(&uids, cap).await?;
+        let mut out = Vec::with_capacity(got.len());
+        // Bytes of bodies fetched again alone: beyond max-message-size of them, the rest
+        // wait for the next run (they stay unsettled), so that one batch of liars cannot
+        // hold many large messages at once.
+        let mut refetched: u64 = 0;
+        for (uid, mut result) in got {
+            let full = matches!(&result, Ok(m) if m.len() as u64 >= cap);
+            if full && cap < max {
+                if refetched >= max {
+                    warn!(uid, "larger than announced; fetched at the next run");
+                    continue;
+                }
+                // More than its announced size came: fetch it alone, up to the limit.
+                let mut again = self.fetch_capped(&[uid], max).await?;
+                result = again.pop().map_or_else(
+                    || {
+                        Err(mailferry_core::FetchFailure::temporary(
+                            "the message disappeared",
+                        ))
+                    },
+                    |(_, r)| r,
+                );
+                refetched += result.as_ref().map_or(0, |m| m.len() as u64);
+            }
+            if matches!(&result, Ok(m) if m.len() as u64 >= max) {
+                result = Err(mailferry_core::FetchFailure::permanent(format!(
+                    "the message is larger than max-message-size ({max} bytes); not fetched whole"
+                )));
+            }
+            out.push((MessageKey::Uid(uid), result));
+        }
+        Ok(out)
     }
 
     async fn headers(

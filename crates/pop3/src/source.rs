@@ -296,7 +296,10 @@ impl Source for Pop3Source {
         Ok(wanted
             .into_iter()
             .map(|(k, _)| k)
-            .zip(bodies.into_iter().map(|b| b.map(RawMessage::new)))
+            .zip(bodies.into_iter().map(|b| {
+                b.map(RawMessage::new)
+                    .map_err(mailferry_core::FetchFailure::temporary)
+            }))
             .collect())
     }
 

@@ -537,7 +537,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
              attempts, destination, last_error, first_seen, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, 'deferred', 1, ?6, ?7, ?8, ?8) \
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, CASE WHEN ?9 <= 1 THEN 'refused' ELSE 'deferred' END, \
+             1, ?6, ?7, ?8, ?8) \
              ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
              attempts = attempts + 1, last_error = excluded.last_error, updated_at = excluded.updated_at, \
              state = CASE WHEN attempts + 1 >= ?9 THEN 'refused' ELSE 'deferred' END \

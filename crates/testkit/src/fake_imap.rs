@@ -151,6 +151,15 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>) -> std::io::Result<()>
                                 format!("* {seq} FETCH (UID {uid} FLAGS (\\Seen))\r\n").as_bytes(),
                             );
                         }
+                        // A partial fetch, BODY.PEEK[]<0.N>: at most N bytes, as servers do.
+                        let body: &[u8] = match items
+                            .split_once("BODY.PEEK[]<0.")
+                            .and_then(|(_, rest)| rest.split('>').next())
+                            .and_then(|n| n.parse::<usize>().ok())
+                        {
+                            Some(n) if n < body.len() => &body[..n],
+                            _ => body,
+                        };
                         if s.nil_body.contains(&uid) {
                             reply.extend_from_slice(
                                 format!("* {seq} FETCH (UID {uid} BODY[] NIL)\r\n").as_bytes(),
