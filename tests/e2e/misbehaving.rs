@@ -314,6 +314,10 @@ fn lying_sizes_cannot_raise_memory_past_the_limit_and_too_large_is_refused_with_
     assert_eq!(got.len(), 12, "{said}");
     let whole: Vec<Vec<u8>> = (1..=12).map(|u| fixtures::sized(u, 8 << 20)).collect();
     for m in &got {
-        assert!(whole.contains(&m.raw), "a message was cut ({} bytes)", m.raw.len());
+        assert!(
+            whole.contains(&m.raw),
+            "a message was cut ({} bytes)",
+            m.raw.len()
+        );
     }
 }

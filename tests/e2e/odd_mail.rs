@@ -177,3 +177,33 @@ fn bare_cr_and_lf_cannot_end_data_early_at_a_lenient_receiver() {
         "{first}"
     );
 }
+
+#[test]
+fn io_timeout_limits_silence_not_size_a_large_message_over_a_slow_link_passes() {
+    let b = Bench::start();
+    let big = fixtures::sized(1, 6 * 1024 * 1024);
+    b.dovecot.add_message("INBOX", &big);
+    // About 1.5 MB/s both ways, in front of Dovecot and of the receiver: each transfer of
+    // the message takes about 4 s, twice the io-timeout of 2 s.
+    let imap = mailferry_testkit::Trickle::start(b.dovecot.imaps_port, 1_500_000);
+    let smtp = mailferry_testkit::Trickle::start(b.smtp.port, 1_500_000);
+    let destination = b.smtp_destination("home", smtp.port);
+    let account = b.account("src", imap.port, "implicit", "src.pass");
+    b.write_raw(&destination, &[account]);
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    std::fs::write(
+        b.config_path(),
+        config.replace("io-timeout = \"30s\"", "io-timeout = \"2s\""),
+    )
+    .expect("config");
+    let started = std::time::Instant::now();
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(4),
+        "the link was not slow"
+    );
+    let got = b.smtp.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].raw == big, "the message changed on the way");
+}

@@ -75,9 +75,12 @@ impl ImapSource {
     pub async fn connect(opts: &ConnectOptions, login: Login<'_>) -> Result<Self, ImapError> {
         let io = opts.io_timeout;
         let tcp = connect::tcp(opts).await?;
+        // Every read and write fails after io-timeout of silence (not of total time): a
+        // large literal trickling in slowly is fine, a server that stops is not.
+        use mailferry_tls::Idle;
         let stream: Stream = match opts.tls {
-            Tls::Implicit => Box::new(connect::tls(opts, tcp).await?),
-            Tls::None => Box::new(tcp),
+            Tls::Implicit => Box::new(Idle::new(connect::tls(opts, tcp).await?, io)),
+            Tls::None => Box::new(Idle::new(tcp, io)),
             Tls::StartTls => {
                 let mut plain = Client::new(tcp);
                 greeting(&mut plain, io).await?;
@@ -93,7 +96,7 @@ impl ImapSource {
                     ) => ImapError::Unsupported("STARTTLS"),
                     other => other,
                 })?;
-                Box::new(connect::tls(opts, plain.into_inner()).await?)
+                Box::new(Idle::new(connect::tls(opts, plain.into_inner()).await?, io))
             }
         };
         let mut client = Client::new(stream);
@@ -351,11 +354,9 @@ impl ImapSource {
                     .uid_fetch(&set, format!("(UID BODY.PEEK[]<0.{cap}>)")),
             )
             .await?;
-            while let Some(item) = timed("UID FETCH", io, async {
-                Ok::<_, ImapError>(stream.next().await)
-            })
-            .await?
-            {
+            // No total limit per item: a body is one item however large; the stream's
+            // inactivity limit (io-timeout of silence) is what applies.
+            while let Some(item) = stream.next().await {
                 let fetch = item?;
                 let Some(uid) = fetch.uid else {
                     // A FETCH without UID cannot be a reply to UID FETCH (RFC 3501 says

@@ -173,7 +173,7 @@ impl SmtpDestination {
         let tcp = mailferry_tls::tcp(&o.host, o.port, o.connect_timeout)
             .await
             .map_err(network)?;
-        let stream: Box<dyn AsyncTokioStream> = if o.tls == SmtpTls::Implicit {
+        let inner: Box<dyn AsyncTokioStream> = if o.tls == SmtpTls::Implicit {
             let config = mailferry_tls::client_config(o.ca_pem.as_deref()).map_err(network)?;
             let tls = mailferry_tls::handshake(config, &o.host, tcp, o.connect_timeout)
                 .await
@@ -182,6 +182,13 @@ impl SmtpDestination {
         } else {
             Box::new(tcp)
         };
+        // A limit of silence, not of total time: a large message sent slowly passes, a
+        // server that stops does not hang the session. Commands keep io-timeout as their
+        // total; the message data has none, and its final reply may take RFC 5321's ten
+        // minutes (servers scan the message first), so silence counts from there.
+        let silence = o.io_timeout.max(DATA_REPLY);
+        let stream: Box<dyn AsyncTokioStream> =
+            Box::new(Watched(mailferry_tls::Idle::new(inner, silence)));
         let connect_err = |source| SmtpError::Connect {
             server: server(o),
             source,
@@ -336,14 +343,10 @@ impl SmtpDestination {
         }
         reply("DATA", within("DATA", io, conn.command(Data)).await?)?;
         let data = to_smtp_data(message.as_bytes());
+        // No total limit for the data: the stream fails after io-timeout of silence.
         let response = reply(
             "message data",
-            within(
-                "message data",
-                io,
-                conn.message_iter(data.chunks(64 * 1024)),
-            )
-            .await?,
+            conn.message_iter(data.chunks(64 * 1024)).await,
         )?;
         let text = response.message().collect::<Vec<_>>().join(" ");
         Ok(Receipt {
@@ -402,6 +405,9 @@ impl Destination for SmtpDestination {
         result
     }
 }
+
+/// RFC 5321 4.5.3.2.6: the time to allow for the reply to the end of the message data.
+const DATA_REPLY: Duration = Duration::from_secs(10 * 60);
 
 /// What a reply to MAIL or RCPT means. Only a refusal of the message itself (its size:
 /// 552, or the enhanced code 5.3.4) settles the message; any other refusal is about the
@@ -478,6 +484,50 @@ fn local_hostname() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A stream with an inactivity limit that lettre can drive.
+#[derive(Debug)]
+struct Watched(mailferry_tls::Idle<Box<dyn AsyncTokioStream>>);
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for Watched {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().peer_addr()
+    }
 }
 
 /// A TLS stream lettre can drive: lettre wants its own stream trait, which the orphan rule

@@ -18,11 +18,13 @@ mod fake_pop3;
 pub mod fixtures;
 mod http_sink;
 mod machine;
+mod trickle;
 
 pub use fake_imap::{FakeImap, ImapScript};
 pub use fake_pop3::{FakePop3, Pop3Script};
 pub use http_sink::{HttpSink, Request};
 pub use machine::{Machine, Ran};
+pub use trickle::Trickle;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -6,6 +6,10 @@
 
 #![warn(missing_docs)]
 
+mod idle;
+
+pub use idle::Idle;
+
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
