@@ -321,3 +321,61 @@ fn lying_sizes_cannot_raise_memory_past_the_limit_and_too_large_is_refused_with_
         );
     }
 }
+
+/// The UID FETCH commands of the listing (not of bodies) the fake received.
+fn listings(fake: &FakeImap) -> Vec<String> {
+    fake.log()
+        .commands
+        .into_iter()
+        .filter(|c| c.contains("UID FETCH") && c.contains("RFC822.SIZE"))
+        .map(|c| c.split_whitespace().nth(3).unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_poll_lists_only_what_can_be_new_and_still_retries_what_is_unsettled() {
+    let b = Bench::start();
+    let fake = FakeImap::start(ImapScript {
+        messages: inbox(3),
+        nil_body: vec![2],
+        ..ImapScript::default()
+    });
+    imap_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "odd"),
+        "odd: fetched 3, delivered 2, skipped 0, failed 1",
+        "{run:?}"
+    );
+    assert_eq!(listings(&fake), ["1:*"]);
+
+    // Nothing new, but UID 2 is still deferred: it alone is listed (and tried again).
+    fake.script(|s| s.nil_body.clear());
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "odd"),
+        "odd: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(listings(&fake), ["1:*", "2"]);
+
+    // Unchanged, nothing unsettled: EXAMINE only, no listing at all.
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "odd"),
+        "odd: fetched 0, delivered 0, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(listings(&fake).len(), 2, "an unchanged folder was listed");
+
+    // New mail: only from the last UIDNEXT on.
+    fake.script(|s| s.messages.push((4, fixtures::simple(4))));
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "odd"),
+        "odd: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert_eq!(listings(&fake).last().map(String::as_str), Some("4:*"));
+    assert_eq!(b.smtp.messages().len(), 4);
+}

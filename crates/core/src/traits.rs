@@ -39,8 +39,22 @@ pub struct ListedMessage {
 pub struct FolderState {
     /// The folder's UIDVALIDITY (IMAP); 0 for POP3, whose UIDLs are stable on their own.
     pub uidvalidity: u32,
-    /// Every message in the folder, in the server's order.
+    /// The messages listed, in the server's order: every message, or with a
+    /// [`ListFrom`], only those from its UIDNEXT on and those it names.
     pub messages: Vec<ListedMessage>,
+    /// The UID the next message will get (IMAP `UIDNEXT`), when the server said.
+    pub uidnext: Option<u32>,
+}
+
+/// What a previous complete run of a folder saw: enough to list only what can be new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFrom {
+    /// The folder's UIDVALIDITY then; another one means a full listing.
+    pub uidvalidity: u32,
+    /// The folder's UIDNEXT then: UIDs from here on are new.
+    pub uidnext: u32,
+    /// Messages below it that are still unsettled (deferred, attempted): listed too.
+    pub also: Vec<MessageKey>,
 }
 
 /// What happens at the source to a message whose delivery is recorded.
@@ -99,6 +113,17 @@ pub trait Source: Send {
         &mut self,
         folder: &str,
     ) -> impl Future<Output = Result<FolderState, Self::Error>> + Send;
+
+    /// Like [`Source::open`], but lists only what can be new since `from` when the source
+    /// can tell (IMAP: UIDNEXT under the same UIDVALIDITY); a full listing otherwise.
+    fn open_from(
+        &mut self,
+        folder: &str,
+        from: &ListFrom,
+    ) -> impl Future<Output = Result<FolderState, Self::Error>> + Send {
+        let _ = from;
+        self.open(folder)
+    }
 
     /// Fetches the raw bytes of `keys` from the folder opened last, in the order given.
     /// A message that disappeared in the meantime is left out of the result. A message the

@@ -300,7 +300,37 @@ async fn gather_folder<S: Source>(
         observer,
         ..
     } = *run;
-    let mut state = source.open(folder).await.map_err(|e| Stop::source(&e))?;
+    // After a complete run with after-delivery = keep, only what can be new is listed:
+    // UIDs from the last UIDNEXT on, and the messages still unsettled (an unchanged
+    // folder costs one EXAMINE). Other policies list everything: what they settle is
+    // what the folder still holds.
+    let from = if opts.dry_run || account.after_delivery != AfterDelivery::Keep {
+        None
+    } else {
+        match store
+            .listed_up_to(&account.name, folder)
+            .await
+            .map_err(Stop::Store)?
+        {
+            Some((uidvalidity, uidnext)) => Some(mailferry_core::ListFrom {
+                uidvalidity,
+                uidnext,
+                also: store
+                    .unsettled_keys(&account.name, folder, uidvalidity)
+                    .await
+                    .map_err(Stop::Store)?
+                    .into_iter()
+                    .collect(),
+            }),
+            None => None,
+        }
+    };
+    let mut state = match &from {
+        Some(f) => source.open_from(folder, f).await,
+        None => source.open(folder).await,
+    }
+    .map_err(|e| Stop::source(&e))?;
+    let uidnext = state.uidnext;
     if !opts.dry_run
         && let Some(memo) = source.memo()
     {
@@ -448,7 +478,18 @@ async fn gather_folder<S: Source>(
             new.len(),
             new.iter().map(|m| m.size).sum(),
         );
-        transfer(run, folder, uidvalidity, new, source, report).await?;
+        let complete = transfer(run, folder, uidvalidity, new, source, report).await?;
+        if !complete || run.cancel.is_cancelled() {
+            // Something listed got no outcome this run (stopped, or left for the next
+            // one): the next listing must be complete.
+            return Ok(());
+        }
+    }
+    if !opts.dry_run && !run.cancel.is_cancelled() {
+        store
+            .save_listed_up_to(&account.name, folder, uidvalidity, uidnext)
+            .await
+            .map_err(Stop::Store)?;
     }
     if let Some(action) = settle_action(account) {
         // Only what the ledger says is delivered; POP3 removes it at QUIT, not before.
@@ -493,7 +534,7 @@ async fn transfer<S: Source>(
     new: Vec<ListedMessage>,
     source: &mut S,
     report: &mut AccountReport,
-) -> Result<(), Stop> {
+) -> Result<bool, Stop> {
     let Run {
         account,
         store,
@@ -516,6 +557,8 @@ async fn transfer<S: Source>(
         new.into_iter().partition(|m| m.size > max);
     // Both halves own their end of the queue: when the fetcher ends, the deliverer drains
     // what was fetched and ends; when the deliverer stops, the fetcher's next send fails.
+    let incomplete = std::sync::atomic::AtomicBool::new(false);
+    let incomplete = &incomplete;
     let fetcher = async move {
         for m in too_large {
             let Ok(permit) = Arc::clone(&budget).acquire_many_owned(0).await else {
@@ -539,6 +582,10 @@ async fn transfer<S: Source>(
             }
             let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
             let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
+            if fetched.len() < keys.len() {
+                // Gone meanwhile, or left for the next run.
+                incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             for (key, message) in fetched {
                 let message = match message {
                     Ok(m) => Fetched::Message(m),
@@ -626,7 +673,7 @@ async fn transfer<S: Source>(
     let (fetched, delivered) = tokio::join!(fetcher, deliverer);
     delivered?;
     fetched?;
-    Ok(())
+    Ok(!incomplete.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// What became of one message.

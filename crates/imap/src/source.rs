@@ -334,6 +334,125 @@ impl AsRef<[u8]> for FetchedBody {
 }
 
 impl ImapSource {
+    /// `EXAMINE` and the listing: everything, or with `from` (same UIDVALIDITY) only the
+    /// UIDs from its UIDNEXT on and those it names; nothing at all when UIDNEXT did not
+    /// move and nothing is named.
+    async fn list(
+        &mut self,
+        folder: &str,
+        from: Option<&mailferry_core::ListFrom>,
+    ) -> Result<FolderState, ImapError> {
+        let io = self.io_timeout;
+        let mailbox = match tokio::time::timeout(io, self.session.examine(folder)).await {
+            Err(_) => {
+                return Err(ImapError::Timeout {
+                    step: "EXAMINE",
+                    after: io,
+                });
+            }
+            Ok(Err(
+                async_imap::error::Error::No(reason) | async_imap::error::Error::Bad(reason),
+            )) => {
+                return Err(ImapError::Folder {
+                    folder: folder.to_owned(),
+                    reason,
+                });
+            }
+            Ok(Err(e)) => return Err(ImapError::Session(e)),
+            Ok(Ok(m)) => m,
+        };
+        let uidvalidity = mailbox
+            .uid_validity
+            .ok_or_else(|| ImapError::Protocol(format!("no UIDVALIDITY for folder {folder:?}")))?;
+        let uidnext = mailbox.uid_next;
+        let from = from.filter(|f| f.uidvalidity == uidvalidity && uidnext.is_some());
+        // What to list: "1:*", or "UIDNEXT:*" plus the unsettled UIDs, or nothing.
+        let set = match from {
+            None => Some("1:*".to_owned()),
+            Some(f) => {
+                let also: Vec<u32> = f
+                    .also
+                    .iter()
+                    .filter_map(|k| match k {
+                        MessageKey::Uid(u) if *u < f.uidnext => Some(*u),
+                        _ => None,
+                    })
+                    .collect();
+                let grew = uidnext.is_some_and(|n| n > f.uidnext);
+                match (grew, also.is_empty()) {
+                    (false, true) => None,
+                    (false, false) => Some(sequence_set(&also)),
+                    (true, true) => Some(format!("{}:*", f.uidnext)),
+                    (true, false) => Some(format!("{},{}:*", sequence_set(&also), f.uidnext)),
+                }
+            }
+        };
+        // "N:*" names the highest UID even when it is below N: keep only what was asked.
+        let wanted = |uid: u32| {
+            from.is_none_or(|f| uid >= f.uidnext || f.also.contains(&MessageKey::Uid(uid)))
+        };
+        let mut messages = Vec::with_capacity(usize::try_from(mailbox.exists).unwrap_or(0));
+        let mut without_uid = 0usize;
+        if let (true, Some(set)) = (mailbox.exists > 0, set) {
+            let mut stream = timed(
+                "UID FETCH sizes",
+                io,
+                self.session
+                    .uid_fetch(&set, "(UID RFC822.SIZE INTERNALDATE)"),
+            )
+            .await?;
+            while let Some(item) = timed("UID FETCH sizes", io, async {
+                Ok::<_, ImapError>(stream.next().await)
+            })
+            .await?
+            {
+                let fetch = item?;
+                if let Some(uid) = fetch.uid {
+                    if !wanted(uid) {
+                        continue;
+                    }
+                    messages.push(ListedMessage {
+                        key: MessageKey::Uid(uid),
+                        size: u64::from(fetch.size.unwrap_or(0)),
+                        received: fetch.internal_date().map(|d| d.timestamp()),
+                    });
+                } else {
+                    without_uid += 1;
+                }
+            }
+        }
+        if without_uid > 0 {
+            // Unsolicited flag updates, or a server that leaves out the UID: either way
+            // nothing to key a message by. Said, not silently dropped.
+            warn!(
+                folder,
+                count = without_uid,
+                "the listing held FETCH responses without a UID; they are not messages mailferry can track"
+            );
+        }
+        self.drain_unsolicited();
+        messages.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        self.announced = messages
+            .iter()
+            .filter_map(|m| match m.key {
+                MessageKey::Uid(u) => Some((u, m.size)),
+                MessageKey::Uidl(_) => None,
+            })
+            .collect();
+        debug!(
+            folder,
+            uidvalidity,
+            count = messages.len(),
+            incremental = from.is_some(),
+            "folder opened"
+        );
+        Ok(FolderState {
+            uidvalidity,
+            messages,
+            uidnext,
+        })
+    }
+
     /// `UID FETCH uids (UID BODY.PEEK[]<0.cap>)`: each body, at most `cap` bytes of it.
     async fn fetch_capped(
         &mut self,
@@ -428,78 +547,15 @@ impl Source for ImapSource {
     type Error = ImapError;
 
     async fn open(&mut self, folder: &str) -> Result<FolderState, ImapError> {
-        let io = self.io_timeout;
-        let mailbox = match tokio::time::timeout(io, self.session.examine(folder)).await {
-            Err(_) => {
-                return Err(ImapError::Timeout {
-                    step: "EXAMINE",
-                    after: io,
-                });
-            }
-            Ok(Err(
-                async_imap::error::Error::No(reason) | async_imap::error::Error::Bad(reason),
-            )) => {
-                return Err(ImapError::Folder {
-                    folder: folder.to_owned(),
-                    reason,
-                });
-            }
-            Ok(Err(e)) => return Err(ImapError::Session(e)),
-            Ok(Ok(m)) => m,
-        };
-        let uidvalidity = mailbox
-            .uid_validity
-            .ok_or_else(|| ImapError::Protocol(format!("no UIDVALIDITY for folder {folder:?}")))?;
-        let mut messages = Vec::with_capacity(usize::try_from(mailbox.exists).unwrap_or(0));
-        let mut without_uid = 0usize;
-        if mailbox.exists > 0 {
-            let mut stream = timed(
-                "UID FETCH sizes",
-                io,
-                self.session
-                    .uid_fetch("1:*", "(UID RFC822.SIZE INTERNALDATE)"),
-            )
-            .await?;
-            while let Some(item) = timed("UID FETCH sizes", io, async {
-                Ok::<_, ImapError>(stream.next().await)
-            })
-            .await?
-            {
-                let fetch = item?;
-                if let Some(uid) = fetch.uid {
-                    messages.push(ListedMessage {
-                        key: MessageKey::Uid(uid),
-                        size: u64::from(fetch.size.unwrap_or(0)),
-                        received: fetch.internal_date().map(|d| d.timestamp()),
-                    });
-                } else {
-                    without_uid += 1;
-                }
-            }
-        }
-        if without_uid > 0 {
-            // Unsolicited flag updates, or a server that leaves out the UID: either way
-            // nothing to key a message by. Said, not silently dropped.
-            warn!(
-                folder,
-                count = without_uid,
-                "the listing held FETCH responses without a UID; they are not messages mailferry can track"
-            );
-        }
-        self.drain_unsolicited();
-        messages.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        self.announced = messages
-            .iter()
-            .filter_map(|m| match m.key {
-                MessageKey::Uid(u) => Some((u, m.size)),
-                MessageKey::Uidl(_) => None,
-            })
-            .collect();
-        debug!(folder, uidvalidity, count = messages.len(), "folder opened");
-        Ok(FolderState {
-            uidvalidity,
-            messages,
-        })
+        self.list(folder, None).await
+    }
+
+    async fn open_from(
+        &mut self,
+        folder: &str,
+        from: &mailferry_core::ListFrom,
+    ) -> Result<FolderState, ImapError> {
+        self.list(folder, Some(from)).await
     }
 
     async fn fetch(

@@ -274,6 +274,7 @@ impl Source for Pop3Source {
         Ok(FolderState {
             uidvalidity: 0,
             messages,
+            uidnext: None,
         })
     }
 

@@ -26,6 +26,16 @@ pub struct FakeImap {
     /// The port it listens on.
     pub port: u16,
     script: Arc<Mutex<ImapScript>>,
+    log: Arc<Mutex<Log>>,
+}
+
+/// What the server received and sent.
+#[derive(Debug, Default, Clone)]
+pub struct Log {
+    /// Every command line (LOGIN's password included: test data only).
+    pub commands: Vec<String>,
+    /// Bytes sent to clients.
+    pub bytes_sent: u64,
 }
 
 impl FakeImap {
@@ -35,16 +45,26 @@ impl FakeImap {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let script = Arc::new(Mutex::new(script));
-        let s = Arc::clone(&script);
+        let log = Arc::new(Mutex::new(Log::default()));
+        let (s, l) = (Arc::clone(&script), Arc::clone(&log));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let s = Arc::clone(&s);
+                let (s, l) = (Arc::clone(&s), Arc::clone(&l));
                 std::thread::spawn(move || {
-                    let _ = session(stream, &s);
+                    let _ = session(stream, &s, &l);
                 });
             }
         });
-        Self { port, script }
+        Self { port, script, log }
+    }
+
+    /// What the server received and sent so far.
+    #[must_use]
+    pub fn log(&self) -> Log {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Changes what the server does from the next command on.
@@ -79,7 +99,7 @@ fn in_set(set: &str, uids: &[u32]) -> Vec<u32> {
     out
 }
 
-fn session(stream: TcpStream, script: &Mutex<ImapScript>) -> std::io::Result<()> {
+fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> std::io::Result<()> {
     let mut out = stream.try_clone()?;
     let mut lines = BufReader::new(stream);
     out.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN UIDPLUS] fake IMAP ready\r\n")?;
@@ -92,6 +112,10 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>) -> std::io::Result<()>
         let (Some(tag), Some(cmd)) = (words.first(), words.get(1)) else {
             continue;
         };
+        log.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .commands
+            .push(line.trim_end().to_owned());
         let s = script
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -181,6 +205,9 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>) -> std::io::Result<()>
             }
         }
         reply.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+        log.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bytes_sent += reply.len() as u64;
         out.write_all(&reply)?;
     }
 }

@@ -20,7 +20,7 @@ mod http_sink;
 mod machine;
 mod trickle;
 
-pub use fake_imap::{FakeImap, ImapScript};
+pub use fake_imap::{FakeImap, ImapScript, Log as ImapLog};
 pub use fake_pop3::{FakePop3, Pop3Script};
 pub use http_sink::{HttpSink, Request};
 pub use machine::{Machine, Ran};

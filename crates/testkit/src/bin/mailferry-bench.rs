@@ -21,6 +21,7 @@ struct Args {
     pop3: bool,
     small: bool,
     gmail: bool,
+    second_poll: bool,
 }
 
 fn args() -> Args {
@@ -32,6 +33,7 @@ fn args() -> Args {
         pop3: false,
         small: false,
         gmail: false,
+        second_poll: false,
     };
     let mut messages_given = false;
     let mut it = std::env::args().skip(1);
@@ -49,6 +51,7 @@ fn args() -> Args {
             "--plain-smtp" => a.plain_smtp = true,
             "--pop3" => a.pop3 = true,
             "--small" => a.small = true,
+            "--second-poll" => a.second_poll = true,
             "--dest" => match it.next().as_deref() {
                 Some("gmail") => a.gmail = true,
                 Some("smtp") => a.gmail = false,
@@ -84,8 +87,74 @@ fn sizes(n: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The second poll of a large folder with nothing new: what it costs listed in full (as
+/// every poll did before incremental listing) and listed from the last UIDNEXT on.
+fn second_poll(a: &Args) {
+    use mailferry_testkit::{FakeImap, ImapScript};
+    let n = if a.messages == 10_000 {
+        100_000
+    } else {
+        a.messages
+    };
+    let messages: Vec<(u32, Vec<u8>)> = (1..=u32::try_from(n).expect("fits"))
+        .map(|u| (u, fixtures::simple(u as usize)))
+        .collect();
+    let fake = FakeImap::start(ImapScript {
+        messages,
+        ..ImapScript::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pass"), PASSWORD).expect("write");
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nenvelope-to = [\"me@home.example\"]\n[[account]]\nname = \"big\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\nauth = {{ method = \"password\", password-file = \"pass\" }}\ndestination = \"home\"\nfirst-run = \"new-only\"\n",
+            fake.port,
+            mailferry_testkit::USER
+        ),
+    )
+    .expect("config");
+    let poll = |what: &str| {
+        let bytes = fake.log().bytes_sent;
+        let t = Instant::now();
+        let out = Command::new(&a.binary)
+            .args(["once", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run mailferry");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let secs = t.elapsed().as_secs_f64();
+        let read = fake.log().bytes_sent - bytes;
+        println!(
+            "{what}: {secs:.2}s, {:.2} MB read from the server",
+            read as f64 / 1e6
+        );
+    };
+    poll(&format!(
+        "first poll of {n} messages (first-run = new-only, nothing delivered)"
+    ));
+    poll("second poll, nothing new, listed from the last UIDNEXT (now)");
+    let db = dir.path().join("state/mailferry.db");
+    let forget = Command::new("sqlite3")
+        .arg(&db)
+        .arg("UPDATE folders_seen SET uidnext = NULL")
+        .status()
+        .expect("sqlite3");
+    assert!(forget.success());
+    poll("second poll, nothing new, listed in full (every poll before)");
+}
+
 fn main() {
     let a = args();
+    if a.second_poll {
+        second_poll(&a);
+        return;
+    }
     let dovecot = Dovecot::start();
     // The receiver is Python: with STARTTLS it is usually the slowest part of the bench.
     // --plain-smtp removes its TLS cost to show how fast mailferry itself can go.
