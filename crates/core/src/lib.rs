@@ -15,6 +15,6 @@ pub use error::{Classify, ErrorClass, requested_wait};
 pub use message::RawMessage;
 pub use secret::Secret;
 pub use traits::{
-    Destination, FetchFailure, Fetched, FolderState, ListFrom, ListedMessage, MessageKey, Receipt,
-    Source, SourceAction,
+    Destination, FetchFailure, Fetched, FolderState, ListFrom, ListedMessage, Lookup, MessageKey,
+    Receipt, Source, SourceAction,
 };

@@ -186,14 +186,56 @@ pub struct Receipt {
     pub id: String,
 }
 
-/// Where messages go: an SMTP server (later also the Gmail API).
-pub trait Destination: Send + Sync {
+/// What a destination knows about an earlier delivery that was not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// It arrived: the destination's id.
+    Found(String),
+    /// It did not (or the destination cannot tell): deliver again.
+    Absent,
+    /// Too early to tell (a search that lags): leave the attempt open.
+    TooEarly,
+}
+
+/// Where messages go: an SMTP server, the Gmail API, a test's recorder. The engine's
+/// pipeline is generic over it. Its futures need not be `Send`: deliveries run on their
+/// account's task.
+pub trait Destination: Sync {
     /// The adapter's error type.
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
-    /// Delivers one message. `Ok` means the destination has taken responsibility for it.
+    /// How many deliveries may be in flight at once.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    /// Delivers one message from `folder`. `Ok` means the destination has taken
+    /// responsibility for it.
     fn deliver(
         &self,
         message: &RawMessage,
-    ) -> impl Future<Output = Result<Receipt, Self::Error>> + Send;
+        folder: &str,
+    ) -> impl Future<Output = Result<Receipt, Self::Error>>;
+
+    /// Whether [`Destination::lookup`] can tell if an unconfirmed delivery arrived.
+    fn can_look_up(&self) -> bool {
+        false
+    }
+
+    /// For an earlier attempt (begun at `since`, Unix seconds) that was not confirmed:
+    /// whether it arrived. [`Lookup::Absent`] by default (deliver again: at least once).
+    fn lookup(
+        &self,
+        message: &RawMessage,
+        folder: &str,
+        since: i64,
+    ) -> impl Future<Output = Result<Lookup, Self::Error>> {
+        let _ = (message, folder, since);
+        async { Ok(Lookup::Absent) }
+    }
+
+    /// Ends what is open (an SMTP session).
+    fn close(&self) -> impl Future<Output = ()> {
+        async {}
+    }
 }

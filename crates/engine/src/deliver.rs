@@ -8,7 +8,7 @@ use mailferry_config::{
     AccountConfig, Daemon, DestinationConfig, DestinationKind, GmailAuth, GmailConfig, GmailMode,
     OAuthSettings, SmtpAuth, SmtpSender,
 };
-use mailferry_core::{Classify, Destination as _, ErrorClass, RawMessage, Receipt, Secret};
+use mailferry_core::{Classify, Destination, ErrorClass, Lookup, RawMessage, Receipt, Secret};
 use mailferry_gmail::{
     AccessToken, Expected, Found, GmailDestination, GmailError, GmailOptions, Mode,
 };
@@ -24,16 +24,6 @@ use crate::tokens::{TokenError, TokenKeeper, destination_owner};
 /// under load within minutes; ten minutes is also the shortest polling interval, so an
 /// attempt left open by one run is decided by the next.
 pub(crate) const INDEX_LAG: i64 = 10 * 60;
-
-/// What a destination knows about an earlier attempt that was not confirmed.
-pub(crate) enum Lookup {
-    /// It arrived: the destination's id.
-    Found(String),
-    /// It did not (or the destination cannot tell): deliver again.
-    Absent,
-    /// Too early to tell: leave the attempt open.
-    TooEarly,
-}
 
 /// A failed delivery: the destination's error, or no token to log in with.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +112,40 @@ impl AccessToken for GmailTokens<'_> {
                     .map_err(GmailError::Unauthorized),
             }
         })
+    }
+}
+
+/// The pipeline's view: the one [`Destination`] trait, over the SMTP and Gmail adapters.
+impl Destination for Delivery<'_> {
+    type Error = DeliveryError;
+
+    fn concurrency(&self) -> usize {
+        Delivery::concurrency(self)
+    }
+
+    fn deliver(
+        &self,
+        message: &RawMessage,
+        folder: &str,
+    ) -> impl Future<Output = Result<Receipt, DeliveryError>> {
+        Delivery::deliver(self, message, folder)
+    }
+
+    fn can_look_up(&self) -> bool {
+        Delivery::can_look_up(self)
+    }
+
+    fn lookup(
+        &self,
+        message: &RawMessage,
+        folder: &str,
+        since: i64,
+    ) -> impl Future<Output = Result<Lookup, DeliveryError>> {
+        Delivery::lookup(self, message, folder, since)
+    }
+
+    fn close(&self) -> impl Future<Output = ()> {
+        Delivery::close(self)
     }
 }
 
@@ -277,7 +301,7 @@ impl<'a> Delivery<'a> {
         folder: &str,
     ) -> Result<Receipt, DeliveryError> {
         match &self.kind {
-            Kind::Smtp { smtp, oauth } => match smtp.deliver(message).await {
+            Kind::Smtp { smtp, oauth } => match smtp.deliver(message, folder).await {
                 Err(e) if e.class() == ErrorClass::Auth => {
                     let Some((owner, settings, current)) = oauth else {
                         return Err(e.into());
@@ -296,7 +320,7 @@ impl<'a> Delivery<'a> {
                     *current
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-                    Ok(smtp.deliver(message).await?)
+                    Ok(smtp.deliver(message, folder).await?)
                 }
                 other => Ok(other?),
             },

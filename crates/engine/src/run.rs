@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::build;
-use crate::deliver::{Delivery, DeliveryError, Lookup};
+use crate::deliver::{Delivery, DeliveryError};
 use crate::report::{AccountReport, ErrorReport, MessageProblem};
 use crate::tokens::TokenKeeper;
+use mailferry_core::{Destination, Lookup};
 
 /// A fetch batch holds at most this many messages...
 const BATCH_MESSAGES: usize = 64;
@@ -77,7 +78,7 @@ pub async fn run_once(
 /// Why an account's run ended early.
 pub(crate) enum Stop {
     Source(ErrorReport),
-    Destination(DeliveryError),
+    Destination(ErrorReport),
     Store(StoreError),
 }
 
@@ -86,13 +87,13 @@ impl Stop {
         Self::Source(ErrorReport::from_error(e))
     }
 
+    pub(crate) fn destination<E: std::error::Error + Classify>(e: &E) -> Self {
+        Self::Destination(ErrorReport::from_error(e))
+    }
+
     pub(crate) fn report(&self) -> ErrorReport {
         match self {
-            Self::Source(r) => r.clone(),
-            Self::Destination(e @ DeliveryError::Token { destination, .. }) => {
-                ErrorReport::from_error(e).naming(destination)
-            }
-            Self::Destination(e) => ErrorReport::from_error(e),
+            Self::Source(r) | Self::Destination(r) => r.clone(),
             Self::Store(e) => {
                 let mut r = ErrorReport::from_error(&StoreFailure(e));
                 r.hint = Some("check the state directory's disk space and permissions".into());
@@ -184,14 +185,14 @@ async fn pipeline(
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
     let dest_config = config.destination(&account.destination).ok_or_else(|| {
-        Stop::Destination(DeliveryError::Smtp(mailferry_smtp::SmtpError::Address {
+        Stop::destination(&DeliveryError::Smtp(mailferry_smtp::SmtpError::Address {
             what: "destination",
             value: account.destination.clone(),
         }))
     })?;
     let destination = Delivery::new(dest_config, account, &config.daemon, tokens)
         .await
-        .map_err(Stop::Destination)?;
+        .map_err(|e| Stop::destination(&e))?;
     let run = Run {
         account,
         max_message: config.daemon.max_message_size,
@@ -236,12 +237,12 @@ async fn pipeline(
 }
 
 /// What every step of one account's run needs.
-struct Run<'a> {
+struct Run<'a, D> {
     account: &'a AccountConfig,
     /// `max-message-size`.
     max_message: u64,
     store: &'a Store,
-    destination: &'a Delivery<'a>,
+    destination: &'a D,
     destination_name: &'a str,
     opts: &'a RunOptions,
     observer: &'a dyn Observer,
@@ -249,8 +250,8 @@ struct Run<'a> {
 }
 
 /// Gathers every folder, then ends the session (for POP3, `QUIT` commits deletions).
-async fn gather_all<S: Source>(
-    run: &Run<'_>,
+async fn gather_all<S: Source, D: Destination>(
+    run: &Run<'_, D>,
     mut source: S,
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
@@ -287,8 +288,8 @@ async fn gather_all<S: Source>(
     result.and(closed)
 }
 
-async fn gather_folder<S: Source>(
-    run: &Run<'_>,
+async fn gather_folder<S: Source, D: Destination>(
+    run: &Run<'_, D>,
     folder: &str,
     source: &mut S,
     report: &mut AccountReport,
@@ -527,8 +528,8 @@ fn settle_action(account: &AccountConfig) -> Option<SourceAction> {
 }
 
 /// Fetches `new` and delivers it.
-async fn transfer<S: Source>(
-    run: &Run<'_>,
+async fn transfer<S: Source, D: Destination>(
+    run: &Run<'_, D>,
     folder: &str,
     uidvalidity: u32,
     new: Vec<ListedMessage>,
@@ -778,10 +779,10 @@ async fn fetch_failed(
 }
 
 /// Records the attempt, delivers, records the outcome.
-async fn deliver_one(
+async fn deliver_one<D: Destination>(
     key: &LedgerKey,
     message: &RawMessage,
-    destination: &Delivery<'_>,
+    destination: &D,
     destination_name: &str,
     store: &Store,
 ) -> Done {
@@ -798,10 +799,10 @@ async fn deliver_one(
     Done { outcome, resent }
 }
 
-async fn deliver_and_record(
+async fn deliver_and_record<D: Destination>(
     key: &LedgerKey,
     message: &RawMessage,
-    destination: &Delivery<'_>,
+    destination: &D,
     destination_name: &str,
     store: &Store,
     resent: &mut bool,
@@ -834,7 +835,7 @@ async fn deliver_and_record(
             match destination
                 .lookup(message, &key.folder, since)
                 .await
-                .map_err(Stop::Destination)?
+                .map_err(|e| Stop::destination(&e))?
             {
                 Lookup::Found(id) => {
                     info!(key = %key.key, id, "an interrupted delivery had arrived; not sending it again");
@@ -920,7 +921,7 @@ async fn deliver_and_record(
                     .await
                     .map_err(Stop::Store)?;
             }
-            Err(Stop::Destination(e))
+            Err(Stop::destination(&e))
         }
     }
 }
@@ -959,6 +960,10 @@ fn batches(messages: &[ListedMessage]) -> impl Iterator<Item = &[ListedMessage]>
         Some(batch)
     })
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod pipeline_tests;
 
 #[cfg(test)]
 mod tests {

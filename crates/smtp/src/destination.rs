@@ -358,7 +358,7 @@ impl SmtpDestination {
 impl Destination for SmtpDestination {
     type Error = SmtpError;
 
-    async fn deliver(&self, message: &RawMessage) -> Result<Receipt, SmtpError> {
+    async fn deliver(&self, message: &RawMessage, _folder: &str) -> Result<Receipt, SmtpError> {
         if message.is_empty() {
             return Err(SmtpError::Refused {
                 reply: "the message is empty (0 bytes); SMTP has no way to carry an empty message"

@@ -559,6 +559,24 @@ impl Store {
             .await
     }
 
+    /// The ledger state of `key` (`attempt`, `delivered`, ...), if it has a row.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn state_of(&self, key: &LedgerKey) -> Result<Option<String>, StoreError> {
+        let (uid, uidl) = key.columns();
+        Ok(sqlx::query_scalar(
+            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Starts a new attempt on a row whose earlier attempt was interrupted and did not
     /// arrive: the attempt's time becomes now.
     ///

@@ -1,0 +1,401 @@
+//! The pipeline in process: a fake source and a fake destination over a real ledger
+//! (SQLite in a temporary directory), no servers. Every ledger transition, and a crash
+//! between each step (an attempt left open, found or not at the destination).
+
+use std::sync::Mutex;
+
+use mailferry_core::{
+    Classify, Destination, ErrorClass, FetchFailure, Fetched, FolderState, ListedMessage, Lookup,
+    MessageKey, RawMessage, Receipt, Source, SourceAction,
+};
+use mailferry_store::{LedgerKey, MessageFacts, Store};
+use tokio_util::sync::CancellationToken;
+
+use super::{Run, RunOptions, gather_all};
+use crate::report::AccountReport;
+
+#[derive(Debug, thiserror::Error)]
+#[error("fake: {what}")]
+struct FakeError {
+    what: String,
+    class: ErrorClass,
+    arrived: bool,
+}
+
+impl Classify for FakeError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+    fn may_have_arrived(&self) -> bool {
+        self.arrived
+    }
+}
+
+/// A folder of messages under one UIDVALIDITY; `broken` UIDs are not handed out.
+struct FakeSource {
+    uidvalidity: u32,
+    messages: Vec<(u32, Vec<u8>)>,
+    broken: Vec<u32>,
+}
+
+impl Source for FakeSource {
+    type Error = FakeError;
+
+    async fn open(&mut self, _folder: &str) -> Result<FolderState, FakeError> {
+        Ok(FolderState {
+            uidvalidity: self.uidvalidity,
+            messages: self
+                .messages
+                .iter()
+                .map(|(u, m)| ListedMessage {
+                    key: MessageKey::Uid(*u),
+                    size: m.len() as u64,
+                    received: None,
+                })
+                .collect(),
+            uidnext: None,
+        })
+    }
+
+    async fn fetch(
+        &mut self,
+        keys: &[MessageKey],
+    ) -> Result<Vec<(MessageKey, Fetched)>, FakeError> {
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                let MessageKey::Uid(u) = k else { return None };
+                let (_, m) = self.messages.iter().find(|(x, _)| x == u)?;
+                let got = if self.broken.contains(u) {
+                    Err(FetchFailure::temporary("NIL body"))
+                } else {
+                    Ok(RawMessage::new(m.clone()))
+                };
+                Some((k.clone(), got))
+            })
+            .collect())
+    }
+
+    async fn settle(
+        &mut self,
+        _: &str,
+        _: u32,
+        _: &[MessageKey],
+        _: &SourceAction,
+    ) -> Result<(), FakeError> {
+        Ok(())
+    }
+
+    async fn close(self) -> Result<(), FakeError> {
+        Ok(())
+    }
+}
+
+/// Keeps what it is given; answers by a marker in the message: `X-Fake: defer`,
+/// `refuse`, `unconfirmed` (stored, then an error that may mean it arrived), `down` (the
+/// destination fails, nothing stored).
+#[derive(Default)]
+struct FakeDestination {
+    held: Mutex<Vec<Vec<u8>>>,
+    looks_up: bool,
+    /// What `lookup` says when the message is not held (Absent or TooEarly).
+    missing: Option<Lookup>,
+}
+
+impl FakeDestination {
+    fn held(&self) -> Vec<Vec<u8>> {
+        self.held.lock().expect("lock").clone()
+    }
+}
+
+fn err(what: &str, class: ErrorClass, arrived: bool) -> FakeError {
+    FakeError {
+        what: what.into(),
+        class,
+        arrived,
+    }
+}
+
+impl Destination for FakeDestination {
+    type Error = FakeError;
+
+    fn concurrency(&self) -> usize {
+        2
+    }
+
+    async fn deliver(&self, message: &RawMessage, _folder: &str) -> Result<Receipt, FakeError> {
+        let text = String::from_utf8_lossy(message.as_bytes()).into_owned();
+        if text.contains("X-Fake: defer") {
+            return Err(err("451 later", ErrorClass::Deferred, false));
+        }
+        if text.contains("X-Fake: refuse") {
+            return Err(err("550 no", ErrorClass::Refused, false));
+        }
+        if text.contains("X-Fake: down") {
+            return Err(err("connection refused", ErrorClass::Transient, false));
+        }
+        self.held
+            .lock()
+            .expect("lock")
+            .push(message.as_bytes().to_vec());
+        if text.contains("X-Fake: unconfirmed") {
+            return Err(err("500 after the upload", ErrorClass::Transient, true));
+        }
+        Ok(Receipt { id: "ok".into() })
+    }
+
+    fn can_look_up(&self) -> bool {
+        self.looks_up
+    }
+
+    async fn lookup(&self, message: &RawMessage, _: &str, _: i64) -> Result<Lookup, FakeError> {
+        if self.held().iter().any(|m| m == message.as_bytes()) {
+            return Ok(Lookup::Found("found".into()));
+        }
+        Ok(self.missing.clone().unwrap_or(Lookup::Absent))
+    }
+}
+
+fn message(n: u32, marker: &str) -> Vec<u8> {
+    let extra = if marker.is_empty() {
+        String::new()
+    } else {
+        format!("X-Fake: {marker}\r\n")
+    };
+    format!("Message-ID: <m{n}@x>\r\nSubject: {n}\r\n{extra}\r\nbody {n}\r\n").into_bytes()
+}
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    store: Store,
+    config: mailferry_config::Config,
+}
+
+async fn bench() -> Bench {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p"), "pw").expect("pass");
+    let path = dir.path().join("m.toml");
+    std::fs::write(
+        &path,
+        "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nenvelope-to = [\"me@home.example\"]\n[[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nusername = \"u\"\nauth = { method = \"password\", password-file = \"p\" }\ndestination = \"home\"\n",
+    )
+    .expect("config");
+    let config = mailferry_config::load(&path).expect("valid");
+    let store = Store::open(&dir.path().join("state")).await.expect("store");
+    Bench {
+        _dir: dir,
+        store,
+        config,
+    }
+}
+
+impl Bench {
+    async fn run(&self, source: FakeSource, dest: &FakeDestination) -> AccountReport {
+        let cancel = CancellationToken::new();
+        let opts = RunOptions::default();
+        let run = Run {
+            account: &self.config.accounts[0],
+            max_message: 1 << 20,
+            store: &self.store,
+            destination: dest,
+            destination_name: "home",
+            opts: &opts,
+            observer: &(),
+            cancel: &cancel,
+        };
+        let mut report = AccountReport::default();
+        if let Err(e) = gather_all(&run, source, &mut report).await {
+            report.error = Some(e.report());
+        }
+        report
+    }
+
+    async fn states(&self) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        for uid in 1..=9 {
+            let key = key(7, uid);
+            if let Some(s) = self.store.state_of(&key).await.expect("state") {
+                out.push((uid, s));
+            }
+        }
+        out
+    }
+}
+
+fn key(uidvalidity: u32, uid: u32) -> LedgerKey {
+    LedgerKey {
+        account: "a".into(),
+        folder: "INBOX".into(),
+        uidvalidity,
+        key: MessageKey::Uid(uid),
+    }
+}
+
+fn source(messages: Vec<(u32, Vec<u8>)>) -> FakeSource {
+    FakeSource {
+        uidvalidity: 7,
+        messages,
+        broken: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn delivered_deferred_refused_and_settled_rows_are_never_reopened() {
+    let b = bench().await;
+    let dest = FakeDestination::default();
+    let msgs = vec![
+        (1, message(1, "")),
+        (2, message(2, "defer")),
+        (3, message(3, "refuse")),
+    ];
+    let r = b.run(source(msgs.clone()), &dest).await;
+    assert_eq!((r.counts.delivered, r.counts.failed), (1, 2));
+    assert_eq!(
+        b.states().await,
+        [
+            (1, "delivered".into()),
+            (2, "deferred".into()),
+            (3, "refused".into())
+        ]
+    );
+    // The next run: only the deferred one is tried again (and now accepted).
+    let mut msgs2 = msgs.clone();
+    msgs2[1].1 = message(2, "");
+    let r = b.run(source(msgs2), &dest).await;
+    assert_eq!((r.counts.fetched, r.counts.delivered), (1, 1));
+    assert_eq!(b.states().await[1], (2, "delivered".into()));
+    assert_eq!(dest.held().len(), 2);
+    // A listing that names a key twice delivers it once.
+    let mut twice = msgs.clone();
+    twice.push((1, message(1, "")));
+    let r = b.run(source(twice), &dest).await;
+    assert_eq!(r.counts.delivered, 0);
+    assert_eq!(dest.held().len(), 2);
+}
+
+#[tokio::test]
+async fn the_same_bytes_under_a_new_uidvalidity_are_a_duplicate() {
+    let b = bench().await;
+    let dest = FakeDestination::default();
+    b.run(source(vec![(1, message(1, ""))]), &dest).await;
+    let again = FakeSource {
+        uidvalidity: 8,
+        messages: vec![(5, message(1, ""))],
+        broken: Vec::new(),
+    };
+    let r = b.run(again, &dest).await;
+    assert_eq!((r.counts.delivered, r.counts.skipped), (0, 1));
+    assert_eq!(dest.held().len(), 1);
+    assert_eq!(
+        b.store
+            .state_of(&key(8, 5))
+            .await
+            .expect("state")
+            .as_deref(),
+        Some("duplicate")
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_the_attempt_is_recorded_resends_or_finds_never_loses() {
+    let b = bench().await;
+    let facts = |sha: &'static str| MessageFacts {
+        message_id: Some("m1@x"),
+        sha256: sha,
+        size: 10,
+        destination: "home",
+    };
+    // Crash between "attempt" and the delivery: nothing arrived.
+    let m1 = RawMessage::new(message(1, ""));
+    let sha = m1.sha256_hex();
+    b.store
+        .begin_attempt(&key(7, 1), &facts(Box::leak(sha.into_boxed_str())))
+        .await
+        .expect("attempt");
+    let smtp_like = FakeDestination::default();
+    let r = b.run(source(vec![(1, message(1, ""))]), &smtp_like).await;
+    assert_eq!(
+        (r.counts.delivered, r.resent),
+        (1, 1),
+        "re-sent and counted"
+    );
+    assert_eq!(b.states().await, [(1, "delivered".into())]);
+
+    // Crash between the delivery and its record: a destination that can look it up
+    // finds it and nothing is sent twice.
+    let gmail_like = FakeDestination {
+        looks_up: true,
+        ..FakeDestination::default()
+    };
+    let m2 = message(2, "");
+    gmail_like.held.lock().expect("lock").push(m2.clone());
+    let sha2 = RawMessage::new(m2.clone()).sha256_hex();
+    b.store
+        .begin_attempt(&key(7, 2), &facts(Box::leak(sha2.into_boxed_str())))
+        .await
+        .expect("attempt");
+    let r = b
+        .run(source(vec![(1, message(1, "")), (2, m2)]), &gmail_like)
+        .await;
+    assert_eq!((r.counts.delivered, r.found), (0, 1));
+    assert_eq!(gmail_like.held().len(), 1, "delivered twice");
+    assert_eq!(b.states().await[1], (2, "delivered".into()));
+}
+
+#[tokio::test]
+async fn an_unconfirmed_delivery_stays_open_until_the_destination_can_tell() {
+    let b = bench().await;
+    let dest = FakeDestination {
+        looks_up: true,
+        missing: Some(Lookup::TooEarly),
+        ..FakeDestination::default()
+    };
+    let msgs = vec![(1, message(1, "unconfirmed")), (2, message(2, ""))];
+    let r = b.run(source(msgs.clone()), &dest).await;
+    // The others go on; the unconfirmed one is neither re-sent nor settled.
+    assert_eq!((r.counts.delivered, r.counts.failed), (1, 1));
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(b.states().await[0], (1, "attempt".into()));
+    // Next run: the destination holds it; found, recorded, not sent again.
+    let r = b.run(source(msgs), &dest).await;
+    assert_eq!(r.found, 1);
+    assert_eq!(dest.held().len(), 2);
+    assert_eq!(b.states().await[0], (1, "delivered".into()));
+}
+
+#[tokio::test]
+async fn a_destination_that_fails_stops_the_run_and_settles_nothing() {
+    let b = bench().await;
+    let dest = FakeDestination::default();
+    let msgs = vec![(1, message(1, "down")), (2, message(2, ""))];
+    let r = b.run(source(msgs), &dest).await;
+    let e = r.error.expect("the run stopped");
+    assert!(
+        e.blames_destination || e.message.contains("connection refused"),
+        "{e:?}"
+    );
+    // Known not to have arrived: deferred (tried again), never refused.
+    assert_eq!(b.states().await[0], (1, "deferred".into()));
+    assert!(b.states().await.iter().all(|(_, s)| s != "refused"));
+}
+
+#[tokio::test]
+async fn a_message_the_source_will_not_hand_out_is_deferred_then_refused() {
+    let b = bench().await;
+    let dest = FakeDestination::default();
+    for round in 1..=3 {
+        let src = FakeSource {
+            uidvalidity: 7,
+            messages: vec![(1, message(1, "")), (2, message(2, ""))],
+            broken: vec![2],
+        };
+        let r = b.run(src, &dest).await;
+        let want = if round < 3 { "deferred" } else { "refused" };
+        assert_eq!(
+            b.states().await[1],
+            (2, want.into()),
+            "round {round}: {r:?}"
+        );
+    }
+    assert_eq!(dest.held().len(), 1);
+}
