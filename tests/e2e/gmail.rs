@@ -305,26 +305,9 @@ fn a_100_mb_message_is_imported_with_peak_memory_well_under_three_times_its_size
     b.dovecot.add_message("INBOX", &big);
     let size = big.len() as u64;
     drop(big);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["once", "--config"])
-        .arg(b.config_path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kb: u64 = 0;
-    while child.try_wait().expect("wait").is_none() {
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        {
-            peak_kb = peak_kb.max(kb);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"));
+    cmd.args(["once", "--config"]).arg(b.config_path());
+    let (out, peak) = mailferry_testkit::run_measuring_peak(cmd);
     assert!(
         out.status.success(),
         "{}",
@@ -333,7 +316,6 @@ fn a_100_mb_message_is_imported_with_peak_memory_well_under_three_times_its_size
     let digests = gmail.digests();
     assert_eq!(digests.len(), 1);
     assert_eq!(digests[0], (size, want, "resumable".to_owned()));
-    let peak = peak_kb * 1024;
     eprintln!("peak RSS {} MB for a {} MB message", peak >> 20, size >> 20);
     assert!(
         peak < 3 * size,

@@ -267,26 +267,10 @@ fn lying_sizes_cannot_raise_memory_past_the_limit_and_too_large_is_refused_with_
     )
     .expect("config");
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["once", "--config"])
-        .arg(b.config_path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kb: u64 = 0;
-    while child.try_wait().expect("wait").is_none() {
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        {
-            peak_kb = peak_kb.max(kb);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"));
+    cmd.args(["once", "--config"]).arg(b.config_path());
+    let (out, peak) = mailferry_testkit::run_measuring_peak(cmd);
+    let peak_kb = peak / 1024;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let peak_mb = peak_kb >> 10;
     eprintln!("peak RSS with a lying server: {peak_mb} MB");

@@ -178,7 +178,7 @@ impl SmtpDestination {
             let tls = mailferry_tls::handshake(config, &o.host, tcp, o.connect_timeout)
                 .await
                 .map_err(network)?;
-            Box::new(ImplicitTls(tls))
+            Box::new(Lettre(tls))
         } else {
             Box::new(tcp)
         };
@@ -188,7 +188,7 @@ impl SmtpDestination {
         // minutes (servers scan the message first), so silence counts from there.
         let silence = o.io_timeout.max(DATA_REPLY);
         let stream: Box<dyn AsyncTokioStream> =
-            Box::new(Watched(mailferry_tls::Idle::new(inner, silence)));
+            Box::new(Lettre(mailferry_tls::Idle::new(inner, silence)));
         let connect_err = |source| SmtpError::Connect {
             server: server(o),
             source,
@@ -486,11 +486,30 @@ fn local_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// A stream with an inactivity limit that lettre can drive.
+/// A stream lettre can drive: lettre wants its own stream trait, which the orphan rule
+/// keeps us from implementing on rustls' and mailferry-tls' types directly. Wraps the TLS
+/// stream of implicit TLS, and the inactivity limit around whatever lettre is given.
 #[derive(Debug)]
-struct Watched(mailferry_tls::Idle<Box<dyn AsyncTokioStream>>);
+struct Lettre<T>(T);
 
-impl tokio::io::AsyncRead for Watched {
+/// The peer of a stream, for lettre.
+trait Peer {
+    fn peer(&self) -> std::io::Result<std::net::SocketAddr>;
+}
+
+impl Peer for mailferry_tls::TlsStream<tokio::net::TcpStream> {
+    fn peer(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
+impl Peer for mailferry_tls::Idle<Box<dyn AsyncTokioStream>> {
+    fn peer(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.get_ref().peer_addr()
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Lettre<T> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -500,7 +519,7 @@ impl tokio::io::AsyncRead for Watched {
     }
 }
 
-impl tokio::io::AsyncWrite for Watched {
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Lettre<T> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -524,53 +543,11 @@ impl tokio::io::AsyncWrite for Watched {
     }
 }
 
-impl AsyncTokioStream for Watched {
+impl<T> AsyncTokioStream for Lettre<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Peer + Unpin + Send + Sync + std::fmt::Debug,
+{
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().peer_addr()
-    }
-}
-
-/// A TLS stream lettre can drive: lettre wants its own stream trait, which the orphan rule
-/// keeps us from implementing on rustls' type directly.
-#[derive(Debug)]
-struct ImplicitTls(mailferry_tls::TlsStream<tokio::net::TcpStream>);
-
-impl tokio::io::AsyncRead for ImplicitTls {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for ImplicitTls {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for ImplicitTls {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().0.peer_addr()
+        self.0.peer()
     }
 }
