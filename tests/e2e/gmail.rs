@@ -631,3 +631,57 @@ fn check_finds_a_missing_gmail_scope_and_status_shows_the_destination_sign_in() 
         "{check:?}"
     );
 }
+
+#[test]
+fn a_notice_goes_into_gmail_once_when_an_account_cannot_log_in() {
+    let (b, gmail) = gmail_bench("");
+    let hook = mailferry_testkit::HttpSink::start();
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    std::fs::write(
+        b.config_path(),
+        config
+            .replace(
+                "[daemon]\n",
+                "[daemon]\nmin-interval = \"1s\"\nallow-short-intervals = true\n",
+            )
+            .replace(
+                "destination = \"gmail\"\n",
+                "destination = \"gmail\"\ninterval = \"1s\"\n",
+            )
+            + &format!("\n[notify]\nwebhook = \"{}\"\n", hook.url("/hook")),
+    )
+    .expect("config");
+    std::fs::write(b.dir.path().join("src.pass"), "wrong\n").expect("pass");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["run", "--config"])
+        .arg(b.config_path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hook.requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no notice");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several more runs, still parked: still one notice.
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let notices: Vec<_> = gmail
+        .messages()
+        .into_iter()
+        .filter(|m| String::from_utf8_lossy(&m.raw).contains("Auto-Submitted: auto-generated"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{} notices", notices.len());
+    let text = String::from_utf8_lossy(&notices[0].raw).into_owned();
+    assert!(
+        text.contains("Subject: mailferry: src cannot log in"),
+        "{text}"
+    );
+    assert!(text.contains("systemctl reload mailferry"), "{text}");
+    assert!(notices[0].label_ids.contains(&"INBOX".to_owned()));
+    assert_eq!(hook.requests().len(), 1);
+}

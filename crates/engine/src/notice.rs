@@ -122,6 +122,17 @@ impl Notice {
         let words = error.map_or("", |e| e.message.as_str());
         let hint = error.and_then(|e| e.hint.clone()).unwrap_or_default();
         let (event, subject, what, command) = match now {
+            Some(Condition::Parked)
+                if matches!(account.auth, mailferry_config::SourceAuth::Password(_)) =>
+            {
+                (
+                    "parked",
+                    format!("mailferry: {name} cannot log in"),
+                    "the account is parked: the server refuses its password, and mailferry does not try again until you fix it",
+                    "fix the password file, then: systemctl reload mailferry   (or restart mailferry)"
+                        .to_owned(),
+                )
+            }
             Some(Condition::Parked) => (
                 "parked",
                 format!("mailferry: {name} needs a new sign-in"),
