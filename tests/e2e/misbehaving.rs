@@ -363,3 +363,24 @@ fn a_poll_lists_only_what_can_be_new_and_still_retries_what_is_unsettled() {
     assert_eq!(listings(&fake).last().map(String::as_str), Some("4:*"));
     assert_eq!(b.smtp.messages().len(), 4);
 }
+
+#[test]
+fn a_listing_line_without_uid_is_reported_and_the_rest_flows() {
+    let b = Bench::start();
+    let fake = FakeImap::start(ImapScript {
+        messages: inbox(2),
+        listing_without_uid: true,
+        ..ImapScript::default()
+    });
+    imap_config(&b, &fake);
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "odd"),
+        "odd: fetched 2, delivered 2, skipped 0, failed 0",
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("FETCH responses without a UID"),
+        "dropped silently: {run:?}"
+    );
+}

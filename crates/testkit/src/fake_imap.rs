@@ -18,6 +18,8 @@ pub struct ImapScript {
     pub unsolicited_flags: bool,
     /// Sizes announced in the listing instead of the real ones: (UID, size).
     pub announced: Vec<(u32, u64)>,
+    /// A listing line without UID (`* 1 FETCH (RFC822.SIZE 10)`) before the others.
+    pub listing_without_uid: bool,
 }
 
 /// The server; its thread ends with the test process.
@@ -140,6 +142,9 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
             "UID" if words.get(2).is_some_and(|w| w.eq_ignore_ascii_case("FETCH")) => {
                 let set = words.get(3).copied().unwrap_or("");
                 let items = words[4..].join(" ").to_ascii_uppercase();
+                if s.listing_without_uid && items.contains("RFC822.SIZE") {
+                    reply.extend_from_slice(b"* 1 FETCH (RFC822.SIZE 10)\r\n");
+                }
                 for uid in in_set(set, &uids) {
                     let Some(seq) = s.messages.iter().position(|(u, _)| *u == uid) else {
                         continue;
