@@ -17,13 +17,17 @@ mod fake_imap;
 mod fake_pop3;
 pub mod fixtures;
 mod http_sink;
+mod lenient_smtp;
 mod machine;
+mod peak;
 mod trickle;
 
 pub use fake_imap::{FakeImap, ImapScript, Log as ImapLog};
 pub use fake_pop3::{FakePop3, Pop3Script};
 pub use http_sink::{HttpSink, Request};
+pub use lenient_smtp::LenientSmtp;
 pub use machine::{Machine, Ran};
+pub use peak::run_measuring_peak;
 pub use trickle::Trickle;
 
 use std::io::{BufRead, BufReader};
@@ -967,91 +971,4 @@ impl Drop for SmtpReceiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A lenient SMTP receiver (`py/lenient_smtp.py`) on 127.0.0.1, plain TCP: it ends DATA at
-/// a "." line whatever ends the lines (CRLF, bare LF, bare CR), as the receivers SMTP
-/// smuggling abuses do, and logs every command line of every session.
-pub struct LenientSmtp {
-    child: Child,
-    dir: TempDir,
-    /// The port it listens on.
-    pub port: u16,
-}
-
-impl std::fmt::Debug for LenientSmtp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LenientSmtp")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LenientSmtp {
-    /// Starts the receiver.
-    #[must_use]
-    pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mailferry-lenient-")
-            .tempdir()
-            .expect("tempdir");
-        let (child, port) = spawn_python("lenient_smtp.py", &[dir.path().as_os_str()]);
-        Self { child, dir, port }
-    }
-
-    /// Every command line received, in order (message data excluded).
-    #[must_use]
-    pub fn commands(&self) -> Vec<String> {
-        std::fs::read(self.dir.path().join("commands.log"))
-            .map(|b| {
-                String::from_utf8_lossy(&b)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The messages accepted, in order.
-    #[must_use]
-    pub fn messages(&self) -> Vec<Vec<u8>> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .expect("read receiver dir")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|p| std::fs::read(p).expect("read message"))
-            .collect()
-    }
-}
-
-impl Drop for LenientSmtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `cmd` to completion (stdout piped) and returns its output and its peak resident
-/// memory (`VmHWM`), sampled every 20 ms, in bytes.
-pub fn run_measuring_peak(mut cmd: Command) -> (std::process::Output, u64) {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kb: u64 = 0;
-    while child.try_wait().expect("wait").is_none() {
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        {
-            peak_kb = peak_kb.max(kb);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child.wait_with_output().expect("output"), peak_kb * 1024)
 }
