@@ -201,13 +201,19 @@ impl AccountConfig {
     }
 }
 
-/// The envelope sender used when re-sending over SMTP.
+/// The envelope sender used when re-sending over SMTP: where the destination sends the
+/// bounce of a message it accepted and could not deliver after all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SmtpSender {
-    /// The message's own `Return-Path`, else its `From`, else the null sender `<>`.
+    /// `envelope-from = "return-path"`: the message's own `Return-Path`, else its `From`,
+    /// else the null sender `<>` (bounces go to the original sender, a third party).
     FromMessage,
+    /// `envelope-from = "<>"`: the null sender (bounces are dropped).
+    Null,
     /// Always this address.
     Fixed(String),
+    /// No `envelope-from`: the first `envelope-to`, so that bounces reach the user.
+    Recipient,
 }
 
 /// An SMTP destination.
@@ -849,15 +855,20 @@ impl Checker<'_> {
                 );
             }
         }
-        let envelope_from = match raw.envelope_from {
-            None => SmtpSender::FromMessage,
-            Some(a) if looks_like_address(&a) => SmtpSender::Fixed(a),
+        let envelope_from = match raw.envelope_from.as_deref() {
+            // Bounces of a personal forwarder belong to its user: the mailbox it fills.
+            None => SmtpSender::Recipient,
+            Some("return-path") => SmtpSender::FromMessage,
+            Some("<>") => SmtpSender::Null,
+            Some(a) if looks_like_address(a) => SmtpSender::Fixed(a.to_owned()),
             Some(a) => {
                 self.err(
                     format!("{key}.envelope-from"),
-                    format!("{a:?} is not an email address"),
+                    format!(
+                        "{a:?} is not an email address, \"return-path\" or \"<>\""
+                    ),
                 );
-                SmtpSender::FromMessage
+                SmtpSender::Null
             }
         };
         Some(DestinationConfig {

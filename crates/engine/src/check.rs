@@ -8,7 +8,7 @@ use mailferry_config::{
     AccountConfig, Config, DestinationConfig, DestinationKind, Endpoint, Protocol, SourceAuth,
     TlsMode,
 };
-use mailferry_core::Source;
+use mailferry_core::{Source, SourceAction};
 
 use crate::build;
 use crate::deliver::Delivery;
@@ -127,6 +127,7 @@ pub async fn account(
                             )
                     })
                     .collect();
+                starttls(&account.endpoint, &mut out);
                 out.push(Finding::ok(
                     "login",
                     format!("logged in as {}", account.username),
@@ -146,6 +147,7 @@ pub async fn account(
         },
         Protocol::Pop3 => match build::connect_pop3(account, &config.daemon, tokens).await {
             Ok(s) => {
+                starttls(&account.endpoint, &mut out);
                 out.push(Finding::ok(
                     "login",
                     format!("logged in as {}", account.username),
@@ -263,7 +265,27 @@ async fn reach(e: &Endpoint, limit: Duration, out: &mut Vec<Finding>) -> bool {
     true
 }
 
-/// Opens every configured folder read-only and counts its messages.
+/// The `tls` line of an endpoint whose TLS came after the greeting (STARTTLS), once the
+/// session that needed it is up; a plain endpoint gets a warning line.
+fn starttls(e: &Endpoint, out: &mut Vec<Finding>) {
+    match e.tls {
+        TlsMode::StartTls => out.push(Finding::ok(
+            "tls",
+            format!(
+                "STARTTLS done; the certificate is valid for {}",
+                e.host
+            ),
+        )),
+        TlsMode::None => out.push(Finding::ok(
+            "tls",
+            "none: tls = \"none\", passwords and mail cross the network readable".into(),
+        )),
+        TlsMode::Implicit => {}
+    }
+}
+
+/// Opens every configured folder read-only and counts its messages; checks that the
+/// after-delivery policy can be carried out (a `move:` target exists).
 async fn folders<S: Source>(account: &AccountConfig, mut source: S, out: &mut Vec<Finding>) {
     for folder in &account.folders {
         let step = format!("folder {folder}");
@@ -277,6 +299,24 @@ async fn folders<S: Source>(account: &AccountConfig, mut source: S, out: &mut Ve
                 out.push(Finding::fail(&step, r.message, r.hint));
             }
             Err(_) => out.push(Finding::fail(&step, "no answer".into(), None)),
+        }
+    }
+    if let Some(action) = crate::run::settle_action(account) {
+        let step = "after-delivery";
+        match tokio::time::timeout(Duration::from_secs(120), source.check_settle(&action)).await {
+            Ok(Ok(())) => out.push(Finding::ok(
+                step,
+                match &action {
+                    SourceAction::MarkSeen => "mark-seen: possible".to_owned(),
+                    SourceAction::Move(to) => format!("move:{to}: the folder exists"),
+                    SourceAction::Delete => "delete: possible".to_owned(),
+                },
+            )),
+            Ok(Err(e)) => {
+                let r = Stop::source(&e).report();
+                out.push(Finding::fail(step, r.message, r.hint));
+            }
+            Err(_) => out.push(Finding::fail(step, "no answer".into(), None)),
         }
     }
     let _ = source.close().await;

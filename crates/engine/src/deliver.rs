@@ -12,7 +12,7 @@ use mailferry_core::{Classify, Destination, ErrorClass, Lookup, RawMessage, Rece
 use mailferry_gmail::{
     AccessToken, Expected, Found, GmailDestination, GmailError, GmailOptions, Mode,
 };
-use mailferry_smtp::{SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
+use mailferry_smtp::{Sender, SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
 use tracing::info;
 
 use crate::build::{read_token, tls_mode};
@@ -226,8 +226,10 @@ impl<'a> Delivery<'a> {
                     login,
                     envelope_to: s.envelope_to.clone(),
                     envelope_from: match &s.envelope_from {
-                        SmtpSender::FromMessage => None,
-                        SmtpSender::Fixed(a) => Some(a.clone()),
+                        SmtpSender::FromMessage => Sender::FromMessage,
+                        SmtpSender::Null => Sender::Null,
+                        SmtpSender::Recipient => Sender::Recipient,
+                        SmtpSender::Fixed(a) => Sender::Address(a.clone()),
                     },
                     hello_name: s.hello_name.clone(),
                     connect_timeout: daemon.connect_timeout,
@@ -389,6 +391,12 @@ impl<'a> Delivery<'a> {
         match &self.kind {
             Kind::Smtp { smtp, .. } => {
                 let features = smtp.probe().await?;
+                if let (mailferry_smtp::SmtpTls::StartTls, host) = smtp.tls() {
+                    out.push(Finding::ok(
+                        "tls",
+                        format!("STARTTLS done; the certificate is valid for {host}"),
+                    ));
+                }
                 out.push(Finding::ok(
                     "login",
                     format!("session ready; {}", features.join(" ")),

@@ -518,7 +518,7 @@ async fn gather_folder<S: Source, D: Destination>(
 }
 
 /// What `after-delivery` asks the source to do with a delivered message.
-fn settle_action(account: &AccountConfig) -> Option<SourceAction> {
+pub(crate) fn settle_action(account: &AccountConfig) -> Option<SourceAction> {
     match &account.after_delivery {
         AfterDelivery::Keep => None,
         AfterDelivery::MarkSeen => Some(SourceAction::MarkSeen),
@@ -618,6 +618,7 @@ async fn transfer<S: Source, D: Destination>(
         let mut inflight = FuturesUnordered::new();
         let mut open = true;
         let mut stop: Option<Stop> = None;
+        let mut streak = Streak::default();
         loop {
             let take =
                 open && stop.is_none() && !cancel.is_cancelled() && inflight.len() < concurrency;
@@ -627,6 +628,11 @@ async fn transfer<S: Source, D: Destination>(
                     observer.done(&account.name, size);
                     if matches!(done.outcome, Ok(Outcome::Delivered)) {
                         report.bytes += size;
+                    }
+                    if let Some(e) = streak.count(&done.outcome, destination_name)
+                        && stop.is_none()
+                    {
+                        stop = Some(e);
                     }
                     if let Err(e) = tally(done, report)
                         && stop.is_none()
@@ -684,6 +690,8 @@ enum Outcome {
     Found,
     Duplicate,
     Deferred(MessageProblem),
+    /// The destination answered "not now" (4xx) to this message.
+    DestinationDeferred(MessageProblem),
     Refused(MessageProblem),
     /// The destination may hold it; the attempt stays open until it can tell.
     Pending(MessageProblem),
@@ -693,6 +701,53 @@ enum Outcome {
 struct Done {
     outcome: Result<Outcome, Stop>,
     resent: bool,
+}
+
+/// A destination that answers "not now" to this many messages in a row with the same
+/// reply is not taking mail: the run stops for it (the messages stay deferred) instead of
+/// offering it every message, which a tarpitting server makes take minutes.
+const SAME_DEFERRALS: u32 = 5;
+
+/// Identical temporary refusals in a row from the destination.
+#[derive(Default)]
+struct Streak {
+    reason: Option<String>,
+    count: u32,
+}
+
+impl Streak {
+    /// Counts `outcome`; the run-ending error once the streak is long enough.
+    fn count(&mut self, outcome: &Result<Outcome, Stop>, destination: &str) -> Option<Stop> {
+        match outcome {
+            Ok(Outcome::DestinationDeferred(p)) => {
+                if self.reason.as_deref() == Some(p.reason.as_str()) {
+                    self.count += 1;
+                } else {
+                    self.reason = Some(p.reason.clone());
+                    self.count = 1;
+                }
+            }
+            Ok(Outcome::Delivered | Outcome::Found) => *self = Self::default(),
+            _ => {}
+        }
+        if self.count < SAME_DEFERRALS {
+            return None;
+        }
+        let reason = self.reason.as_deref().unwrap_or_default();
+        Some(Stop::Destination(ErrorReport {
+            class: ErrorClass::Transient,
+            message: format!(
+                "the destination {destination} deferred {} messages in a row with the same reply ({reason}); the others wait for the next run",
+                self.count
+            ),
+            hint: Some(
+                "the destination is not taking mail right now; mailferry tries again later (its log says why)"
+                    .into(),
+            ),
+            retry_after: None,
+            blames_destination: true,
+        }))
+    }
 }
 
 /// Adds one message's outcome to the report; a run-ending error is passed on.
@@ -707,7 +762,7 @@ fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> {
             report.counts.skipped += 1;
         }
         Ok(Outcome::Duplicate) => report.counts.skipped += 1,
-        Ok(Outcome::Deferred(p) | Outcome::Pending(p)) => {
+        Ok(Outcome::Deferred(p) | Outcome::DestinationDeferred(p) | Outcome::Pending(p)) => {
             report.counts.failed += 1;
             report.deferred.push(p);
         }
@@ -895,7 +950,7 @@ async fn deliver_and_record<D: Destination>(
                     .mark_deferred(key, &p.reason)
                     .await
                     .map_err(Stop::Store)?;
-                Ok(Outcome::Deferred(p))
+                Ok(Outcome::DestinationDeferred(p))
             } else {
                 warn!(key = %key.key, reason = %p.reason, "delivery refused; the message stays at the source");
                 store

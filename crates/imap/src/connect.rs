@@ -29,13 +29,13 @@ where
 
 impl From<async_imap::error::Error> for ImapError {
     fn from(e: async_imap::error::Error) -> Self {
-        Self::Session(e)
+        crate::error::sanitize(e)
     }
 }
 
 impl From<std::io::Error> for ImapError {
     fn from(e: std::io::Error) -> Self {
-        Self::Session(e.into())
+        crate::error::sanitize(e.into())
     }
 }
 

@@ -44,6 +44,13 @@ pub enum ImapError {
     /// The server sent something that does not fit the protocol.
     #[error("unexpected IMAP response: {0}")]
     Protocol(String),
+    /// The server sent a reply the parser cannot read; the session is over. Only a short
+    /// excerpt of the reply's first line is kept: never message content.
+    #[error("the server sent a reply that cannot be read, beginning {excerpt:?}")]
+    Unreadable {
+        /// The first bytes of the reply's first line, printable.
+        excerpt: String,
+    },
     /// The connection failed mid-session.
     #[error("the IMAP session failed")]
     Session(#[source] async_imap::error::Error),
@@ -58,6 +65,7 @@ impl Classify for ImapError {
             | Self::Timeout { .. }
             | Self::LoginUnavailable(_)
             | Self::Protocol(_)
+            | Self::Unreadable { .. }
             | Self::Session(_) => ErrorClass::Transient,
         }
     }
@@ -86,7 +94,107 @@ impl Classify for ImapError {
             Self::Folder { .. } => {
                 Some("check the account's folders list against the folder names on the server")
             }
+            Self::Unreadable { .. } => Some(
+                "the message it belongs to is retried, then reported as refused; the others are fetched",
+            ),
             _ => None,
         }
+    }
+}
+
+/// At most this many characters of a server's reply are quoted in an error.
+const EXCERPT: usize = 80;
+
+/// The first line of `text`, at most [`EXCERPT`] characters, printable ASCII only.
+pub(crate) fn excerpt(text: &str) -> String {
+    let line = text.split(['\r', '\n']).next().unwrap_or_default();
+    let mut out: String = line
+        .chars()
+        .take(EXCERPT)
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect();
+    if line.chars().count() > EXCERPT {
+        out.push_str("...");
+    }
+    out
+}
+
+/// async-imap's errors, without the raw bytes some of them carry: its parse errors quote
+/// the whole unparsed buffer (message headers and bodies included), which must not reach
+/// logs, the ledger or a summary.
+pub(crate) fn sanitize(e: async_imap::error::Error) -> ImapError {
+    use async_imap::error::{Error, ParseError};
+    match e {
+        Error::Io(io) => {
+            let text = io.to_string();
+            match text.split_once(" during parsing of ") {
+                Some((_, buffer)) => {
+                    // The buffer comes as a Debug string: quoted, with escapes. Its first
+                    // line is the response's own syntax (`* 71 FETCH (UID 71 BODY[] ~{1082}`).
+                    let buffer = buffer.trim_start_matches('"');
+                    let first = buffer.split("\\r\\n").next().unwrap_or_default();
+                    ImapError::Unreadable {
+                        excerpt: excerpt(first),
+                    }
+                }
+                None if text.len() > 4 * EXCERPT => ImapError::Session(Error::Io(
+                    std::io::Error::new(io.kind(), excerpt(&text)),
+                )),
+                None => ImapError::Session(Error::Io(io)),
+            }
+        }
+        Error::Parse(ParseError::Invalid(bytes)) => ImapError::Unreadable {
+            excerpt: excerpt(&String::from_utf8_lossy(&bytes)),
+        },
+        Error::Parse(ParseError::DataNotUtf8(..)) => {
+            ImapError::Protocol("the server sent text that is not UTF-8 where text belongs".into())
+        }
+        Error::Parse(ParseError::Unexpected(what)) => {
+            // A Debug rendering of the response: its kind only, never its data.
+            let kind: String = what
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .take(40)
+                .collect();
+            ImapError::Protocol(format!("an unexpected {kind} response"))
+        }
+        Error::No(text) => ImapError::Session(Error::No(bounded(text))),
+        Error::Bad(text) => ImapError::Session(Error::Bad(bounded(text))),
+        other => ImapError::Session(other),
+    }
+}
+
+/// A server's status text, cut to a few hundred characters.
+fn bounded(text: String) -> String {
+    if text.len() <= 4 * EXCERPT {
+        text
+    } else {
+        excerpt(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_keep_only_the_first_line_of_the_reply() {
+        // What async-imap's stream reports when imap-proto fails on a binary literal.
+        let body = "Subject: secret plans\r\n\r\nthe body".to_owned();
+        let io = std::io::Error::other(format!(
+            "Error(Error {{ input: [126, 123], code: TakeWhile1 }}) during parsing of {:?}",
+            format!("* 71 FETCH (UID 71 BODY[] ~{{1082}}\r\n{body}")
+        ));
+        let e = sanitize(async_imap::error::Error::Io(io));
+        let shown = format!("{e}");
+        assert!(matches!(e, ImapError::Unreadable { .. }), "{e:?}");
+        assert!(shown.contains("* 71 FETCH (UID 71 BODY[] ~{1082}"), "{shown}");
+        assert!(!shown.contains("secret") && !shown.contains("TakeWhile"), "{shown}");
+    }
+
+    #[test]
+    fn long_server_texts_are_cut() {
+        let e = sanitize(async_imap::error::Error::No("x".repeat(10_000)));
+        assert!(format!("{e:?}").len() < 400);
     }
 }

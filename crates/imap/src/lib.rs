@@ -11,6 +11,7 @@
 
 mod connect;
 mod error;
+mod literal8;
 mod source;
 
 pub use connect::{ConnectOptions, Tls};

@@ -41,6 +41,9 @@ pub struct ImapSource {
     announced: HashMap<u32, u64>,
     /// Largest message fetched.
     max_message: u64,
+    /// Set when the server sent a reply that could not be read: the session is over, and
+    /// every later request says so (the engine then opens a new one).
+    broken: Option<String>,
 }
 
 impl std::fmt::Debug for ImapSource {
@@ -77,10 +80,15 @@ impl ImapSource {
         let tcp = connect::tcp(opts).await?;
         // Every read and write fails after io-timeout of silence (not of total time): a
         // large literal trickling in slowly is fine, a server that stops is not.
+        // Binary literals (`~{n}`) are read as plain ones (see literal8.rs).
+        use crate::literal8::Literal8;
         use mailferry_tls::Idle;
         let stream: Stream = match opts.tls {
-            Tls::Implicit => Box::new(Idle::new(connect::tls(opts, tcp).await?, io)),
-            Tls::None => Box::new(Idle::new(tcp, io)),
+            Tls::Implicit => Box::new(Literal8::new(Idle::new(
+                connect::tls(opts, tcp).await?,
+                io,
+            ))),
+            Tls::None => Box::new(Literal8::new(Idle::new(tcp, io))),
             Tls::StartTls => {
                 let mut plain = Client::new(tcp);
                 greeting(&mut plain, io).await?;
@@ -96,7 +104,10 @@ impl ImapSource {
                     ) => ImapError::Unsupported("STARTTLS"),
                     other => other,
                 })?;
-                Box::new(Idle::new(connect::tls(opts, plain.into_inner()).await?, io))
+                Box::new(Literal8::new(Idle::new(
+                    connect::tls(opts, plain.into_inner()).await?,
+                    io,
+                )))
             }
         };
         let mut client = Client::new(stream);
@@ -118,12 +129,80 @@ impl ImapSource {
             io_timeout: io,
             announced: HashMap::new(),
             max_message: 150 * 1024 * 1024,
+            broken: None,
         })
     }
 
     /// Sets the largest message fetched (`max-message-size`).
     pub fn limit_messages(&mut self, bytes: u64) {
         self.max_message = bytes.max(1024);
+    }
+
+    /// How the server names folders, said so that a missing `wanted` can be found: its
+    /// hierarchy separator, and the folders whose last part is `wanted` (Cyrus keeps
+    /// personal folders under `INBOX.`, so `Archive` is `INBOX.Archive` there).
+    async fn naming(&mut self, wanted: &str) -> Result<String, ImapError> {
+        let io = self.io_timeout;
+        let mut names = Vec::new();
+        let mut separator = None;
+        {
+            let stream = timed("LIST", io, self.session.list(Some(""), Some("*"))).await?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(item) = timed("LIST", io, async {
+                Ok::<_, ImapError>(stream.next().await)
+            })
+            .await?
+            {
+                let name = item?;
+                separator = separator.or_else(|| name.delimiter().map(str::to_owned));
+                names.push(name.name().to_owned());
+            }
+        }
+        self.drain_unsolicited();
+        let sep = separator.unwrap_or_default();
+        let last = |n: &str| {
+            if sep.is_empty() {
+                n.to_owned()
+            } else {
+                n.rsplit(sep.as_str()).next().unwrap_or(n).to_owned()
+            }
+        };
+        let matches: Vec<&String> = names
+            .iter()
+            .filter(|n| last(n).eq_ignore_ascii_case(last(wanted).as_str()))
+            .collect();
+        let mut out = format!(
+            ". The server separates folder levels with {sep:?}"
+        );
+        match matches.as_slice() {
+            [] => {
+                names.sort();
+                let shown: Vec<&str> = names.iter().take(12).map(String::as_str).collect();
+                out.push_str(&format!(
+                    " and has no folder named like {wanted:?}; its folders: {}{}",
+                    shown.join(", "),
+                    if names.len() > shown.len() { ", ..." } else { "" }
+                ));
+            }
+            found => {
+                let found: Vec<String> = found.iter().map(|n| format!("move:{n}")).collect();
+                out.push_str(&format!(
+                    "; did you mean after-delivery = {:?}?",
+                    found.join(" or ")
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// An error when an earlier reply could not be read: the session cannot go on.
+    fn usable(&self) -> Result<(), ImapError> {
+        match &self.broken {
+            Some(excerpt) => Err(ImapError::Unreadable {
+                excerpt: excerpt.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn drain_unsolicited(&mut self) {
@@ -146,7 +225,7 @@ where
         Ok(Ok(None)) => Err(ImapError::Protocol(
             "the server closed the connection before greeting".into(),
         )),
-        Ok(Err(e)) => Err(ImapError::Session(e.into())),
+        Ok(Err(e)) => Err(ImapError::from(e)),
     }
 }
 
@@ -166,7 +245,7 @@ async fn password_login(
         Ok(Err((async_imap::error::Error::Validate(_), _))) => Err(ImapError::LoginRefused(
             "the user name or password holds a character IMAP LOGIN cannot carry".into(),
         )),
-        Ok(Err((e, _))) => Err(ImapError::Session(e)),
+        Ok(Err((e, _))) => Err(ImapError::from(e)),
     }
 }
 
@@ -191,7 +270,7 @@ async fn capabilities(client: &mut Client<Stream>, io: Duration) -> Result<Vec<S
                     after: io,
                 });
             }
-            Ok(Err(e)) => return Err(ImapError::Session(e.into())),
+            Ok(Err(e)) => return Err(ImapError::from(e)),
             Ok(Ok(None)) => {
                 return Err(ImapError::Protocol(
                     "the server closed the connection".into(),
@@ -276,7 +355,7 @@ async fn oauth2_login(
                 (other, _) => other,
             })
         }
-        Ok(Err((e, _))) => Err(ImapError::Session(e)),
+        Ok(Err((e, _))) => Err(ImapError::from(e)),
     }
 }
 
@@ -298,6 +377,17 @@ fn login_refusal(text: String) -> ImapError {
 }
 
 /// Formats UIDs as an IMAP sequence set, merging runs: `1:3,7,9:10`.
+/// The UID a FETCH reply names in its first line (`* 71 FETCH (UID 71 BODY[] ...`).
+fn blamed_uid(first_line: &str) -> Option<u32> {
+    let upper = first_line.to_ascii_uppercase();
+    let at = upper.find("UID ")? + 4;
+    let digits: String = upper[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 fn sequence_set(uids: &[u32]) -> String {
     let mut sorted = uids.to_vec();
     sorted.sort_unstable();
@@ -358,7 +448,7 @@ impl ImapSource {
                     reason,
                 });
             }
-            Ok(Err(e)) => return Err(ImapError::Session(e)),
+            Ok(Err(e)) => return Err(ImapError::from(e)),
             Ok(Ok(m)) => m,
         };
         let uidvalidity = mailbox
@@ -459,6 +549,7 @@ impl ImapSource {
         uids: &[u32],
         cap: u64,
     ) -> Result<Vec<(u32, mailferry_core::Fetched)>, ImapError> {
+        self.usable()?;
         let io = self.io_timeout;
         let set = sequence_set(uids);
         let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
@@ -476,7 +567,14 @@ impl ImapSource {
             // No total limit per item: a body is one item however large; the stream's
             // inactivity limit (io-timeout of silence) is what applies.
             while let Some(item) = stream.next().await {
-                let fetch = item?;
+                let fetch = match item.map_err(ImapError::from) {
+                    Ok(fetch) => fetch,
+                    Err(ImapError::Unreadable { excerpt }) => {
+                        self.broken = Some(excerpt);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let Some(uid) = fetch.uid else {
                     // A FETCH without UID cannot be a reply to UID FETCH (RFC 3501 says
                     // the UID comes with every one): an unsolicited flag update.
@@ -497,6 +595,29 @@ impl ImapSource {
                 // The response buffer becomes the message: no copy of its bytes.
                 by_uid.insert(uid, RawMessage::new(Bytes::from_owner(FetchedBody(fetch))));
             }
+        }
+        if let Some(excerpt) = &self.broken {
+            // The session is over. What arrived before the unreadable reply is kept; the
+            // reply belongs to the UID it names, else to the first one not answered (servers
+            // answer in UID order). That message alone is the failure: the others come with
+            // the next session.
+            let blamed = blamed_uid(excerpt)
+                .filter(|u| wanted.contains(u) && !by_uid.contains_key(u))
+                .or_else(|| uids.iter().copied().find(|u| !by_uid.contains_key(u)));
+            let reason = format!(
+                "the server's answer for this message cannot be read (it begins {excerpt:?})"
+            );
+            return Ok(uids
+                .iter()
+                .filter_map(|uid| match by_uid.remove(uid) {
+                    Some(m) => Some((*uid, Ok(m))),
+                    None if Some(*uid) == blamed => Some((
+                        *uid,
+                        Err(mailferry_core::FetchFailure::temporary(reason.clone())),
+                    )),
+                    None => None,
+                })
+                .collect());
         }
         self.drain_unsolicited();
         Ok(uids
@@ -547,6 +668,7 @@ impl Source for ImapSource {
     type Error = ImapError;
 
     async fn open(&mut self, folder: &str) -> Result<FolderState, ImapError> {
+        self.usable()?;
         self.list(folder, None).await
     }
 
@@ -555,6 +677,7 @@ impl Source for ImapSource {
         folder: &str,
         from: &mailferry_core::ListFrom,
     ) -> Result<FolderState, ImapError> {
+        self.usable()?;
         self.list(folder, Some(from)).await
     }
 
@@ -598,6 +721,10 @@ impl Source for ImapSource {
         let mut refetched: u64 = 0;
         for (uid, mut result) in got {
             let full = matches!(&result, Ok(m) if m.len() as u64 >= cap);
+            if full && cap < max && self.broken.is_some() {
+                // Cannot fetch it again in this session: the next one will.
+                continue;
+            }
             if full && cap < max {
                 if refetched >= max {
                     warn!(uid, "larger than announced; fetched at the next run");
@@ -681,12 +808,15 @@ impl Source for ImapSource {
             let io = self.io_timeout;
             if let Err(e) = timed("STATUS", io, self.session.status(to, "(MESSAGES)")).await {
                 return Err(match e {
-                    ImapError::Session(async_imap::error::Error::No(reason)) => ImapError::Folder {
-                        folder: to.clone(),
-                        reason: format!(
-                            "after-delivery moves mail there, but the server says: {reason}"
-                        ),
-                    },
+                    ImapError::Session(async_imap::error::Error::No(reason)) => {
+                        let naming = self.naming(to).await.unwrap_or_default();
+                        ImapError::Folder {
+                            folder: to.clone(),
+                            reason: format!(
+                                "after-delivery moves mail there, but the server says: {reason}{naming}"
+                            ),
+                        }
+                    }
                     other => other,
                 });
             }
@@ -712,6 +842,7 @@ impl Source for ImapSource {
         if uids.is_empty() {
             return Ok(());
         }
+        self.usable()?;
         let io = self.io_timeout;
         let caps = self.capabilities().await?;
         let has = |c: &str| caps.iter().any(|x| x.eq_ignore_ascii_case(c));

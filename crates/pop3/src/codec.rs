@@ -251,15 +251,18 @@ impl Parser {
             return Ok(Reply::Status(status));
         }
         let body_start = line_end + 2;
+        // The terminator is a line holding only `.`, after any line end: a server that
+        // serves stored LF-only mail as it is (Cyrus) ends it `...\n.\r\n`, and stuffs the
+        // dots of lines after a bare LF too.
         let end = if data[body_start..].starts_with(b".\r\n") {
             Some((body_start, body_start + 3))
         } else {
             let from = self
                 .scanned
                 .max(body_start)
-                .saturating_sub(4)
+                .saturating_sub(3)
                 .max(body_start);
-            find(data, b"\r\n.\r\n", from).map(|i| (i + 2, i + 5))
+            find(data, b"\n.\r\n", from).map(|i| (i + 1, i + 4))
         };
         let Some((body_end, reply_end)) = end else {
             self.scanned = data.len();
@@ -330,18 +333,17 @@ fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// Removes one leading `.` from every line that starts with one (RFC 1939 §3), in place.
+/// A line starts after any LF: servers that keep bare LFs stuff the lines after them.
 fn unstuff_in_place(body: &mut Vec<u8>) {
     let mut write = 0;
     let mut at_line_start = true;
-    let mut prev = 0u8;
     for read in 0..body.len() {
         let b = body[read];
         if !(at_line_start && b == b'.') {
             body[write] = b;
             write += 1;
         }
-        at_line_start = prev == b'\r' && b == b'\n';
-        prev = b;
+        at_line_start = b == b'\n';
     }
     body.truncate(write);
 }
@@ -359,16 +361,14 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 pub fn stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 8);
     let mut at_line_start = true;
-    let mut prev = 0u8;
     for &b in body {
         if at_line_start && b == b'.' {
             out.push(b'.');
         }
         out.push(b);
-        at_line_start = prev == b'\r' && b == b'\n';
-        prev = b;
+        at_line_start = b == b'\n';
     }
-    if !(out.is_empty() || out.ends_with(b"\r\n")) {
+    if !(out.is_empty() || out.ends_with(b"\n")) {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
@@ -576,6 +576,21 @@ mod tests {
     }
 
     #[test]
+    fn a_message_stored_with_bare_lfs_ends_and_unstuffs() {
+        // What Cyrus sends for a message stored with LF line ends: the lines stay LF, the
+        // dots after them are stuffed, the terminator follows the last LF.
+        let wire = b"+OK Message follows\r\nSubject: lf\nFrom: a@b\n\n..dotline\nlast line\n.\r\n+OK\r\n";
+        for size in 1..=wire.len() {
+            let got = parse_chunked(wire, &[Expect::MultiLine, Expect::Status], size);
+            let Reply::MultiLine { body, .. } = &got[0] else {
+                panic!("{got:?}");
+            };
+            assert_eq!(body, b"Subject: lf\nFrom: a@b\n\n.dotline\nlast line\n");
+            assert!(matches!(&got[1], Reply::Status(Status { ok: true, .. })));
+        }
+    }
+
+    #[test]
     fn stuffing_round_trips_awkward_bodies() {
         let bodies: &[&[u8]] = &[
             b"",
@@ -584,12 +599,13 @@ mod tests {
             b"a\r\n.\r\nb\r\n",
             b"nul\x00 and 8bit \xff\r\n",
             b"bare\nlf\r\n.x\r\n",
+            b"lf only\n.dot after a bare lf\n\n.\nlast\n",
             b"no final newline",
         ];
         for body in bodies {
             let mut wire = b"+OK\r\n".to_vec();
             wire.extend(stuff(body));
-            let want = if body.is_empty() || body.ends_with(b"\r\n") {
+            let want = if body.is_empty() || body.ends_with(b"\n") {
                 body.to_vec()
             } else {
                 [*body, b"\r\n"].concat()

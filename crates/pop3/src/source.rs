@@ -206,6 +206,19 @@ impl Pop3Source {
 /// Tells apart messages a server lists under one unique id (old servers do): the second
 /// gets ` (2)`, the third ` (3)`, in the server's order, with a warning. Each message is
 /// then fetched and delivered once, not one of them twice and the others never.
+/// The message, unless it is shorter than `LIST` announced: a server may cut a message
+/// short (Cyrus stops at a NUL byte), and a cut message must not be recorded as delivered.
+/// Longer is fine (servers count stored LF line ends that go out as CRLF).
+fn whole(body: Vec<u8>, announced: u64) -> Result<RawMessage, mailferry_core::FetchFailure> {
+    let got = body.len() as u64;
+    if got < announced {
+        return Err(mailferry_core::FetchFailure::temporary(format!(
+            "the server sent {got} bytes of the {announced} that LIST announced (servers cut a message short at a NUL byte, for one); not delivered"
+        )));
+    }
+    Ok(RawMessage::new(body))
+}
+
 fn distinct(listing: Vec<(u32, String)>) -> Vec<(u32, String)> {
     let mut seen: HashMap<String, u32> = HashMap::new();
     listing
@@ -297,9 +310,9 @@ impl Source for Pop3Source {
         Ok(wanted
             .into_iter()
             .map(|(k, _)| k)
-            .zip(bodies.into_iter().map(|b| {
-                b.map(RawMessage::new)
-                    .map_err(mailferry_core::FetchFailure::temporary)
+            .zip(numbers.iter().zip(bodies).map(|((_, announced), b)| {
+                b.map_err(mailferry_core::FetchFailure::temporary)
+                    .and_then(|body| whole(body, *announced))
             }))
             .collect())
     }

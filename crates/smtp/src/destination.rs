@@ -7,7 +7,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use mailferry_core::{Destination, RawMessage, Receipt};
 use tokio::sync::Mutex;
@@ -33,8 +33,8 @@ pub struct SmtpOptions {
     pub login: Option<SmtpLogin>,
     /// Envelope recipients.
     pub envelope_to: Vec<String>,
-    /// Fixed envelope sender; `None` takes it from each message.
-    pub envelope_from: Option<String>,
+    /// The envelope sender.
+    pub envelope_from: Sender,
     /// EHLO name; the host name when `None`.
     pub hello_name: Option<String>,
     /// Limit for connect + greeting + EHLO + TLS.
@@ -61,6 +61,21 @@ impl std::fmt::Debug for SmtpOptions {
     }
 }
 
+/// Where the envelope sender (`MAIL FROM`) comes from: whoever it names gets the bounces
+/// of messages the destination accepts and cannot deliver later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// The first envelope recipient: bounces reach the mailbox mailferry fills (the default).
+    Recipient,
+    /// Always this address.
+    Address(String),
+    /// The null sender `<>`: nobody gets bounces.
+    Null,
+    /// Each message's own `Return-Path` (else `From`, else `<>`): bounces go to the original
+    /// sender. When the sender is not ASCII and the server does not offer SMTPUTF8, `<>`.
+    FromMessage,
+}
+
 /// How to log in to the SMTP server.
 #[derive(Clone)]
 pub enum SmtpLogin {
@@ -85,12 +100,22 @@ pub enum SmtpLogin {
 pub struct SmtpDestination {
     opts: SmtpOptions,
     to: Vec<Address>,
-    from: Option<Address>,
+    /// `None`: each message's own sender.
+    from: Option<Option<Address>>,
+    /// Whose the sender is, for the hint when the server refuses it.
+    sender_cause: EnvelopeCause,
     hello: ClientId,
     starttls: Option<TlsParameters>,
     /// The login, replaceable between connections (a refreshed OAuth2 token).
     login: std::sync::Mutex<Option<SmtpLogin>>,
-    conn: Mutex<Option<AsyncSmtpConnection>>,
+    conn: Mutex<Option<Session>>,
+}
+
+/// An open connection, and what its EHLO said beyond what lettre keeps.
+struct Session {
+    conn: AsyncSmtpConnection,
+    /// The server takes `SIZE=` on `MAIL FROM` (RFC 1870).
+    size: bool,
 }
 
 impl std::fmt::Debug for SmtpDestination {
@@ -118,16 +143,17 @@ impl SmtpDestination {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let from = opts
-            .envelope_from
-            .as_ref()
-            .map(|a| {
-                a.parse::<Address>().map_err(|_| SmtpError::Address {
+        let from = match &opts.envelope_from {
+            Sender::FromMessage => None,
+            Sender::Recipient => Some(to.first().cloned()),
+            Sender::Null => Some(None),
+            Sender::Address(a) => Some(Some(a.parse::<Address>().map_err(|_| {
+                SmtpError::Address {
                     what: "envelope-from",
                     value: a.clone(),
-                })
-            })
-            .transpose()?;
+                }
+            })?)),
+        };
         // lettre upgrades the connection itself after STARTTLS; implicit TLS goes through
         // mailferry-tls before lettre sees the stream.
         let starttls = match opts.tls {
@@ -151,6 +177,11 @@ impl SmtpDestination {
                 )
             }
         };
+        let sender_cause = match &opts.envelope_from {
+            Sender::FromMessage => EnvelopeCause::SenderFromMessage,
+            Sender::Recipient => EnvelopeCause::DefaultSender,
+            Sender::Null | Sender::Address(_) => EnvelopeCause::ConfiguredSender,
+        };
         let hello = ClientId::Domain(opts.hello_name.clone().unwrap_or_else(local_hostname));
         let login = std::sync::Mutex::new(opts.login.clone());
         Ok(Self {
@@ -158,13 +189,14 @@ impl SmtpDestination {
             opts,
             to,
             from,
+            sender_cause,
             hello,
             starttls,
             conn: Mutex::new(None),
         })
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+    async fn connect(&self) -> Result<Session, SmtpError> {
         let o = &self.opts;
         let network = |source| SmtpError::Network {
             server: server(o),
@@ -206,6 +238,21 @@ impl SmtpDestination {
             .await?
             .map_err(connect_err)?;
         }
+        // lettre keeps only the extensions it uses; SIZE is read from a second EHLO.
+        let size = within(
+            "EHLO",
+            o.connect_timeout,
+            conn.command(Ehlo::new(self.hello.clone())),
+        )
+        .await?
+        .map_err(connect_err)?
+        .message()
+        .skip(1)
+        .any(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("SIZE"))
+        });
         let login = self
             .login
             .lock()
@@ -234,8 +281,8 @@ impl SmtpDestination {
                     }
                 })?;
         }
-        debug!(server = %server(o), tls = ?o.tls, "SMTP session ready");
-        Ok(conn)
+        debug!(server = %server(o), tls = ?o.tls, size, "SMTP session ready");
+        Ok(Session { conn, size })
     }
 
     /// Walks the way out without sending anything: connects (TLS, EHLO, AUTH), then offers
@@ -247,7 +294,7 @@ impl SmtpDestination {
     /// Where the way fails, classified like a delivery's errors ([`SmtpError::Envelope`]
     /// for a refused envelope).
     pub async fn probe(&self) -> Result<Vec<String>, SmtpError> {
-        let mut conn = self.connect().await?;
+        let Session { mut conn, size } = self.connect().await?;
         let info = conn.server_info();
         let mut features: Vec<String> = [
             (Extension::StartTls, "STARTTLS"),
@@ -258,16 +305,20 @@ impl SmtpDestination {
         .filter(|(e, _)| info.supports_feature(*e))
         .map(|(_, n)| n.to_owned())
         .collect();
+        if size {
+            features.push("SIZE".to_owned());
+        }
         for m in [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2] {
             if info.supports_auth_mechanism(m) {
                 features.push(format!("AUTH={m}"));
             }
         }
         let io = self.opts.io_timeout;
-        let (from, cause) = match &self.from {
-            Some(f) => (Some(f.clone()), EnvelopeCause::ConfiguredSender),
-            None => (self.to.first().cloned(), EnvelopeCause::SenderFromMessage),
+        let from = match &self.from {
+            Some(f) => f.clone(),
+            None => self.to.first().cloned(),
         };
+        let cause = self.sender_cause;
         envelope_reply(
             "MAIL",
             cause,
@@ -285,6 +336,12 @@ impl SmtpDestination {
         Ok(features)
     }
 
+    /// The TLS mode and host name, for `check`'s report.
+    #[must_use]
+    pub fn tls(&self) -> (SmtpTls, &str) {
+        (self.opts.tls, &self.opts.host)
+    }
+
     /// Replaces the OAuth2 access token used by the next connection (after a refresh).
     pub fn set_token(&self, new: &str) {
         let mut login = self
@@ -298,40 +355,51 @@ impl SmtpDestination {
 
     /// Ends the session politely, if one is open.
     pub async fn close(&self) {
-        if let Some(mut conn) = self.conn.lock().await.take() {
-            let _ = tokio::time::timeout(self.opts.io_timeout, conn.quit()).await;
+        if let Some(mut session) = self.conn.lock().await.take() {
+            let _ = tokio::time::timeout(self.opts.io_timeout, session.conn.quit()).await;
         }
     }
 
     async fn transaction(
         &self,
-        conn: &mut AsyncSmtpConnection,
+        session: &mut Session,
         message: &RawMessage,
     ) -> Result<Receipt, SmtpError> {
         let io = self.opts.io_timeout;
-        let from = self
-            .from
-            .clone()
-            .or_else(|| message.envelope_sender().and_then(|a| a.parse().ok()));
+        let conn = &mut session.conn;
+        let ascii = |a: &Address| <Address as AsRef<str>>::as_ref(a).is_ascii();
+        let smtputf8 = conn.server_info().supports_feature(Extension::SmtpUtfEight);
+        let from = match &self.from {
+            Some(fixed) => fixed.clone(),
+            None => match message
+                .envelope_sender()
+                .and_then(|a| a.parse::<Address>().ok())
+            {
+                // Without SMTPUTF8 the server cannot take a UTF-8 sender: the null sender
+                // instead (the message itself travels unchanged).
+                Some(a) if !ascii(&a) && !smtputf8 => {
+                    debug!("the message's sender is not ASCII and the server has no SMTPUTF8: MAIL FROM:<>");
+                    None
+                }
+                other => other,
+            },
+        };
         let mut params = Vec::new();
+        if session.size {
+            params.push(MailParameter::Size(message.len()));
+        }
         if !message.as_bytes().is_ascii()
             && conn.server_info().supports_feature(Extension::EightBitMime)
         {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let ascii = |a: &Address| <Address as AsRef<str>>::as_ref(a).is_ascii();
         let utf8 = from.as_ref().is_some_and(|a| !ascii(a)) || self.to.iter().any(|a| !ascii(a));
-        if utf8 && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+        if utf8 && smtputf8 {
             params.push(MailParameter::SmtpUtfEight);
         }
-        let sender_cause = if self.from.is_some() {
-            EnvelopeCause::ConfiguredSender
-        } else {
-            EnvelopeCause::SenderFromMessage
-        };
         envelope_reply(
             "MAIL",
-            sender_cause,
+            self.sender_cause,
             within("MAIL", io, conn.command(Mail::new(from, params))).await?,
         )?;
         for to in &self.to {
@@ -366,7 +434,7 @@ impl Destination for SmtpDestination {
             });
         }
         let mut guard = self.conn.lock().await;
-        let reused = guard.as_ref().is_some_and(|c| !c.has_broken());
+        let reused = guard.as_ref().is_some_and(|s| !s.conn.has_broken());
         if !reused {
             *guard = Some(self.connect().await?);
         }
@@ -390,8 +458,9 @@ impl Destination for SmtpDestination {
                 SmtpError::Deferred { .. } | SmtpError::Refused { .. } | SmtpError::Envelope { .. },
             ) => {
                 let reset = match guard.as_mut() {
-                    Some(conn) => matches!(
-                        tokio::time::timeout(self.opts.io_timeout, conn.command(Rset)).await,
+                    Some(session) => matches!(
+                        tokio::time::timeout(self.opts.io_timeout, session.conn.command(Rset))
+                            .await,
                         Ok(Ok(_))
                     ),
                     None => false,

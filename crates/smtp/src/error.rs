@@ -9,10 +9,12 @@ use mailferry_core::{Classify, ErrorClass};
 pub enum EnvelopeCause {
     /// The server wants a login first (530, 5.7.0).
     NeedsLogin,
-    /// The sender taken from the message's Return-Path or From (no `envelope-from` set).
+    /// The sender taken from the message's Return-Path or From (`envelope-from = "return-path"`).
     SenderFromMessage,
     /// The configured `envelope-from`.
     ConfiguredSender,
+    /// The default sender, the first `envelope-to` (no `envelope-from` set).
+    DefaultSender,
     /// A recipient (`envelope-to`).
     Recipient,
     /// Temporarily (4xx): greylisting, a full mailbox, a busy server.
@@ -128,7 +130,10 @@ impl Classify for SmtpError {
                     "the SMTP server wants a login before it takes mail: set username and password-file (or auth) on the destination NAME"
                 }
                 EnvelopeCause::SenderFromMessage => {
-                    "the server refuses each message's own sender (its Return-Path or From, used while envelope-from is not set): set envelope-from on the destination NAME to an address this login may use"
+                    "the server refuses each message's own sender (its Return-Path or From, used with envelope-from = \"return-path\"): set envelope-from on the destination NAME to an address this login may use"
+                }
+                EnvelopeCause::DefaultSender => {
+                    "the server refuses the envelope sender mailferry uses unless told otherwise (the first envelope-to, so that bounces reach you): set envelope-from on the destination NAME to an address this login may use"
                 }
                 EnvelopeCause::ConfiguredSender => {
                     "the server refuses envelope-from of the destination NAME: set it to an address this login may use"

@@ -15,6 +15,6 @@ mod destination;
 mod error;
 mod wire;
 
-pub use destination::{SmtpDestination, SmtpLogin, SmtpOptions, SmtpTls};
+pub use destination::{Sender, SmtpDestination, SmtpLogin, SmtpOptions, SmtpTls};
 pub use error::{EnvelopeCause, SmtpError};
 pub use wire::to_smtp_data;
