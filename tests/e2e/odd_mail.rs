@@ -51,6 +51,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
 #[test]
 fn odd_messages_arrive_untouched_or_are_refused_with_a_reason() {
     let b = Bench::start();
+    // Each message's own sender, so that the fallback to From is seen.
+    b.write_raw(
+        &(b.smtp_destination("home", b.smtp.port) + "envelope-from = \"return-path\"\n"),
+        &[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")],
+    );
     for (_, stored, _) in cases() {
         b.dovecot.add_message("INBOX", &stored);
     }

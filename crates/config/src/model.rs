@@ -864,9 +864,7 @@ impl Checker<'_> {
             Some(a) => {
                 self.err(
                     format!("{key}.envelope-from"),
-                    format!(
-                        "{a:?} is not an email address, \"return-path\" or \"<>\""
-                    ),
+                    format!("{a:?} is not an email address, \"return-path\" or \"<>\""),
                 );
                 SmtpSender::Null
             }

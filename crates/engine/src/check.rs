@@ -271,10 +271,7 @@ fn starttls(e: &Endpoint, out: &mut Vec<Finding>) {
     match e.tls {
         TlsMode::StartTls => out.push(Finding::ok(
             "tls",
-            format!(
-                "STARTTLS done; the certificate is valid for {}",
-                e.host
-            ),
+            format!("STARTTLS done; the certificate is valid for {}", e.host),
         )),
         TlsMode::None => out.push(Finding::ok(
             "tls",

@@ -111,7 +111,13 @@ pub(crate) fn excerpt(text: &str) -> String {
     let mut out: String = line
         .chars()
         .take(EXCERPT)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     if line.chars().count() > EXCERPT {
         out.push_str("...");
@@ -137,9 +143,9 @@ pub(crate) fn sanitize(e: async_imap::error::Error) -> ImapError {
                         excerpt: excerpt(first),
                     }
                 }
-                None if text.len() > 4 * EXCERPT => ImapError::Session(Error::Io(
-                    std::io::Error::new(io.kind(), excerpt(&text)),
-                )),
+                None if text.len() > 4 * EXCERPT => {
+                    ImapError::Session(Error::Io(std::io::Error::new(io.kind(), excerpt(&text))))
+                }
                 None => ImapError::Session(Error::Io(io)),
             }
         }
@@ -188,8 +194,14 @@ mod tests {
         let e = sanitize(async_imap::error::Error::Io(io));
         let shown = format!("{e}");
         assert!(matches!(e, ImapError::Unreadable { .. }), "{e:?}");
-        assert!(shown.contains("* 71 FETCH (UID 71 BODY[] ~{1082}"), "{shown}");
-        assert!(!shown.contains("secret") && !shown.contains("TakeWhile"), "{shown}");
+        assert!(
+            shown.contains("* 71 FETCH (UID 71 BODY[] ~{1082}"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("secret") && !shown.contains("TakeWhile"),
+            "{shown}"
+        );
     }
 
     #[test]

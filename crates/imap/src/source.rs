@@ -84,10 +84,7 @@ impl ImapSource {
         use crate::literal8::Literal8;
         use mailferry_tls::Idle;
         let stream: Stream = match opts.tls {
-            Tls::Implicit => Box::new(Literal8::new(Idle::new(
-                connect::tls(opts, tcp).await?,
-                io,
-            ))),
+            Tls::Implicit => Box::new(Literal8::new(Idle::new(connect::tls(opts, tcp).await?, io))),
             Tls::None => Box::new(Literal8::new(Idle::new(tcp, io))),
             Tls::StartTls => {
                 let mut plain = Client::new(tcp);
@@ -171,9 +168,7 @@ impl ImapSource {
             .iter()
             .filter(|n| last(n).eq_ignore_ascii_case(last(wanted).as_str()))
             .collect();
-        let mut out = format!(
-            ". The server separates folder levels with {sep:?}"
-        );
+        let mut out = format!(". The server separates folder levels with {sep:?}");
         match matches.as_slice() {
             [] => {
                 names.sort();
@@ -181,7 +176,11 @@ impl ImapSource {
                 out.push_str(&format!(
                     " and has no folder named like {wanted:?}; its folders: {}{}",
                     shown.join(", "),
-                    if names.len() > shown.len() { ", ..." } else { "" }
+                    if names.len() > shown.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
                 ));
             }
             found => {
@@ -889,6 +888,9 @@ impl Source for ImapSource {
     }
 
     async fn close(mut self) -> Result<(), ImapError> {
+        // A session that ended at an unreadable reply says so: the messages after it were
+        // not fetched, and the engine opens a new session for them.
+        self.usable()?;
         // LOGOUT commits nothing on a read-only session; a failure here changes nothing.
         let _ = tokio::time::timeout(self.io_timeout, self.session.logout()).await;
         Ok(())

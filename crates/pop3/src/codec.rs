@@ -579,7 +579,8 @@ mod tests {
     fn a_message_stored_with_bare_lfs_ends_and_unstuffs() {
         // What Cyrus sends for a message stored with LF line ends: the lines stay LF, the
         // dots after them are stuffed, the terminator follows the last LF.
-        let wire = b"+OK Message follows\r\nSubject: lf\nFrom: a@b\n\n..dotline\nlast line\n.\r\n+OK\r\n";
+        let wire =
+            b"+OK Message follows\r\nSubject: lf\nFrom: a@b\n\n..dotline\nlast line\n.\r\n+OK\r\n";
         for size in 1..=wire.len() {
             let got = parse_chunked(wire, &[Expect::MultiLine, Expect::Status], size);
             let Reply::MultiLine { body, .. } = &got[0] else {

@@ -378,7 +378,9 @@ impl SmtpDestination {
                 // Without SMTPUTF8 the server cannot take a UTF-8 sender: the null sender
                 // instead (the message itself travels unchanged).
                 Some(a) if !ascii(&a) && !smtputf8 => {
-                    debug!("the message's sender is not ASCII and the server has no SMTPUTF8: MAIL FROM:<>");
+                    debug!(
+                        "the message's sender is not ASCII and the server has no SMTPUTF8: MAIL FROM:<>"
+                    );
                     None
                 }
                 other => other,

@@ -20,6 +20,9 @@ pub struct ImapScript {
     pub announced: Vec<(u32, u64)>,
     /// A listing line without UID (`* 1 FETCH (RFC822.SIZE 10)`) before the others.
     pub listing_without_uid: bool,
+    /// UIDs whose `BODY[]` is announced with a syntax no parser knows (`%{n}`), the body
+    /// following: the client cannot read the reply, and must not quote it.
+    pub garbled: Vec<u32>,
 }
 
 /// The server; its thread ends with the test process.
@@ -189,7 +192,14 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
                             Some(n) if n < body.len() => &body[..n],
                             _ => body,
                         };
-                        if s.nil_body.contains(&uid) {
+                        if s.garbled.contains(&uid) {
+                            reply.extend_from_slice(
+                                format!("* {seq} FETCH (UID {uid} BODY[] %{{{}}}\r\n", body.len())
+                                    .as_bytes(),
+                            );
+                            reply.extend_from_slice(body);
+                            reply.extend_from_slice(b")\r\n");
+                        } else if s.nil_body.contains(&uid) {
                             reply.extend_from_slice(
                                 format!("* {seq} FETCH (UID {uid} BODY[] NIL)\r\n").as_bytes(),
                             );

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 #![allow(clippy::missing_panics_doc)]
 
+mod cyrus;
 mod fake_imap;
 mod fake_pop3;
 pub mod fixtures;
@@ -20,14 +21,17 @@ mod http_sink;
 mod lenient_smtp;
 mod machine;
 mod peak;
+mod postfix;
 mod trickle;
 
+pub use cyrus::{CYRUS_USER, Cyrus};
 pub use fake_imap::{FakeImap, ImapScript, Log as ImapLog};
 pub use fake_pop3::{FakePop3, Pop3Script};
 pub use http_sink::{HttpSink, Request};
 pub use lenient_smtp::LenientSmtp;
 pub use machine::{Machine, Ran};
 pub use peak::run_measuring_peak;
+pub use postfix::{POSTFIX_DOMAIN, Postfix, holds_unchanged};
 pub use trickle::Trickle;
 
 use std::io::{BufRead, BufReader};
@@ -473,7 +477,7 @@ impl Drop for Dovecot {
     }
 }
 
-fn random_port() -> u16 {
+pub(crate) fn random_port() -> u16 {
     // Dovecot binds its own sockets, so a port cannot be handed over; start() retries on
     // another port when one is taken, instead of probing first (which races).
     let seed = std::time::SystemTime::now()
@@ -487,7 +491,7 @@ fn random_port() -> u16 {
     20_000 + u16::try_from(mixed % 40_000).expect("port in range")
 }
 
-fn wait_listening(port: u16) -> bool {
+pub(crate) fn wait_listening(port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -1,0 +1,196 @@
+//! Postfix as the destination: what aiosmtpd lets pass. Postfix prepends its trace headers
+//! (Return-Path names the envelope sender it got), refuses bare LFs with
+//! `smtpd_forbid_bare_newline = reject`, judges `SIZE=` at `MAIL FROM`, and knows SMTPUTF8
+//! only when it is switched on.
+
+use mailferry_testkit::{POSTFIX_DOMAIN, Postfix, fixtures, holds_unchanged};
+
+use crate::util::{Bench, RCPT, summary};
+
+/// The bench's Dovecot as the source, `postfix` as the destination "home"; `extra` lines
+/// for the destination block.
+fn deliver_to(b: &Bench, postfix: &Postfix, extra: &str) {
+    let destination = format!(
+        "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\ntls-ca-file = \"{}\"\nenvelope-to = [\"{RCPT}\"]\n{extra}\n",
+        postfix.port,
+        postfix.pki.ca_pem.display()
+    );
+    let account = b.account("src", b.dovecot.imaps_port, "implicit", "src.pass");
+    b.write_raw(&destination, &[account]);
+}
+
+fn mailbox() -> &'static str {
+    assert!(RCPT.ends_with(POSTFIX_DOMAIN));
+    RCPT
+}
+
+/// The `Return-Path:` line Postfix wrote: the envelope sender it was given.
+fn return_path(stored: &[u8]) -> String {
+    String::from_utf8_lossy(stored)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn postfix_gets_the_bytes_unchanged_and_bounces_go_to_the_user_by_default() {
+    let b = Bench::start();
+    let postfix = Postfix::start(&[mailbox()], &[]);
+    let mut originals: Vec<Vec<u8>> = (0..5).map(fixtures::simple).collect();
+    // Bare LF and bare CR inside: Postfix refuses bare LFs in SMTP, so mailferry must send
+    // CRLF (and never trips `smtpd_forbid_bare_newline = reject`).
+    originals.push(
+        b"From: odd@origin.example\r\nSubject: bare ends\r\nMessage-ID: <bare@x>\r\n\r\nline\nbare lf\r\nend\r\n"
+            .to_vec(),
+    );
+    for m in &originals {
+        b.dovecot.add_message("INBOX", m);
+    }
+    deliver_to(&b, &postfix, "");
+    let check = b.run(&["check", "home"]);
+    assert!(
+        check.stdout.contains("tls") && check.stdout.contains("STARTTLS done"),
+        "{check:?}"
+    );
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 6, delivered 6, skipped 0, failed 0",
+        "{run:?}\n{}",
+        postfix.log()
+    );
+    let stored = postfix.delivered(mailbox());
+    assert_eq!(stored.len(), 6, "{}", postfix.log());
+    for original in &originals[..5] {
+        assert!(
+            stored.iter().any(|s| holds_unchanged(s, original)),
+            "changed on the way: {}",
+            String::from_utf8_lossy(original)
+        );
+    }
+    // The envelope sender is the user's own address: a bounce Postfix makes after its 250
+    // (a forwarding loop, a full mailbox) comes back to the user, not to a third party.
+    for s in &stored {
+        assert_eq!(return_path(s), format!("Return-Path: <{RCPT}>"));
+    }
+    assert!(!postfix.log().contains("bare <LF>"), "{}", postfix.log());
+}
+
+#[test]
+fn envelope_from_return_path_keeps_each_senders_address_and_null_sender_is_possible() {
+    let b = Bench::start();
+    let postfix = Postfix::start(&[mailbox()], &[]);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    deliver_to(&b, &postfix, "envelope-from = \"return-path\"");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    deliver_to(&b, &postfix, "envelope-from = \"<>\"");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut paths: Vec<String> = postfix
+        .delivered(mailbox())
+        .iter()
+        .map(|s| return_path(s))
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "Return-Path: <>".to_owned(),
+            "Return-Path: <bounces+1@origin.example>".to_owned()
+        ]
+    );
+}
+
+/// A message whose Return-Path is an internationalised address.
+fn utf8_sender() -> Vec<u8> {
+    "Return-Path: <jörg@bücher.example>\r\nFrom: Jörg <jörg@bücher.example>\r\nSubject: grüße\r\nMessage-ID: <utf8@bücher.example>\r\n\r\nHallo\r\n"
+        .as_bytes()
+        .to_vec()
+}
+
+#[test]
+fn without_smtputf8_a_utf8_sender_becomes_the_null_sender_and_with_it_stays() {
+    let b = Bench::start();
+    let off = Postfix::start(&[mailbox()], &["smtputf8_enable = no"]);
+    b.dovecot.add_message("INBOX", &utf8_sender());
+    deliver_to(&b, &off, "envelope-from = \"return-path\"");
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}\n{}",
+        off.log()
+    );
+    let stored = off.delivered(mailbox());
+    assert_eq!(stored.len(), 1);
+    assert_eq!(return_path(&stored[0]), "Return-Path: <>");
+    assert!(holds_unchanged(&stored[0], &utf8_sender()));
+
+    let on = Postfix::start(&[mailbox()], &["smtputf8_enable = yes"]);
+    b.dovecot.add_message("INBOX", &utf8_sender());
+    deliver_to(&b, &on, "envelope-from = \"return-path\"");
+    let run = b.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", on.log());
+    let stored = on.delivered(mailbox());
+    assert_eq!(stored.len(), 1, "{}", on.log());
+    assert_eq!(
+        return_path(&stored[0]),
+        "Return-Path: <jörg@bücher.example>"
+    );
+}
+
+#[test]
+fn a_message_over_the_size_limit_is_refused_at_mail_from_without_sending_it() {
+    let b = Bench::start();
+    let postfix = Postfix::start(&[mailbox()], &["message_size_limit = 200000"]);
+    b.dovecot.add_message("INBOX", &fixtures::sized(1, 600_000));
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    deliver_to(&b, &postfix, "");
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 2, delivered 1, skipped 0, failed 1",
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("5.3.4"), "{run:?}");
+    // SIZE= let Postfix refuse at MAIL FROM: the 600 KB never went over the wire.
+    let log = postfix.log();
+    assert!(
+        log.contains("reject: MAIL from") && log.contains("552 5.3.4"),
+        "{log}"
+    );
+    assert_eq!(postfix.delivered(mailbox()).len(), 1);
+}
+
+#[test]
+fn a_destination_that_defers_everything_is_left_after_five_alike_replies() {
+    let b = Bench::start();
+    // Every message refused for now after its data, as a broken content filter does.
+    let postfix = Postfix::start(
+        &[mailbox()],
+        &["smtpd_end_of_data_restrictions = defer", "defer_code = 451"],
+    );
+    for n in 0..30 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    deliver_to(&b, &postfix, "");
+    let started = std::time::Instant::now();
+    let run = b.run(&["once"]);
+    let took = started.elapsed();
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("deferred 5 messages in a row with the same reply"),
+        "{run:?}"
+    );
+    // Five offered, not thirty (Postfix pauses a second after each error).
+    let offered = postfix.log().matches("reject: END-OF-MESSAGE").count();
+    assert_eq!(offered, 5, "{}", postfix.log());
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let states = b.ledger_states();
+    assert_eq!(states, [("deferred".to_owned(), 5)], "{states:?}");
+    assert!(postfix.delivered(mailbox()).is_empty());
+}
