@@ -288,3 +288,74 @@ fn a_move_target_missing_on_cyrus_names_the_folder_it_means_and_check_finds_it()
     assert_eq!(cyrus.count("INBOX"), 0);
     assert_eq!(cyrus.count("INBOX.Archive"), 2);
 }
+
+#[test]
+fn the_odd_mail_set_passes_through_cyrus_over_imap_and_pop3_with_starttls() {
+    let cyrus = Cyrus::start();
+    let smtp = SmtpReceiver::start(Some(&cyrus.pki));
+    // Cyrus refuses most of these at APPEND; a restored mailbox holds them anyway.
+    let cases = crate::odd_mail::cases();
+    cyrus.spool(
+        "INBOX",
+        &cases
+            .iter()
+            .map(|(_, stored, _)| stored.clone())
+            .collect::<Vec<_>>(),
+    );
+    let s = Setup::new();
+    let dest = destination(smtp.port, &cyrus.pki.ca_pem);
+    let account = |protocol: &str, port: u16| {
+        cyrus_account(&cyrus, protocol, port, "")
+            .replace("tls = \"implicit\"", "tls = \"starttls\"")
+    };
+    s.write(&dest, &account("imap", cyrus.imap_port));
+    let check = s.run(&["check", "cyrus"]);
+    assert!(
+        check
+            .stdout
+            .contains("tls: STARTTLS done; the certificate is valid for 127.0.0.1"),
+        "{check:?}"
+    );
+    let run = s.run(&["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // Cyrus sends what it stores (the NUL too, in a binary literal); SMTP's own rules give
+    // CRLF line ends and a final line break.
+    let want = |name: &str, expected: &[u8], stored: &[u8]| -> Vec<u8> {
+        if name == "nul" {
+            stored.to_vec()
+        } else {
+            expected.to_vec()
+        }
+    };
+    let got = smtp.messages();
+    assert_eq!(got.len(), cases.len(), "{run:?}");
+    for (name, stored, expected) in &cases {
+        assert!(
+            got.iter().any(|m| m.raw == want(name, expected, stored)),
+            "IMAP, case {name}: not received as expected"
+        );
+    }
+
+    // The same mailbox over POP3 (STLS) into a fresh state: all but the NUL one, which
+    // Cyrus cuts short there, and which is reported instead.
+    let pop = Setup::new();
+    pop.write(&dest, &account("pop3", cyrus.pop3_port));
+    let run = pop.run(&["once"]);
+    assert_eq!(
+        summary(&run, "cyrus"),
+        format!(
+            "cyrus: fetched {}, delivered {}, skipped 0, failed 1",
+            cases.len(),
+            cases.len() - 1
+        ),
+        "{run:?}"
+    );
+    let got = smtp.messages();
+    for (name, _, expected) in cases.iter().filter(|(n, _, _)| *n != "nul") {
+        assert_eq!(
+            got.iter().filter(|m| m.raw == *expected).count(),
+            2,
+            "POP3, case {name}: not received as expected"
+        );
+    }
+}

@@ -14,7 +14,7 @@ mod imap_oauth2;
 mod imap_to_smtp;
 mod misbehaving;
 mod oauth;
-mod odd_mail;
+pub(crate) mod odd_mail;
 mod policy;
 mod pop3;
 mod postfix;

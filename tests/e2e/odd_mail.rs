@@ -7,7 +7,7 @@ use mailferry_testkit::fixtures;
 use crate::util::{Bench, summary};
 
 /// (name, bytes stored in the Maildir, bytes expected at the receiver)
-fn cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+pub(crate) fn cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let mut v = Vec::new();
     // Dovecot serves Maildir files with LF line ends as CRLF over IMAP.
     v.push((

@@ -150,6 +150,17 @@ impl Postfix {
             .arg("*/*/chroot = n"));
     }
 
+    /// Replaces the added `main.cf` lines and reloads (the same port).
+    pub fn reconfigure(&self, main_cf: &[&str]) {
+        self.write_config(main_cf);
+        run(Command::new("postfix")
+            .arg("-c")
+            .arg(self.dir.path().join("etc"))
+            .arg("reload"));
+        // smtpd processes pick the new settings up at their next connection.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
     /// Stops it (mail in its queue stays there).
     pub fn stop(&mut self) {
         if self.running {
@@ -162,7 +173,21 @@ impl Postfix {
         }
     }
 
-    /// The messages delivered to `mailbox`, as stored (Postfix's trace headers first).
+    /// The messages delivered to `mailbox` once there are `n` (Postfix delivers from its
+    /// queue a moment after its 250), or what is there after 20 s.
+    #[must_use]
+    pub fn wait_delivered(&self, mailbox: &str, n: usize) -> Vec<Vec<u8>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got = self.delivered(mailbox);
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The messages delivered to `mailbox` so far, as stored (Postfix's trace headers first).
     #[must_use]
     pub fn delivered(&self, mailbox: &str) -> Vec<Vec<u8>> {
         let new = self.dir.path().join("mail").join(mailbox).join("new");
@@ -174,6 +199,20 @@ impl Postfix {
             .iter()
             .map(|f| std::fs::read(f).expect("read delivered"))
             .collect()
+    }
+
+    /// Its log once `ready` holds for it (Postfix writes its log through a daemon, a moment
+    /// after the fact), or as it is after 20 s.
+    #[must_use]
+    pub fn log_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if ready(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Its log file.
