@@ -18,5 +18,6 @@ pub(crate) mod odd_mail;
 mod policy;
 mod pop3;
 mod postfix;
+mod push;
 mod service;
 mod systemd;

@@ -16,6 +16,7 @@ mod load;
 mod model;
 mod oauth;
 mod presets;
+mod push;
 pub mod raw;
 
 pub use error::{ConfigError, ConfigErrors};
@@ -28,3 +29,4 @@ pub use model::{
 };
 pub use oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use presets::{Preset, preset};
+pub use push::Push;

@@ -151,6 +151,8 @@ pub struct AccountConfig {
     pub enabled: bool,
     /// What the first run of each folder delivers.
     pub first_run: FirstRun,
+    /// IMAP IDLE on some folders (`push = "idle"`).
+    pub push: Option<crate::push::Push>,
 }
 
 /// What the first run of a folder delivers.
@@ -484,7 +486,12 @@ impl Checker<'_> {
         value
     }
 
-    fn duration(&mut self, key: String, value: Option<&str>, default: Duration) -> Duration {
+    pub(crate) fn duration(
+        &mut self,
+        key: String,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(text) => match humantime::parse_duration(text) {
@@ -1164,6 +1171,16 @@ impl Checker<'_> {
                 FirstRun::All
             }
         };
+        let push = self.push(
+            key,
+            crate::push::RawPush {
+                push: raw.push.as_deref(),
+                folders: raw.push_folders,
+                refresh: raw.idle_refresh.as_deref(),
+            },
+            protocol,
+            &folders,
+        );
         let mut interval = self.duration(
             format!("{key}.interval"),
             raw.interval.as_deref(),
@@ -1216,6 +1233,7 @@ impl Checker<'_> {
             labels: raw.labels.unwrap_or_default(),
             enabled: raw.enabled.unwrap_or(true),
             first_run,
+            push,
             spam_folders: raw
                 .spam_folders
                 .unwrap_or_else(|| DEFAULT_SPAM_FOLDERS.iter().map(|&f| f.to_owned()).collect()),

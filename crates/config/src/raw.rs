@@ -195,6 +195,12 @@ pub struct RawAccount {
     pub enabled: Option<bool>,
     /// `all`, `new-only` or `since:YYYY-MM-DD`.
     pub first_run: Option<String>,
+    /// `idle` or `off`.
+    pub push: Option<String>,
+    /// Folders watched with IDLE.
+    pub push_folders: Option<Vec<String>>,
+    /// How often an IDLE is renewed.
+    pub idle_refresh: Option<String>,
 }
 
 /// `auth = { ... }` of an account.

@@ -25,6 +25,10 @@ pub trait Hooks: Sync {
     fn after_run(&self, report: &AccountReport, state: AccountState, next: Duration) {
         let _ = (report, state, next);
     }
+    /// A delivery pass on a push connection finished (`push = "idle"`).
+    fn after_push(&self, report: &AccountReport) {
+        let _ = report;
+    }
 }
 
 impl Hooks for () {}
@@ -61,6 +65,8 @@ struct Daemon<'a> {
     /// One semaphore per server host: Outlook.com allows about 20 connections per user.
     hosts: HashMap<String, Arc<Semaphore>>,
     last: Mutex<HashMap<usize, AccountReport>>,
+    /// One per account: a poll and a push delivery never run at once.
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Daemon<'_> {
@@ -77,6 +83,7 @@ impl Runner for Daemon<'_> {
             Some(s) => Arc::clone(s).acquire_owned().await.ok(),
             None => None,
         };
+        let _one_at_a_time = self.locks[i].lock().await;
         let opts = RunOptions {
             account: Some(account.name.clone()),
             dry_run: false,
@@ -236,7 +243,37 @@ pub async fn serve(
         hooks,
         hosts,
         last: Mutex::new(HashMap::new()),
+        locks: config
+            .accounts
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect(),
     };
+    // Pushed folders: one watcher each, beside the schedule (which still polls every
+    // folder at its interval, as a safety net).
+    let watches: Vec<crate::push::Watch<'_>> = config
+        .accounts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.enabled)
+        .flat_map(|(i, a)| {
+            let daemon = &daemon;
+            a.push.iter().flat_map(move |p| {
+                p.folders.iter().map(move |folder| crate::push::Watch {
+                    config,
+                    account: a,
+                    folder,
+                    store,
+                    tokens,
+                    host: daemon.hosts.get(&a.endpoint.host).cloned(),
+                    lock: &daemon.locks[i],
+                    cancel,
+                    hooks,
+                })
+            })
+        })
+        .collect();
+    let pushing = futures_util::future::join_all(watches.iter().map(crate::push::Watch::run));
     let keepalive = async {
         loop {
             for (owner, result) in tokens.keepalive(config, mailferry_oauth::now()).await {
@@ -250,5 +287,5 @@ pub async fn serve(
             }
         }
     };
-    tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive);
+    tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive, pushing);
 }

@@ -14,11 +14,13 @@ pub mod check;
 pub mod daemon;
 mod deliver;
 mod notice;
+mod push;
 mod report;
 mod run;
 pub mod schedule;
 pub mod tokens;
 
+pub use push::LOGINS_PER_HOUR;
 pub use report::{AccountReport, ErrorReport, FolderPreview, MessageProblem};
 pub use run::{Observer, RunOptions, run_once};
 pub use tokens::{TokenError, TokenKeeper};

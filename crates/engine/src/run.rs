@@ -237,16 +237,16 @@ async fn pipeline(
 }
 
 /// What every step of one account's run needs.
-struct Run<'a, D> {
-    account: &'a AccountConfig,
+pub(crate) struct Run<'a, D> {
+    pub(crate) account: &'a AccountConfig,
     /// `max-message-size`.
-    max_message: u64,
-    store: &'a Store,
-    destination: &'a D,
-    destination_name: &'a str,
-    opts: &'a RunOptions,
-    observer: &'a dyn Observer,
-    cancel: &'a CancellationToken,
+    pub(crate) max_message: u64,
+    pub(crate) store: &'a Store,
+    pub(crate) destination: &'a D,
+    pub(crate) destination_name: &'a str,
+    pub(crate) opts: &'a RunOptions,
+    pub(crate) observer: &'a dyn Observer,
+    pub(crate) cancel: &'a CancellationToken,
 }
 
 /// Gathers every folder, then ends the session (for POP3, `QUIT` commits deletions).
@@ -288,7 +288,7 @@ async fn gather_all<S: Source, D: Destination>(
     result.and(closed)
 }
 
-async fn gather_folder<S: Source, D: Destination>(
+pub(crate) async fn gather_folder<S: Source, D: Destination>(
     run: &Run<'_, D>,
     folder: &str,
     source: &mut S,

@@ -51,6 +51,9 @@ pub enum ImapError {
         /// The first bytes of the reply's first line, printable.
         excerpt: String,
     },
+    /// The server ended the session (`BYE`, or the connection closed while idling).
+    #[error("the server ended the session: {0}")]
+    Closed(String),
     /// The connection failed mid-session.
     #[error("the IMAP session failed")]
     Session(#[source] async_imap::error::Error),
@@ -66,6 +69,7 @@ impl Classify for ImapError {
             | Self::LoginUnavailable(_)
             | Self::Protocol(_)
             | Self::Unreadable { .. }
+            | Self::Closed(_)
             | Self::Session(_) => ErrorClass::Transient,
         }
     }

@@ -11,9 +11,11 @@
 
 mod connect;
 mod error;
+mod idle;
 mod literal8;
 mod source;
 
 pub use connect::{ConnectOptions, Tls};
 pub use error::ImapError;
+pub use idle::IdleEvent;
 pub use source::{ImapSource, Login};

@@ -35,15 +35,19 @@ pub enum Login<'a> {
 
 /// A logged-in IMAP session reading one folder at a time.
 pub struct ImapSource {
-    session: Session<Stream>,
-    io_timeout: Duration,
+    pub(crate) session: Session<Stream>,
+    pub(crate) io_timeout: Duration,
     /// Sizes the last listing announced, by UID.
-    announced: HashMap<u32, u64>,
+    pub(crate) announced: HashMap<u32, u64>,
     /// Largest message fetched.
-    max_message: u64,
+    pub(crate) max_message: u64,
     /// Set when the server sent a reply that could not be read: the session is over, and
     /// every later request says so (the engine then opens a new one).
-    broken: Option<String>,
+    pub(crate) broken: Option<String>,
+    /// The stream's silence limit: IDLE raises it while it waits.
+    pub(crate) limit: mailferry_tls::IdleLimit,
+    /// The UIDNEXT each folder had when it was last listed (IDLE compares).
+    pub(crate) listed_uidnext: HashMap<String, Option<u32>>,
 }
 
 impl std::fmt::Debug for ImapSource {
@@ -81,11 +85,9 @@ impl ImapSource {
         // Every read and write fails after io-timeout of silence (not of total time): a
         // large literal trickling in slowly is fine, a server that stops is not.
         // Binary literals (`~{n}`) are read as plain ones (see literal8.rs).
-        use crate::literal8::Literal8;
-        use mailferry_tls::Idle;
-        let stream: Stream = match opts.tls {
-            Tls::Implicit => Box::new(Literal8::new(Idle::new(connect::tls(opts, tcp).await?, io))),
-            Tls::None => Box::new(Literal8::new(Idle::new(tcp, io))),
+        let (stream, limit) = match opts.tls {
+            Tls::Implicit => watched(Box::new(connect::tls(opts, tcp).await?), io),
+            Tls::None => watched(Box::new(tcp), io),
             Tls::StartTls => {
                 let mut plain = Client::new(tcp);
                 greeting(&mut plain, io).await?;
@@ -101,10 +103,7 @@ impl ImapSource {
                     ) => ImapError::Unsupported("STARTTLS"),
                     other => other,
                 })?;
-                Box::new(Literal8::new(Idle::new(
-                    connect::tls(opts, plain.into_inner()).await?,
-                    io,
-                )))
+                watched(Box::new(connect::tls(opts, plain.into_inner()).await?), io)
             }
         };
         let mut client = Client::new(stream);
@@ -127,6 +126,8 @@ impl ImapSource {
             announced: HashMap::new(),
             max_message: 150 * 1024 * 1024,
             broken: None,
+            limit,
+            listed_uidnext: HashMap::new(),
         })
     }
 
@@ -207,6 +208,14 @@ impl ImapSource {
     fn drain_unsolicited(&mut self) {
         while self.session.unsolicited_responses.try_recv().is_ok() {}
     }
+}
+
+/// The stream a session reads: an inactivity limit (whose handle is returned) and binary
+/// literals read as plain ones (see literal8.rs).
+fn watched(inner: Stream, io: Duration) -> (Stream, mailferry_tls::IdleLimit) {
+    let idle = mailferry_tls::Idle::new(inner, io);
+    let limit = idle.limit();
+    (Box::new(crate::literal8::Literal8::new(idle)), limit)
 }
 
 /// Reads the server greeting. It must be read before the first command, or the first
@@ -454,6 +463,7 @@ impl ImapSource {
             .uid_validity
             .ok_or_else(|| ImapError::Protocol(format!("no UIDVALIDITY for folder {folder:?}")))?;
         let uidnext = mailbox.uid_next;
+        self.listed_uidnext.insert(folder.to_owned(), uidnext);
         let from = from.filter(|f| f.uidvalidity == uidvalidity && uidnext.is_some());
         // What to list: "1:*", or "UIDNEXT:*" plus the unsettled UIDs, or nothing.
         let set = match from {

@@ -39,6 +39,19 @@ pub struct Metrics {
 }
 
 impl Hooks for Metrics {
+    fn after_push(&self, r: &AccountReport) {
+        let mut all = self
+            .accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let a = all.entry(r.account.clone()).or_default();
+        a.fetched += r.counts.fetched;
+        a.delivered += r.counts.delivered;
+        a.failed += r.counts.failed;
+        a.refused += r.refused.len() as u64;
+        a.bytes += r.bytes;
+    }
+
     fn after_run(&self, r: &AccountReport, state: AccountState, next: Duration) {
         let mut all = self
             .accounts
@@ -86,6 +99,59 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// A gauge's name, help and value for one pushed folder.
+type PushGauge = (
+    &'static str,
+    &'static str,
+    fn(&mailferry_store::PushRow) -> Option<f64>,
+);
+
+/// Gauges of the folders watched with IDLE (`push = "idle"`).
+async fn push_gauges(out: &mut String, store: &Store) {
+    let now = mailferry_oauth::now();
+    let rows = store.pushes(None, now).await.unwrap_or_default();
+    let gauges: [PushGauge; 5] = [
+        (
+            "mailferry_push_connected",
+            "Whether the folder's IDLE connection is up.",
+            |r| Some(if r.state == "connected" { 1.0 } else { 0.0 }),
+        ),
+        (
+            "mailferry_push_connected_since_timestamp_seconds",
+            "When the folder's IDLE connection was made.",
+            |r| r.connected_since.map(|t| t as f64),
+        ),
+        (
+            "mailferry_push_last_event_timestamp_seconds",
+            "When the server last announced a change in the folder.",
+            |r| r.last_event.map(|t| t as f64),
+        ),
+        (
+            "mailferry_push_last_latency_seconds",
+            "From the server's announcement to the new mail delivered, last time.",
+            |r| r.last_latency_ms.map(|ms| ms as f64 / 1000.0),
+        ),
+        (
+            "mailferry_push_logins_24h",
+            "Push logins in the last 24 hours (the login budget counts these).",
+            |r| Some(f64::from(r.logins_24h)),
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for r in &rows {
+            if let Some(v) = get(r) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{account=\"{}\",folder=\"{}\"}} {v}",
+                    label(&r.account),
+                    label(&r.folder)
+                );
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -193,6 +259,7 @@ impl Metrics {
             out,
             "# HELP mailferry_token_expiry_timestamp_seconds When the stored OAuth2 access token expires.\n# TYPE mailferry_token_expiry_timestamp_seconds gauge"
         );
+        push_gauges(&mut out, store).await;
         for owner in store.token_owners().await.unwrap_or_default() {
             if let Ok(Some(t)) = store.token(&owner).await {
                 let _ = writeln!(

@@ -21,8 +21,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 mod folders;
+mod push;
 mod status;
 mod tokens;
+pub use push::PushRow;
 pub use status::{ScheduleRow, Totals};
 pub use tokens::{IssuedTokens, StoredToken};
 
@@ -229,7 +231,16 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_err)?;
+        // One process migrates at a time: `status` started beside a service that is
+        // creating a new database would otherwise run the same migrations twice, and one
+        // of them would fail ("table ledger already exists").
+        let migrating = lock_file(&state_dir.join("migrate.lock"))?;
+        let migrating = tokio::task::spawn_blocking(move || migrating.lock().map(|()| migrating))
+            .await
+            .map_err(|e| open_err(sqlx::Error::Io(std::io::Error::other(e))))?
+            .map_err(|e| open_err(sqlx::Error::Io(e)))?;
         MIGRATOR.run(&pool).await.map_err(|e| open_err(e.into()))?;
+        drop(migrating);
         Ok(Self {
             pool,
             _lock: lock.map(Arc::new),

@@ -23,6 +23,14 @@ pub struct ImapScript {
     /// UIDs whose `BODY[]` is announced with a syntax no parser knows (`%{n}`), the body
     /// following: the client cannot read the reply, and must not quote it.
     pub garbled: Vec<u32>,
+    /// Offer IDLE (`CAPABILITY ... IDLE`); an IDLE ends at the client's `DONE`...
+    pub idle: bool,
+    /// ...or, 300 ms in, with `* BYE <this>` and a closed connection (Outlook.com's
+    /// `Session invalidated - AccessTokenExpired`)...
+    pub idle_bye: Option<String>,
+    /// ...or never: the server goes silent without closing (a connection dropped
+    /// somewhere on the way, no FIN).
+    pub idle_silent: bool,
 }
 
 /// The server; its thread ends with the test process.
@@ -107,7 +115,16 @@ fn in_set(set: &str, uids: &[u32]) -> Vec<u32> {
 fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> std::io::Result<()> {
     let mut out = stream.try_clone()?;
     let mut lines = BufReader::new(stream);
-    out.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN UIDPLUS] fake IMAP ready\r\n")?;
+    let idle = script
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .idle;
+    let caps = if idle {
+        "IMAP4rev1 AUTH=PLAIN UIDPLUS IDLE"
+    } else {
+        "IMAP4rev1 AUTH=PLAIN UIDPLUS"
+    };
+    out.write_all(format!("* OK [CAPABILITY {caps}] fake IMAP ready\r\n").as_bytes())?;
     loop {
         let mut line = String::new();
         if lines.read_line(&mut line)? == 0 {
@@ -128,7 +145,26 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
         let uids: Vec<u32> = s.messages.iter().map(|(u, _)| *u).collect();
         let mut reply: Vec<u8> = Vec::new();
         match cmd.to_ascii_uppercase().as_str() {
-            "CAPABILITY" => reply.extend_from_slice(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN UIDPLUS\r\n"),
+            "CAPABILITY" => reply.extend_from_slice(format!("* CAPABILITY {caps}\r\n").as_bytes()),
+            "IDLE" if s.idle => {
+                out.write_all(b"+ idling\r\n")?;
+                if let Some(text) = &s.idle_bye {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    out.write_all(format!("* BYE {text}\r\n").as_bytes())?;
+                    return Ok(());
+                }
+                let mut done = String::new();
+                if s.idle_silent {
+                    // Read whatever comes, answer nothing, never close.
+                    while lines.read_line(&mut done)? > 0 {
+                        done.clear();
+                    }
+                    return Ok(());
+                }
+                if lines.read_line(&mut done)? == 0 {
+                    return Ok(());
+                }
+            }
             "LOGIN" | "NOOP" | "CLOSE" => {}
             "EXAMINE" | "SELECT" => reply.extend_from_slice(
                 format!(

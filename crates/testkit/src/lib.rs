@@ -275,6 +275,10 @@ service pop3-login {{
     ssl = yes
   }}
 }}
+protocol imap {{
+  # The push footprint bench keeps 20 IDLE connections of one user.
+  mail_max_userip_connections = 100
+}}
 service anvil {{
   chroot =
 }}

@@ -4,6 +4,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use tokio::time::Sleep;
 #[derive(Debug)]
 pub struct Idle<S> {
     inner: S,
-    limit: Duration,
+    limit: Limit,
     read_timer: Option<Pin<Box<Sleep>>>,
     write_timer: Option<Pin<Box<Sleep>>>,
 }
@@ -25,10 +27,17 @@ impl<S> Idle<S> {
     pub fn new(inner: S, limit: Duration) -> Self {
         Self {
             inner,
-            limit,
+            limit: Limit::new(limit),
             read_timer: None,
             write_timer: None,
         }
+    }
+
+    /// A handle that changes the limit from outside (while the stream is owned by a
+    /// session): an IMAP IDLE waits far longer than a command may.
+    #[must_use]
+    pub fn limit(&self) -> Limit {
+        self.limit.clone()
     }
 
     /// The wrapped stream.
@@ -40,6 +49,32 @@ impl<S> Idle<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+}
+
+/// The silence an [`Idle`] stream allows, changeable through clones of this handle. A
+/// change applies from the next wait on.
+#[derive(Debug, Clone)]
+pub struct Limit(Arc<AtomicU64>);
+
+impl Limit {
+    fn new(d: Duration) -> Self {
+        Self(Arc::new(AtomicU64::new(millis(d))))
+    }
+
+    /// Sets the limit.
+    pub fn set(&self, d: Duration) {
+        self.0.store(millis(d), Ordering::Relaxed);
+    }
+
+    /// The limit now.
+    #[must_use]
+    pub fn get(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Progress disarms the timer; waiting arms it (once) and polls it.
@@ -76,7 +111,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Idle<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        watch(&mut this.read_timer, this.limit, cx, polled)
+        watch(&mut this.read_timer, this.limit.get(), cx, polled)
     }
 }
 
@@ -88,13 +123,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        watch(&mut this.write_timer, this.limit, cx, polled)
+        watch(&mut this.write_timer, this.limit.get(), cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        watch(&mut this.write_timer, this.limit, cx, polled)
+        watch(&mut this.write_timer, this.limit.get(), cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

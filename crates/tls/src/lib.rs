@@ -8,7 +8,7 @@
 
 mod idle;
 
-pub use idle::Idle;
+pub use idle::{Idle, Limit as IdleLimit};
 
 use std::io;
 use std::sync::Arc;
