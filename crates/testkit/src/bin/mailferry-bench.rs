@@ -22,6 +22,10 @@ struct Args {
     small: bool,
     gmail: bool,
     second_poll: bool,
+    /// `--push N`: N accounts watching with IDLE.
+    push: Option<usize>,
+    /// `--seconds S`: how long the push footprint is measured.
+    seconds: u64,
 }
 
 fn args() -> Args {
@@ -34,6 +38,8 @@ fn args() -> Args {
         small: false,
         gmail: false,
         second_poll: false,
+        push: None,
+        seconds: 600,
     };
     let mut messages_given = false;
     let mut it = std::env::args().skip(1);
@@ -52,6 +58,13 @@ fn args() -> Args {
             "--pop3" => a.pop3 = true,
             "--small" => a.small = true,
             "--second-poll" => a.second_poll = true,
+            "--push" => a.push = it.next().and_then(|n| n.parse().ok()).or(Some(20)),
+            "--seconds" => {
+                a.seconds = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--seconds S");
+            }
             "--dest" => match it.next().as_deref() {
                 Some("gmail") => a.gmail = true,
                 Some("smtp") => a.gmail = false,
@@ -149,10 +162,127 @@ fn second_poll(a: &Args) {
     poll("second poll, nothing new, listed in full (every poll before)");
 }
 
+/// `--push N`: the footprint of N accounts held in IDLE for `--seconds` (RSS, CPU,
+/// connections, logins), then the latency of one pushed message per account.
+fn push(a: &Args, n: usize) {
+    let dovecot = Dovecot::start();
+    let smtp = SmtpReceiver::start(Some(&dovecot.pki));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pass"), PASSWORD).expect("write");
+    let mut config = format!(
+        "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\ntls-ca-file = \"{}\"\nenvelope-to = [\"me@home.example\"]\n",
+        smtp.port,
+        dovecot.pki.ca_pem.display()
+    );
+    for i in 0..n {
+        config.push_str(&format!(
+            "[[account]]\nname = \"a{i}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\ntls-ca-file = \"{}\"\nusername = \"{USER}\"\nauth = {{ method = \"password\", password-file = \"pass\" }}\ndestination = \"home\"\npush = \"idle\"\ninterval = \"6h\"\nfirst-run = \"new-only\"\n",
+            dovecot.imaps_port,
+            dovecot.pki.ca_pem.display()
+        ));
+    }
+    let path = dir.path().join("bench.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut child = Command::new(&a.binary)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run mailferry");
+    let pid = child.id();
+    let status = || {
+        let out = Command::new(&a.binary)
+            .args(["status", "--config"])
+            .arg(&path)
+            .output()
+            .expect("status");
+        String::from_utf8_lossy(&out.stdout).matches("push INBOX: connected").count()
+    };
+    let t = Instant::now();
+    while status() < n {
+        assert!(t.elapsed().as_secs() < 120, "the push connections did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    println!("{n} accounts pushing after {:.1}s", t.elapsed().as_secs_f64());
+    let cpu = || {
+        // utime + stime, in clock ticks (100 per second on Linux).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f[11] + f[12]
+    };
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let db = dir.path().join("state/mailferry.db");
+    let logins = || {
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT COUNT(*) FROM push_logins")
+            .output()
+            .expect("sqlite3");
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+    };
+    let (cpu0, logins0, t0) = (cpu(), logins(), Instant::now());
+    let mut peak = rss();
+    while t0.elapsed().as_secs() < a.seconds {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        peak = peak.max(rss());
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let used = (cpu() - cpu0) as f64 / 100.0;
+    println!(
+        "idle {secs:.0}s: RSS {} kB (peak {peak} kB), CPU {used:.2}s ({:.3}% of one core), {} sockets open, {} logins during the window ({:.1}/hour)",
+        rss(),
+        100.0 * used / secs,
+        sockets(),
+        logins() - logins0,
+        (logins() - logins0) as f64 * 3600.0 / secs
+    );
+    // Then one message: every account delivers it (each reads the same mailbox).
+    let t = Instant::now();
+    dovecot.add_message("INBOX", &fixtures::simple(1));
+    while smtp.messages().len() < n {
+        assert!(t.elapsed().as_secs() < 60, "pushed mail did not arrive");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    println!(
+        "one new message, delivered by all {n} accounts in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+}
+
 fn main() {
     let a = args();
     if a.second_poll {
         second_poll(&a);
+        return;
+    }
+    if let Some(n) = a.push {
+        push(&a, n);
         return;
     }
     let dovecot = Dovecot::start();
