@@ -105,7 +105,7 @@ fn live_refresh_tokens(b: &Bench) -> Vec<String> {
         .collect()
 }
 
-fn count(b: &Bench, what: &str) -> u64 {
+pub(crate) fn count(b: &Bench, what: &str) -> u64 {
     b.dovecot.idp.stats()[what].as_u64().expect("counter")
 }
 

@@ -74,6 +74,12 @@ fn mail_appended_while_idling_is_delivered_within_seconds_and_status_shows_the_p
     let b = Bench::start();
     b.dovecot.add_message("INBOX", &fixtures::simple(0));
     pushed_config(&b, "");
+    let config = std::fs::read_to_string(b.config_path()).expect("read");
+    std::fs::write(
+        b.config_path(),
+        config.replace("[daemon]\n", "[daemon]\nmetrics-listen = \"127.0.0.1:0\"\n"),
+    )
+    .expect("write");
     let child = spawn_run(&b.config_path());
     // The first pass delivers what is there; then the connection idles.
     wait_for("the first message", Duration::from_secs(20), || {
@@ -100,6 +106,30 @@ fn mail_appended_while_idling_is_delivered_within_seconds_and_status_shows_the_p
     );
     let json = b.run(&["status", "--json"]).stdout;
     assert!(json.contains("\"last_latency_ms\""), "{json}");
+    let log = run_log(&b);
+    let port: u16 = log
+        .lines()
+        .filter(|l| l.contains("serving /metrics"))
+        .find_map(|l| {
+            l.split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let (code, metrics) = mailferry_testkit::http_request(port, "GET", "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "mailferry_push_connected{account=\"src\",folder=\"INBOX\"} 1",
+        "mailferry_push_logins_24h{account=\"src\",folder=\"INBOX\"} 1",
+        "mailferry_push_last_latency_seconds{account=\"src\",folder=\"INBOX\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
     stop(child);
     assert_eq!(b.smtp.messages().len(), 4);
 }
@@ -283,4 +313,35 @@ fn push_on_pop3_is_a_configuration_error_that_says_why() {
         "{run:?}"
     );
     let _ = summary;
+}
+
+#[test]
+fn an_oauth2_push_connection_kicked_after_its_token_expired_comes_back_with_a_fresh_one() {
+    let b = Bench::start();
+    // Access tokens say they live 0 s (really 10 s): every login needs a fresh one.
+    b.dovecot.idp.set("access_ttl", "10");
+    b.dovecot.idp.set("declared_ttl", "0");
+    let account =
+        crate::oauth::oauth_account(&b, "src", "") + "push = \"idle\"\ninterval = \"1h\"\n";
+    b.write_config(&[account]);
+    assert_eq!(crate::oauth::sign_in_by_device(&b, "src").code, 0);
+    let child = spawn_run(&b.config_path());
+    wait_connected(&b);
+    let before = crate::oauth::count(&b, "refreshes");
+    // The session outlives its token (Dovecot checks tokens at login only); then it ends.
+    std::thread::sleep(Duration::from_secs(11));
+    b.dovecot.kick(USER);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    wait_for(
+        "mail over the new connection",
+        Duration::from_secs(20),
+        || b.smtp.messages().len() == 1,
+    );
+    assert!(
+        crate::oauth::count(&b, "refreshes") > before,
+        "the new connection logged in without refreshing the expired token"
+    );
+    let status = wait_connected(&b);
+    assert!(status.contains("push INBOX: connected"), "{status}");
+    stop(child);
 }

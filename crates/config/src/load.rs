@@ -484,3 +484,23 @@ destination = "home"
         assert!(err.to_string().contains("port"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The documented example is a valid configuration (its paths moved into a temporary
+    /// directory), with push keys and all: documentation that cannot rot unnoticed.
+    #[test]
+    fn the_example_configuration_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = include_str!("../../../config/mailferry.example.toml");
+        let root = dir.path().display().to_string();
+        let text = text
+            .replace("/var/lib/mailferry", &format!("{root}/state"))
+            .replace("/etc/mailferry", &root);
+        std::fs::write(dir.path().join("gmx.pass"), "s3cret\n").expect("write");
+        let path = dir.path().join("mailferry.toml");
+        std::fs::write(&path, text).expect("write");
+        let config = crate::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.accounts.is_empty());
+    }
+}

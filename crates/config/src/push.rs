@@ -101,3 +101,77 @@ impl Checker<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    const BASE: &str = r#"
+[daemon]
+state-dir = "state"
+
+[[destination]]
+name = "home"
+kind = "smtp"
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+envelope-to = ["me@home.example"]
+
+[[account]]
+name = "gmx"
+provider = "gmx"
+username = "me@gmx.net"
+auth = { method = "password", password-file = "gmx.pass" }
+destination = "home"
+"#;
+
+    /// Loads BASE with `extra` lines in the account; the errors' text when it fails.
+    fn load(extra: &str) -> Result<crate::Config, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("gmx.pass"), "s3cret\n").expect("write");
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, format!("{BASE}{extra}\n")).expect("write");
+        crate::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn push_defaults_to_inbox_every_25_minutes_and_is_off_unless_asked() {
+        let off = load("").expect("valid");
+        assert_eq!(off.accounts[0].push, None);
+        let on = load("push = \"idle\"").expect("valid");
+        let push = on.accounts[0].push.as_ref().expect("push");
+        assert_eq!(push.folders, ["INBOX"]);
+        assert_eq!(push.refresh, Duration::from_secs(25 * 60));
+    }
+
+    #[test]
+    fn push_mistakes_name_their_key_and_say_why() {
+        for (extra, key, why) in [
+            ("push = \"always\"", "push", "use \"idle\" or \"off\""),
+            (
+                "push = \"idle\"\nprotocol = \"pop3\"",
+                "push",
+                "POP3 has no push",
+            ),
+            (
+                "push = \"idle\"\npush-folders = [\"Junk\"]",
+                "push-folders[0]",
+                "not one of the account's folders",
+            ),
+            (
+                "push = \"idle\"\nidle-refresh = \"45m\"",
+                "idle-refresh",
+                "29m",
+            ),
+            (
+                "push-folders = [\"INBOX\"]",
+                "push-folders",
+                "push = \"idle\"",
+            ),
+        ] {
+            let err = load(extra).expect_err(extra);
+            assert!(err.contains(key) && err.contains(why), "{extra}: {err}");
+        }
+    }
+}

@@ -60,10 +60,7 @@ fn args() -> Args {
             "--second-poll" => a.second_poll = true,
             "--push" => a.push = it.next().and_then(|n| n.parse().ok()).or(Some(20)),
             "--seconds" => {
-                a.seconds = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .expect("--seconds S");
+                a.seconds = it.next().and_then(|n| n.parse().ok()).expect("--seconds S");
             }
             "--dest" => match it.next().as_deref() {
                 Some("gmail") => a.gmail = true,
@@ -197,14 +194,22 @@ fn push(a: &Args, n: usize) {
             .arg(&path)
             .output()
             .expect("status");
-        String::from_utf8_lossy(&out.stdout).matches("push INBOX: connected").count()
+        String::from_utf8_lossy(&out.stdout)
+            .matches("push INBOX: connected")
+            .count()
     };
     let t = Instant::now();
     while status() < n {
-        assert!(t.elapsed().as_secs() < 120, "the push connections did not come up");
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "the push connections did not come up"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    println!("{n} accounts pushing after {:.1}s", t.elapsed().as_secs_f64());
+    println!(
+        "{n} accounts pushing after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     let cpu = || {
         // utime + stime, in clock ticks (100 per second on Linux).
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -242,7 +247,10 @@ fn push(a: &Args, n: usize) {
             .arg("SELECT COUNT(*) FROM push_logins")
             .output()
             .expect("sqlite3");
-        String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
     };
     let (cpu0, logins0, t0) = (cpu(), logins(), Instant::now());
     let mut peak = rss();
