@@ -14,7 +14,6 @@
 mod error;
 mod load;
 mod model;
-mod oauth;
 mod presets;
 mod push;
 pub mod raw;
@@ -22,11 +21,11 @@ pub mod raw;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_scoped};
 pub use mailferry_core::Secret;
+pub use model::oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use model::{
     AccountConfig, AfterDelivery, Config, DEFAULT_SPAM_FOLDERS, Daemon, DestinationConfig,
     DestinationKind, Endpoint, FirstRun, GmailAuth, GmailConfig, GmailMode, Notify, Protocol,
     SecretScope, SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
 };
-pub use oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use presets::{Preset, preset};
 pub use push::Push;

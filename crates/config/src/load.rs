@@ -394,8 +394,11 @@ destination = "home"
             .filter_map(|l| l.strip_prefix("### ").or_else(|| l.strip_prefix("## ")))
             .collect();
         let sources = [
-            include_str!("oauth.rs"),
-            include_str!("model.rs"),
+            include_str!("model/oauth.rs"),
+            include_str!("model/mod.rs"),
+            include_str!("model/account.rs"),
+            include_str!("model/daemon.rs"),
+            include_str!("model/destination.rs"),
             include_str!("../../mailferry/src/auth.rs"),
         ];
         let mut found = 0;

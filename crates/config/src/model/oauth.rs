@@ -2,7 +2,7 @@
 
 use mailferry_core::Secret;
 
-use crate::model::Checker;
+use super::Checker;
 use crate::raw::RawAuth;
 
 /// Whose sign-in server.

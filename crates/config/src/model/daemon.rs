@@ -1,0 +1,154 @@
+//! `[daemon]` and `[notify]`: process-wide settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Checker;
+use crate::raw::RawDaemon;
+
+/// When and where the user hears that an account broke or recovered.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    /// A short message into the account's own destination (unless the destination is
+    /// what broke).
+    pub in_destination: bool,
+    /// A JSON POST per notice.
+    pub webhook: Option<String>,
+    /// A GET after every successful run.
+    pub ping_url: Option<String>,
+    /// Failed runs in a row that make an account "failing".
+    pub after: u32,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Where the SQLite state lives.
+    pub state_dir: PathBuf,
+    /// No account is polled more often than this.
+    pub min_interval: Duration,
+    /// DNS + TCP connect + TLS handshake.
+    pub connect_timeout: Duration,
+    /// Each network read or command round trip.
+    pub io_timeout: Duration,
+    /// Connections to one server host at once, over all accounts.
+    pub max_connections_per_host: usize,
+    /// Where to serve `/metrics` and `/healthz`, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Largest message fetched (bytes); larger ones are refused with the reason, without
+    /// being held in memory whole. Gmail's import limit by default.
+    pub max_message_size: u64,
+}
+
+const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// Gmail's import limit: 150 MB.
+const DEFAULT_MAX_MESSAGE: u64 = 150 * 1024 * 1024;
+
+impl Checker<'_> {
+    pub(super) fn notify(&mut self, raw: crate::raw::RawNotify) -> Notify {
+        let mut url = |key: &str, value: Option<String>| {
+            let v = value?;
+            if super::oauth::url_ok(&v) {
+                Some(v)
+            } else {
+                self.err(
+                    format!("notify.{key}"),
+                    format!("{v:?} must be an https:// URL (plain http only to 127.0.0.1)"),
+                );
+                None
+            }
+        };
+        let webhook = url("webhook", raw.webhook);
+        let ping_url = url("ping-url", raw.ping_url);
+        let after = raw.notify_after.unwrap_or(3);
+        if after == 0 {
+            self.err(
+                "notify.notify-after".into(),
+                "must be at least 1 (failed runs in a row)".into(),
+            );
+        }
+        Notify {
+            in_destination: raw.in_destination.unwrap_or(true),
+            webhook,
+            ping_url,
+            after: after.max(1),
+        }
+    }
+
+    pub(super) fn daemon(&mut self, raw: RawDaemon) -> Daemon {
+        let min_interval = self.duration(
+            "daemon.min-interval".into(),
+            raw.min_interval.as_deref(),
+            DEFAULT_MIN_INTERVAL,
+        );
+        if min_interval < DEFAULT_MIN_INTERVAL {
+            if raw.allow_short_intervals == Some(true) {
+                self.warnings.push(format!(
+                    "daemon.min-interval = {} is below 10 minutes: providers throttle or block accounts that log in this often (Outlook.com: \"Request is throttled\")",
+                    humantime::format_duration(min_interval)
+                ));
+            } else {
+                self.err(
+                    "daemon.min-interval".into(),
+                    "is below 10 minutes, which providers throttle or block; set daemon.allow-short-intervals = true if you mean it (e.g. for your own server)".into(),
+                );
+            }
+        }
+        let max_connections_per_host = raw.max_connections_per_host.unwrap_or(20);
+        if max_connections_per_host == 0 {
+            self.err(
+                "daemon.max-connections-per-host".into(),
+                "must be at least 1".into(),
+            );
+        }
+        let metrics_listen = raw.metrics_listen.and_then(|a| match a.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.err(
+                    "daemon.metrics-listen".into(),
+                    format!("{a:?} is not an address:port; write e.g. \"127.0.0.1:9925\""),
+                );
+                None
+            }
+        });
+        Daemon {
+            state_dir: raw
+                .state_dir
+                .map_or_else(|| PathBuf::from("/var/lib/mailferry"), |d| self.path(&d)),
+            min_interval,
+            connect_timeout: self.duration(
+                "daemon.connect-timeout".into(),
+                raw.connect_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            io_timeout: self.duration(
+                "daemon.io-timeout".into(),
+                raw.io_timeout.as_deref(),
+                Duration::from_secs(120),
+            ),
+            max_connections_per_host: usize::try_from(max_connections_per_host.max(1))
+                .unwrap_or(20),
+            metrics_listen,
+            max_message_size: match raw
+                .max_message_size
+                .as_ref()
+                .map(crate::raw::toml_size::Size::bytes)
+            {
+                None => DEFAULT_MAX_MESSAGE,
+                Some(Ok(n)) if n >= 1024 => n,
+                Some(Ok(_)) => {
+                    self.err(
+                        "daemon.max-message-size".into(),
+                        "is below 1 KiB; no real message fits".into(),
+                    );
+                    DEFAULT_MAX_MESSAGE
+                }
+                Some(Err(e)) => {
+                    self.err("daemon.max-message-size".into(), e);
+                    DEFAULT_MAX_MESSAGE
+                }
+            },
+        }
+    }
+}
