@@ -91,7 +91,10 @@ impl Watch<'_> {
                 continue;
             }
             let _permit = match &self.host {
-                Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+                Some(s) => match self.slot(s).await {
+                    Some(p) => Some(p),
+                    None => break,
+                },
                 None => None,
             };
             let now = mailferry_oauth::now();
@@ -154,6 +157,33 @@ impl Watch<'_> {
             self.save("reconnecting", None, last_error.clone()).await;
         }
         self.save("stopped", None, last_error).await;
+    }
+
+    /// A connection of the host's `max-connections-per-host`, always leaving one for the
+    /// polls (which would otherwise never run once pushes took every connection); `None`
+    /// when cancelled while waiting.
+    async fn slot(&self, host: &Arc<Semaphore>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let mut said = false;
+        loop {
+            if host.available_permits() > 1
+                && let Ok(permit) = Arc::clone(host).try_acquire_owned()
+            {
+                return Some(permit);
+            }
+            if !said {
+                said = true;
+                warn!(account = %self.account.name, folder = self.folder, "max-connections-per-host is taken: this folder waits for a connection to push (it is polled meanwhile)");
+                self.save(
+                    "reconnecting",
+                    None,
+                    Some("waiting for a connection: max-connections-per-host is taken".into()),
+                )
+                .await;
+            }
+            if self.pause(Duration::from_secs(5)).await {
+                return None;
+            }
+        }
     }
 
     /// Sleeps `wait`; `true` when cancelled meanwhile.

@@ -167,7 +167,7 @@ fn push(a: &Args, n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pass"), PASSWORD).expect("write");
     let mut config = format!(
-        "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\ntls-ca-file = \"{}\"\nenvelope-to = [\"me@home.example\"]\n",
+        "[daemon]\nstate-dir = \"state\"\nmax-connections-per-host = 40\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\ntls-ca-file = \"{}\"\nenvelope-to = [\"me@home.example\"]\n",
         smtp.port,
         dovecot.pki.ca_pem.display()
     );
