@@ -7,7 +7,7 @@ use mailferry_pop3::{Pop3Error, Pop3Source};
 use tracing::info;
 
 use crate::report::ErrorReport;
-use crate::run::Stop;
+use crate::report::Stop;
 use crate::tokens::{TokenKeeper, account_owner};
 
 /// The one place where the configuration's TLS mode becomes the adapters'.

@@ -13,41 +13,9 @@ use mailferry_core::{Source, SourceAction};
 use crate::build;
 use crate::deliver::Delivery;
 use crate::report::ErrorReport;
-use crate::run::Stop;
+pub use crate::report::Finding;
+use crate::report::Stop;
 use crate::tokens::{self, TokenKeeper};
-
-/// One step's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// `dns`, `tcp`, `tls`, `login`, `capabilities`, `sign-in`, `folder INBOX`, ...
-    pub step: String,
-    /// Whether it worked.
-    pub ok: bool,
-    /// What was found.
-    pub detail: String,
-    /// What to do about a failure.
-    pub hint: Option<String>,
-}
-
-impl Finding {
-    pub(crate) fn ok(step: &str, detail: String) -> Self {
-        Self {
-            step: step.to_owned(),
-            ok: true,
-            detail,
-            hint: None,
-        }
-    }
-
-    fn fail(step: &str, detail: String, hint: Option<String>) -> Self {
-        Self {
-            step: step.to_owned(),
-            ok: false,
-            detail,
-            hint,
-        }
-    }
-}
 
 /// Checks `account` of `config`; the findings in order, ending at the first failure.
 pub async fn account(

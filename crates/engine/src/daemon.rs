@@ -19,19 +19,7 @@ use crate::tokens::TokenKeeper;
 /// How often idle sign-ins are checked for their 30-day refresh.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(6 * 3600);
 
-/// Told about every finished run (metrics, the service manager's status line).
-pub trait Hooks: Sync {
-    /// `report` finished; the account is now in `state` and runs next after `next`.
-    fn after_run(&self, report: &AccountReport, state: AccountState, next: Duration) {
-        let _ = (report, state, next);
-    }
-    /// A delivery pass on a push connection finished (`push = "idle"`).
-    fn after_push(&self, report: &AccountReport) {
-        let _ = report;
-    }
-}
-
-impl Hooks for () {}
+pub use crate::report::Hooks;
 
 /// Wake-up calls for accounts, by name: `mailferry run-now`, SIGUSR1, a new sign-in.
 /// Shared between the signal handler and the scheduler; survives reloads.

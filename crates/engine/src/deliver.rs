@@ -385,9 +385,9 @@ impl<'a> Delivery<'a> {
     /// `mailferry check`'s walk through this destination, adding what it finds to `out`.
     pub(crate) async fn probe(
         &self,
-        out: &mut Vec<crate::check::Finding>,
+        out: &mut Vec<crate::report::Finding>,
     ) -> Result<(), DeliveryError> {
-        use crate::check::Finding;
+        use crate::report::Finding;
         match &self.kind {
             Kind::Smtp { smtp, .. } => {
                 let features = smtp.probe().await?;

@@ -25,10 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::build;
-use crate::daemon::Hooks;
 use crate::deliver::{Delivery, DeliveryError};
+use crate::report::Hooks;
+use crate::report::Stop;
 use crate::report::{AccountReport, ErrorReport};
-use crate::run::{Run, RunOptions, Stop, gather_folder, settle_action};
+use crate::run::{Run, RunOptions, gather_folder, settle_action};
 use crate::tokens::TokenKeeper;
 
 /// Logins per pushed folder in any hour, at most.

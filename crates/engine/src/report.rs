@@ -2,6 +2,7 @@
 
 use mailferry_core::{Classify, ErrorClass};
 use mailferry_store::RunCounts;
+use mailferry_store::StoreError;
 
 /// A message that was not delivered in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,3 +112,94 @@ impl AccountReport {
         self.error.is_some() || !self.deferred.is_empty() || !self.refused.is_empty()
     }
 }
+
+/// Why an account's run ended early.
+pub(crate) enum Stop {
+    Source(ErrorReport),
+    Destination(ErrorReport),
+    Store(StoreError),
+}
+
+impl Stop {
+    pub(crate) fn source<E: std::error::Error + Classify>(e: &E) -> Self {
+        Self::Source(ErrorReport::from_error(e))
+    }
+
+    pub(crate) fn destination<E: std::error::Error + Classify>(e: &E) -> Self {
+        Self::Destination(ErrorReport::from_error(e))
+    }
+
+    pub(crate) fn report(&self) -> ErrorReport {
+        match self {
+            Self::Source(r) | Self::Destination(r) => r.clone(),
+            Self::Store(e) => {
+                let mut r = ErrorReport::from_error(&StoreFailure(e));
+                r.hint = Some("check the state directory's disk space and permissions".into());
+                r
+            }
+        }
+    }
+}
+
+/// Gives store errors a class so they report like the others.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct StoreFailure<'a>(&'a StoreError);
+
+impl Classify for StoreFailure<'_> {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+/// One step's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `dns`, `tcp`, `tls`, `login`, `capabilities`, `sign-in`, `folder INBOX`, ...
+    pub step: String,
+    /// Whether it worked.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do about a failure.
+    pub hint: Option<String>,
+}
+
+impl Finding {
+    pub(crate) fn ok(step: &str, detail: String) -> Self {
+        Self {
+            step: step.to_owned(),
+            ok: true,
+            detail,
+            hint: None,
+        }
+    }
+
+    pub(crate) fn fail(step: &str, detail: String, hint: Option<String>) -> Self {
+        Self {
+            step: step.to_owned(),
+            ok: false,
+            detail,
+            hint,
+        }
+    }
+}
+
+/// Told about every finished run (metrics, the service manager's status line).
+pub trait Hooks: Sync {
+    /// `report` finished; the account is now in `state` and runs next after `next`.
+    fn after_run(
+        &self,
+        report: &AccountReport,
+        state: crate::schedule::AccountState,
+        next: std::time::Duration,
+    ) {
+        let _ = (report, state, next);
+    }
+    /// A delivery pass on a push connection finished (`push = "idle"`).
+    fn after_push(&self, report: &AccountReport) {
+        let _ = report;
+    }
+}
+
+impl Hooks for () {}

@@ -1,0 +1,252 @@
+//! One folder: list, apply first-run, fetch and deliver what is new, settle at the source.
+
+use mailferry_config::{AccountConfig, AfterDelivery, FirstRun};
+use mailferry_core::{ListedMessage, MessageKey, Source, SourceAction};
+
+use tracing::{debug, info, warn};
+
+use crate::report::AccountReport;
+use mailferry_core::Destination;
+
+use super::Run;
+use super::transfer::transfer;
+use crate::report::Stop;
+
+pub(crate) async fn gather_folder<S: Source, D: Destination>(
+    run: &Run<'_, D>,
+    folder: &str,
+    source: &mut S,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let Run {
+        account,
+        store,
+        opts,
+        observer,
+        ..
+    } = *run;
+    // After a complete run with after-delivery = keep, only what can be new is listed:
+    // UIDs from the last UIDNEXT on, and the messages still unsettled (an unchanged
+    // folder costs one EXAMINE). Other policies list everything: what they settle is
+    // what the folder still holds.
+    let from = if opts.dry_run || account.after_delivery != AfterDelivery::Keep {
+        None
+    } else {
+        match store
+            .listed_up_to(&account.name, folder)
+            .await
+            .map_err(Stop::Store)?
+        {
+            Some((uidvalidity, uidnext)) => Some(mailferry_core::ListFrom {
+                uidvalidity,
+                uidnext,
+                also: store
+                    .unsettled_keys(&account.name, folder, uidvalidity)
+                    .await
+                    .map_err(Stop::Store)?
+                    .into_iter()
+                    .collect(),
+            }),
+            None => None,
+        }
+    };
+    let mut state = match &from {
+        Some(f) => source.open_from(folder, f).await,
+        None => source.open(folder).await,
+    }
+    .map_err(|e| Stop::source(&e))?;
+    let uidnext = state.uidnext;
+    if !opts.dry_run
+        && let Some(memo) = source.memo()
+    {
+        store
+            .save_memo(&account.name, &memo)
+            .await
+            .map_err(Stop::Store)?;
+    }
+    // A key listed twice is fetched and delivered once.
+    let mut seen = std::collections::HashSet::new();
+    let listed = state.messages.len();
+    state.messages.retain(|m| seen.insert(m.key.clone()));
+    if state.messages.len() < listed {
+        warn!(
+            folder,
+            dropped = listed - state.messages.len(),
+            "the server listed a message more than once; each is delivered once"
+        );
+    }
+    let uidvalidity = state.uidvalidity;
+    let sight = if opts.dry_run {
+        None
+    } else {
+        Some(
+            store
+                .folder_sight(&account.name, folder)
+                .await
+                .map_err(Stop::Store)?,
+        )
+    };
+    let first_look = if opts.dry_run {
+        store
+            .folder_sight(&account.name, folder)
+            .await
+            .map_err(Stop::Store)?
+            .is_none()
+    } else {
+        false
+    };
+    match sight {
+        // Dry run: nothing is recorded, but first-run is applied to what is shown.
+        None => {
+            if first_look {
+                state.messages.retain(|m| match account.first_run {
+                    FirstRun::All => true,
+                    FirstRun::NewOnly => false,
+                    FirstRun::Since(t) => m.received.is_none_or(|r| r >= t),
+                });
+            }
+        }
+        Some(None) => {
+            // The folder's first run: first-run decides what of its present content to skip.
+            let skipped: Vec<MessageKey> = state
+                .messages
+                .iter()
+                .filter(|m| match account.first_run {
+                    FirstRun::All => false,
+                    FirstRun::NewOnly => true,
+                    FirstRun::Since(t) => m.received.is_some_and(|r| r < t),
+                })
+                .map(|m| m.key.clone())
+                .collect();
+            if !skipped.is_empty() {
+                info!(
+                    folder,
+                    skipped = skipped.len(),
+                    "first run: recording what is there without delivering it (first-run)"
+                );
+            }
+            store
+                .record_first_sight(&account.name, folder, uidvalidity, &skipped)
+                .await
+                .map_err(Stop::Store)?;
+        }
+        Some(Some((since, last))) if last != Some(uidvalidity) => {
+            // A new UIDVALIDITY (Outlook.com resets them): every UID is new. What first-run
+            // excluded stays excluded, by arrival date: for new-only what had arrived by
+            // the folder's first listing, for since:DATE what arrived before DATE. (Mail
+            // delivered before is recognised by its content; new mail is delivered.) A
+            // message without an arrival date counts as excluded: nothing excluded may
+            // slip through, and with after-delivery = delete, be removed at the source.
+            let cutoff = match (last, account.first_run) {
+                (None, _) | (_, FirstRun::All) => None,
+                (Some(_), FirstRun::NewOnly) => Some((since, true)),
+                (Some(_), FirstRun::Since(t)) => Some((t, false)),
+            };
+            let skipped: Vec<MessageKey> = match cutoff {
+                None => Vec::new(),
+                Some((t, inclusive)) => state
+                    .messages
+                    .iter()
+                    .filter(|m| m.received.is_none_or(|r| r < t || (inclusive && r == t)))
+                    .map(|m| m.key.clone())
+                    .collect(),
+            };
+            if let Some(old) = last {
+                warn!(
+                    folder,
+                    old,
+                    new = uidvalidity,
+                    excluded = skipped.len(),
+                    "the folder's UIDVALIDITY changed: every message looks new to IMAP; what first-run excluded stays excluded, what was delivered is recognised by its content"
+                );
+            }
+            store
+                .record_first_sight(&account.name, folder, uidvalidity, &skipped)
+                .await
+                .map_err(Stop::Store)?;
+        }
+        Some(Some(_)) => {}
+    }
+    let settled = store
+        .settled_keys(&account.name, folder, uidvalidity)
+        .await
+        .map_err(Stop::Store)?;
+    let present: Vec<MessageKey> = state.messages.iter().map(|m| m.key.clone()).collect();
+    let new: Vec<ListedMessage> = state
+        .messages
+        .into_iter()
+        .filter(|m| !settled.contains(&m.key))
+        .collect();
+    report.new += new.len() as u64;
+    debug!(folder, new = new.len(), settled = settled.len(), "listed");
+    if opts.dry_run {
+        const PREVIEW: usize = 5;
+        let keys: Vec<MessageKey> = new.iter().take(PREVIEW).map(|m| m.key.clone()).collect();
+        let first = source
+            .headers(&keys)
+            .await
+            .map_err(|e| Stop::source(&e))?
+            .into_iter()
+            .map(|(_, h)| h.summary())
+            .collect();
+        report.preview.push(crate::report::FolderPreview {
+            folder: folder.to_owned(),
+            count: new.len() as u64,
+            first,
+        });
+        return Ok(());
+    }
+    if !new.is_empty() {
+        observer.planned(
+            &account.name,
+            folder,
+            new.len(),
+            new.iter().map(|m| m.size).sum(),
+        );
+        let complete = transfer(run, folder, uidvalidity, new, source, report).await?;
+        if !complete || run.cancel.is_cancelled() {
+            // Something listed got no outcome this run (stopped, or left for the next
+            // one): the next listing must be complete.
+            return Ok(());
+        }
+    }
+    if !opts.dry_run && !run.cancel.is_cancelled() {
+        store
+            .save_listed_up_to(&account.name, folder, uidvalidity, uidnext)
+            .await
+            .map_err(Stop::Store)?;
+    }
+    if let Some(action) = settle_action(account) {
+        // Only what the ledger says is delivered; POP3 removes it at QUIT, not before.
+        let delivered = store
+            .delivered_keys(&account.name, folder, uidvalidity)
+            .await
+            .map_err(Stop::Store)?;
+        let done: Vec<MessageKey> = present
+            .into_iter()
+            .filter(|k| delivered.contains(k))
+            .collect();
+        if !done.is_empty() && !run.cancel.is_cancelled() {
+            source
+                .settle(folder, uidvalidity, &done, &action)
+                .await
+                .map_err(|e| Stop::source(&e))?;
+            match action {
+                SourceAction::Delete => report.deleted += done.len() as u64,
+                SourceAction::Move(_) => report.moved += done.len() as u64,
+                SourceAction::MarkSeen => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `after-delivery` asks the source to do with a delivered message.
+pub(crate) fn settle_action(account: &AccountConfig) -> Option<SourceAction> {
+    match &account.after_delivery {
+        AfterDelivery::Keep => None,
+        AfterDelivery::MarkSeen => Some(SourceAction::MarkSeen),
+        AfterDelivery::Move(to) => Some(SourceAction::Move(to.clone())),
+        AfterDelivery::Delete => Some(SourceAction::Delete),
+    }
+}

@@ -1,0 +1,245 @@
+//! `run_once`: every selected account, once, side by side.
+
+use mailferry_config::{AccountConfig, Config, Protocol};
+use mailferry_core::{ErrorClass, Source};
+use mailferry_store::Store;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::build;
+use crate::deliver::{Delivery, DeliveryError};
+use crate::report::AccountReport;
+use crate::tokens::TokenKeeper;
+use mailferry_core::Destination;
+
+mod folder;
+mod transfer;
+
+pub(crate) use crate::report::Stop;
+pub(crate) use folder::{gather_folder, settle_action};
+
+/// How often one run opens a new session after the previous one died mid-run.
+const MAX_RECONNECTS: u32 = 5;
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only this account (by name); all accounts when `None`.
+    pub account: Option<String>,
+    /// List what is new, fetch and deliver nothing, record nothing.
+    pub dry_run: bool,
+}
+
+/// Progress callbacks, for a progress bar. Called from the accounts' tasks.
+pub trait Observer: Send + Sync {
+    /// `messages` new messages totalling `bytes` are about to be fetched from `folder`.
+    fn planned(&self, account: &str, folder: &str, messages: usize, bytes: u64) {
+        let _ = (account, folder, messages, bytes);
+    }
+    /// One message of `bytes` is done with (delivered, skipped or failed).
+    fn done(&self, account: &str, bytes: u64) {
+        let _ = (account, bytes);
+    }
+}
+
+impl Observer for () {}
+
+/// Runs every account of `config` (or the one named in `opts`) once, concurrently, and
+/// returns one report per account in configuration order. Stops between messages when
+/// `cancel` fires.
+pub async fn run_once(
+    config: &Config,
+    store: &Store,
+    tokens: &TokenKeeper,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> Vec<AccountReport> {
+    let accounts = config.accounts.iter().filter(|a| match &opts.account {
+        Some(n) => *n == a.name,
+        None => a.enabled,
+    });
+    let runs = accounts.map(|account| {
+        let span = info_span!("account", account = %account.name);
+        run_account(config, account, store, tokens, opts, observer, cancel).instrument(span)
+    });
+    futures_util::future::join_all(runs).await
+}
+
+async fn run_account(
+    config: &Config,
+    account: &AccountConfig,
+    store: &Store,
+    tokens: &TokenKeeper,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> AccountReport {
+    let mut report = AccountReport {
+        account: account.name.clone(),
+        ..AccountReport::default()
+    };
+    let started = std::time::Instant::now();
+    let run_id = if opts.dry_run {
+        None
+    } else {
+        store.start_run(&account.name).await.ok()
+    };
+    let outcome = pipeline(
+        config,
+        account,
+        store,
+        tokens,
+        opts,
+        observer,
+        cancel,
+        &mut report,
+    )
+    .await;
+    if let Err(stop) = outcome {
+        // A hint names whoever must act: the destination for its own trouble (its
+        // envelope, its sign-in), else the account.
+        let owner = match &stop {
+            Stop::Destination(_) => &account.destination,
+            _ => &account.name,
+        };
+        let mut r = stop.report().naming(owner);
+        r.blames_destination = matches!(stop, Stop::Destination(_));
+        warn!(cause = %r.message, class = ?r.class, "run ended early");
+        report.error = Some(r);
+    }
+    report.elapsed = started.elapsed();
+    if let Some(id) = run_id {
+        let error = report.error.as_ref().map(|e| e.message.as_str());
+        if let Err(e) = store.finish_run(id, &report.counts, error).await {
+            warn!(cause = %e, "cannot record the run");
+        }
+    }
+    info!(
+        fetched = report.counts.fetched,
+        delivered = report.counts.delivered,
+        skipped = report.counts.skipped,
+        failed = report.counts.failed,
+        "run finished"
+    );
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pipeline(
+    config: &Config,
+    account: &AccountConfig,
+    store: &Store,
+    tokens: &TokenKeeper,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let dest_config = config.destination(&account.destination).ok_or_else(|| {
+        Stop::destination(&DeliveryError::Smtp(mailferry_smtp::SmtpError::Address {
+            what: "destination",
+            value: account.destination.clone(),
+        }))
+    })?;
+    let destination = Delivery::new(dest_config, account, &config.daemon, tokens)
+        .await
+        .map_err(|e| Stop::destination(&e))?;
+    let run = Run {
+        account,
+        max_message: config.daemon.max_message_size,
+        store,
+        destination: &destination,
+        destination_name: &dest_config.name,
+        opts,
+        observer,
+        cancel,
+    };
+    // A session that dies after making progress (Outlook.com ends IMAP sessions when their
+    // access token expires; connections get cut) is opened again, with a fresh token, and
+    // the run carries on where the ledger says it is. Without progress, the run ends.
+    let mut reconnects = 0;
+    let result = loop {
+        let before = report.counts.fetched;
+        let result = match account.protocol {
+            Protocol::Imap => match build::connect_imap(account, &config.daemon, tokens).await {
+                Ok(source) => gather_all(&run, source, report).await,
+                Err(e) => Err(e),
+            },
+            Protocol::Pop3 => match build::connect_pop3(account, &config.daemon, tokens).await {
+                Ok(source) => gather_all(&run, source, report).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Err(Stop::Source(r))
+                if r.class == ErrorClass::Transient
+                    && report.counts.fetched > before
+                    && reconnects < MAX_RECONNECTS
+                    && !cancel.is_cancelled() =>
+            {
+                reconnects += 1;
+                warn!(cause = %r.message, reconnects, "the session ended mid-run; reconnecting to carry on");
+            }
+            other => break other,
+        }
+    };
+    destination.close().await;
+    result
+}
+
+/// What every step of one account's run needs.
+pub(crate) struct Run<'a, D> {
+    pub(crate) account: &'a AccountConfig,
+    /// `max-message-size`.
+    pub(crate) max_message: u64,
+    pub(crate) store: &'a Store,
+    pub(crate) destination: &'a D,
+    pub(crate) destination_name: &'a str,
+    pub(crate) opts: &'a RunOptions,
+    pub(crate) observer: &'a dyn Observer,
+    pub(crate) cancel: &'a CancellationToken,
+}
+
+/// Gathers every folder, then ends the session (for POP3, `QUIT` commits deletions).
+async fn gather_all<S: Source, D: Destination>(
+    run: &Run<'_, D>,
+    mut source: S,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let mut result = Ok(());
+    if let Some(action) = settle_action(run.account)
+        && !run.opts.dry_run
+        && let Err(e) = source.check_settle(&action).await
+    {
+        // Nothing is delivered while the policy cannot be applied.
+        let _ = source.close().await;
+        return Err(Stop::source(&e));
+    }
+    for folder in &run.account.folders {
+        if run.cancel.is_cancelled() {
+            break;
+        }
+        match gather_folder(run, folder, &mut source, report).await {
+            Ok(()) => {}
+            // A folder's own trouble (it does not exist, a policy it cannot take) does not
+            // keep the others, Junk say, from being fetched; the run still reports it.
+            Err(Stop::Source(r)) if r.class == ErrorClass::Config => {
+                warn!(folder, cause = %r.message, "this folder failed; carrying on with the others");
+                if result.is_ok() {
+                    result = Err(Stop::Source(r));
+                }
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let closed = source.close().await.map_err(|e| Stop::source(&e));
+    result.and(closed)
+}
+
+#[cfg(test)]
+mod pipeline_tests;
