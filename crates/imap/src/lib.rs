@@ -9,13 +9,16 @@
 
 #![warn(missing_docs)]
 
+mod commands;
 mod connect;
 mod error;
 mod idle;
 mod literal8;
+mod login;
 mod source;
 
 pub use connect::{ConnectOptions, Tls};
 pub use error::ImapError;
 pub use idle::IdleEvent;
-pub use source::{ImapSource, Login};
+pub use login::Login;
+pub use source::ImapSource;
