@@ -13,6 +13,7 @@
 
 mod destination;
 mod error;
+mod lettre_stream;
 mod wire;
 
 pub use destination::{Sender, SmtpDestination, SmtpLogin, SmtpOptions, SmtpTls};

@@ -1,0 +1,221 @@
+//! The codec, fed whole sessions at every chunk size.
+
+use super::*;
+
+/// Feeds `input` in chunks of `size` and collects the replies.
+fn parse_chunked(input: &[u8], expects: &[Expect], size: usize) -> Vec<Reply> {
+    let mut p = Parser::new(1 << 20);
+    let mut out = Vec::new();
+    let mut chunks = input.chunks(size.max(1));
+    let mut i = 0;
+    while i < expects.len() {
+        match p.parse(expects[i]) {
+            Ok(r) => {
+                out.push(r);
+                i += 1;
+            }
+            Err(Error::NeedsMoreData) => match chunks.next() {
+                Some(c) => p.feed(c),
+                None => panic!("ran out of input after {} replies", out.len()),
+            },
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(p.buffered(), 0);
+    out
+}
+
+const SESSION: &[u8] = b"+OK Dovecot ready. <1.2@host>\r\n\
++OK\r\nTOP\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN XOAUTH2\r\n.\r\n\
++ \r\n\
+-ERR [AUTH] Authentication failed.\r\n\
++OK 2 messages:\r\n1 120\r\n2 5\r\n.\r\n\
++OK\r\n1 000000017f00e1\r\n2 0000001a7f00e1\r\n.\r\n\
++OK 120 octets\r\nSubject: x\r\n\r\n..leading dot\r\n.\r\n\
++OK\r\n.\r\n\
+-ERR [LOGIN-DELAY] wait 300 seconds\r\n";
+
+const EXPECTS: &[Expect] = &[
+    Expect::Status,
+    Expect::MultiLine,
+    Expect::SaslOrStatus,
+    Expect::SaslOrStatus,
+    Expect::MultiLine,
+    Expect::MultiLine,
+    Expect::MultiLine,
+    Expect::MultiLine,
+    Expect::Status,
+];
+
+#[test]
+fn a_session_parses_the_same_at_every_chunk_size() {
+    let whole = parse_chunked(SESSION, EXPECTS, SESSION.len());
+    for size in 1..=SESSION.len() {
+        assert_eq!(
+            parse_chunked(SESSION, EXPECTS, size),
+            whole,
+            "chunk size {size}"
+        );
+    }
+    let Reply::MultiLine { body, .. } = &whole[1] else {
+        panic!("CAPA")
+    };
+    assert_eq!(
+        capa_lines(body),
+        ["TOP", "UIDL", "PIPELINING", "SASL PLAIN XOAUTH2"]
+    );
+    assert_eq!(whole[2], Reply::Continue(String::new()));
+    assert_eq!(
+        whole[3],
+        Reply::Status(Status {
+            ok: false,
+            code: Some("AUTH".into()),
+            text: "Authentication failed.".into()
+        })
+    );
+    let Reply::MultiLine { body, .. } = &whole[4] else {
+        panic!("LIST")
+    };
+    assert_eq!(list_lines(body).entries, [(1, 120), (2, 5)]);
+    let Reply::MultiLine { body, .. } = &whole[5] else {
+        panic!("UIDL")
+    };
+    assert_eq!(
+        uidl_lines(body).entries,
+        [
+            (1, "000000017f00e1".to_owned()),
+            (2, "0000001a7f00e1".to_owned())
+        ]
+    );
+    let Reply::MultiLine { body, .. } = &whole[6] else {
+        panic!("RETR")
+    };
+    assert_eq!(body, b"Subject: x\r\n\r\n.leading dot\r\n");
+    assert_eq!(
+        whole[7],
+        Reply::MultiLine {
+            status: Status {
+                ok: true,
+                code: None,
+                text: String::new()
+            },
+            body: Vec::new()
+        }
+    );
+    let Reply::Status(s) = &whole[8] else {
+        panic!("status")
+    };
+    assert_eq!(s.code.as_deref(), Some("LOGIN-DELAY"));
+}
+
+#[test]
+fn err_to_a_multiline_command_has_no_body() {
+    let out = parse_chunked(
+        b"-ERR no such message\r\n+OK\r\n",
+        &[Expect::MultiLine, Expect::Status],
+        3,
+    );
+    assert!(matches!(&out[0], Reply::Status(Status { ok: false, .. })));
+}
+
+#[test]
+fn a_message_stored_with_bare_lfs_ends_and_unstuffs() {
+    // What Cyrus sends for a message stored with LF line ends: the lines stay LF, the
+    // dots after them are stuffed, the terminator follows the last LF.
+    let wire =
+        b"+OK Message follows\r\nSubject: lf\nFrom: a@b\n\n..dotline\nlast line\n.\r\n+OK\r\n";
+    for size in 1..=wire.len() {
+        let got = parse_chunked(wire, &[Expect::MultiLine, Expect::Status], size);
+        let Reply::MultiLine { body, .. } = &got[0] else {
+            panic!("{got:?}");
+        };
+        assert_eq!(body, b"Subject: lf\nFrom: a@b\n\n.dotline\nlast line\n");
+        assert!(matches!(&got[1], Reply::Status(Status { ok: true, .. })));
+    }
+}
+
+#[test]
+fn stuffing_round_trips_awkward_bodies() {
+    let bodies: &[&[u8]] = &[
+        b"",
+        b".",
+        b"..\r\n.\r\n",
+        b"a\r\n.\r\nb\r\n",
+        b"nul\x00 and 8bit \xff\r\n",
+        b"bare\nlf\r\n.x\r\n",
+        b"lf only\n.dot after a bare lf\n\n.\nlast\n",
+        b"no final newline",
+    ];
+    for body in bodies {
+        let mut wire = b"+OK\r\n".to_vec();
+        wire.extend(stuff(body));
+        let want = if body.is_empty() || body.ends_with(b"\n") {
+            body.to_vec()
+        } else {
+            [*body, b"\r\n"].concat()
+        };
+        for size in 1..=wire.len() {
+            let got = parse_chunked(&wire, &[Expect::MultiLine], size);
+            assert_eq!(
+                got[0],
+                Reply::MultiLine {
+                    status: Status {
+                        ok: true,
+                        code: None,
+                        text: String::new()
+                    },
+                    body: want.clone()
+                }
+            );
+        }
+    }
+}
+
+#[test]
+fn limits_hold_on_garbage() {
+    let mut p = Parser::new(64);
+    p.feed(&[b'x'; MAX_LINE + 1]);
+    assert_eq!(p.parse(Expect::Status), Err(Error::LineTooLong));
+    let mut p = Parser::new(64);
+    p.feed(b"+OK\r\n");
+    p.feed(&[b'y'; 100]);
+    assert_eq!(p.parse(Expect::MultiLine), Err(Error::TooLarge(64)));
+    let mut p = Parser::new(64);
+    p.feed(b"* OK imap\r\n");
+    assert!(matches!(p.parse(Expect::Status), Err(Error::Invalid(_))));
+}
+
+#[test]
+fn secrets_do_not_show_in_debug() {
+    assert_eq!(format!("{:?}", Command::Pass("hunter2")), "PASS <redacted>");
+    assert_eq!(
+        format!("{:?}", Command::SaslResponse("dG9rZW4=")),
+        "<SASL response redacted>"
+    );
+    assert_eq!(format!("{:?}", Command::Retr(7)), "RETR 7");
+    let mut out = Vec::new();
+    Command::Auth {
+        mechanism: "XOAUTH2",
+        initial: None,
+    }
+    .encode(&mut out);
+    assert_eq!(out, b"AUTH XOAUTH2\r\n");
+}
+
+#[test]
+fn one_odd_line_spoils_only_itself() {
+    let body = b"1 abc\r\n2 caf\xe9\r\nnot a line\r\n3 ok\r\n";
+    let l = uidl_lines(body);
+    assert_eq!(
+        l.entries,
+        [
+            (1, "abc".to_owned()),
+            (2, "x-636166e9".to_owned()),
+            (3, "ok".to_owned())
+        ]
+    );
+    assert_eq!(l.skipped, ["not a line"]);
+    let l = list_lines(b"1 10\r\n2 \xff\r\n3 30\r\n");
+    assert_eq!(l.entries, [(1, 10), (3, 30)]);
+    assert_eq!(l.skipped.len(), 1);
+}

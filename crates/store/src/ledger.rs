@@ -1,0 +1,469 @@
+//! The ledger: one row per message seen, from its attempt to its outcome.
+
+use std::collections::HashSet;
+
+use mailferry_core::MessageKey;
+use sqlx::Row;
+
+use crate::{Store, StoreError, now};
+
+/// Where a message was seen: the ledger's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LedgerKey {
+    /// Account name.
+    pub account: String,
+    /// Folder name (`INBOX` for POP3).
+    pub folder: String,
+    /// The folder's UIDVALIDITY when the message was seen (0 for POP3).
+    pub uidvalidity: u32,
+    /// The message's UID or UIDL.
+    pub key: MessageKey,
+}
+
+impl LedgerKey {
+    /// The `(uid, uidl)` column pair: `(uid, '')` for IMAP, `(0, uidl)` for POP3.
+    fn columns(&self) -> (i64, &str) {
+        match &self.key {
+            MessageKey::Uid(uid) => (i64::from(*uid), ""),
+            MessageKey::Uidl(uidl) => (0, uidl.as_str()),
+        }
+    }
+}
+
+/// The key stored in the `(uid, uidl)` columns.
+fn key_from_columns(uid: i64, uidl: String) -> Result<MessageKey, StoreError> {
+    if uidl.is_empty() {
+        Ok(MessageKey::Uid(
+            u32::try_from(uid).map_err(|_| StoreError::Range("uid"))?,
+        ))
+    } else {
+        Ok(MessageKey::Uidl(uidl))
+    }
+}
+
+/// What the ledger says about a message about to be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// First attempt, or a retry after a temporary refusal: deliver it.
+    Fresh,
+    /// An earlier attempt was interrupted between "attempt" and its outcome (a crash, a
+    /// kill, a cut connection, an answer that did not confirm it): it may or may not have
+    /// arrived. The row is left as it was; ask the destination if it can tell, else
+    /// [`Store::renew_attempt`] and deliver again (SMTP is at-least-once), and count it.
+    Interrupted {
+        /// When that attempt began, Unix seconds.
+        since: i64,
+    },
+    /// The same bytes were already delivered from this folder under another UIDVALIDITY:
+    /// recorded as a duplicate, do not deliver.
+    Duplicate,
+    /// The row is settled already (delivered, refused or a duplicate): a key listed twice,
+    /// or a listing that straddled a commit. Nothing was changed; do not deliver.
+    Settled,
+}
+
+/// Facts about one message, recorded with the attempt.
+#[derive(Debug, Clone)]
+pub struct MessageFacts<'a> {
+    /// The Message-ID header, if any.
+    pub message_id: Option<&'a str>,
+    /// SHA-256 of the raw bytes, lowercase hex.
+    pub sha256: &'a str,
+    /// Size in bytes.
+    pub size: usize,
+    /// Name of the destination it goes to.
+    pub destination: &'a str,
+}
+
+/// A message the destination refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Where it is.
+    pub key: LedgerKey,
+    /// Its Message-ID, if any.
+    pub message_id: Option<String>,
+    /// The destination's reason.
+    pub reason: String,
+}
+
+impl Store {
+    /// Keys of `folder` under `uidvalidity` that need no further delivery: delivered,
+    /// refused for good, or recognised as duplicates. Everything else is new or retried.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn settled_keys(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<MessageKey>, StoreError> {
+        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 \
+                           AND state IN ('delivered', 'refused', 'duplicate') \
+                           UNION ALL SELECT uid, uidl FROM baseline WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3";
+        self.keys(SQL, account, folder, uidvalidity).await
+    }
+
+    /// Keys of `folder` under `uidvalidity` whose delivery is committed (delivered, or a
+    /// duplicate of a delivered message): the only ones a source may remove.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn delivered_keys(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<MessageKey>, StoreError> {
+        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
+                           AND state IN ('delivered', 'duplicate')";
+        self.keys(SQL, account, folder, uidvalidity).await
+    }
+
+    pub(crate) async fn keys(
+        &self,
+        sql: &'static str,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<MessageKey>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(account)
+            .bind(folder)
+            .bind(i64::from(uidvalidity))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| key_from_columns(r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// Records that `key` is about to be delivered, before anything is sent, so that a
+    /// crash during delivery is detectable. Recognises content already delivered under
+    /// another UIDVALIDITY of the same folder and records it as a duplicate instead.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn begin_attempt(
+        &self,
+        key: &LedgerKey,
+        facts: &MessageFacts<'_>,
+    ) -> Result<Attempt, StoreError> {
+        let now = now();
+        let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
+        let (uid, uidl) = key.columns();
+        // IMMEDIATE: this transaction reads, then writes. A deferred one would fail at once
+        // with SQLITE_BUSY(_SNAPSHOT) when a concurrent delivery commits in between, since
+        // upgrading a read to a write cannot wait; taking the write lock first can.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let previous: Option<(String, i64)> = sqlx::query_as(
+            "SELECT state, updated_at FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match previous.as_ref().map(|(s, t)| (s.as_str(), *t)) {
+            Some(("attempt", since)) => {
+                // Left open: its age tells whether a destination's search can be trusted yet.
+                tx.commit().await?;
+                return Ok(Attempt::Interrupted { since });
+            }
+            // A settled row is never reopened by a new attempt.
+            Some(("delivered" | "refused" | "duplicate", _)) => {
+                tx.commit().await?;
+                return Ok(Attempt::Settled);
+            }
+            _ => {}
+        }
+        let seen_elsewhere: bool = previous.is_none()
+            && sqlx::query_scalar::<_, i64>(
+                "SELECT EXISTS (SELECT 1 FROM ledger WHERE account = ? AND folder = ? AND sha256 = ? \
+                 AND uidvalidity <> ? AND state = 'delivered' \
+                 AND message_id IS ?)",
+            )
+            .bind(&key.account)
+            .bind(&key.folder)
+            .bind(facts.sha256)
+            .bind(i64::from(key.uidvalidity))
+            .bind(facts.message_id)
+            .fetch_one(&mut *tx)
+            .await?
+                != 0;
+        let state = if seen_elsewhere {
+            "duplicate"
+        } else {
+            "attempt"
+        };
+        sqlx::query(
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, \
+             destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
+             state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, \
+             sha256 = excluded.sha256, size = excluded.size, destination = excluded.destination, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .bind(facts.message_id)
+        .bind(facts.sha256)
+        .bind(size)
+        .bind(state)
+        .bind(i64::from(!seen_elsewhere))
+        .bind(facts.destination)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(if seen_elsewhere {
+            Attempt::Duplicate
+        } else {
+            Attempt::Fresh
+        })
+    }
+
+    /// Records that the destination accepted `key`. Only after this returns may the source
+    /// be changed.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn mark_delivered(
+        &self,
+        key: &LedgerKey,
+        destination_id: &str,
+    ) -> Result<(), StoreError> {
+        self.set_state(key, "delivered", Some(destination_id), None)
+            .await
+    }
+
+    /// The ledger state of `key` (`attempt`, `delivered`, ...), if it has a row.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn state_of(&self, key: &LedgerKey) -> Result<Option<String>, StoreError> {
+        let (uid, uidl) = key.columns();
+        Ok(sqlx::query_scalar(
+            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Starts a new attempt on a row whose earlier attempt was interrupted and did not
+    /// arrive: the attempt's time becomes now.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn renew_attempt(&self, key: &LedgerKey) -> Result<(), StoreError> {
+        let (uid, uidl) = key.columns();
+        sqlx::query(
+            "UPDATE ledger SET attempts = attempts + 1, updated_at = ? \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ? AND state = 'attempt'",
+        )
+        .bind(now())
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that the source would not hand out this message (`reason`: its words).
+    /// The message is tried again at later runs; at the `limit`-th failure in a row it is
+    /// recorded as refused with the reason, and reported. A settled row is left alone.
+    /// Returns whether the message is now refused.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn record_fetch_failure(
+        &self,
+        key: &LedgerKey,
+        destination: &str,
+        reason: &str,
+        limit: u32,
+    ) -> Result<bool, StoreError> {
+        let (uid, uidl) = key.columns();
+        let now = now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
+             attempts, destination, last_error, first_seen, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, CASE WHEN ?9 <= 1 THEN 'refused' ELSE 'deferred' END, \
+             1, ?6, ?7, ?8, ?8) \
+             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
+             attempts = attempts + 1, last_error = excluded.last_error, updated_at = excluded.updated_at, \
+             state = CASE WHEN attempts + 1 >= ?9 THEN 'refused' ELSE 'deferred' END \
+             WHERE state IN ('deferred', 'attempt')",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .bind(destination)
+        .bind(reason)
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        let state: String = sqlx::query_scalar(
+            "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(state == "refused")
+    }
+
+    /// Records a temporary refusal: the message is tried again on the next run.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn mark_deferred(&self, key: &LedgerKey, reason: &str) -> Result<(), StoreError> {
+        self.set_state(key, "deferred", None, Some(reason)).await
+    }
+
+    /// Records a permanent refusal with the destination's reason: the message stays at the
+    /// source and is not retried automatically.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn mark_refused(&self, key: &LedgerKey, reason: &str) -> Result<(), StoreError> {
+        self.set_state(key, "refused", None, Some(reason)).await
+    }
+
+    async fn set_state(
+        &self,
+        key: &LedgerKey,
+        state: &str,
+        destination_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ledger SET state = ?, destination_id = COALESCE(?, destination_id), last_error = ?, updated_at = ? \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(state)
+        .bind(destination_id)
+        .bind(error)
+        .bind(now())
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(key.columns().0)
+        .bind(key.columns().1)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Messages of `account` refused for good, oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn refusals(&self, account: &str) -> Result<Vec<Refusal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT folder, uidvalidity, uid, uidl, message_id, last_error FROM ledger \
+             WHERE account = ? AND state = 'refused' ORDER BY updated_at, id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Refusal {
+                    key: LedgerKey {
+                        account: account.to_owned(),
+                        folder: r.get(0),
+                        uidvalidity: u32::try_from(r.get::<i64, _>(1))
+                            .map_err(|_| StoreError::Range("uidvalidity"))?,
+                        key: key_from_columns(r.get(2), r.get(3))?,
+                    },
+                    message_id: r.get(4),
+                    reason: r.get::<Option<String>, _>(5).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Returns refused messages to the queue (state `deferred`): the next run delivers them
+    /// again. Filters: `account`, `folder`, and `key` (a UID, a UIDL, or a Message-ID with
+    /// or without angle brackets); `None` matches all. Returns how many went back.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn retry_refused(
+        &self,
+        account: Option<&str>,
+        folder: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let bare = key.map(|k| k.trim().trim_matches(['<', '>']).to_owned());
+        let uid = key.and_then(|k| k.trim().parse::<i64>().ok());
+        let done = sqlx::query(
+            "UPDATE ledger SET state = 'deferred', \
+             last_error = 'returned to the queue by `mailferry retry`; was: ' || COALESCE(last_error, ''), \
+             updated_at = ?1 \
+             WHERE state = 'refused' AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR folder = ?3) \
+             AND (?4 IS NULL OR (uidl = '' AND uid = ?5) OR (uidl <> '' AND uidl = ?4) \
+                  OR trim(message_id, '<>') = ?4)",
+        )
+        .bind(now())
+        .bind(account)
+        .bind(folder)
+        .bind(bare)
+        .bind(uid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// What the account's source asked to remember ([`mailferry_core::Source::memo`]).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn memo(&self, account: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT memo FROM source_memo WHERE account = ?")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores what the account's source asked to remember.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn save_memo(&self, account: &str, memo: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO source_memo (account, memo) VALUES (?, ?) \
+             ON CONFLICT (account) DO UPDATE SET memo = excluded.memo",
+        )
+        .bind(account)
+        .bind(memo)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
