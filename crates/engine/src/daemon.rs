@@ -264,11 +264,7 @@ pub async fn serve(
     let pushing = futures_util::future::join_all(watches.iter().map(crate::push::Watch::run));
     let keepalive = async {
         loop {
-            for (owner, result) in tokens.keepalive(config, mailferry_oauth::now()).await {
-                if let Err(e) = result {
-                    warn!(owner, cause = %e, "cannot keep the sign-in alive");
-                }
-            }
+            tokens.keepalive_logged(config).await;
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep(KEEPALIVE_EVERY) => {}

@@ -313,6 +313,15 @@ impl TokenKeeper {
         }))
     }
 
+    /// [`TokenKeeper::keepalive`] now, with each failure logged (a warning per owner).
+    pub async fn keepalive_logged(&self, config: &Config) {
+        for (owner, result) in self.keepalive(config, mailferry_oauth::now()).await {
+            if let Err(e) = result {
+                tracing::warn!(owner, cause = %e, "cannot keep the sign-in alive");
+            }
+        }
+    }
+
     /// Refreshes every configured token not refreshed for [`KEEPALIVE_AFTER`] (as of
     /// `now`), so that refresh tokens of idle accounts and destinations do not expire.
     /// Parked and never signed-in owners are left alone. Returns what it did per owner.

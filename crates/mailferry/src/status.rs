@@ -232,7 +232,6 @@ fn relative(t: i64, now: i64) -> String {
 pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = crate::open_shared(config).await?;
     let all = collect(config, &store).await?;
-    store.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
@@ -295,7 +294,6 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if !json {
-        let store = crate::open_shared(config).await?;
         let now = mailferry_oauth::now();
         for d in &config.destinations {
             if d.oauth().is_none() {
@@ -320,8 +318,8 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             };
             println!("destination {}: {line}", d.name);
         }
-        store.close().await;
     }
+    store.close().await;
     let trouble = all
         .iter()
         .any(|s| s.state.starts_with("parked") || s.state.starts_with("failing"));

@@ -1,0 +1,139 @@
+//! `run-now`, `retry` and `check`: commands beside the service.
+
+use std::process::ExitCode;
+
+use mailferry_config::Config;
+use mailferry_engine::TokenKeeper;
+
+use crate::*;
+
+/// `mailferry run-now [NAME]`.
+pub(crate) async fn run_now(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let accounts: Vec<String> = match name {
+        Some(n) if config.account(n).is_none() => {
+            let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+            eprintln!(
+                "mailferry: no account is named {n:?}; known: {}",
+                known.join(", ")
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Some(n) => vec![n.to_owned()],
+        None => config
+            .accounts
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| a.name.clone())
+            .collect(),
+    };
+    let store = open_shared(config).await?;
+    let woke = wake(config, &store, &accounts).await?;
+    store.close().await;
+    if woke {
+        println!(
+            "the service runs {} now; `mailferry status` shows how it went",
+            accounts.join(", ")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "mailferry: the service is not running on {}; `mailferry once{}` runs now without it",
+            config.daemon.state_dir.display(),
+            name.map_or(String::new(), |n| format!(" --account {n}"))
+        );
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
+}
+
+/// `mailferry retry`: refused messages back to the queue.
+pub(crate) async fn retry(
+    config: &Config,
+    account: Option<&str>,
+    folder: Option<&str>,
+    key: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(a) = account
+        && config.account(a).is_none()
+    {
+        let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        eprintln!(
+            "mailferry: --account {a:?}: no such account; known: {}",
+            known.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let store = open_shared(config).await?;
+    let n = store.retry_refused(account, folder, key).await?;
+    store.close().await;
+    if n == 0 {
+        println!("no refused message matches; `mailferry status` lists them");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    println!(
+        "{n} refused message{} back in the queue: the account's next run delivers {} again",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "it" } else { "them" },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mailferry check [NAME]`.
+pub(crate) async fn check(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    if let Some(n) = name
+        && config.account(n).is_none()
+        && config.destination(n).is_none()
+    {
+        let known: Vec<_> = config
+            .accounts
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(config.destinations.iter().map(|d| d.name.as_str()))
+            .collect();
+        anyhow::bail!(
+            "no account or destination is named {n:?}; known: {}",
+            known.join(", ")
+        );
+    }
+    let store = open_shared(config).await?;
+    let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
+    let mut failed = false;
+    let print = |findings: Vec<mailferry_engine::check::Finding>| {
+        let mut failed = false;
+        for f in findings {
+            println!(
+                "  {:<5} {}: {}",
+                if f.ok { "ok" } else { "FAIL" },
+                f.step,
+                f.detail
+            );
+            if let Some(h) = &f.hint {
+                println!("        hint: {h}");
+            }
+            failed |= !f.ok;
+        }
+        failed
+    };
+    for account in config
+        .accounts
+        .iter()
+        .filter(|a| name.is_none_or(|n| n == a.name))
+    {
+        println!("{}:", account.name);
+        failed |= print(mailferry_engine::check::account(config, account, &tokens).await);
+    }
+    // The way out too: every destination, or the one of the account (or the one) named.
+    for dest in config.destinations.iter().filter(|d| {
+        name.is_none_or(|n| {
+            n == d.name || config.account(n).is_some_and(|a| a.destination == d.name)
+        })
+    }) {
+        println!("destination {}:", dest.name);
+        failed |= print(mailferry_engine::check::destination(config, dest, &tokens).await);
+    }
+    store.close().await;
+    Ok(if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
