@@ -48,13 +48,8 @@ fn a_recipient_the_server_does_not_know_settles_nothing_and_says_to_check_envelo
 
     // Fixed: everything flows.
     b.write_raw(&b.smtp_destination("home", strict.port), &[account]);
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    let run = b.once_ok();
+    assert_summary!(run, "src", fetched 3, delivered 3, skipped 0, failed 0);
     assert_eq!(strict.messages().len(), 3);
 }
 
@@ -88,8 +83,7 @@ fn a_sender_the_login_may_not_use_settles_nothing_and_says_to_set_envelope_from(
         &format!("{destination}envelope-from = \"me@home.example\"\n"),
         &[account],
     );
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     assert_eq!(submission.messages().len(), 2);
     assert!(
         submission
@@ -141,20 +135,12 @@ fn refused_messages_come_back_with_mailferry_retry_after_the_cause_is_fixed() {
         "{one:?}"
     );
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "src", fetched 1, delivered 1, skipped 0, failed 0);
     // ...then the rest.
     let rest = b.run(&["retry", "--account", "src", "--refused"]);
     assert_eq!(rest.code, 0, "{rest:?}");
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "src", fetched 1, delivered 1, skipped 0, failed 0);
     assert_eq!(other.messages().len(), 2);
     assert_eq!(refused_rows(&b), "0");
     // Nothing left to retry says so.

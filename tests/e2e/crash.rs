@@ -26,8 +26,7 @@ fn kill_during_delivery_loses_nothing_and_reports_the_resend() {
     // listens any more: the at-least-once case).
     std::thread::sleep(Duration::from_millis(3500));
 
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 4, delivered 4, skipped 0, failed 0 (1 re-sent after an interrupted attempt)",

@@ -40,6 +40,12 @@ impl Setup {
     fn run(&self, args: &[&str]) -> Run {
         run_with_config(&self.config(), args)
     }
+
+    fn once_ok(&self) -> Run {
+        let run = self.run(&["once"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        run
+    }
 }
 
 fn destination(port: u16, ca: &Path) -> String {
@@ -101,13 +107,8 @@ fn a_message_with_a_nul_byte_is_delivered_from_cyrus_and_blocks_nothing() {
         &destination(smtp.port, &cyrus.pki.ca_pem),
         &cyrus_account(&cyrus, "imap", cyrus.imaps_port, ""),
     );
-    let run = s.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "cyrus"),
-        "cyrus: fetched 6, delivered 6, skipped 0, failed 0",
-        "{run:?}"
-    );
+    let run = s.once_ok();
+    assert_summary!(run, "cyrus", fetched 6, delivered 6, skipped 0, failed 0);
     let got = smtp.messages();
     assert_eq!(got.len(), 6);
     assert!(
@@ -116,11 +117,7 @@ fn a_message_with_a_nul_byte_is_delivered_from_cyrus_and_blocks_nothing() {
     );
     // Nothing left for the next run, nothing sent twice.
     let again = s.run(&["once"]);
-    assert_eq!(
-        summary(&again, "cyrus"),
-        "cyrus: fetched 0, delivered 0, skipped 0, failed 0",
-        "{again:?}"
-    );
+    assert_summary!(again, "cyrus", fetched 0, delivered 0, skipped 0, failed 0);
     assert_eq!(smtp.messages().len(), 6);
 }
 
@@ -173,11 +170,7 @@ fn an_unreadable_reply_fails_its_message_only_and_no_error_quotes_message_conten
     }
     // Settled: the next run does not fetch it again.
     let again = s.run(&["once"]);
-    assert_eq!(
-        summary(&again, "odd"),
-        "odd: fetched 0, delivered 0, skipped 0, failed 0",
-        "{again:?}"
-    );
+    assert_summary!(again, "odd", fetched 0, delivered 0, skipped 0, failed 0);
 }
 
 #[test]
@@ -199,11 +192,7 @@ fn pop3_from_cyrus_ends_lf_only_messages_and_reports_a_cut_one() {
         started.elapsed() < std::time::Duration::from_secs(8),
         "a message waited for the timeout: {run:?}"
     );
-    assert_eq!(
-        summary(&run, "cyrus"),
-        "cyrus: fetched 4, delivered 3, skipped 0, failed 1",
-        "{run:?}"
-    );
+    assert_summary!(run, "cyrus", fetched 4, delivered 3, skipped 0, failed 1);
     assert!(
         run.stdout.contains("bytes of the") && run.stdout.contains("that LIST announced"),
         "{run:?}"
@@ -282,8 +271,7 @@ fn a_move_target_missing_on_cyrus_names_the_folder_it_means_and_check_finds_it()
             .contains("move:INBOX.Archive: the folder exists"),
         "{check:?}"
     );
-    let run = s.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    s.once_ok();
     assert_eq!(smtp.messages().len(), 2);
     assert_eq!(cyrus.count("INBOX"), 0);
     assert_eq!(cyrus.count("INBOX.Archive"), 2);
@@ -316,8 +304,7 @@ fn the_odd_mail_set_passes_through_cyrus_over_imap_and_pop3_with_starttls() {
             .contains("tls: STARTTLS done; the certificate is valid for 127.0.0.1"),
         "{check:?}"
     );
-    let run = s.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = s.once_ok();
     // Cyrus sends what it stores (the NUL too, in a binary literal); SMTP's own rules give
     // CRLF line ends and a final line break.
     let want = |name: &str, expected: &[u8], stored: &[u8]| -> Vec<u8> {

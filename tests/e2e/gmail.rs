@@ -69,8 +69,7 @@ fn every_message_is_imported_once_byte_identical_with_its_labels_and_junk_as_spa
         b.dovecot.add_message("Junk", &m);
         sent.push(m);
     }
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 7, delivered 7, skipped 0, failed 0"
@@ -107,8 +106,7 @@ fn every_message_is_imported_once_byte_identical_with_its_labels_and_junk_as_spa
     assert_eq!(ids.trim(), "7");
 
     // Nothing twice.
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 0, delivered 0, skipped 0, failed 0"
@@ -123,8 +121,7 @@ fn a_storm_of_429_and_rate_limit_403_is_ridden_out_without_an_error() {
     for n in 0..4 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 4, delivered 4, skipped 0, failed 0"
@@ -213,8 +210,7 @@ fn kill_9_during_an_import_then_a_new_run_imports_nothing_twice() {
         "the kill came too late"
     );
 
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 1, delivered 0, skipped 1, failed 0 (1 found already delivered after an interrupted attempt)"
@@ -233,8 +229,7 @@ fn a_large_message_goes_through_a_resumable_session_in_chunks() {
     let (b, gmail) = gmail_bench("");
     let big = fixtures::sized(1, 12 * 1024 * 1024);
     b.dovecot.add_message("INBOX", &big);
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     let got = gmail.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].upload_type, "resumable");
@@ -285,8 +280,7 @@ fn signed_in_refresh_test(b: &Bench, gmail: &FakeGmail, idp: &mailferry_testkit:
     assert_eq!(signed.code, 0, "{signed:?}");
     std::thread::sleep(Duration::from_secs(3));
     idp.set("access_ttl", "60");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 1, delivered 1, skipped 0, failed 0"
@@ -333,8 +327,7 @@ fn imports_are_paced_at_the_quota_and_never_throttled() {
     for n in 0..30 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 30, delivered 30, skipped 0, failed 0"
@@ -384,11 +377,7 @@ fn an_import_gmail_may_have_stored_is_looked_up_not_repeated_even_while_search_l
     gmail.set("fail500_after_store", "1");
     gmail.set("index_lag", "30");
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 2, delivered 1, skipped 0, failed 1",
-        "{run:?}"
-    );
+    assert_summary!(run, "src", fetched 2, delivered 1, skipped 0, failed 1);
     assert!(run.stdout.contains("looked up (not sent again)"), "{run:?}");
     assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
 
@@ -399,8 +388,7 @@ fn an_import_gmail_may_have_stored_is_looked_up_not_repeated_even_while_search_l
 
     // Later the search finds the copy: recorded as delivered, not imported again.
     gmail.set("index_lag", "0");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert!(run.stdout.contains("1 found already delivered"), "{run:?}");
     assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
     assert_eq!(b.ledger_states(), [("delivered".to_owned(), 2)]);
@@ -422,8 +410,7 @@ fn an_unconfirmed_import_that_did_not_arrive_is_sent_again_once_gmail_has_had_ti
     assert_eq!(gmail.stats()["uploads"], 0, "{run:?}");
     // Old enough: the search finds only the sent copy, so it is imported now, once.
     age_attempts(&b, 11 * 60);
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     assert_eq!(gmail.stats()["uploads"], 1);
     assert_eq!(
         copies_of(&gmail, "<msg1@origin.example>"),
@@ -440,8 +427,7 @@ fn a_success_that_does_not_parse_is_unconfirmed_not_imported_twice() {
     gmail.set("garble_2xx", "1");
     let run = b.run(&["once"]);
     assert_eq!(run.code, 1, "{run:?}");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert!(run.stdout.contains("1 found already delivered"), "{run:?}");
     assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
 }
@@ -455,8 +441,7 @@ fn an_expired_or_short_resumable_session_is_followed_and_restarted() {
     // expires (404) mid-way.
     gmail.set("short_chunk", "1");
     gmail.set("expire_sessions", "1");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     let got = gmail.messages();
     assert_eq!(got.len(), 1);
     assert!(got[0].raw == big, "the message changed on the way");
@@ -487,8 +472,7 @@ fn labels_are_matched_case_insensitively_and_created_once_for_every_account() {
     std::fs::write(b.config_path(), config + &second).expect("config");
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
 
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     let stats = gmail.stats();
     assert_eq!(stats["label_creates"], 1, "{stats}");
     assert_eq!(stats["label_lists"], 1, "{stats}");
@@ -556,8 +540,7 @@ fn quota_403s_are_temporary_and_too_many_at_once_narrows_concurrency() {
     assert!(!status.stdout.contains("parked"), "{status:?}");
 
     gmail.set("concurrent", "3");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert!(
         run.stderr.contains("Gmail wants fewer concurrent uploads")
             || gmail.stats()["throttled"].as_u64() >= Some(3),
@@ -579,8 +562,7 @@ fn retries_that_outlast_the_access_token_take_a_fresh_one_and_never_say_sign_in_
     assert_eq!(crate::oauth::sign_in_by_device(&b, "gmail").code, 0);
     gmail.set("retry_after", "1");
     gmail.set("storm", "8");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert!(!run.stdout.contains("mailferry auth"), "{run:?}");
     assert_eq!(copies_of(&gmail, "<msg1@origin.example>"), 1);
     assert!(

@@ -4,7 +4,7 @@
 
 use mailferry_testkit::{USER, fixtures};
 
-use crate::util::{Bench, summary};
+use crate::util::Bench;
 
 fn oauth2_account(b: &Bench, name: &str, token_file: &str) -> String {
     b.account(name, b.dovecot.imaps_port, "implicit", "unused")
@@ -30,11 +30,7 @@ fn imap_oauth2_with_a_valid_and_a_refused_token() {
 
     let run = b.run(&["once"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert_eq!(
-        summary(&run, "good"),
-        "good: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "good", fetched 3, delivered 3, skipped 0, failed 0);
     assert!(
         run.stdout
             .contains("error: account \"bad\": the server refused the login"),

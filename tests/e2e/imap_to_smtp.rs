@@ -13,13 +13,8 @@ fn delivers_every_message_once_byte_identical_and_leaves_flags_alone() {
     }
     let files_before = b.dovecot.message_files("INBOX");
 
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 25, delivered 25, skipped 0, failed 0",
-        "{run:?}"
-    );
+    let run = b.once_ok();
+    assert_summary!(run, "src", fetched 25, delivered 25, skipped 0, failed 0);
 
     let got = b.smtp.messages();
     assert_eq!(got.len(), 25);
@@ -39,24 +34,15 @@ fn delivers_every_message_once_byte_identical_and_leaves_flags_alone() {
     assert!(files_before.iter().all(|f| f.ends_with(":2,")));
 
     // Nothing new: nothing delivered.
-    let again = b.run(&["once"]);
-    assert_eq!(again.code, 0, "{again:?}");
-    assert_eq!(
-        summary(&again, "src"),
-        "src: fetched 0, delivered 0, skipped 0, failed 0",
-        "{again:?}"
-    );
+    let again = b.once_ok();
+    assert_summary!(again, "src", fetched 0, delivered 0, skipped 0, failed 0);
     assert_eq!(b.smtp.messages().len(), 25);
 
     // One new message: exactly that one.
     let extra = fixtures::simple(1000);
     b.dovecot.add_message("INBOX", &extra);
     let third = b.run(&["once"]);
-    assert_eq!(
-        summary(&third, "src"),
-        "src: fetched 1, delivered 1, skipped 0, failed 0",
-        "{third:?}"
-    );
+    assert_summary!(third, "src", fetched 1, delivered 1, skipped 0, failed 0);
     let got = b.smtp.messages();
     assert_eq!(got.len(), 26);
     assert_eq!(got[25].raw, extra);
@@ -72,13 +58,8 @@ fn uidvalidity_reset_delivers_nothing_twice() {
     assert_eq!(b.smtp.messages().len(), 5);
 
     b.dovecot.reset_uidvalidity("INBOX");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 5, delivered 0, skipped 5, failed 0",
-        "{run:?}"
-    );
+    let run = b.once_ok();
+    assert_summary!(run, "src", fetched 5, delivered 0, skipped 5, failed 0);
     assert_eq!(
         b.smtp.messages().len(),
         5,
@@ -105,11 +86,7 @@ fn temporary_refusal_is_delivered_on_the_next_run() {
 
     let first = b.run(&["once"]);
     assert_eq!(first.code, 1, "{first:?}");
-    assert_eq!(
-        summary(&first, "src"),
-        "src: fetched 3, delivered 2, skipped 0, failed 1",
-        "{first:?}"
-    );
+    assert_summary!(first, "src", fetched 3, delivered 2, skipped 0, failed 1);
     assert!(
         first
             .stdout
@@ -119,13 +96,8 @@ fn temporary_refusal_is_delivered_on_the_next_run() {
     assert!(first.stdout.contains("451"), "{first:?}");
     assert_eq!(b.smtp.messages().len(), 2);
 
-    let second = b.run(&["once"]);
-    assert_eq!(second.code, 0, "{second:?}");
-    assert_eq!(
-        summary(&second, "src"),
-        "src: fetched 1, delivered 1, skipped 0, failed 0",
-        "{second:?}"
-    );
+    let second = b.once_ok();
+    assert_summary!(second, "src", fetched 1, delivered 1, skipped 0, failed 0);
     let got = b.smtp.messages();
     assert_eq!(got.len(), 3);
     assert_eq!(got[2].raw, fixtures::with_smtp_mode(2, "451-once"));
@@ -141,11 +113,7 @@ fn permanent_refusal_is_recorded_reported_and_the_rest_delivered() {
 
     let first = b.run(&["once"]);
     assert_eq!(first.code, 1, "{first:?}");
-    assert_eq!(
-        summary(&first, "src"),
-        "src: fetched 3, delivered 2, skipped 0, failed 1",
-        "{first:?}"
-    );
+    assert_summary!(first, "src", fetched 3, delivered 2, skipped 0, failed 1);
     assert!(
         first
             .stdout
@@ -167,11 +135,7 @@ fn permanent_refusal_is_recorded_reported_and_the_rest_delivered() {
 
     // Not retried in a loop: the next run has nothing to do.
     let second = b.run(&["once"]);
-    assert_eq!(
-        summary(&second, "src"),
-        "src: fetched 0, delivered 0, skipped 0, failed 0",
-        "{second:?}"
-    );
+    assert_summary!(second, "src", fetched 0, delivered 0, skipped 0, failed 0);
 }
 
 #[test]
@@ -214,11 +178,7 @@ fn unreachable_server_fails_alone_and_other_accounts_still_run() {
             .contains("error: account \"down\": cannot connect to 127.0.0.1:1"),
         "{run:?}"
     );
-    assert_eq!(
-        summary(&run, "up"),
-        "up: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "up", fetched 1, delivered 1, skipped 0, failed 0);
     assert_eq!(b.smtp.messages().len(), 1);
 }
 
@@ -232,11 +192,7 @@ fn starttls_imap_and_single_account_selection() {
     b.dovecot.add_message("INBOX", &fixtures::simple(7));
     let run = b.run(&["once", "--account", "plainport"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "plainport"),
-        "plainport: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "plainport", fetched 1, delivered 1, skipped 0, failed 0);
     assert!(!run.stdout.contains("other:"), "{run:?}");
     assert_eq!(b.smtp.messages()[0].raw, fixtures::simple(7));
 }
@@ -330,13 +286,8 @@ fn smtp_login_failure_stops_the_run_and_settles_nothing() {
     );
 
     std::fs::write(b.dir.path().join("smtp.pass"), "relay-secret\n").expect("write");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    let run = b.once_ok();
+    assert_summary!(run, "src", fetched 3, delivered 3, skipped 0, failed 0);
     assert_eq!(b.smtp.messages().len(), 3);
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: the `mailferry` binary against a private Dovecot and a real SMTP
 //! receiver (aiosmtpd), all on 127.0.0.1. `scripts/test` installs both.
 
+#[macro_use]
 mod util;
 
 mod blame;

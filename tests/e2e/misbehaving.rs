@@ -30,11 +30,7 @@ fn an_err_to_uidl_from_a_server_that_has_uidl_is_temporary_and_re_delivers_nothi
     });
     pop3_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "old"),
-        "old: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "old", fetched 3, delivered 3, skipped 0, failed 0);
 
     fake.script(|s| s.uidl_err = 1);
     let run = b.run(&["once"]);
@@ -53,11 +49,7 @@ fn an_err_to_uidl_from_a_server_that_has_uidl_is_temporary_and_re_delivers_nothi
     // The server drops UIDL from CAPA but still answers it: the keys stay UIDLs.
     fake.script(|s| s.capa = vec!["USER".into()]);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "old"),
-        "old: fetched 0, delivered 0, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "old", fetched 0, delivered 0, skipped 0, failed 0);
     assert_eq!(b.smtp.messages().len(), 3);
 }
 
@@ -74,11 +66,7 @@ fn messages_listed_under_one_unique_id_are_each_delivered_once() {
     });
     pop3_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "old"),
-        "old: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "old", fetched 3, delivered 3, skipped 0, failed 0);
     let mut got: Vec<Vec<u8>> = b.smtp.messages().into_iter().map(|m| m.raw).collect();
     got.sort();
     let mut want: Vec<Vec<u8>> = (0..3).map(fixtures::simple).collect();
@@ -90,11 +78,7 @@ fn messages_listed_under_one_unique_id_are_each_delivered_once() {
         "{run:?}"
     );
     let again = b.run(&["once"]);
-    assert_eq!(
-        summary(&again, "old"),
-        "old: fetched 0, delivered 0, skipped 0, failed 0",
-        "{again:?}"
-    );
+    assert_summary!(again, "old", fetched 0, delivered 0, skipped 0, failed 0);
 }
 
 #[test]
@@ -110,18 +94,10 @@ fn a_listing_line_that_is_not_utf8_or_not_a_line_spoils_only_itself() {
     });
     pop3_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "old"),
-        "old: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "old", fetched 3, delivered 3, skipped 0, failed 0);
     assert!(run.stderr.contains("this is not a listing line"), "{run:?}");
     let again = b.run(&["once"]);
-    assert_eq!(
-        summary(&again, "old"),
-        "old: fetched 0, delivered 0, skipped 0, failed 0",
-        "{again:?}"
-    );
+    assert_summary!(again, "old", fetched 0, delivered 0, skipped 0, failed 0);
 }
 
 #[test]
@@ -135,11 +111,7 @@ fn a_message_the_server_will_not_hand_out_is_deferred_then_refused_and_stops_not
     });
     pop3_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "old"),
-        "old: fetched 3, delivered 2, skipped 0, failed 1",
-        "{run:?}"
-    );
+    assert_summary!(run, "old", fetched 3, delivered 2, skipped 0, failed 1);
     assert!(run.stdout.contains("(tried again next run)"), "{run:?}");
     assert!(
         run.stdout.contains("message is corrupt on this server"),
@@ -159,20 +131,12 @@ fn a_message_the_server_will_not_hand_out_is_deferred_then_refused_and_stops_not
         "{run:?}"
     );
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "old"),
-        "old: fetched 0, delivered 0, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "old", fetched 0, delivered 0, skipped 0, failed 0);
     // Once the server is fixed, `retry` brings it back.
     fake.script(|s| s.retr_err.clear());
     assert_eq!(b.run(&["retry", "--account", "old", "uid-1"]).code, 0);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "old"),
-        "old: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "old", fetched 1, delivered 1, skipped 0, failed 0);
     assert_eq!(b.smtp.messages().len(), 3);
 }
 
@@ -198,11 +162,7 @@ fn another_clients_flag_change_during_a_fetch_stops_nothing() {
     });
     imap_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "odd"),
-        "odd: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "odd", fetched 3, delivered 3, skipped 0, failed 0);
 }
 
 #[test]
@@ -215,11 +175,7 @@ fn a_nil_body_fails_only_its_message_and_is_refused_after_three_runs() {
     });
     imap_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "odd"),
-        "odd: fetched 3, delivered 2, skipped 0, failed 1",
-        "{run:?}"
-    );
+    assert_summary!(run, "odd", fetched 3, delivered 2, skipped 0, failed 1);
     assert!(
         run.stdout.contains("without the body (NIL or missing)"),
         "{run:?}"
@@ -233,11 +189,7 @@ fn a_nil_body_fails_only_its_message_and_is_refused_after_three_runs() {
         "{third:?}"
     );
     let fourth = b.run(&["once"]);
-    assert_eq!(
-        summary(&fourth, "odd"),
-        "odd: fetched 0, delivered 0, skipped 0, failed 0",
-        "{fourth:?}"
-    );
+    assert_summary!(fourth, "odd", fetched 0, delivered 0, skipped 0, failed 0);
     assert_eq!(b.smtp.messages().len(), 2);
     let _ = fake;
 }
@@ -326,40 +278,24 @@ fn a_poll_lists_only_what_can_be_new_and_still_retries_what_is_unsettled() {
     });
     imap_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "odd"),
-        "odd: fetched 3, delivered 2, skipped 0, failed 1",
-        "{run:?}"
-    );
+    assert_summary!(run, "odd", fetched 3, delivered 2, skipped 0, failed 1);
     assert_eq!(listings(&fake), ["1:*"]);
 
     // Nothing new, but UID 2 is still deferred: it alone is listed (and tried again).
     fake.script(|s| s.nil_body.clear());
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "odd"),
-        "odd: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "odd", fetched 1, delivered 1, skipped 0, failed 0);
     assert_eq!(listings(&fake), ["1:*", "2"]);
 
     // Unchanged, nothing unsettled: EXAMINE only, no listing at all.
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "odd"),
-        "odd: fetched 0, delivered 0, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "odd", fetched 0, delivered 0, skipped 0, failed 0);
     assert_eq!(listings(&fake).len(), 2, "an unchanged folder was listed");
 
     // New mail: only from the last UIDNEXT on.
     fake.script(|s| s.messages.push((4, fixtures::simple(4))));
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "odd"),
-        "odd: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "odd", fetched 1, delivered 1, skipped 0, failed 0);
     assert_eq!(listings(&fake).last().map(String::as_str), Some("4:*"));
     assert_eq!(b.smtp.messages().len(), 4);
 }
@@ -374,11 +310,7 @@ fn a_listing_line_without_uid_is_reported_and_the_rest_flows() {
     });
     imap_config(&b, &fake);
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "odd"),
-        "odd: fetched 2, delivered 2, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "odd", fetched 2, delivered 2, skipped 0, failed 0);
     assert!(
         run.stderr.contains("FETCH responses without a UID"),
         "dropped silently: {run:?}"

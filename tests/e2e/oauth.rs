@@ -149,8 +149,7 @@ fn device_code_sign_in_then_oauthbearer_and_xoauth2_logins_deliver_everything() 
     for n in 0..3 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 3, delivered 3, skipped 0, failed 0"
@@ -166,8 +165,7 @@ fn device_code_sign_in_then_oauthbearer_and_xoauth2_logins_deliver_everything() 
     for n in 3..5 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 2, delivered 2, skipped 0, failed 0"
@@ -191,8 +189,7 @@ fn every_refresh_rotates_and_only_the_newest_refresh_token_lives_in_idp_and_stor
     let mut seen = vec![first];
     for n in 0..2 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
-        let run = b.run(&["once"]);
-        assert_eq!(run.code, 0, "{run:?}");
+        let run = b.once_ok();
         assert_eq!(
             summary(&run, "src"),
             "src: fetched 1, delivered 1, skipped 0, failed 0"
@@ -222,8 +219,7 @@ fn an_access_token_the_server_refuses_early_is_refreshed_once_and_the_run_comple
     for n in 0..2 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 2, delivered 2, skipped 0, failed 0"
@@ -340,8 +336,7 @@ fn a_revoked_sign_in_parks_the_account_without_hammering_and_others_keep_flowing
     // Signing in again un-parks it.
     b.dovecot.idp.set("declared_ttl", "3600");
     assert_eq!(sign_in_by_device(&b, "oa").code, 0);
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "oa"),
         "oa: fetched 1, delivered 1, skipped 0, failed 0"
@@ -380,8 +375,7 @@ fn browser_sign_in_with_pkce_over_the_loopback_redirect() {
     assert_eq!(count(&b, "code_exchanges"), 1);
 
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
 }
 
 #[test]
@@ -442,8 +436,7 @@ fn paste_flow_takes_the_url_the_browser_ended_on_elsewhere() {
     );
 
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 1, delivered 1, skipped 0, failed 0"
@@ -458,15 +451,13 @@ fn idle_refresh_tokens_are_refreshed_after_30_days_even_without_mail() {
     let before = stored_refresh_token(&b, "account:src");
     let db = b.state_dir().join("mailferry.db");
     // A fresh access token, so no login needs a refresh: only the keepalive can cause one.
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     assert_eq!(count(&b, "refreshes"), 0);
     sqlite(
         &db,
         "UPDATE tokens SET refreshed_at = refreshed_at - 31 * 86400",
     );
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     assert_eq!(count(&b, "refreshes"), 1);
     let after = stored_refresh_token(&b, "account:src");
     assert_ne!(before, after);
@@ -518,8 +509,7 @@ fn a_refusal_names_clock_skew_and_the_registration_problem() {
     );
     // Once the registration is fixed, the same sign-in works again.
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
 }
 
 #[test]
@@ -556,8 +546,7 @@ fn smtp_destination_signs_in_with_xoauth2() {
     );
 
     assert_eq!(sign_in_by_device(&b, "mailbox").code, 0);
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "src"),
         "src: fetched 1, delivered 1, skipped 0, failed 0"

@@ -115,8 +115,7 @@ fn first_run_new_only_records_what_is_there_and_delivers_only_later_mail() {
     ]);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
     b.dovecot.add_message("INBOX", &fixtures::simple(2));
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert_eq!(
         summary(&run, "imap"),
         "imap: fetched 0, delivered 0, skipped 0, failed 0"
@@ -185,18 +184,10 @@ fn a_uidvalidity_change_keeps_excluded_mail_excluded_and_delivers_only_new_mail(
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
     b.dovecot.add_message("INBOX", &fixtures::simple(2));
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "imap"),
-        "imap: fetched 0, delivered 0, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "imap", fetched 0, delivered 0, skipped 0, failed 0);
     b.dovecot.add_message("INBOX", &fixtures::simple(3));
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "imap"),
-        "imap: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "imap", fetched 1, delivered 1, skipped 0, failed 0);
 
     // Outlook.com-style reset: a new UIDVALIDITY, every UID new. Then one new message.
     let before = crate::util::sqlite(
@@ -205,8 +196,7 @@ fn a_uidvalidity_change_keeps_excluded_mail_excluded_and_delivers_only_new_mail(
     );
     b.dovecot.reset_uidvalidity("INBOX");
     b.dovecot.add_message("INBOX", &fixtures::simple(4));
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     let after = crate::util::sqlite(
         &b.state_dir().join("mailferry.db"),
         "SELECT uidvalidity FROM folders_seen",

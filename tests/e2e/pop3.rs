@@ -25,13 +25,8 @@ fn pop3_delivers_each_message_once_byte_identical() {
     want.push(b"Subject: lf\r\nMessage-ID: <plf@x>\r\n\r\nbare\r\nlf\r\n".to_vec());
     b.write_config(&[b.pop3_account("pop", b.dovecot.pop3s_port, "implicit", PASSWORD_AUTH, "")]);
 
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "pop"),
-        "pop: fetched 12, delivered 12, skipped 0, failed 0",
-        "{run:?}"
-    );
+    let run = b.once_ok();
+    assert_summary!(run, "pop", fetched 12, delivered 12, skipped 0, failed 0);
     let mut got: Vec<Vec<u8>> = b.smtp.messages().into_iter().map(|r| r.raw).collect();
     got.sort();
     want.sort();
@@ -49,11 +44,7 @@ fn pop3_delivers_each_message_once_byte_identical() {
     );
 
     let again = b.run(&["once"]);
-    assert_eq!(
-        summary(&again, "pop"),
-        "pop: fetched 0, delivered 0, skipped 0, failed 0",
-        "{again:?}"
-    );
+    assert_summary!(again, "pop", fetched 0, delivered 0, skipped 0, failed 0);
     assert_eq!(b.smtp.messages().len(), 12);
 }
 
@@ -70,13 +61,8 @@ fn pop3_stls_without_pipelining_works_too() {
         PASSWORD_AUTH,
         "pipelining = false",
     )]);
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        summary(&run, "pop"),
-        "pop: fetched 3, delivered 3, skipped 0, failed 0",
-        "{run:?}"
-    );
+    let run = b.once_ok();
+    assert_summary!(run, "pop", fetched 3, delivered 3, skipped 0, failed 0);
 }
 
 #[test]
@@ -146,8 +132,7 @@ fn pop3_killed_before_quit_deletes_nothing_and_loses_nothing() {
     );
     std::thread::sleep(Duration::from_millis(3500));
 
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = b.once_ok();
     assert!(
         summary(&run, "pop").ends_with("deleted 3 (1 re-sent after an interrupted attempt)"),
         "{run:?}"
@@ -212,11 +197,7 @@ fn pop3_xoauth2_two_step_with_a_valid_and_a_bad_token() {
     ]);
     let run = b.run(&["once"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert_eq!(
-        summary(&run, "good"),
-        "good: fetched 1, delivered 1, skipped 0, failed 0",
-        "{run:?}"
-    );
+    assert_summary!(run, "good", fetched 1, delivered 1, skipped 0, failed 0);
     let out = &run.stdout;
     assert!(
         out.contains("error: account \"bad\": the server refused the login: [AUTH]"),

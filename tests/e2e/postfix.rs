@@ -84,12 +84,10 @@ fn envelope_from_return_path_keeps_each_senders_address_and_null_sender_is_possi
     let postfix = Postfix::start(&[mailbox()], &[]);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
     deliver_to(&b, &postfix, "envelope-from = \"return-path\"");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     b.dovecot.add_message("INBOX", &fixtures::simple(2));
     deliver_to(&b, &postfix, "envelope-from = \"<>\"");
-    let run = b.run(&["once"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    b.once_ok();
     let mut paths: Vec<String> = postfix
         .wait_delivered(mailbox(), 2)
         .iter()
@@ -151,11 +149,7 @@ fn a_message_over_the_size_limit_is_refused_at_mail_from_without_sending_it() {
     b.dovecot.add_message("INBOX", &fixtures::simple(2));
     deliver_to(&b, &postfix, "");
     let run = b.run(&["once"]);
-    assert_eq!(
-        summary(&run, "src"),
-        "src: fetched 2, delivered 1, skipped 0, failed 1",
-        "{run:?}"
-    );
+    assert_summary!(run, "src", fetched 2, delivered 1, skipped 0, failed 1);
     assert!(run.stdout.contains("5.3.4"), "{run:?}");
     // SIZE= let Postfix refuse at MAIL FROM: the 600 KB never went over the wire.
     let log = postfix.log_when(|l| l.contains("reject: MAIL from"));

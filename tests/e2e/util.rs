@@ -149,6 +149,13 @@ envelope-to = ["{RCPT}"]
         self.write_raw(&destination, accounts);
     }
 
+    /// `mailferry once`, which must succeed (exit 0); the whole run is printed when not.
+    pub fn once_ok(&self) -> Run {
+        let run = self.run(&["once"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        run
+    }
+
     /// Runs `mailferry ARGS --config <bench config>` to completion.
     pub fn run(&self, args: &[&str]) -> Run {
         run_with_config(&self.config_path(), args)
@@ -231,6 +238,22 @@ pub fn try_sqlite(db: &Path, sql: &str) -> Result<String, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Asserts the summary line of an account in a run's stdout, printing the whole run when
+/// it differs: `assert_summary!(run, "src", fetched 3, delivered 3, skipped 0, failed 0)`.
+macro_rules! assert_summary {
+    ($run:expr, $account:expr, fetched $f:expr, delivered $d:expr, skipped $s:expr, failed $x:expr) => {
+        assert_eq!(
+            $crate::util::summary(&$run, $account),
+            format!(
+                "{}: fetched {}, delivered {}, skipped {}, failed {}",
+                $account, $f, $d, $s, $x
+            ),
+            "{:?}",
+            $run
+        )
+    };
 }
 
 /// The summary line of `account` in a run's stdout.

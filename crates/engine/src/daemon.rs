@@ -114,7 +114,7 @@ impl Runner for Daemon<'_> {
         let now = mailferry_oauth::now();
         let row = ScheduleRow {
             account: account.name.clone(),
-            state: state.as_str().to_owned(),
+            state: state.token().to_owned(),
             failures,
             next_run: Some(now + i64::try_from(pause.as_secs()).unwrap_or(i64::MAX / 2)),
             last_run: Some(now),

@@ -44,7 +44,26 @@ pub enum AccountState {
 }
 
 impl AccountState {
-    /// The word stored and shown.
+    /// The stable token stored in the `schedule` table.
+    #[must_use]
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::BackingOff => "backing-off",
+            Self::Parked => "parked",
+            Self::Failing => "failing",
+        }
+    }
+
+    /// The state a stored token names (also the words earlier versions stored).
+    #[must_use]
+    pub fn from_stored(text: &str) -> Option<Self> {
+        [Self::Ok, Self::BackingOff, Self::Parked, Self::Failing]
+            .into_iter()
+            .find(|s| text == s.token() || text == s.as_str())
+    }
+
+    /// The words shown to people.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {

@@ -252,7 +252,7 @@ impl Metrics {
                 out,
                 "mailferry_account_ok{{account=\"{}\"}} {}",
                 label(&s.account),
-                u8::from(s.state == "ok")
+                u8::from(AccountState::from_stored(&s.state) == Some(AccountState::Ok))
             );
         }
         let _ = writeln!(
@@ -283,13 +283,14 @@ impl Metrics {
             let Some(s) = schedules.iter().find(|s| s.account == a.name) else {
                 continue;
             };
-            if s.state.starts_with("parked") {
-                problems.push(format!("{}: {}", a.name, s.state));
+            let state = AccountState::from_stored(&s.state);
+            if state == Some(AccountState::Parked) {
+                problems.push(format!("{}: {}", a.name, AccountState::Parked.as_str()));
                 continue;
             }
             let limit = 3 * i64::try_from(a.interval.as_secs()).unwrap_or(i64::MAX / 4);
             let since = s.last_success.or(s.last_run).unwrap_or(now);
-            if s.state != "ok" && now - since > limit {
+            if state != Some(AccountState::Ok) && now - since > limit {
                 problems.push(format!(
                     "{}: no successful run for {} s",
                     a.name,

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use mailferry_config::{Config, SourceAuth};
+use mailferry_engine::schedule::AccountState;
 use mailferry_engine::tokens;
 use mailferry_store::Store;
 use serde::Serialize;
@@ -91,7 +92,8 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
         };
         let mut state = match (a.enabled, row) {
             (false, _) => "disabled".to_owned(),
-            (true, Some(r)) => r.state.clone(),
+            (true, Some(r)) => AccountState::from_stored(&r.state)
+                .map_or_else(|| r.state.clone(), |s| s.as_str().to_owned()),
             // Not run by the service, but maybe by `mailferry once`.
             (true, None) => match &totals.last_run {
                 None => "not run yet".to_owned(),
@@ -103,13 +105,13 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
         if let SourceAuth::OAuth2(_) = &a.auth {
             match &sign_in {
                 None => {
-                    state = "parked: needs auth".into();
+                    state = AccountState::Parked.as_str().into();
                     hint = Some(format!("sign in once with `mailferry auth {}`", a.name));
                 }
                 Some(SignIn {
                     parked: Some(_), ..
                 }) => {
-                    state = "parked: needs auth".into();
+                    state = AccountState::Parked.as_str().into();
                     hint = Some(format!("sign in again with `mailferry auth {}`", a.name));
                 }
                 Some(_) => {}
@@ -281,14 +283,11 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                     s.account, s.account
                 );
             }
-            if s.state != "ok"
-                && let Some(e) = &s.last_error
-            {
+            let ok = AccountState::from_stored(&s.state) == Some(AccountState::Ok);
+            if !ok && let Some(e) = &s.last_error {
                 println!("  last error: {e}");
             }
-            if s.state != "ok"
-                && let Some(h) = &s.hint
-            {
+            if !ok && let Some(h) = &s.hint {
                 println!("  hint: {h}");
             }
         }
@@ -322,7 +321,8 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     store.close().await;
     let trouble = all
         .iter()
-        .any(|s| s.state.starts_with("parked") || s.state.starts_with("failing"));
+        .filter_map(|s| AccountState::from_stored(&s.state))
+        .any(|s| matches!(s, AccountState::Parked | AccountState::Failing));
     Ok(if trouble {
         ExitCode::from(1)
     } else {

@@ -13,7 +13,7 @@ use mailferry_core::{Destination, RawMessage, Receipt};
 use tokio::sync::Mutex;
 use tracing::debug;
 
-use crate::error::{EnvelopeCause, SmtpError};
+use crate::error::{EnvelopeCause, SmtpError, SmtpStep};
 use crate::lettre_stream::Lettre;
 use crate::wire::to_smtp_data;
 
@@ -227,12 +227,12 @@ impl SmtpDestination {
             source,
         };
         let greeting = AsyncSmtpConnection::connect_with_transport(stream, &self.hello);
-        let mut conn = within("greeting", o.connect_timeout, greeting)
+        let mut conn = within(SmtpStep::Greeting, o.connect_timeout, greeting)
             .await?
             .map_err(connect_err)?;
         if let (SmtpTls::StartTls, Some(params)) = (o.tls, &self.starttls) {
             within(
-                "STARTTLS",
+                SmtpStep::StartTls,
                 o.connect_timeout,
                 conn.starttls(params.clone(), &self.hello),
             )
@@ -241,7 +241,7 @@ impl SmtpDestination {
         }
         // lettre keeps only the extensions it uses; SIZE is read from a second EHLO.
         let size = within(
-            "EHLO",
+            SmtpStep::Ehlo,
             o.connect_timeout,
             conn.command(Ehlo::new(self.hello.clone())),
         )
@@ -269,14 +269,14 @@ impl SmtpDestination {
                     (Credentials::new(username, token), &[Mechanism::Xoauth2])
                 }
             };
-            within("AUTH", o.io_timeout, conn.auth(mechanisms, &creds))
+            within(SmtpStep::Auth, o.io_timeout, conn.auth(mechanisms, &creds))
                 .await?
                 .map_err(|e| {
                     if e.is_permanent() {
                         SmtpError::Auth(e)
                     } else {
                         SmtpError::Session {
-                            step: "AUTH",
+                            step: SmtpStep::Auth,
                             source: e,
                         }
                     }
@@ -321,19 +321,29 @@ impl SmtpDestination {
         };
         let cause = self.sender_cause;
         envelope_reply(
-            "MAIL",
+            SmtpStep::Mail,
             cause,
-            within("MAIL", io, conn.command(Mail::new(from, Vec::new()))).await?,
+            within(
+                SmtpStep::Mail,
+                io,
+                conn.command(Mail::new(from, Vec::new())),
+            )
+            .await?,
         )?;
         for to in &self.to {
             envelope_reply(
-                "RCPT",
+                SmtpStep::Rcpt,
                 EnvelopeCause::Recipient,
-                within("RCPT", io, conn.command(Rcpt::new(to.clone(), Vec::new()))).await?,
+                within(
+                    SmtpStep::Rcpt,
+                    io,
+                    conn.command(Rcpt::new(to.clone(), Vec::new())),
+                )
+                .await?,
             )?;
         }
-        let _ = within("RSET", io, conn.command(Rset)).await;
-        let _ = within("QUIT", io, conn.quit()).await;
+        let _ = within(SmtpStep::Rset, io, conn.command(Rset)).await;
+        let _ = within(SmtpStep::Quit, io, conn.quit()).await;
         Ok(features)
     }
 
@@ -401,22 +411,30 @@ impl SmtpDestination {
             params.push(MailParameter::SmtpUtfEight);
         }
         envelope_reply(
-            "MAIL",
+            SmtpStep::Mail,
             self.sender_cause,
-            within("MAIL", io, conn.command(Mail::new(from, params))).await?,
+            within(SmtpStep::Mail, io, conn.command(Mail::new(from, params))).await?,
         )?;
         for to in &self.to {
             envelope_reply(
-                "RCPT",
+                SmtpStep::Rcpt,
                 EnvelopeCause::Recipient,
-                within("RCPT", io, conn.command(Rcpt::new(to.clone(), Vec::new()))).await?,
+                within(
+                    SmtpStep::Rcpt,
+                    io,
+                    conn.command(Rcpt::new(to.clone(), Vec::new())),
+                )
+                .await?,
             )?;
         }
-        reply("DATA", within("DATA", io, conn.command(Data)).await?)?;
+        reply(
+            SmtpStep::Data,
+            within(SmtpStep::Data, io, conn.command(Data)).await?,
+        )?;
         let data = to_smtp_data(message.as_bytes());
         // No total limit for the data: the stream fails after io-timeout of silence.
         let response = reply(
-            "message data",
+            SmtpStep::MessageData,
             conn.message_iter(data.chunks(64 * 1024)).await,
         )?;
         let text = response.message().collect::<Vec<_>>().join(" ");
@@ -449,7 +467,15 @@ impl Destination for SmtpDestination {
         let mut result = self.transaction(conn, message).await;
         // A reused connection may have been closed by the server while idle. Nothing of this
         // message was accepted if MAIL already failed on the network, so one retry is safe.
-        if reused && matches!(&result, Err(SmtpError::Session { step: "MAIL", .. })) {
+        if reused
+            && matches!(
+                &result,
+                Err(SmtpError::Session {
+                    step: SmtpStep::Mail,
+                    ..
+                })
+            )
+        {
             *guard = Some(self.connect().await?);
             if let Some(conn) = guard.as_mut() {
                 result = self.transaction(conn, message).await;
@@ -478,6 +504,9 @@ impl Destination for SmtpDestination {
     }
 }
 
+/// 421: the server is closing the channel (the session's trouble, not the message's).
+const CLOSING: u16 = 421;
+
 /// RFC 5321 4.5.3.2.6: the time to allow for the reply to the end of the message data.
 const DATA_REPLY: Duration = Duration::from_secs(10 * 60);
 
@@ -485,7 +514,7 @@ const DATA_REPLY: Duration = Duration::from_secs(10 * 60);
 /// 552, or the enhanced code 5.3.4) settles the message; any other refusal is about the
 /// envelope, the same for every message: the run stops and nothing is settled.
 fn envelope_reply(
-    step: &'static str,
+    step: SmtpStep,
     cause: EnvelopeCause,
     r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
 ) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
@@ -496,17 +525,17 @@ fn envelope_reply(
     let Some(code) = e.status() else {
         return Err(SmtpError::Session { step, source: e });
     };
-    let code = code.to_string();
+    let code = u16::from(code);
     let text = e.to_string();
-    if code == "421" {
+    if code == CLOSING {
         return Err(SmtpError::Session { step, source: e });
     }
-    if code == "552" || text.contains("5.3.4") {
+    if code == 552 || text.contains("5.3.4") {
         return Err(SmtpError::Refused { reply: text });
     }
     let cause = if e.is_transient() {
         EnvelopeCause::Temporary
-    } else if code == "530" || text.contains("5.7.0") {
+    } else if code == 530 || text.contains("5.7.0") {
         EnvelopeCause::NeedsLogin
     } else {
         cause
@@ -520,12 +549,12 @@ fn envelope_reply(
 
 /// What a reply means at this point of the transaction.
 fn reply(
-    step: &'static str,
+    step: SmtpStep,
     r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
 ) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
     r.map_err(|e| match e.status() {
         // 421: the server is closing the channel; the connection is gone, not the message.
-        Some(code) if code.to_string() == "421" => SmtpError::Session { step, source: e },
+        Some(code) if u16::from(code) == CLOSING => SmtpError::Session { step, source: e },
         Some(_) if e.is_transient() => SmtpError::Deferred {
             reply: e.to_string(),
         },
@@ -537,7 +566,7 @@ fn reply(
 }
 
 async fn within<T>(
-    step: &'static str,
+    step: SmtpStep,
     limit: Duration,
     fut: impl Future<Output = T>,
 ) -> Result<T, SmtpError> {

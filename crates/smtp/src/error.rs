@@ -4,6 +4,49 @@ use std::time::Duration;
 
 use mailferry_core::{Classify, ErrorClass};
 
+/// The phase of an SMTP session a reply or a failure belongs to: what it means depends on
+/// it (a 5xx to `AUTH` is the login's, one after the message data the message's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpStep {
+    /// The server's greeting.
+    Greeting,
+    /// `STARTTLS` and the handshake.
+    StartTls,
+    /// `EHLO`.
+    Ehlo,
+    /// `AUTH`.
+    Auth,
+    /// `MAIL FROM`.
+    Mail,
+    /// `RCPT TO`.
+    Rcpt,
+    /// `DATA` (the command, before the message).
+    Data,
+    /// The message itself and the reply to its end: after this, it may have arrived.
+    MessageData,
+    /// `RSET`.
+    Rset,
+    /// `QUIT`.
+    Quit,
+}
+
+impl std::fmt::Display for SmtpStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Greeting => "greeting",
+            Self::StartTls => "STARTTLS",
+            Self::Ehlo => "EHLO",
+            Self::Auth => "AUTH",
+            Self::Mail => "MAIL",
+            Self::Rcpt => "RCPT",
+            Self::Data => "DATA",
+            Self::MessageData => "message data",
+            Self::Rset => "RSET",
+            Self::Quit => "QUIT",
+        })
+    }
+}
+
 /// What an envelope refusal is about, for the hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvelopeCause {
@@ -50,7 +93,7 @@ pub enum SmtpError {
     #[error("SMTP {step} timed out after {}s", .after.as_secs())]
     Timeout {
         /// What was being waited for.
-        step: &'static str,
+        step: SmtpStep,
         /// The limit.
         after: Duration,
     },
@@ -58,7 +101,7 @@ pub enum SmtpError {
     #[error("the SMTP session failed during {step}")]
     Session {
         /// The command or phase.
-        step: &'static str,
+        step: SmtpStep,
         /// The cause.
         #[source]
         source: lettre::transport::smtp::Error,
@@ -83,7 +126,7 @@ pub enum SmtpError {
     #[error("the SMTP server refused the envelope at {step}: {reply}")]
     Envelope {
         /// `MAIL` or `RCPT`.
-        step: &'static str,
+        step: SmtpStep,
         /// The server's reply.
         reply: String,
         /// Why, as far as the reply tells.
@@ -153,10 +196,10 @@ impl Classify for SmtpError {
         matches!(
             self,
             Self::Session {
-                step: "message data",
+                step: SmtpStep::MessageData,
                 ..
             } | Self::Timeout {
-                step: "message data",
+                step: SmtpStep::MessageData,
                 ..
             }
         )

@@ -17,5 +17,5 @@ mod lettre_stream;
 mod wire;
 
 pub use destination::{Sender, SmtpDestination, SmtpLogin, SmtpOptions, SmtpTls};
-pub use error::{EnvelopeCause, SmtpError};
+pub use error::{EnvelopeCause, SmtpError, SmtpStep};
 pub use wire::to_smtp_data;

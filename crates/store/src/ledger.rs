@@ -7,6 +7,31 @@ use sqlx::Row;
 
 use crate::{Store, StoreError, now};
 
+/// Where a message stands in the ledger (the `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(rename_all = "lowercase")]
+pub enum LedgerState {
+    /// Committed before the message is sent; an open one after a crash means "may have
+    /// arrived".
+    Attempt,
+    /// The destination accepted it: only now may the source change it.
+    Delivered,
+    /// Refused for now; tried again.
+    Deferred,
+    /// Refused for good (or the source would not hand it out); not tried again on its own.
+    Refused,
+    /// The same message was delivered under another UIDVALIDITY.
+    Duplicate,
+}
+
+impl LedgerState {
+    /// Whether no further delivery is due.
+    #[must_use]
+    pub fn is_settled(self) -> bool {
+        matches!(self, Self::Delivered | Self::Refused | Self::Duplicate)
+    }
+}
+
 /// Where a message was seen: the ledger's key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LedgerKey {
@@ -156,7 +181,7 @@ impl Store {
         // with SQLITE_BUSY(_SNAPSHOT) when a concurrent delivery commits in between, since
         // upgrading a read to a write cannot wait; taking the write lock first can.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let previous: Option<(String, i64)> = sqlx::query_as(
+        let previous: Option<(LedgerState, i64)> = sqlx::query_as(
             "SELECT state, updated_at FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
         )
         .bind(&key.account)
@@ -166,14 +191,14 @@ impl Store {
         .bind(uidl)
         .fetch_optional(&mut *tx)
         .await?;
-        match previous.as_ref().map(|(s, t)| (s.as_str(), *t)) {
-            Some(("attempt", since)) => {
+        match previous {
+            Some((LedgerState::Attempt, since)) => {
                 // Left open: its age tells whether a destination's search can be trusted yet.
                 tx.commit().await?;
                 return Ok(Attempt::Interrupted { since });
             }
             // A settled row is never reopened by a new attempt.
-            Some(("delivered" | "refused" | "duplicate", _)) => {
+            Some((state, _)) if state.is_settled() => {
                 tx.commit().await?;
                 return Ok(Attempt::Settled);
             }
@@ -194,9 +219,9 @@ impl Store {
             .await?
                 != 0;
         let state = if seen_elsewhere {
-            "duplicate"
+            LedgerState::Duplicate
         } else {
-            "attempt"
+            LedgerState::Attempt
         };
         sqlx::query(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, \
@@ -239,7 +264,7 @@ impl Store {
         key: &LedgerKey,
         destination_id: &str,
     ) -> Result<(), StoreError> {
-        self.set_state(key, "delivered", Some(destination_id), None)
+        self.set_state(key, LedgerState::Delivered, Some(destination_id), None)
             .await
     }
 
@@ -247,7 +272,7 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn state_of(&self, key: &LedgerKey) -> Result<Option<String>, StoreError> {
+    pub async fn state_of(&self, key: &LedgerKey) -> Result<Option<LedgerState>, StoreError> {
         let (uid, uidl) = key.columns();
         Ok(sqlx::query_scalar(
             "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
@@ -321,7 +346,7 @@ impl Store {
         .bind(i64::from(limit))
         .execute(&mut *tx)
         .await?;
-        let state: String = sqlx::query_scalar(
+        let state: LedgerState = sqlx::query_scalar(
             "SELECT state FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
         )
         .bind(&key.account)
@@ -332,7 +357,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(state == "refused")
+        Ok(state == LedgerState::Refused)
     }
 
     /// Records a temporary refusal: the message is tried again on the next run.
@@ -340,7 +365,8 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn mark_deferred(&self, key: &LedgerKey, reason: &str) -> Result<(), StoreError> {
-        self.set_state(key, "deferred", None, Some(reason)).await
+        self.set_state(key, LedgerState::Deferred, None, Some(reason))
+            .await
     }
 
     /// Records a permanent refusal with the destination's reason: the message stays at the
@@ -349,13 +375,14 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn mark_refused(&self, key: &LedgerKey, reason: &str) -> Result<(), StoreError> {
-        self.set_state(key, "refused", None, Some(reason)).await
+        self.set_state(key, LedgerState::Refused, None, Some(reason))
+            .await
     }
 
     async fn set_state(
         &self,
         key: &LedgerKey,
-        state: &str,
+        state: LedgerState,
         destination_id: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use mailferry_core::{
     Classify, Destination, ErrorClass, FetchFailure, Fetched, FolderState, ListedMessage, Lookup,
     MessageKey, RawMessage, Receipt, Source, SourceAction,
 };
-use mailferry_store::{LedgerKey, MessageFacts, Store};
+use mailferry_store::{LedgerKey, LedgerState, MessageFacts, Store};
 use tokio_util::sync::CancellationToken;
 
 use super::{Run, RunOptions, gather_all};
@@ -210,7 +210,7 @@ impl Bench {
         report
     }
 
-    async fn states(&self) -> Vec<(u32, String)> {
+    async fn states(&self) -> Vec<(u32, LedgerState)> {
         let mut out = Vec::new();
         for uid in 1..=9 {
             let key = key(7, uid);
@@ -253,9 +253,9 @@ async fn delivered_deferred_refused_and_settled_rows_are_never_reopened() {
     assert_eq!(
         b.states().await,
         [
-            (1, "delivered".into()),
-            (2, "deferred".into()),
-            (3, "refused".into())
+            (1, LedgerState::Delivered),
+            (2, LedgerState::Deferred),
+            (3, LedgerState::Refused)
         ]
     );
     // The next run: only the deferred one is tried again (and now accepted).
@@ -263,7 +263,7 @@ async fn delivered_deferred_refused_and_settled_rows_are_never_reopened() {
     msgs2[1].1 = message(2, "");
     let r = b.run(source(msgs2), &dest).await;
     assert_eq!((r.counts.fetched, r.counts.delivered), (1, 1));
-    assert_eq!(b.states().await[1], (2, "delivered".into()));
+    assert_eq!(b.states().await[1], (2, LedgerState::Delivered));
     assert_eq!(dest.held().len(), 2);
     // A listing that names a key twice delivers it once.
     let mut twice = msgs.clone();
@@ -287,12 +287,8 @@ async fn the_same_bytes_under_a_new_uidvalidity_are_a_duplicate() {
     assert_eq!((r.counts.delivered, r.counts.skipped), (0, 1));
     assert_eq!(dest.held().len(), 1);
     assert_eq!(
-        b.store
-            .state_of(&key(8, 5))
-            .await
-            .expect("state")
-            .as_deref(),
-        Some("duplicate")
+        b.store.state_of(&key(8, 5)).await.expect("state"),
+        Some(LedgerState::Duplicate)
     );
 }
 
@@ -319,7 +315,7 @@ async fn a_crash_after_the_attempt_is_recorded_resends_or_finds_never_loses() {
         (1, 1),
         "re-sent and counted"
     );
-    assert_eq!(b.states().await, [(1, "delivered".into())]);
+    assert_eq!(b.states().await, [(1, LedgerState::Delivered)]);
 
     // Crash between the delivery and its record: a destination that can look it up
     // finds it and nothing is sent twice.
@@ -339,7 +335,7 @@ async fn a_crash_after_the_attempt_is_recorded_resends_or_finds_never_loses() {
         .await;
     assert_eq!((r.counts.delivered, r.found), (0, 1));
     assert_eq!(gmail_like.held().len(), 1, "delivered twice");
-    assert_eq!(b.states().await[1], (2, "delivered".into()));
+    assert_eq!(b.states().await[1], (2, LedgerState::Delivered));
 }
 
 #[tokio::test]
@@ -355,12 +351,12 @@ async fn an_unconfirmed_delivery_stays_open_until_the_destination_can_tell() {
     // The others go on; the unconfirmed one is neither re-sent nor settled.
     assert_eq!((r.counts.delivered, r.counts.failed), (1, 1));
     assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(b.states().await[0], (1, "attempt".into()));
+    assert_eq!(b.states().await[0], (1, LedgerState::Attempt));
     // Next run: the destination holds it; found, recorded, not sent again.
     let r = b.run(source(msgs), &dest).await;
     assert_eq!(r.found, 1);
     assert_eq!(dest.held().len(), 2);
-    assert_eq!(b.states().await[0], (1, "delivered".into()));
+    assert_eq!(b.states().await[0], (1, LedgerState::Delivered));
 }
 
 #[tokio::test]
@@ -375,8 +371,13 @@ async fn a_destination_that_fails_stops_the_run_and_settles_nothing() {
         "{e:?}"
     );
     // Known not to have arrived: deferred (tried again), never refused.
-    assert_eq!(b.states().await[0], (1, "deferred".into()));
-    assert!(b.states().await.iter().all(|(_, s)| s != "refused"));
+    assert_eq!(b.states().await[0], (1, LedgerState::Deferred));
+    assert!(
+        b.states()
+            .await
+            .iter()
+            .all(|(_, s)| *s != LedgerState::Refused)
+    );
 }
 
 #[tokio::test]
@@ -390,12 +391,12 @@ async fn a_message_the_source_will_not_hand_out_is_deferred_then_refused() {
             broken: vec![2],
         };
         let r = b.run(src, &dest).await;
-        let want = if round < 3 { "deferred" } else { "refused" };
-        assert_eq!(
-            b.states().await[1],
-            (2, want.into()),
-            "round {round}: {r:?}"
-        );
+        let want = if round < 3 {
+            LedgerState::Deferred
+        } else {
+            LedgerState::Refused
+        };
+        assert_eq!(b.states().await[1], (2, want), "round {round}: {r:?}");
     }
     assert_eq!(dest.held().len(), 1);
 }
