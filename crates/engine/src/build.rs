@@ -1,6 +1,6 @@
 //! Turns configuration into adapters.
 
-use mailferry_config::{AccountConfig, Daemon, Endpoint, OAuthSettings, SourceAuth, TlsMode};
+use mailferry_config::{AccountConfig, Daemon, Endpoint, OAuthSettings, SourceAuth};
 use mailferry_core::{Classify, ErrorClass, Secret};
 use mailferry_imap::{ImapError, ImapSource};
 use mailferry_pop3::{Pop3Error, Pop3Source};
@@ -10,20 +10,11 @@ use crate::report::ErrorReport;
 use crate::report::Stop;
 use crate::tokens::{TokenKeeper, account_owner};
 
-/// The one place where the configuration's TLS mode becomes the adapters'.
-pub(crate) fn tls_mode(tls: TlsMode) -> mailferry_tls::TlsMode {
-    match tls {
-        TlsMode::Implicit => mailferry_tls::TlsMode::Implicit,
-        TlsMode::StartTls => mailferry_tls::TlsMode::StartTls,
-        TlsMode::None => mailferry_tls::TlsMode::None,
-    }
-}
-
 fn connect_options(e: &Endpoint, daemon: &Daemon) -> mailferry_tls::ConnectOptions {
     mailferry_tls::ConnectOptions {
         host: e.host.clone(),
         port: e.port,
-        tls: tls_mode(e.tls),
+        tls: e.tls,
         ca_pem: e.ca_pem.clone(),
         connect_timeout: daemon.connect_timeout,
         io_timeout: daemon.io_timeout,

@@ -15,7 +15,7 @@ use mailferry_gmail::{
 use mailferry_smtp::{Sender, SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
 use tracing::info;
 
-use crate::build::{read_token, tls_mode};
+use crate::build::read_token;
 use crate::tokens::{TokenError, TokenKeeper, destination_owner};
 
 /// How long Gmail's search may take to find a message it imported. A lookup of an attempt
@@ -221,7 +221,7 @@ impl<'a> Delivery<'a> {
                 let smtp = SmtpDestination::new(SmtpOptions {
                     host: s.endpoint.host.clone(),
                     port: s.endpoint.port,
-                    tls: tls_mode(s.endpoint.tls),
+                    tls: s.endpoint.tls,
                     ca_pem: s.endpoint.ca_pem.clone(),
                     login,
                     envelope_to: s.envelope_to.clone(),
@@ -391,7 +391,7 @@ impl<'a> Delivery<'a> {
         match &self.kind {
             Kind::Smtp { smtp, .. } => {
                 let features = smtp.probe().await?;
-                if let (mailferry_smtp::SmtpTls::StartTls, host) = smtp.tls() {
+                if let (mailferry_smtp::TlsMode::StartTls, host) = smtp.tls() {
                     out.push(Finding::ok(
                         "tls",
                         format!("STARTTLS done; the certificate is valid for {host}"),

@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use crate::error::ImapError;
 
-pub use mailferry_tls::{ConnectOptions, TlsMode as Tls};
+pub use mailferry_tls::{ConnectOptions, TlsMode};
 
 /// A boxed stream, so that one session type serves every TLS mode.
 pub(crate) type Stream = Box<dyn mailferry_tls::Io>;

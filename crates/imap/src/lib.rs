@@ -17,7 +17,7 @@ mod literal8;
 mod login;
 mod source;
 
-pub use connect::{ConnectOptions, Tls};
+pub use connect::{ConnectOptions, TlsMode};
 pub use error::ImapError;
 pub use idle::IdleEvent;
 pub use login::Login;

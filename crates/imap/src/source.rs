@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use mailferry_core::{FolderState, MessageKey, RawMessage, Source, SourceAction};
 use tracing::{debug, warn};
 
-use crate::connect::{self, ConnectOptions, Stream, Tls, timed};
+use crate::connect::{self, ConnectOptions, Stream, TlsMode, timed};
 use crate::error::ImapError;
 
 use crate::commands::sequence_set;
@@ -67,9 +67,9 @@ impl ImapSource {
         // large literal trickling in slowly is fine, a server that stops is not.
         // Binary literals (`~{n}`) are read as plain ones (see literal8.rs).
         let (stream, limit) = match opts.tls {
-            Tls::Implicit => watched(Box::new(connect::tls(opts, tcp).await?), io),
-            Tls::None => watched(Box::new(tcp), io),
-            Tls::StartTls => {
+            TlsMode::Implicit => watched(Box::new(connect::tls(opts, tcp).await?), io),
+            TlsMode::None => watched(Box::new(tcp), io),
+            TlsMode::StartTls => {
                 let mut plain = Client::new(tcp);
                 greeting(&mut plain, io).await?;
                 timed(
@@ -88,7 +88,7 @@ impl ImapSource {
             }
         };
         let mut client = Client::new(stream);
-        if opts.tls != Tls::StartTls {
+        if opts.tls != TlsMode::StartTls {
             greeting(&mut client, io).await?;
         }
         debug!(server = %opts.server(), "logging in");

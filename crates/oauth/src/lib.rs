@@ -73,9 +73,4 @@ pub struct TokenSet {
 }
 
 /// Seconds since the Unix epoch.
-#[must_use]
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use mailferry_core::unix_now as now;

@@ -17,4 +17,4 @@ mod source;
 pub use client::{Client, MAX_MESSAGE};
 pub use error::Pop3Error;
 pub use source::Keys;
-pub use source::{ConnectOptions, Login, Pop3Source, Tls};
+pub use source::{ConnectOptions, Login, Pop3Source, TlsMode};

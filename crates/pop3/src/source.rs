@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::error::Pop3Error;
 use crate::sasl;
 
-pub use mailferry_tls::{ConnectOptions, TlsMode as Tls};
+pub use mailferry_tls::{ConnectOptions, TlsMode};
 
 /// How to log in.
 pub enum Login<'a> {
@@ -99,7 +99,7 @@ impl Pop3Source {
             .map_err(io_err)?;
         let config = || mailferry_tls::client_config(opts.ca_pem.as_deref()).map_err(io_err);
         let mut client: Client<Box<dyn Io>> = match opts.tls {
-            Tls::None => {
+            TlsMode::None => {
                 Client::greet(
                     Box::new(tcp) as Box<dyn Io>,
                     server.clone(),
@@ -107,7 +107,7 @@ impl Pop3Source {
                 )
                 .await?
             }
-            Tls::Implicit => {
+            TlsMode::Implicit => {
                 let tls =
                     mailferry_tls::handshake(config()?, &opts.host, tcp, opts.connect_timeout)
                         .await
@@ -119,7 +119,7 @@ impl Pop3Source {
                 )
                 .await?
             }
-            Tls::StartTls => {
+            TlsMode::StartTls => {
                 let mut plain = Client::greet(tcp, server.clone(), opts.io_timeout).await?;
                 plain.stls().await?;
                 let tls = mailferry_tls::handshake(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mailferry_core::{MessageKey, Source};
-use mailferry_pop3::{ConnectOptions, Login, Pop3Source, Tls, codec};
+use mailferry_pop3::{ConnectOptions, Login, Pop3Source, TlsMode, codec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -59,7 +59,7 @@ async fn without_uidl_messages_are_keyed_by_their_headers_stably() {
     let opts = ConnectOptions {
         host: "127.0.0.1".into(),
         port: listener.local_addr().expect("addr").port(),
-        tls: Tls::None,
+        tls: TlsMode::None,
         ca_pem: None,
         connect_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(5),

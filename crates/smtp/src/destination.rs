@@ -17,7 +17,7 @@ use crate::error::{EnvelopeCause, SmtpError, SmtpStep};
 use crate::lettre_stream::Lettre;
 use crate::wire::to_smtp_data;
 
-pub use mailferry_tls::TlsMode as SmtpTls;
+pub use mailferry_tls::TlsMode;
 
 /// Settings of an SMTP destination.
 #[derive(Clone)]
@@ -27,7 +27,7 @@ pub struct SmtpOptions {
     /// TCP port.
     pub port: u16,
     /// TLS mode.
-    pub tls: SmtpTls,
+    pub tls: TlsMode,
     /// Extra CA certificates (PEM) to trust.
     pub ca_pem: Option<Vec<u8>>,
     /// How to `AUTH`, if at all.
@@ -158,8 +158,8 @@ impl SmtpDestination {
         // lettre upgrades the connection itself after STARTTLS; implicit TLS goes through
         // mailferry-tls before lettre sees the stream.
         let starttls = match opts.tls {
-            SmtpTls::None | SmtpTls::Implicit => None,
-            SmtpTls::StartTls => {
+            TlsMode::None | TlsMode::Implicit => None,
+            TlsMode::StartTls => {
                 let mut builder = TlsParameters::builder(opts.host.clone());
                 if let Some(pem) = &opts.ca_pem {
                     let cert = Certificate::from_pem(pem).map_err(|source| SmtpError::Connect {
@@ -206,7 +206,7 @@ impl SmtpDestination {
         let tcp = mailferry_tls::tcp(&o.host, o.port, o.connect_timeout)
             .await
             .map_err(network)?;
-        let inner: Box<dyn AsyncTokioStream> = if o.tls == SmtpTls::Implicit {
+        let inner: Box<dyn AsyncTokioStream> = if o.tls == TlsMode::Implicit {
             let config = mailferry_tls::client_config(o.ca_pem.as_deref()).map_err(network)?;
             let tls = mailferry_tls::handshake(config, &o.host, tcp, o.connect_timeout)
                 .await
@@ -230,7 +230,7 @@ impl SmtpDestination {
         let mut conn = within(SmtpStep::Greeting, o.connect_timeout, greeting)
             .await?
             .map_err(connect_err)?;
-        if let (SmtpTls::StartTls, Some(params)) = (o.tls, &self.starttls) {
+        if let (TlsMode::StartTls, Some(params)) = (o.tls, &self.starttls) {
             within(
                 SmtpStep::StartTls,
                 o.connect_timeout,
@@ -349,7 +349,7 @@ impl SmtpDestination {
 
     /// The TLS mode and host name, for `check`'s report.
     #[must_use]
-    pub fn tls(&self) -> (SmtpTls, &str) {
+    pub fn tls(&self) -> (TlsMode, &str) {
         (self.opts.tls, &self.opts.host)
     }
 

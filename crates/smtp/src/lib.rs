@@ -16,6 +16,6 @@ mod error;
 mod lettre_stream;
 mod wire;
 
-pub use destination::{Sender, SmtpDestination, SmtpLogin, SmtpOptions, SmtpTls};
+pub use destination::{Sender, SmtpDestination, SmtpLogin, SmtpOptions, TlsMode};
 pub use error::{EnvelopeCause, SmtpError, SmtpStep};
 pub use wire::to_smtp_data;

@@ -21,16 +21,7 @@ use tokio::net::TcpStream;
 
 pub use tokio_rustls::client::TlsStream;
 
-/// How a connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// TLS from the first byte (IMAP 993, POP3 995, SMTP 465).
-    Implicit,
-    /// Plain text, then STARTTLS/STLS before anything else (IMAP 143, POP3 110, SMTP 587).
-    StartTls,
-    /// No TLS (loopback tests only).
-    None,
-}
+pub use mailferry_core::TlsMode;
 
 /// Where and how a source connects.
 #[derive(Debug, Clone)]

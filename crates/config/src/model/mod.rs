@@ -37,16 +37,7 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// How a connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// TLS from the first byte (IMAP 993, SMTP 465).
-    Implicit,
-    /// Plain text, then STARTTLS before anything else is sent (IMAP 143, SMTP 587).
-    StartTls,
-    /// No TLS at all. Only for loopback tests; logs a warning.
-    None,
-}
+pub use mailferry_core::TlsMode;
 
 /// A server to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
