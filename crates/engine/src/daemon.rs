@@ -159,8 +159,7 @@ impl Runner for Daemon<'_> {
 }
 
 fn humantime_secs(d: Duration) -> String {
-    let s = d.as_secs();
-    format!("{}m{:02}s", s / 60, s % 60)
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 /// Runs every account of `config` on its schedule until `cancel` fires, then returns once

@@ -211,19 +211,17 @@ fn ago(t: i64, now: i64) -> String {
     }
 }
 
-/// "3m ago", "in 7m", from a Unix time.
+/// "3m ago", "in 7m", from a Unix time: the largest unit only (humantime's words).
 fn relative(t: i64, now: i64) -> String {
     let d = t - now;
     let mag = d.unsigned_abs();
-    let text = if mag < 90 {
-        format!("{mag}s")
-    } else if mag < 90 * 60 {
-        format!("{}m", mag / 60)
-    } else if mag < 36 * 3600 {
-        format!("{}h", mag / 3600)
-    } else {
-        format!("{}d", mag / 86400)
+    let unit = match mag {
+        0..90 => 1,
+        90..5400 => 60,
+        5400..129_600 => 3600,
+        _ => 86_400,
     };
+    let text = humantime::format_duration(std::time::Duration::from_secs(mag / unit * unit));
     if d >= 0 {
         format!("in {text}")
     } else {
@@ -343,6 +341,6 @@ mod tests {
         assert_eq!(relative(100 + 420, 100), "in 7m");
         assert_eq!(relative(100, 100 + 180), "3m ago");
         assert_eq!(relative(0, 5 * 3600), "5h ago");
-        assert_eq!(relative(0, 3 * 86400), "3d ago");
+        assert_eq!(relative(0, 3 * 86400), "3days ago");
     }
 }

@@ -405,41 +405,12 @@ fn subject_of(id_token: &str) -> Option<String> {
         .find_map(|k| claims.get(k).and_then(|v| v.as_str()).map(str::to_owned))
 }
 
-/// Parses an HTTP `Date` header (IMF-fixdate, RFC 9110 5.6.7) into Unix seconds.
+/// Parses an HTTP `Date` header (IMF-fixdate, RFC 9110 5.6.7: "Sun, 06 Nov 1994 08:49:37
+/// GMT", which is RFC 2822's syntax) into Unix seconds.
 fn httpdate(value: &str) -> Option<i64> {
-    // "Sun, 06 Nov 1994 08:49:37 GMT"
-    let mut parts = value.split_whitespace().skip(1);
-    let day: i64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(str::parse::<i64>);
-    let (h, m, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    chrono::DateTime::parse_from_rfc2822(value.trim())
+        .ok()
+        .map(|t| t.timestamp())
 }
 
 #[cfg(test)]

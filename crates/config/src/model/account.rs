@@ -93,21 +93,11 @@ pub enum FirstRun {
     Since(i64),
 }
 
-/// `YYYY-MM-DD` as Unix seconds at 00:00 UTC.
+/// `YYYY-MM-DD` (1970 or later) as Unix seconds at 00:00 UTC.
 fn parse_day(text: &str) -> Option<i64> {
-    let mut it = text.split('-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
-        return None;
-    }
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400)
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let t = day.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+    (t >= 0).then_some(t)
 }
 
 /// The junk folder names of the common providers.
