@@ -272,3 +272,144 @@ pub async fn serve(
     };
     tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive, pushing);
 }
+
+/// What became of a reload request.
+#[derive(Debug)]
+pub enum Reload<'a> {
+    /// The new configuration is in force (the accounts restarted between messages).
+    Applied(&'a Config),
+    /// The file was not valid (the reason); the old configuration keeps running.
+    Refused(&'a str),
+}
+
+/// [`serve`], restarted with a new configuration at every request on `reloads` (the
+/// binary forwards SIGHUP there) until `cancel` fires. A request cancels the round between
+/// messages, then `load` reads the configuration again: a valid one replaces the running
+/// one (and failing accounts run within a minute, their backoff reset), an invalid one is
+/// refused and the old one keeps running. `changed` hears of each outcome (the binary
+/// updates what its signal handlers and `/metrics` read, and tells systemd).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_reloading<L, C>(
+    config: Config,
+    mut reloads: tokio::sync::mpsc::Receiver<()>,
+    load: L,
+    mut changed: C,
+    store: &Store,
+    tokens: &TokenKeeper,
+    cancel: &CancellationToken,
+    hooks: &dyn Hooks,
+    wakeups: &Wakeups,
+) where
+    L: Fn() -> Result<Config, String>,
+    C: FnMut(Reload<'_>),
+{
+    let mut config = config;
+    let mut reloaded = false;
+    loop {
+        let round = cancel.child_token();
+        let reload = {
+            let serve = serve(&config, store, tokens, &round, hooks, wakeups, reloaded);
+            tokio::pin!(serve);
+            let reload = tokio::select! {
+                () = &mut serve => false,
+                Some(()) = reloads.recv() => true,
+            };
+            if reload {
+                info!("reloading the configuration after the messages in flight");
+                round.cancel();
+                serve.await;
+            }
+            reload
+        };
+        if !reload || cancel.is_cancelled() {
+            break;
+        }
+        reloaded = true;
+        match load() {
+            Ok(new) => {
+                for w in &new.warnings {
+                    warn!("{w}");
+                }
+                info!(accounts = new.accounts.len(), "configuration reloaded");
+                config = new;
+                changed(Reload::Applied(&config));
+            }
+            Err(e) => {
+                warn!("the new configuration is not valid; keeping the old one: {e}");
+                changed(Reload::Refused(&e));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration with `n` accounts, none enabled (nothing connects anywhere).
+    fn config(dir: &std::path::Path, n: usize) -> Config {
+        let mut text = String::from(
+            "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nenvelope-to = [\"me@home.example\"]\n",
+        );
+        for i in 0..n {
+            text.push_str(&format!(
+                "[[account]]\nname = \"a{i}\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nusername = \"u\"\nauth = {{ method = \"password\", password-file = \"pass\" }}\ndestination = \"home\"\nenabled = false\n"
+            ));
+        }
+        std::fs::write(dir.join("pass"), "pw").expect("write");
+        let path = dir.join(format!("m{n}.toml"));
+        std::fs::write(&path, text).expect("write");
+        mailferry_config::load(&path).expect("valid")
+    }
+
+    // Real time, not tokio's paused clock: SQLite works on blocking threads, and a paused
+    // clock jumps ahead while they run (the pool's acquire timeout fires). The waits are short.
+    #[tokio::test]
+    async fn a_reload_applies_a_valid_file_keeps_the_old_one_for_an_invalid_one_and_cancel_ends_it()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("state")).await.expect("store");
+        let tokens = TokenKeeper::new(store.clone(), Duration::from_secs(5)).expect("tokens");
+        let cancel = CancellationToken::new();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let next = config(dir.path(), 2);
+        let load = || match loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Ok(next.clone()),
+            _ => Err("account[0].name: missing".to_owned()),
+        };
+        let mut heard = Vec::new();
+        let changed = |r: Reload<'_>| {
+            heard.push(match r {
+                Reload::Applied(c) => format!("applied {}", c.accounts.len()),
+                Reload::Refused(e) => format!("refused: {e}"),
+            });
+        };
+        let wakeups = Wakeups::default();
+        let serving = serve_reloading(
+            config(dir.path(), 1),
+            rx,
+            load,
+            changed,
+            &store,
+            &tokens,
+            &cancel,
+            &(),
+            &wakeups,
+        );
+        let driving = async {
+            tx.send(()).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send(()).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        };
+        let ((), ()) = tokio::join!(serving, driving);
+        assert_eq!(
+            heard,
+            ["applied 2", "refused: account[0].name: missing"],
+            "reloads were not applied in order"
+        );
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+}

@@ -100,52 +100,47 @@ pub(crate) async fn service(
         }
         Err(e) => warn!(cause = %e, "cannot listen for SIGUSR1; `mailferry run-now` will not work"),
     }
-    let mut reloaded = false;
-    loop {
-        let config = current();
-        let round = cancel.child_token();
-        let reload = {
-            let serve = mailferry_engine::daemon::serve(
-                &config, store, tokens, &round, &*metrics, &wakeups, reloaded,
-            );
-            tokio::pin!(serve);
-            let reload = tokio::select! {
-                () = &mut serve => false,
-                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-            };
-            if reload {
+    // SIGHUP: a new configuration, between messages (engine::daemon::serve_reloading).
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    if let Some(mut hangup) = hangup.take() {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
                 info!("SIGHUP: reloading the configuration after the messages in flight");
-                round.cancel();
-                serve.await;
-            }
-            reload
-        };
-        if !reload || cancel.is_cancelled() {
-            break;
-        }
-        reloaded = true;
-        match mailferry_config::load(path) {
-            Ok(new) => {
-                for w in &new.warnings {
-                    warn!("{w}");
-                }
-                info!(accounts = new.accounts.len(), "configuration reloaded");
-                notify::notify(&format!(
-                    "STATUS=reloaded: gathering {} accounts",
-                    new.accounts.len()
-                ));
-                if let Ok(mut c) = shared_config.lock() {
-                    *c = Arc::new(new);
+                if reload_tx.send(()).await.is_err() {
+                    break;
                 }
             }
-            Err(e) => {
-                error!("the new configuration is not valid; keeping the old one: {e}");
-                notify::notify(
-                    "STATUS=reload failed: configuration not valid; still running the old one",
-                );
-            }
-        }
+        });
     }
+    let changed = |outcome: mailferry_engine::daemon::Reload<'_>| match outcome {
+        mailferry_engine::daemon::Reload::Applied(new) => {
+            notify::notify(&format!(
+                "STATUS=reloaded: gathering {} accounts",
+                new.accounts.len()
+            ));
+            if let Ok(mut c) = shared_config.lock() {
+                *c = Arc::new(new.clone());
+            }
+        }
+        mailferry_engine::daemon::Reload::Refused(e) => {
+            error!("the new configuration is not valid; keeping the old one: {e}");
+            notify::notify(
+                "STATUS=reload failed: configuration not valid; still running the old one",
+            );
+        }
+    };
+    mailferry_engine::daemon::serve_reloading(
+        (*current()).clone(),
+        reloads,
+        || mailferry_config::load(path).map_err(|e| e.to_string()),
+        changed,
+        store,
+        tokens,
+        cancel,
+        &*metrics,
+        &wakeups,
+    )
+    .await;
     notify::notify("STOPPING=1");
     info!("mailferry stopped");
 }
