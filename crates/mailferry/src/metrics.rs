@@ -11,7 +11,6 @@ use mailferry_engine::AccountReport;
 use mailferry_engine::daemon::Hooks;
 use mailferry_engine::schedule::AccountState;
 use mailferry_store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -302,7 +301,11 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `cancel` fires.
+/// A request may take this long to arrive and its reply this long to leave.
+const HTTP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Serves `/metrics` and `/healthz` (hyper, HTTP/1.1, each connection on its own task and
+/// within [`HTTP_LIMIT`]) until `cancel` fires.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -314,7 +317,7 @@ pub async fn serve(
         info!(%addr, "serving /metrics and /healthz");
     }
     loop {
-        let (mut stream, _) = tokio::select! {
+        let (stream, _) = tokio::select! {
             () = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
@@ -324,55 +327,67 @@ pub async fn serve(
                 }
             },
         };
-        // The request line and headers, which may come in several segments.
-        let mut buf = Vec::with_capacity(1024);
-        let read_head = async {
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            true
-        };
-        if !matches!(
-            tokio::time::timeout(Duration::from_secs(5), read_head).await,
-            Ok(true)
-        ) {
-            continue;
-        }
-        let head = String::from_utf8_lossy(&buf);
-        let path = head.split_whitespace().nth(1).unwrap_or("/");
-        let (status, ctype, body) = match path {
-            "/metrics" => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                metrics.render(&store).await,
-            ),
-            "/healthz" => {
-                let config = config
-                    .lock()
-                    .map(|c| Arc::clone(&c))
-                    .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
-                let problems = Metrics::unhealthy(&store, &config).await;
-                if problems.is_empty() {
-                    ("200 OK", "text/plain", "ok\n".to_owned())
-                } else {
-                    (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        problems.join("\n") + "\n",
+        let (metrics, store, config) = (Arc::clone(&metrics), store.clone(), Arc::clone(&config));
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let (metrics, store, config) =
+                    (Arc::clone(&metrics), store.clone(), Arc::clone(&config));
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        answer(&request, &metrics, &store, &config).await,
                     )
                 }
-            }
-            _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-        };
-        let reply = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(reply.as_bytes()).await;
-        let _ = stream.shutdown().await;
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HTTP_LIMIT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(HTTP_LIMIT, connection).await;
+        });
     }
+}
+
+/// The reply to one request.
+async fn answer(
+    request: &hyper::Request<hyper::body::Incoming>,
+    metrics: &Metrics,
+    store: &Store,
+    config: &Mutex<Arc<Config>>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, ctype, body) = match request.uri().path() {
+        "/metrics" => (
+            hyper::StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(store).await,
+        ),
+        "/healthz" => {
+            let config = config
+                .lock()
+                .map(|c| Arc::clone(&c))
+                .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
+            let problems = Metrics::unhealthy(store, &config).await;
+            if problems.is_empty() {
+                (hyper::StatusCode::OK, "text/plain", "ok\n".to_owned())
+            } else {
+                (
+                    hyper::StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    problems.join("\n") + "\n",
+                )
+            }
+        }
+        _ => (
+            hyper::StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut reply = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    reply
 }
