@@ -14,7 +14,7 @@ mod traits;
 
 pub use error::{Classify, ErrorClass, requested_wait};
 pub use message::RawMessage;
-pub use net::{TlsMode, unix_now};
+pub use net::{Login, TlsMode, unix_now};
 pub use secret::Secret;
 pub use traits::{
     Destination, FetchFailure, Fetched, FolderState, ListFrom, ListedMessage, Lookup, MessageKey,

@@ -19,3 +19,47 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+/// How a session logs in: one vocabulary for IMAP, POP3 and SMTP. `S` is `&str` where the
+/// login is only passed through (IMAP, POP3), `String` where it is kept and its token
+/// replaced after a refresh (SMTP). `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Login<S = String> {
+    /// A password (app passwords too): IMAP `LOGIN`, POP3 `USER`/`PASS` or `AUTH PLAIN`,
+    /// SMTP `AUTH PLAIN`/`LOGIN`.
+    Password {
+        /// Login name.
+        username: S,
+        /// The password.
+        password: S,
+    },
+    /// An OAuth2 access token: IMAP OAUTHBEARER or XOAUTH2, POP3 two-step `AUTH XOAUTH2`,
+    /// SMTP `AUTH XOAUTH2`.
+    OAuth2 {
+        /// Login name (the mailbox's address).
+        username: S,
+        /// The access token.
+        token: S,
+    },
+}
+
+impl<S: AsRef<str>> Login<S> {
+    /// The login name.
+    pub fn username(&self) -> &str {
+        match self {
+            Self::Password { username, .. } | Self::OAuth2 { username, .. } => username.as_ref(),
+        }
+    }
+}
+
+impl<S: AsRef<str>> std::fmt::Debug for Login<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Self::Password { .. } => "Password",
+            Self::OAuth2 { .. } => "OAuth2",
+        };
+        f.debug_struct(kind)
+            .field("username", &self.username())
+            .finish_non_exhaustive()
+    }
+}

@@ -83,7 +83,7 @@ async fn connect_imap_session(
 ) -> Result<ImapSource, Stop> {
     use mailferry_imap::Login;
     let opts = connect_options(&account.endpoint, daemon);
-    let username = &account.username;
+    let username = account.username.as_str();
     match &account.auth {
         SourceAuth::Password(password) => {
             let login = Login::Password {
@@ -146,7 +146,7 @@ async fn connect_pop3_session(
 ) -> Result<Pop3Source, Stop> {
     use mailferry_pop3::Login;
     let opts = connect_options(&account.endpoint, daemon);
-    let username = &account.username;
+    let username = account.username.as_str();
     let pipelining = account.pipelining;
     match &account.auth {
         SourceAuth::Password(p) => {
@@ -161,7 +161,7 @@ async fn connect_pop3_session(
         SourceAuth::OAuth2TokenFile(path) => {
             let token = read_token(path)
                 .map_err(|detail| Stop::source(&Pop3Error::LoginRefused { detail }))?;
-            let login = Login::XOAuth2 {
+            let login = Login::OAuth2 {
                 username,
                 token: token.trim(),
             };
@@ -174,7 +174,7 @@ async fn connect_pop3_session(
             with_token(tokens, &owner, settings, |token| {
                 let opts = &opts;
                 async move {
-                    let login = Login::XOAuth2 {
+                    let login = Login::OAuth2 {
                         username,
                         token: token.expose(),
                     };

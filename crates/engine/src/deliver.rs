@@ -12,7 +12,7 @@ use mailferry_core::{Classify, Destination, ErrorClass, Lookup, RawMessage, Rece
 use mailferry_gmail::{
     AccessToken, Expected, Found, GmailDestination, GmailError, GmailOptions, Mode,
 };
-use mailferry_smtp::{Sender, SmtpDestination, SmtpError, SmtpLogin, SmtpOptions};
+use mailferry_smtp::{Login, Sender, SmtpDestination, SmtpError, SmtpOptions};
 use tracing::info;
 
 use crate::build::read_token;
@@ -193,7 +193,7 @@ impl<'a> Delivery<'a> {
                 let (login, oauth) = match &s.auth {
                     SmtpAuth::None => (None, None),
                     SmtpAuth::Password { username, password } => (
-                        Some(SmtpLogin::Password {
+                        Some(Login::Password {
                             username: username.clone(),
                             password: password.expose().to_owned(),
                         }),
@@ -210,7 +210,7 @@ impl<'a> Delivery<'a> {
                                     source,
                                 })?;
                         (
-                            Some(SmtpLogin::XOAuth2 {
+                            Some(Login::OAuth2 {
                                 username: username.clone(),
                                 token: token.expose().to_owned(),
                             }),

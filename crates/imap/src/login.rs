@@ -8,26 +8,7 @@ use tracing::debug;
 use crate::connect::{Stream, timed};
 use crate::error::ImapError;
 
-/// How to log in.
-pub enum Login<'a> {
-    /// SASL with an OAuth2 access token: `OAUTHBEARER` ([RFC 7628]) when the server offers
-    /// it, else `XOAUTH2` (all Microsoft offers).
-    ///
-    /// [RFC 7628]: https://www.rfc-editor.org/rfc/rfc7628
-    OAuth2 {
-        /// Login name.
-        username: &'a str,
-        /// The access token; never logged.
-        token: &'a str,
-    },
-    /// `LOGIN user password` (also app passwords).
-    Password {
-        /// Login name.
-        username: &'a str,
-        /// The password; never logged.
-        password: &'a str,
-    },
-}
+pub use mailferry_core::Login;
 
 /// Reads the server greeting. It must be read before the first command, or the first
 /// command's response parsing would see it.

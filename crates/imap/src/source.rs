@@ -60,7 +60,7 @@ impl ImapSource {
     /// # Errors
     /// [`ImapError::Connect`]/[`ImapError::Timeout`] for network trouble,
     /// [`ImapError::LoginRefused`] when the credentials are rejected.
-    pub async fn connect(opts: &ConnectOptions, login: Login<'_>) -> Result<Self, ImapError> {
+    pub async fn connect(opts: &ConnectOptions, login: Login<&str>) -> Result<Self, ImapError> {
         let io = opts.io_timeout;
         let tcp = connect::tcp(opts).await?;
         // Every read and write fails after io-timeout of silence (not of total time): a

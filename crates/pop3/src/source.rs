@@ -11,23 +11,7 @@ use crate::sasl;
 
 pub use mailferry_tls::{ConnectOptions, TlsMode};
 
-/// How to log in.
-pub enum Login<'a> {
-    /// `USER`/`PASS`, or `AUTH PLAIN` when the server offers SASL but not USER.
-    Password {
-        /// Login name.
-        username: &'a str,
-        /// The password; never logged.
-        password: &'a str,
-    },
-    /// `AUTH XOAUTH2`, two-step.
-    XOAuth2 {
-        /// Login name.
-        username: &'a str,
-        /// The OAuth2 access token; never logged.
-        token: &'a str,
-    },
-}
+pub use mailferry_core::Login;
 
 use mailferry_tls::Io;
 
@@ -86,7 +70,7 @@ impl Pop3Source {
     /// With `pipelining`, RETR commands go out together when the server offers PIPELINING.
     pub async fn connect(
         opts: &ConnectOptions,
-        login: Login<'_>,
+        login: Login<&str>,
         pipelining: bool,
     ) -> Result<Self, Pop3Error> {
         let server = opts.server();
@@ -151,7 +135,7 @@ impl Pop3Source {
                         .await?;
                 }
             }
-            Login::XOAuth2 { username, token } => {
+            Login::OAuth2 { username, token } => {
                 if !capa.is_empty() && !sasl.contains(&"XOAUTH2") {
                     return Err(Pop3Error::Unsupported("AUTH XOAUTH2"));
                 }

@@ -9,7 +9,7 @@ use lettre::transport::smtp::client::{
 };
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use mailferry_core::{Destination, RawMessage, Receipt};
+use mailferry_core::{Destination, Login, RawMessage, Receipt};
 use tokio::sync::Mutex;
 use tracing::debug;
 
@@ -31,7 +31,7 @@ pub struct SmtpOptions {
     /// Extra CA certificates (PEM) to trust.
     pub ca_pem: Option<Vec<u8>>,
     /// How to `AUTH`, if at all.
-    pub login: Option<SmtpLogin>,
+    pub login: Option<Login>,
     /// Envelope recipients.
     pub envelope_to: Vec<String>,
     /// The envelope sender.
@@ -53,9 +53,7 @@ impl std::fmt::Debug for SmtpOptions {
             .field(
                 "user",
                 &self.login.as_ref().map(|l| match l {
-                    SmtpLogin::Password { username, .. } | SmtpLogin::XOAuth2 { username, .. } => {
-                        username
-                    }
+                    Login::Password { username, .. } | Login::OAuth2 { username, .. } => username,
                 }),
             )
             .finish_non_exhaustive()
@@ -77,26 +75,6 @@ pub enum Sender {
     FromMessage,
 }
 
-/// How to log in to the SMTP server.
-#[derive(Clone)]
-pub enum SmtpLogin {
-    /// AUTH PLAIN (or LOGIN).
-    Password {
-        /// User name.
-        username: String,
-        /// Password.
-        password: String,
-    },
-    /// AUTH XOAUTH2 with an OAuth2 access token; [`SmtpDestination::set_token`] replaces
-    /// it after a refresh, and the next connection uses the new one.
-    XOAuth2 {
-        /// User name (the mailbox's address).
-        username: String,
-        /// The access token.
-        token: String,
-    },
-}
-
 /// Delivers messages over one SMTP connection at a time, opened lazily and reused.
 pub struct SmtpDestination {
     opts: SmtpOptions,
@@ -108,7 +86,7 @@ pub struct SmtpDestination {
     hello: ClientId,
     starttls: Option<TlsParameters>,
     /// The login, replaceable between connections (a refreshed OAuth2 token).
-    login: std::sync::Mutex<Option<SmtpLogin>>,
+    login: std::sync::Mutex<Option<Login>>,
     conn: Mutex<Option<Session>>,
 }
 
@@ -261,11 +239,11 @@ impl SmtpDestination {
             .clone();
         if let Some(login) = login {
             let (creds, mechanisms): (_, &[Mechanism]) = match login {
-                SmtpLogin::Password { username, password } => (
+                Login::Password { username, password } => (
                     Credentials::new(username, password),
                     &[Mechanism::Plain, Mechanism::Login],
                 ),
-                SmtpLogin::XOAuth2 { username, token } => {
+                Login::OAuth2 { username, token } => {
                     (Credentials::new(username, token), &[Mechanism::Xoauth2])
                 }
             };
@@ -359,7 +337,7 @@ impl SmtpDestination {
             .login
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(SmtpLogin::XOAuth2 { token, .. }) = login.as_mut() {
+        if let Some(Login::OAuth2 { token, .. }) = login.as_mut() {
             new.clone_into(token);
         }
     }

@@ -16,6 +16,7 @@ mod error;
 mod lettre_stream;
 mod wire;
 
-pub use destination::{Sender, SmtpDestination, SmtpLogin, SmtpOptions, TlsMode};
+pub use destination::{Sender, SmtpDestination, SmtpOptions, TlsMode};
 pub use error::{EnvelopeCause, SmtpError, SmtpStep};
+pub use mailferry_core::Login;
 pub use wire::to_smtp_data;
