@@ -36,17 +36,13 @@ impl Checker<'_> {
         protocol: Protocol,
         folders: &[String],
     ) -> Option<Push> {
-        let on = match raw.push {
-            None | Some("off") => false,
-            Some("idle") => true,
-            Some(other) => {
-                self.err(
-                    format!("{key}.push"),
-                    format!("{other:?} is not a choice; use \"idle\" or \"off\""),
-                );
-                false
-            }
-        };
+        let on = self.choice(
+            format!("{key}.push"),
+            raw.push,
+            false,
+            "a choice",
+            &[("idle", true), ("off", false)],
+        );
         if on && protocol == Protocol::Pop3 {
             self.err(
                 format!("{key}.push"),

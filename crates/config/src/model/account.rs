@@ -155,17 +155,13 @@ impl Checker<'_> {
                 found
             }
         };
-        let protocol = match raw.protocol.as_deref() {
-            None | Some("imap") => Protocol::Imap,
-            Some("pop3") => Protocol::Pop3,
-            Some(other) => {
-                self.err(
-                    format!("{key}.protocol"),
-                    format!("{other:?} is not supported; use \"imap\" or \"pop3\""),
-                );
-                Protocol::Imap
-            }
-        };
+        let protocol = self.choice(
+            format!("{key}.protocol"),
+            raw.protocol.as_deref(),
+            Protocol::Imap,
+            "supported",
+            &[("imap", Protocol::Imap), ("pop3", Protocol::Pop3)],
+        );
         let preset_host = provider.and_then(|p| match protocol {
             Protocol::Imap => Some(p.imap_host),
             Protocol::Pop3 => Some(p.pop3_host).filter(|h| !h.is_empty()),

@@ -302,17 +302,13 @@ impl Checker<'_> {
                 );
             }
         }
-        let mode = match raw.mode.as_deref() {
-            None | Some("import") => GmailMode::Import,
-            Some("insert") => GmailMode::Insert,
-            Some(other) => {
-                self.err(
-                    format!("{key}.mode"),
-                    format!("{other:?} is not a mode; use \"import\" or \"insert\""),
-                );
-                GmailMode::Import
-            }
-        };
+        let mode = self.choice(
+            format!("{key}.mode"),
+            raw.mode.as_deref(),
+            GmailMode::Import,
+            "a mode",
+            &[("import", GmailMode::Import), ("insert", GmailMode::Insert)],
+        );
         let internal_date_source = match raw.internal_date_source.as_deref() {
             None => "dateHeader".to_owned(),
             Some(v @ ("dateHeader" | "receivedTime")) => v.to_owned(),

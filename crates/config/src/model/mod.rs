@@ -321,27 +321,50 @@ impl Checker<'_> {
         }
     }
 
-    fn tls(&mut self, key: String, value: Option<&str>, default: TlsMode) -> TlsMode {
-        match value {
-            None => default,
-            Some("implicit") => TlsMode::Implicit,
-            Some("starttls") => TlsMode::StartTls,
-            Some("none") => {
-                self.warnings.push(format!(
-                    "{key} = \"none\": passwords and mail cross the network unencrypted"
-                ));
-                TlsMode::None
-            }
-            Some(other) => {
-                self.err(
-                    key,
-                    format!(
-                        "{other:?} is not a TLS mode; use \"implicit\", \"starttls\" or \"none\""
-                    ),
-                );
-                default
-            }
+    /// One of a few words: `value` (or `default` when absent) as its `T`; anything else is
+    /// an error at `key` that lists the words, and gives `default`.
+    pub(crate) fn choice<T: Copy>(
+        &mut self,
+        key: String,
+        value: Option<&str>,
+        default: T,
+        what: &str,
+        choices: &[(&str, T)],
+    ) -> T {
+        let Some(value) = value else {
+            return default;
+        };
+        if let Some((_, t)) = choices.iter().find(|(word, _)| *word == value) {
+            return *t;
         }
+        let words: Vec<String> = choices.iter().map(|(w, _)| format!("{w:?}")).collect();
+        let listed = match words.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.err(key, format!("{value:?} is not {what}; use {listed}"));
+        default
+    }
+
+    fn tls(&mut self, key: String, value: Option<&str>, default: TlsMode) -> TlsMode {
+        let tls = self.choice(
+            key.clone(),
+            value,
+            default,
+            "a TLS mode",
+            &[
+                ("implicit", TlsMode::Implicit),
+                ("starttls", TlsMode::StartTls),
+                ("none", TlsMode::None),
+            ],
+        );
+        if value == Some("none") {
+            self.warnings.push(format!(
+                "{key} = \"none\": passwords and mail cross the network unencrypted"
+            ));
+        }
+        tls
     }
 
     fn ca_file(&mut self, key: String, value: Option<&str>) -> Option<Vec<u8>> {
