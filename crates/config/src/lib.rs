@@ -21,7 +21,7 @@ pub mod raw;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_scoped};
 pub use mailferry_core::Secret;
-pub use model::oauth::{OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
+pub use model::oauth::{OAuthClient, OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
 pub use model::{
     AccountConfig, AfterDelivery, Config, DEFAULT_SPAM_FOLDERS, Daemon, DestinationConfig,
     DestinationKind, Endpoint, FirstRun, GmailAuth, GmailConfig, GmailMode, Notify, Protocol,

@@ -256,22 +256,22 @@ destination = "home"
         let crate::SourceAuth::OAuth2(o) = &cfg.accounts[0].auth else {
             panic!("expected OAuth2")
         };
-        assert_eq!(o.provider, crate::OAuthProvider::Microsoft);
+        assert_eq!(o.client.kind, crate::OAuthProvider::Microsoft);
         assert_eq!(o.flow, crate::SignInFlow::Device);
         assert_eq!(
-            o.token_url,
+            o.client.token_url,
             "https://login.microsoftonline.com/consumers/oauth2/v2.0/token"
         );
         assert_eq!(
-            o.device_url.as_deref(),
+            o.client.device_url.as_deref(),
             Some("https://login.microsoftonline.com/consumers/oauth2/v2.0/devicecode")
         );
         assert_eq!(
-            o.scopes[0],
+            o.client.scopes[0],
             "https://outlook.office.com/POP.AccessAsUser.All"
         );
-        assert!(o.scopes.iter().any(|s| s == "offline_access"));
-        assert!(o.client_secret.is_none());
+        assert!(o.client.scopes.iter().any(|s| s == "offline_access"));
+        assert!(o.client.client_secret.is_none());
     }
 
     #[test]

@@ -9,12 +9,14 @@
 mod error;
 mod message;
 mod net;
+mod oauth;
 mod secret;
 mod traits;
 
 pub use error::{Classify, ErrorClass, requested_wait};
 pub use message::RawMessage;
 pub use net::{Login, TlsMode, unix_now};
+pub use oauth::{OAuthClient, OAuthProvider};
 pub use secret::Secret;
 pub use traits::{
     Destination, FetchFailure, Fetched, FolderState, ListFrom, ListedMessage, Lookup, MessageKey,

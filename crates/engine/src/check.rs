@@ -147,7 +147,11 @@ pub async fn account(
         out.push(Finding::fail("login", r.message, hint));
     }
     if let SourceAuth::OAuth2(settings) = &account.auth {
-        match tokens.oauth().measure_skew(&settings.token_url).await {
+        match tokens
+            .oauth()
+            .measure_skew(&settings.client.token_url)
+            .await
+        {
             Ok(skew) if skew.abs() <= 300 => out.push(Finding::ok(
                 "clock",
                 format!("within {} s of the sign-in server's", skew.abs()),

@@ -77,7 +77,7 @@ struct GmailTokens<'k> {
 enum OwnedTokenSource {
     Keeper {
         owner: String,
-        settings: OAuthSettings,
+        settings: Box<OAuthSettings>,
     },
     File(std::path::PathBuf),
 }
@@ -375,7 +375,7 @@ impl<'a> Delivery<'a> {
             source: match source {
                 TokenSource::Keeper { owner, settings } => OwnedTokenSource::Keeper {
                     owner: owner.clone(),
-                    settings: (*settings).clone(),
+                    settings: Box::new((*settings).clone()),
                 },
                 TokenSource::File(p) => OwnedTokenSource::File(p.to_path_buf()),
             },

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mailferry_config::{Config, OAuthProvider, OAuthSettings, SourceAuth};
+use mailferry_config::{Config, OAuthSettings, SourceAuth};
 use mailferry_core::{Classify, ErrorClass, Secret};
-use mailferry_oauth::{OAuth, OAuthError, Provider, ProviderKind, TokenSet};
+use mailferry_oauth::{OAuth, OAuthClient, OAuthError, TokenSet};
 use mailferry_store::{IssuedTokens, Store, StoreError};
 use tracing::{debug, info, warn};
 
@@ -60,24 +60,10 @@ pub fn oauth_owners(config: &Config) -> Vec<(String, &OAuthSettings)> {
     accounts.chain(destinations).collect()
 }
 
-/// The sign-in server's view of a registration.
+/// The sign-in server's view of a registration: the configured client itself.
 #[must_use]
-pub fn provider(s: &OAuthSettings) -> Provider {
-    Provider {
-        kind: match s.provider {
-            OAuthProvider::Microsoft => ProviderKind::Microsoft,
-            OAuthProvider::Google => ProviderKind::Google,
-            OAuthProvider::Custom => ProviderKind::Custom,
-        },
-        client_id: s.client_id.clone(),
-        client_secret: s.client_secret.clone(),
-        authorize_url: s.authorize_url.clone(),
-        token_url: s.token_url.clone(),
-        device_url: s.device_url.clone(),
-        scopes: s.scopes.clone(),
-        authorize_params: s.authorize_params.clone(),
-        redirect_uri: s.redirect_uri.clone(),
-    }
+pub fn provider(s: &OAuthSettings) -> &OAuthClient {
+    &s.client
 }
 
 /// Why no access token could be had.
@@ -219,7 +205,7 @@ impl TokenKeeper {
         refresh_token: &Secret,
     ) -> Result<Secret, TokenError> {
         debug!(owner, "refreshing the access token");
-        match self.oauth.refresh(&provider(settings), refresh_token).await {
+        match self.oauth.refresh(provider(settings), refresh_token).await {
             Ok(set) => {
                 let rotated = set.refresh_token.as_ref() != Some(refresh_token);
                 let stored = self
@@ -300,10 +286,10 @@ impl TokenKeeper {
         if let Some(reason) = row.parked {
             return Err(TokenError::Parked(reason));
         }
-        if row.client_id != settings.client_id {
+        if row.client_id != settings.client.client_id {
             return Err(TokenError::ClientChanged {
                 stored: row.client_id,
-                configured: settings.client_id.clone(),
+                configured: settings.client.client_id.clone(),
             });
         }
         let issued_at = row.refreshed_at.max(row.signed_in_at);
@@ -343,7 +329,7 @@ impl TokenKeeper {
                 }
             };
             if row.parked.is_some()
-                || row.client_id != settings.client_id
+                || row.client_id != settings.client.client_id
                 || now - row.refreshed_at < KEEPALIVE_AFTER
             {
                 continue;
@@ -397,8 +383,8 @@ pub async fn save_sign_in(
     store
         .save_sign_in(
             owner,
-            &settings.client_id,
-            &settings.token_url,
+            &settings.client.client_id,
+            &settings.client.token_url,
             issued(set, refresh),
         )
         .await?;

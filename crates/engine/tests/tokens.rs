@@ -3,22 +3,24 @@
 
 use std::time::Duration;
 
-use mailferry_config::{OAuthProvider, OAuthSettings, SignInFlow};
+use mailferry_config::{OAuthClient, OAuthProvider, OAuthSettings, SignInFlow};
 use mailferry_engine::tokens::{self, TokenKeeper};
 use mailferry_store::Store;
 use mailferry_testkit::FakeIdp;
 
 fn settings(idp: &FakeIdp) -> OAuthSettings {
     OAuthSettings {
-        provider: OAuthProvider::Custom,
-        client_id: "engine-test".into(),
-        client_secret: None,
-        authorize_url: idp.url("/authorize"),
-        token_url: idp.url("/token"),
-        device_url: Some(idp.url("/devicecode")),
-        scopes: vec!["smtp".into(), "offline_access".into()],
-        authorize_params: Vec::new(),
-        redirect_uri: None,
+        client: OAuthClient {
+            kind: OAuthProvider::Custom,
+            client_id: "engine-test".into(),
+            client_secret: None,
+            authorize_url: idp.url("/authorize"),
+            token_url: idp.url("/token"),
+            device_url: Some(idp.url("/devicecode")),
+            scopes: vec!["smtp".into(), "offline_access".into()],
+            authorize_params: Vec::new(),
+            redirect_uri: None,
+        },
         flow: SignInFlow::Device,
     }
 }
@@ -28,11 +30,11 @@ async fn sign_in(idp: &FakeIdp, keeper: &TokenKeeper, store: &Store, owner: &str
     let s = settings(idp);
     let p = tokens::provider(&s);
     idp.set("declared_ttl", ttl);
-    let code = keeper.oauth().start_device(&p).await.expect("device code");
+    let code = keeper.oauth().start_device(p).await.expect("device code");
     idp.approve(code.user_code(), "me@example.org");
     let set = keeper
         .oauth()
-        .finish_device(&p, &code)
+        .finish_device(p, &code)
         .await
         .expect("sign-in");
     tokens::save_sign_in(store, owner, &s, &set)

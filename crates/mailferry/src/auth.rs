@@ -75,7 +75,7 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
     };
     let set: TokenSet = match flow {
         SignInFlow::Device => {
-            let code = keeper.oauth().start_device(&provider).await?;
+            let code = keeper.oauth().start_device(provider).await?;
             println!(
                 "To sign in {name} ({username}), open {} in a browser on any device and enter the code {}",
                 code.verification_uri(),
@@ -85,10 +85,10 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
                 "Waiting for you to approve it (the code is valid for {} minutes)...",
                 code.expires_in().as_secs().div_ceil(60)
             );
-            keeper.oauth().finish_device(&provider, &code).await?
+            keeper.oauth().finish_device(provider, &code).await?
         }
         SignInFlow::Browser => {
-            let sign_in = BrowserSignIn::new(&provider, !flags.paste).await?;
+            let sign_in = BrowserSignIn::new(provider, !flags.paste).await?;
             println!(
                 "To sign in {name} ({username}), open this URL in a browser:\n\n{}\n",
                 sign_in.url()
@@ -103,7 +103,7 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
                 );
             }
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-            sign_in.finish(keeper.oauth(), &provider, stdin).await?
+            sign_in.finish(keeper.oauth(), provider, stdin).await?
         }
     };
     tokens::save_sign_in(&store, &owner, settings, &set).await?;

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use crate::client::OAuth;
-use crate::{OAuthError, Provider, TokenSet};
+use crate::{OAuthClient, OAuthError, TokenSet};
 
 /// The request line and headers of a redirect are far below this.
 const MAX_REQUEST: usize = 16 * 1024;
@@ -45,7 +45,7 @@ impl BrowserSignIn {
     ///
     /// # Errors
     /// When the loopback port cannot be opened or the provider's URLs are malformed.
-    pub async fn new(p: &Provider, listen: bool) -> Result<Self, OAuthError> {
+    pub async fn new(p: &OAuthClient, listen: bool) -> Result<Self, OAuthError> {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|source| OAuthError::Local {
@@ -102,7 +102,7 @@ impl BrowserSignIn {
     pub async fn finish<R>(
         self,
         oauth: &OAuth,
-        p: &Provider,
+        p: &OAuthClient,
         pasted: R,
     ) -> Result<TokenSet, OAuthError>
     where
@@ -407,8 +407,8 @@ mod tests {
 
     #[tokio::test]
     async fn debug_hides_the_verifier_and_state() {
-        let p = crate::Provider {
-            kind: crate::ProviderKind::Custom,
+        let p = crate::OAuthClient {
+            kind: crate::OAuthProvider::Custom,
             client_id: "c".into(),
             client_secret: None,
             authorize_url: "http://127.0.0.1/authorize".into(),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::error::{OAuthError, Refusal};
-use crate::{Provider, ProviderKind, Secret, TokenSet, now};
+use crate::{OAuthClient, OAuthProvider, Secret, TokenSet, now};
 
 /// A clock difference larger than this is worth telling the user about.
 const SKEW_LIMIT: i64 = 300;
@@ -182,7 +182,7 @@ impl OAuth {
         builder.body(body.to_vec()).map_err(HttpError::Rebuild)
     }
 
-    pub(crate) fn client_for(p: &Provider) -> Result<Client, OAuthError> {
+    pub(crate) fn client_for(p: &OAuthClient) -> Result<Client, OAuthError> {
         let bad =
             |what: &str, url: &str| OAuthError::Config(format!("the {what} {url:?} is not a URL"));
         let token_url =
@@ -212,7 +212,7 @@ impl OAuth {
     ///
     /// # Errors
     /// When the provider offers no device flow or refuses.
-    pub async fn start_device(&self, p: &Provider) -> Result<DeviceCode, OAuthError> {
+    pub async fn start_device(&self, p: &OAuthClient) -> Result<DeviceCode, OAuthError> {
         let client = Self::client_for(p)?;
         let request = client.exchange_device_code().map_err(|_| {
             OAuthError::Config("this provider has no device code flow; use the browser flow".into())
@@ -236,7 +236,7 @@ impl OAuth {
     /// When the code expires, the user declines, or the server refuses.
     pub async fn finish_device(
         &self,
-        p: &Provider,
+        p: &OAuthClient,
         code: &DeviceCode,
     ) -> Result<TokenSet, OAuthError> {
         let client = Self::client_for(p)?;
@@ -264,7 +264,7 @@ impl OAuth {
     /// When the server refuses the code or the verifier.
     pub async fn exchange_code(
         &self,
-        p: &Provider,
+        p: &OAuthClient,
         code: &str,
         verifier: &str,
         redirect_uri: &str,
@@ -289,7 +289,7 @@ impl OAuth {
     /// [`OAuthError::token_dead`] tells a dead refresh token from a passing failure.
     pub async fn refresh(
         &self,
-        p: &Provider,
+        p: &OAuthClient,
         refresh_token: &Secret,
     ) -> Result<TokenSet, OAuthError> {
         let client = Self::client_for(p)?;
@@ -305,7 +305,7 @@ impl OAuth {
 
     fn refused<T>(
         &self,
-        p: &Provider,
+        p: &OAuthClient,
         e: RequestTokenError<HttpError, StandardErrorResponse<T>>,
     ) -> OAuthError
     where
@@ -351,7 +351,7 @@ impl OAuth {
 
 /// Builds the stored form of a token response.
 fn token_set(
-    p: &Provider,
+    p: &OAuthClient,
     r: &Response,
     previous_refresh: Option<&Secret>,
     first: bool,
@@ -361,13 +361,13 @@ fn token_set(
         None if first => {
             return Err(OAuthError::NoRefreshToken {
                 why: match p.kind {
-                    ProviderKind::Microsoft => {
+                    OAuthProvider::Microsoft => {
                         "the offline_access scope was not granted; mailferry asks for it, so check that the app registration allows it"
                     }
-                    ProviderKind::Google => {
+                    OAuthProvider::Google => {
                         "Google sends one only with access_type=offline and fresh consent; remove mailferry's access at https://myaccount.google.com/permissions and sign in again"
                     }
-                    ProviderKind::Custom => {
+                    OAuthProvider::Custom => {
                         "add the scope your provider needs for refresh tokens (often offline_access) to scopes"
                     }
                 },

@@ -2,7 +2,7 @@
 
 use mailferry_core::{Classify, ErrorClass};
 
-use crate::ProviderKind;
+use crate::OAuthProvider;
 
 /// Why the sign-in server said no, sorted by what the user has to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub enum OAuthError {
     #[error("the sign-in server refused: {error}{}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default(), skew_note(*.skew))]
     Refused {
         /// Whose server.
-        provider: ProviderKind,
+        provider: OAuthProvider,
         /// The `error` code.
         error: String,
         /// The `error_description`, first line.
@@ -196,7 +196,7 @@ impl Classify for OAuthError {
             );
         }
         Some(match (refusal, provider) {
-            (Refusal::Expired, ProviderKind::Google) => {
+            (Refusal::Expired, OAuthProvider::Google) => {
                 "the refresh token expired or was revoked: sign in again with `mailferry auth NAME`. If this happens every 7 days, your Google Cloud app is in \"Testing\": publish it (OAuth consent screen > Publish app) so refresh tokens last"
             }
             (Refusal::Expired, _) => {
@@ -205,7 +205,7 @@ impl Classify for OAuthError {
             (Refusal::Consent, _) => {
                 "the account has not consented to the scopes mailferry asks for: run `mailferry auth NAME` and accept them (a work account may need its administrator's consent)"
             }
-            (Refusal::Registration, ProviderKind::Microsoft) => {
+            (Refusal::Registration, OAuthProvider::Microsoft) => {
                 "the app registration cannot be used like this (a client-id Microsoft does not know, public client flows off, personal accounts not allowed, a redirect URI or scope it was not registered with): see README \"Outlook.com, Hotmail, Live, MSN (OAuth2)\" for both ways to get a registration, \"Allow public client flows\" = Yes, personal Microsoft accounts allowed, and redirect-uri as registered"
             }
             (Refusal::Registration, _) => {
@@ -225,7 +225,7 @@ mod tests {
 
     fn refused(error: &str, description: &str, skew: Option<i64>) -> OAuthError {
         OAuthError::Refused {
-            provider: ProviderKind::Microsoft,
+            provider: OAuthProvider::Microsoft,
             error: error.into(),
             description: Some(description.into()),
             refusal: Refusal::of(error, Some(description)),
@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn google_expiry_mentions_testing_mode() {
         let e = OAuthError::Refused {
-            provider: ProviderKind::Google,
+            provider: OAuthProvider::Google,
             error: "invalid_grant".into(),
             description: Some("Token has been expired or revoked.".into()),
             refusal: Refusal::Expired,

@@ -1,20 +1,9 @@
 //! OAuth2 settings: provider presets (endpoints, scopes per protocol) and their checks.
 
-use mailferry_core::Secret;
-
 use super::Checker;
 use crate::raw::RawAuth;
 
-/// Whose sign-in server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OAuthProvider {
-    /// login.microsoftonline.com (Outlook.com, Hotmail, Microsoft 365).
-    Microsoft,
-    /// accounts.google.com.
-    Google,
-    /// Endpoints and scopes given in full.
-    Custom,
-}
+pub use mailferry_core::{OAuthClient, OAuthProvider};
 
 /// How `mailferry auth` signs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,26 +31,10 @@ pub enum TokenUse {
 /// A checked OAuth2 client registration.
 #[derive(Debug, Clone)]
 pub struct OAuthSettings {
-    /// Whose server.
-    pub provider: OAuthProvider,
-    /// The user's app registration.
-    pub client_id: String,
-    /// Client secret (Google desktop apps need one; Microsoft public clients must not).
-    pub client_secret: Option<Secret>,
-    /// Authorization endpoint.
-    pub authorize_url: String,
-    /// Token endpoint.
-    pub token_url: String,
-    /// Device authorization endpoint.
-    pub device_url: Option<String>,
-    /// Scopes to request.
-    pub scopes: Vec<String>,
-    /// Extra parameters of the authorization URL.
-    pub authorize_params: Vec<(String, String)>,
+    /// The user's app registration at the provider, with the scopes to ask for.
+    pub client: OAuthClient,
     /// How `mailferry auth` signs in.
     pub flow: SignInFlow,
-    /// The app's registered redirect URI, when not `http://127.0.0.1:PORT/`.
-    pub redirect_uri: Option<String>,
 }
 
 const MS_RESOURCE: &str = "https://outlook.office.com/";
@@ -278,16 +251,18 @@ impl Checker<'_> {
             Vec::new()
         };
         Some(OAuthSettings {
-            provider,
-            client_id: client_id?,
-            client_secret,
-            authorize_url: authorize_url.unwrap_or_default(),
-            token_url: token_url?,
-            device_url,
-            scopes,
-            authorize_params,
+            client: OAuthClient {
+                kind: provider,
+                client_id: client_id?,
+                client_secret,
+                authorize_url: authorize_url.unwrap_or_default(),
+                token_url: token_url?,
+                device_url,
+                scopes,
+                authorize_params,
+                redirect_uri,
+            },
             flow,
-            redirect_uri,
         })
     }
 }
