@@ -37,18 +37,24 @@ pub struct Metrics {
     pub status: Mutex<String>,
 }
 
+impl Account {
+    /// Adds a report's messages and bytes (a run's, or a push delivery's).
+    fn count(&mut self, r: &AccountReport) {
+        self.fetched += r.counts.fetched;
+        self.delivered += r.counts.delivered;
+        self.failed += r.counts.failed;
+        self.refused += r.refused.len() as u64;
+        self.bytes += r.bytes;
+    }
+}
+
 impl Hooks for Metrics {
     fn after_push(&self, r: &AccountReport) {
         let mut all = self
             .accounts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let a = all.entry(r.account.clone()).or_default();
-        a.fetched += r.counts.fetched;
-        a.delivered += r.counts.delivered;
-        a.failed += r.counts.failed;
-        a.refused += r.refused.len() as u64;
-        a.bytes += r.bytes;
+        all.entry(r.account.clone()).or_default().count(r);
     }
 
     fn after_run(&self, r: &AccountReport, state: AccountState, next: Duration) {
@@ -57,11 +63,7 @@ impl Hooks for Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let a = all.entry(r.account.clone()).or_default();
-        a.fetched += r.counts.fetched;
-        a.delivered += r.counts.delivered;
-        a.failed += r.counts.failed;
-        a.refused += r.refused.len() as u64;
-        a.bytes += r.bytes;
+        a.count(r);
         a.duration_sum += r.elapsed.as_secs_f64();
         if r.error.is_none() {
             a.runs_ok += 1;
