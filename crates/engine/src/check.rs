@@ -9,6 +9,8 @@ use mailferry_config::{
     TlsMode,
 };
 use mailferry_core::{Source, SourceAction};
+use mailferry_imap::ImapSource;
+use mailferry_pop3::Pop3Source;
 
 use crate::build;
 use crate::deliver::Delivery;
@@ -82,7 +84,8 @@ pub async fn account(
     }
 
     let login = match account.protocol {
-        Protocol::Imap => match build::connect_imap(account, &config.daemon, tokens).await {
+        Protocol::Imap => match build::connect::<ImapSource>(account, &config.daemon, tokens).await
+        {
             Ok(mut s) => {
                 let caps = s.capabilities().await.unwrap_or_default();
                 let notable: Vec<&String> = caps
@@ -113,7 +116,8 @@ pub async fn account(
             }
             Err(stop) => Err(stop),
         },
-        Protocol::Pop3 => match build::connect_pop3(account, &config.daemon, tokens).await {
+        Protocol::Pop3 => match build::connect::<Pop3Source>(account, &config.daemon, tokens).await
+        {
             Ok(s) => {
                 starttls(&account.endpoint, &mut out);
                 out.push(Finding::ok(

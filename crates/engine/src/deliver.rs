@@ -107,9 +107,9 @@ impl AccessToken for GmailTokens<'_> {
                         }
                     })
                 }
-                OwnedTokenSource::File(p) => read_token(p)
-                    .map(|t| t.trim().to_owned())
-                    .map_err(GmailError::Unauthorized),
+                OwnedTokenSource::File(p) => {
+                    read_token(p).map_err(|e| GmailError::Unauthorized(e.to_string()))
+                }
             }
         })
     }

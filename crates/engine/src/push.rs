@@ -107,8 +107,12 @@ impl Watch<'_> {
                 warn!(cause = %e, "cannot record a push login");
             }
             let connected = Instant::now();
-            let ended = match build::connect_imap(self.account, &self.config.daemon, self.tokens)
-                .await
+            let ended = match build::connect::<ImapSource>(
+                self.account,
+                &self.config.daemon,
+                self.tokens,
+            )
+            .await
             {
                 Err(stop) => Ended::Failed {
                     report: stop.report(),

@@ -2,6 +2,8 @@
 
 use mailferry_config::{AccountConfig, Config, Protocol};
 use mailferry_core::{ErrorClass, Source};
+use mailferry_imap::ImapSource;
+use mailferry_pop3::Pop3Source;
 use mailferry_store::Store;
 
 use tokio_util::sync::CancellationToken;
@@ -163,14 +165,18 @@ async fn pipeline(
     let result = loop {
         let before = report.counts.fetched;
         let result = match account.protocol {
-            Protocol::Imap => match build::connect_imap(account, &config.daemon, tokens).await {
-                Ok(source) => gather_all(&run, source, report).await,
-                Err(e) => Err(e),
-            },
-            Protocol::Pop3 => match build::connect_pop3(account, &config.daemon, tokens).await {
-                Ok(source) => gather_all(&run, source, report).await,
-                Err(e) => Err(e),
-            },
+            Protocol::Imap => {
+                match build::connect::<ImapSource>(account, &config.daemon, tokens).await {
+                    Ok(source) => gather_all(&run, source, report).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Protocol::Pop3 => {
+                match build::connect::<Pop3Source>(account, &config.daemon, tokens).await {
+                    Ok(source) => gather_all(&run, source, report).await,
+                    Err(e) => Err(e),
+                }
+            }
         };
         match result {
             Err(Stop::Source(r))
