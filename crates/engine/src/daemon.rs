@@ -183,38 +183,13 @@ pub async fn serve(
             HashMap::new()
         }
     };
-    let now = mailferry_oauth::now();
-    let slots: Vec<Slot> = config
-        .accounts
-        .iter()
-        .map(|a| {
-            if !a.enabled {
-                // Never due: a disabled account stays idle until a reload enables it.
-                return Slot {
-                    interval: Duration::MAX / 4,
-                    first: Duration::MAX / 4,
-                    failures: 0,
-                };
-            }
-            let row = stored.get(&a.name);
-            let mut due_in = row.and_then(|r| r.next_run).map_or(0, |n| (n - now).max(0));
-            let mut failures = row.map_or(0, |r| r.failures);
-            if reloaded && failures > 0 {
-                // The reload may be the fix: try within a minute, backoff reset.
-                due_in = due_in.min(60);
-                failures = 0;
-            }
-            // Accounts that are due start a few seconds apart, not all at once.
-            let spread = Duration::from_secs(10)
-                .min(a.interval / 10)
-                .mul_f64(schedule::random_unit());
-            Slot {
-                interval: a.interval,
-                first: Duration::from_secs(u64::try_from(due_in).unwrap_or(0)).max(spread),
-                failures,
-            }
-        })
-        .collect();
+    let slots = first_slots(
+        config,
+        &stored,
+        mailferry_oauth::now(),
+        reloaded,
+        schedule::random_unit,
+    );
     let mut hosts = HashMap::new();
     for a in &config.accounts {
         hosts
@@ -271,6 +246,47 @@ pub async fn serve(
         }
     };
     tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive, pushing);
+}
+
+/// Each account's slot when the service starts or a reload applies: it resumes the stored
+/// schedule (next run, failures in a row), so a restart neither runs every account at once
+/// nor forgets a backoff. After a reload, a failing account is due within a minute with its
+/// backoff reset, since the new file may be the fix. Accounts that are due start up to 10 s
+/// (a tenth of their interval at most) apart, by `unit()` in 0..1. Disabled accounts are
+/// never due.
+fn first_slots(
+    config: &Config,
+    stored: &HashMap<String, ScheduleRow>,
+    now: i64,
+    reloaded: bool,
+    mut unit: impl FnMut() -> f64,
+) -> Vec<Slot> {
+    config
+        .accounts
+        .iter()
+        .map(|a| {
+            if !a.enabled {
+                return Slot {
+                    interval: Duration::MAX / 4,
+                    first: Duration::MAX / 4,
+                    failures: 0,
+                };
+            }
+            let row = stored.get(&a.name);
+            let mut due_in = row.and_then(|r| r.next_run).map_or(0, |n| (n - now).max(0));
+            let mut failures = row.map_or(0, |r| r.failures);
+            if reloaded && failures > 0 {
+                due_in = due_in.min(60);
+                failures = 0;
+            }
+            let spread = Duration::from_secs(10).min(a.interval / 10).mul_f64(unit());
+            Slot {
+                interval: a.interval,
+                first: Duration::from_secs(u64::try_from(due_in).unwrap_or(0)).max(spread),
+                failures,
+            }
+        })
+        .collect()
 }
 
 /// What became of a reload request.
@@ -346,14 +362,15 @@ pub async fn serve_reloading<L, C>(
 mod tests {
     use super::*;
 
-    /// A configuration with `n` accounts, none enabled (nothing connects anywhere).
-    fn config(dir: &std::path::Path, n: usize) -> Config {
+    /// A configuration with accounts `a0`..`a{n-1}`, every 10 minutes; disabled ones
+    /// connect nowhere.
+    fn config(dir: &std::path::Path, n: usize, enabled: bool) -> Config {
         let mut text = String::from(
             "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nenvelope-to = [\"me@home.example\"]\n",
         );
         for i in 0..n {
             text.push_str(&format!(
-                "[[account]]\nname = \"a{i}\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nusername = \"u\"\nauth = {{ method = \"password\", password-file = \"pass\" }}\ndestination = \"home\"\nenabled = false\n"
+                "[[account]]\nname = \"a{i}\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nusername = \"u\"\nauth = {{ method = \"password\", password-file = \"pass\" }}\ndestination = \"home\"\ninterval = \"10m\"\nenabled = {enabled}\n"
             ));
         }
         std::fs::write(dir.join("pass"), "pw").expect("write");
@@ -362,8 +379,74 @@ mod tests {
         mailferry_config::load(&path).expect("valid")
     }
 
-    // Real time, not tokio's paused clock: SQLite works on blocking threads, and a paused
-    // clock jumps ahead while they run (the pool's acquire timeout fires). The waits are short.
+    fn stored(account: &str, failures: u32, next_run: i64) -> (String, ScheduleRow) {
+        let row = ScheduleRow {
+            account: account.to_owned(),
+            state: if failures > 0 { "backing-off" } else { "ok" }.to_owned(),
+            failures,
+            next_run: Some(next_run),
+            last_run: None,
+            last_success: None,
+            last_error: None,
+            last_hint: None,
+            interval_s: 600,
+        };
+        (account.to_owned(), row)
+    }
+
+    fn firsts(slots: &[Slot]) -> Vec<(u64, u32)> {
+        slots
+            .iter()
+            .map(|s| (s.first.as_secs(), s.failures))
+            .collect()
+    }
+
+    #[test]
+    fn a_restart_resumes_the_stored_schedule_and_a_reload_pulls_failing_accounts_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path(), 3, true);
+        let now = 1_800_000_000;
+        // a0 healthy, next run in 20 min; a1 failed 3 times, next try in 2 h; a2 never ran.
+        let rows: HashMap<_, _> = [stored("a0", 0, now + 1200), stored("a1", 3, now + 7200)]
+            .into_iter()
+            .collect();
+
+        let started = first_slots(&config, &rows, now, false, || 0.5);
+        // Due now: spread by up to min(10 s, interval / 10), here half of it.
+        assert_eq!(firsts(&started), [(1200, 0), (7200, 3), (5, 0)]);
+        assert!(
+            started
+                .iter()
+                .all(|s| s.interval == Duration::from_secs(600))
+        );
+
+        let reloaded = first_slots(&config, &rows, now, true, || 0.5);
+        // Only the failing account is pulled in, to within a minute, its backoff reset.
+        assert_eq!(firsts(&reloaded), [(1200, 0), (60, 0), (5, 0)]);
+
+        // A next run already past is due at once (after the spread).
+        let late: HashMap<_, _> = [stored("a0", 0, now - 300)].into_iter().collect();
+        assert_eq!(
+            firsts(&first_slots(&config, &late, now, false, || 0.0))[0],
+            (0, 0)
+        );
+
+        let disabled = first_slots(
+            &self::config(dir.path(), 1, false),
+            &rows,
+            now,
+            true,
+            || 0.5,
+        );
+        assert!(
+            disabled[0].first >= Duration::MAX / 4,
+            "a disabled account ran"
+        );
+    }
+
+    // No sleeps and no clock: each step waits for the outcome of the one before. (Not
+    // tokio's paused clock: SQLite works on its own thread, and a paused clock jumps to the
+    // pool's acquire timeout while it does.)
     #[tokio::test]
     async fn a_reload_applies_a_valid_file_keeps_the_old_one_for_an_invalid_one_and_cancel_ends_it()
     {
@@ -373,21 +456,22 @@ mod tests {
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let loads = std::sync::atomic::AtomicUsize::new(0);
-        let next = config(dir.path(), 2);
+        let next = config(dir.path(), 2, false);
         let load = || match loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
             0 => Ok(next.clone()),
             _ => Err("account[0].name: missing".to_owned()),
         };
-        let mut heard = Vec::new();
+        let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
         let changed = |r: Reload<'_>| {
-            heard.push(match r {
+            let outcome = match r {
                 Reload::Applied(c) => format!("applied {}", c.accounts.len()),
                 Reload::Refused(e) => format!("refused: {e}"),
-            });
+            };
+            heard_tx.send(outcome).expect("the test listens");
         };
         let wakeups = Wakeups::default();
         let serving = serve_reloading(
-            config(dir.path(), 1),
+            config(dir.path(), 1, false),
             rx,
             load,
             changed,
@@ -399,15 +483,19 @@ mod tests {
         );
         let driving = async {
             tx.send(()).await.expect("send");
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let first = heard.recv().await;
             tx.send(()).await.expect("send");
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let second = heard.recv().await;
             cancel.cancel();
+            [first, second]
         };
-        let ((), ()) = tokio::join!(serving, driving);
+        let ((), outcomes) = tokio::join!(serving, driving);
         assert_eq!(
-            heard,
-            ["applied 2", "refused: account[0].name: missing"],
+            outcomes,
+            [
+                Some("applied 2".to_owned()),
+                Some("refused: account[0].name: missing".to_owned())
+            ],
             "reloads were not applied in order"
         );
         assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);

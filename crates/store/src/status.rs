@@ -10,7 +10,8 @@ use crate::{Store, StoreError, now};
 pub struct ScheduleRow {
     /// Account name.
     pub account: String,
-    /// `ok`, `backing off`, `parked: needs auth`, `failing: needs a fix`.
+    /// The account's state as a stable token (`ok`, `backing-off`, `parked`, `failing`;
+    /// the engine's `AccountState` reads and writes it; rows from before 0.1 hold words).
     pub state: String,
     /// Failed runs in a row.
     pub failures: u32,
