@@ -17,6 +17,8 @@ mod model;
 mod presets;
 mod push;
 pub mod raw;
+#[cfg(test)]
+mod testing;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_scoped};

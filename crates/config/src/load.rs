@@ -71,11 +71,9 @@ pub fn load_scoped(path: &Path, scope: &SecretScope) -> Result<Config, ConfigErr
     let mut unknown = Vec::new();
     let raw: RawConfig = serde_ignored::deserialize(layered, |p| unknown.push(key_path(&p)))
         .map_err(|e: config::ConfigError| {
-            fail(vec![ConfigError {
-                key: String::new(),
-                line: None,
-                message: e.to_string(),
-            }])
+            let mut error = wrong_value(e);
+            error.line = find_line(&text, spans.get_ref(), &error.key);
+            fail(vec![error])
         })?;
 
     let mut errors: Vec<ConfigError> = unknown
@@ -98,6 +96,85 @@ pub fn load_scoped(path: &Path, scope: &SecretScope) -> Result<Config, ConfigErr
     }
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     Err(fail(errors))
+}
+
+/// A value of the wrong type (`port = "many"`), with its key in our notation so that its
+/// line can be found. A value under a key that may hold a secret is not repeated.
+fn wrong_value(e: config::ConfigError) -> ConfigError {
+    let (key, message) = match e {
+        config::ConfigError::Type {
+            unexpected,
+            expected,
+            key: Some(key),
+            ..
+        } => {
+            let key = dotted(&key);
+            let message = must_be(&key, expected, &unexpected.to_string());
+            (key, message)
+        }
+        config::ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => {
+            let key = dotted(&key);
+            // serde's own words: `invalid type: string "x", expected struct RawAuth`.
+            let text = error.to_string();
+            let message = match text
+                .strip_prefix("invalid type: ")
+                .and_then(|t| t.split_once(", expected "))
+            {
+                Some((found, expected)) => must_be(&key, expected, found),
+                None if may_hold_a_secret(&key) => {
+                    "is not written as config/mailferry.example.toml shows".to_owned()
+                }
+                None => text,
+            };
+            (key, message)
+        }
+        other => (String::new(), other.to_string()),
+    };
+    ConfigError {
+        key,
+        line: None,
+        message,
+    }
+}
+
+/// "must be an integer, not string \"many\"": what the key takes, in the file's words
+/// (a `struct` is a table), and what it holds, unless it may be a secret.
+fn must_be(key: &str, expected: &str, found: &str) -> String {
+    let expected = match expected {
+        e if !(e.starts_with("struct ") || e.starts_with("a map")) => e,
+        _ if key.ends_with(".auth") => {
+            "a table, e.g. { method = \"password\", password-file = \"...\" }"
+        }
+        _ => "a table",
+    };
+    if may_hold_a_secret(key) && found.starts_with("string") {
+        format!("must be {expected}, not a string")
+    } else {
+        format!("must be {expected}, not {found}")
+    }
+}
+
+/// `destination[0]port` (the config crate's notation) as `destination[0].port`.
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|n| *n != '[' && *n != '.') {
+            out.push('.');
+        }
+    }
+    out
+}
+
+fn may_hold_a_secret(key: &str) -> bool {
+    ["auth", "password", "secret", "token"]
+        .iter()
+        .any(|w| key.contains(w))
 }
 
 /// Turns serde_ignored's path into our notation: `account[1].auth.pasword-file`.
@@ -162,6 +239,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{PASSWORD, Sample};
 
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
         let p = dir.join(name);
@@ -169,54 +247,33 @@ mod tests {
         p
     }
 
-    const GOOD: &str = r#"
-[daemon]
-state-dir = "state"
-
-[[destination]]
-name = "home"
-kind = "smtp"
-host = "127.0.0.1"
-port = 2525
-tls = "none"
-envelope-to = ["me@home.example"]
-
-[[account]]
-name = "gmx"
-provider = "gmx"
-username = "me@gmx.net"
-auth = { method = "password", password-file = "gmx.pass" }
-destination = "home"
-"#;
-
     #[test]
     fn good_file_resolves_presets_and_secrets() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "gmx.pass", "s3cret\n");
-        let cfg = load(&write(dir.path(), "m.toml", GOOD)).expect("valid");
+        let cfg = load(&write(dir.path(), "m.toml", &Sample::new().text())).expect("valid");
         let a = &cfg.accounts[0];
         assert_eq!(a.endpoint.host, "imap.gmx.net");
-        assert_eq!(a.endpoint.port, 993);
-        assert_eq!(a.folders, ["INBOX"]);
-        assert_eq!(a.interval, std::time::Duration::from_secs(600));
         let crate::SourceAuth::Password(p) = &a.auth else {
             panic!("expected a password login")
         };
         assert_eq!(p.expose(), "s3cret");
+        // Relative paths are the file's directory's.
         assert_eq!(cfg.daemon.state_dir, dir.path().join("state"));
         assert!(cfg.warnings.iter().any(|w| w.contains("unencrypted")));
     }
 
     #[test]
     fn all_errors_at_once_with_keys_and_lines() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let text = GOOD
-            .replace(
-                "provider = \"gmx\"",
-                "provider = \"gmx\"\npasword = \"x\"\ninterval = \"soon\"",
+        let sample = Sample::new()
+            .account("pasword = \"x\"\ninterval = \"soon\"")
+            .edit(
+                "password-file = \"gmx.pass\"",
+                "password-file = \"nope.pass\"",
             )
-            .replace("destination = \"home\"", "destination = \"nowhere\"");
-        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
+            .edit("destination = \"home\"", "destination = \"nowhere\"");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = load(&write(dir.path(), "m.toml", &sample.text())).expect_err("invalid");
         let shown = err.to_string();
         let keys: Vec<_> = err.errors.iter().map(|e| e.key.as_str()).collect();
         assert!(keys.contains(&"account[0].pasword"), "{shown}");
@@ -228,9 +285,17 @@ destination = "home"
             .iter()
             .find(|e| e.key == "account[0].pasword")
             .expect("typo");
-        assert_eq!(typo.line, Some(16), "{shown}");
+        let line = sample
+            .text()
+            .lines()
+            .position(|l| l.starts_with("pasword"))
+            .map(|i| i + 1);
+        assert_eq!(typo.line, line, "{shown}");
         assert!(
-            shown.contains("m.toml:16: account[0].pasword: unknown key"),
+            shown.contains(&format!(
+                "m.toml:{}: account[0].pasword: unknown key",
+                line.unwrap_or_default()
+            )),
             "{shown}"
         );
         assert!(shown.contains("\"soon\" is not a duration"), "{shown}");
@@ -241,79 +306,24 @@ destination = "home"
     }
 
     #[test]
-    fn outlook_oauth2_takes_microsoft_endpoints_and_scopes_per_protocol() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let text = GOOD
-            .replace(
-                "provider = \"gmx\"",
-                "provider = \"outlook\"\nprotocol = \"pop3\"",
-            )
-            .replace(
-                r#"auth = { method = "password", password-file = "gmx.pass" }"#,
-                r#"auth = { method = "oauth2", client-id = "0000-app" }"#,
-            );
-        let cfg = load(&write(dir.path(), "m.toml", &text)).expect("valid");
-        let crate::SourceAuth::OAuth2(o) = &cfg.accounts[0].auth else {
-            panic!("expected OAuth2")
-        };
-        assert_eq!(o.client.kind, crate::OAuthProvider::Microsoft);
-        assert_eq!(o.flow, crate::SignInFlow::Device);
-        assert_eq!(
-            o.client.token_url,
-            "https://login.microsoftonline.com/consumers/oauth2/v2.0/token"
-        );
-        assert_eq!(
-            o.client.device_url.as_deref(),
-            Some("https://login.microsoftonline.com/consumers/oauth2/v2.0/devicecode")
-        );
-        assert_eq!(
-            o.client.scopes[0],
-            "https://outlook.office.com/POP.AccessAsUser.All"
-        );
-        assert!(o.client.scopes.iter().any(|s| s == "offline_access"));
-        assert!(o.client.client_secret.is_none());
-    }
-
-    #[test]
-    fn oauth2_mistakes_are_named() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let text = GOOD
-            .replace("provider = \"gmx\"", "provider = \"gmail\"")
-            .replace(
-                r#"auth = { method = "password", password-file = "gmx.pass" }"#,
-                r#"auth = { method = "oauth2", flow = "device", token-url = "http://example.org/token" }"#,
-            );
-        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
-        let shown = err.to_string();
-        for needle in [
-            "account[0].auth.client-id: missing",
-            "account[0].auth.client-secret-file: missing: Google's token endpoint wants the client secret",
-            "account[0].auth.token-url: \"http://example.org/token\" must be an https:// URL",
-            "account[0].auth.flow: Google does not allow mail scopes in the device flow",
-        ] {
-            assert!(shown.contains(needle), "{needle}\n{shown}");
-        }
-    }
-
-    #[test]
     fn secrets_never_appear_in_errors() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "gmx.pass", "hunter2\n");
-        let text = GOOD.replace("destination = \"home\"", "destination = \"x\"");
-        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
-        assert!(!err.to_string().contains("hunter2"));
+        let shown = Sample::new()
+            .edit("destination = \"home\"", "destination = \"x\"")
+            .errors();
+        assert!(!shown.contains(PASSWORD), "{shown}");
     }
 
     #[test]
     fn credentials_directory_is_expanded_and_its_absence_explained() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let text = GOOD.replace(
-            "password-file = \"gmx.pass\"",
-            "password-file = \"${CREDENTIALS_DIRECTORY}/gmx\"",
-        );
-        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("no credentials here");
-        let shown = err.to_string();
-        assert!(shown.contains("account[0].auth.password-file: cannot read /run/credentials/CREDENTIALS_DIRECTORY-is-not-set/gmx"), "{shown}");
+        Sample::new()
+            .edit(
+                "password-file = \"gmx.pass\"",
+                "password-file = \"${CREDENTIALS_DIRECTORY}/gmx\"",
+            )
+            .refused(
+                "account[0].auth.password-file",
+                "cannot read /run/credentials/CREDENTIALS_DIRECTORY-is-not-set/gmx",
+            );
     }
 
     #[test]
@@ -322,7 +332,8 @@ destination = "home"
         write(dir.path(), "gmx.pass", "s3cret\n");
         // A second account whose secret this process cannot read (the service's own).
         let text = format!(
-            "{GOOD}\n[[account]]\nname = \"other\"\nprovider = \"gmx\"\nusername = \"o@gmx.net\"\nauth = {{ method = \"password\", password-file = \"${{CREDENTIALS_DIRECTORY}}/other.pass\" }}\ndestination = \"home\"\n"
+            "{}\n[[account]]\nname = \"other\"\nprovider = \"gmx\"\nusername = \"o@gmx.net\"\nauth = {{ method = \"password\", password-file = \"${{CREDENTIALS_DIRECTORY}}/other.pass\" }}\ndestination = \"home\"\n",
+            Sample::new().text()
         );
         let path = write(dir.path(), "m.toml", &text);
 
@@ -370,23 +381,6 @@ destination = "home"
     }
 
     #[test]
-    fn moving_into_a_folder_that_is_read_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "gmx.pass", "pw");
-        let text = GOOD.replace(
-            "destination = \"home\"",
-            "destination = \"home\"\nfolders = [\"INBOX\", \"Archive\"]\nafter-delivery = \"move:archive\"",
-        );
-        let shown = load(&write(dir.path(), "m.toml", &text))
-            .expect_err("move into a read folder")
-            .to_string();
-        assert!(
-            shown.contains("account[0].after-delivery: \"archive\" is also in folders"),
-            "{shown}"
-        );
-    }
-
-    #[test]
     fn readme_pointers_in_errors_name_sections_that_exist() {
         let readme = include_str!("../../../README.md");
         let headings: Vec<&str> = readme
@@ -403,7 +397,9 @@ destination = "home"
         ];
         let mut found = 0;
         for text in sources {
-            for piece in text.split("README: \\\"").skip(1) {
+            // The program's messages, not the tests that quote them.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for piece in code.split("README: \\\"").skip(1) {
                 let name = piece.split("\\\"").next().unwrap_or_default();
                 found += 1;
                 assert!(
@@ -416,61 +412,6 @@ destination = "home"
     }
 
     #[test]
-    fn pop3_accounts_take_the_pop3_preset_and_refuse_folders() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "gmx.pass", "pw");
-        let text = GOOD.replace(
-            "provider = \"gmx\"",
-            "provider = \"gmx\"\nprotocol = \"pop3\"\nafter-delivery = \"delete\"",
-        );
-        let cfg = load(&write(dir.path(), "m.toml", &text)).expect("valid");
-        let a = &cfg.accounts[0];
-        assert_eq!(
-            (a.endpoint.host.as_str(), a.endpoint.port),
-            ("pop.gmx.net", 995)
-        );
-        assert_eq!(a.after_delivery, crate::AfterDelivery::Delete);
-        assert!(a.pipelining);
-
-        let text = GOOD.replace(
-            "provider = \"gmx\"",
-            "provider = \"icloud\"\nprotocol = \"pop3\"\nfolders = [\"Junk\"]",
-        );
-        let err = load(&write(dir.path(), "m.toml", &text))
-            .expect_err("invalid")
-            .to_string();
-        assert!(
-            err.contains("account[0].protocol: icloud offers no POP3"),
-            "{err}"
-        );
-        assert!(
-            err.contains("account[0].folders: POP3 has one maildrop"),
-            "{err}"
-        );
-
-        let text = GOOD.replace(
-            "provider = \"gmx\"",
-            "provider = \"gmx\"\nprotocol = \"pop3\"\nafter-delivery = \"move:Archive\"",
-        );
-        let err = load(&write(dir.path(), "m.toml", &text))
-            .expect_err("invalid")
-            .to_string();
-        assert!(
-            err.contains("account[0].after-delivery: \"move:Archive\" needs IMAP"),
-            "{err}"
-        );
-        let text = GOOD.replace(
-            "provider = \"gmx\"",
-            "provider = \"gmx\"\nafter-delivery = \"move:Archive\"",
-        );
-        let cfg = load(&write(dir.path(), "m.toml", &text)).expect("valid");
-        assert_eq!(
-            cfg.accounts[0].after_delivery,
-            crate::AfterDelivery::Move("Archive".into())
-        );
-    }
-
-    #[test]
     fn syntax_error_names_the_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let err =
@@ -479,12 +420,24 @@ destination = "home"
     }
 
     #[test]
-    fn wrong_type_names_the_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "gmx.pass", "x");
-        let text = GOOD.replace("port = 2525", "port = \"many\"");
-        let err = load(&write(dir.path(), "m.toml", &text)).expect_err("invalid");
-        assert!(err.to_string().contains("port"), "{err}");
+    fn a_value_of_the_wrong_type_is_named_with_its_key_and_line() {
+        let sample = Sample::new().edit("port = 2525", "port = \"many\"");
+        let line = sample.text().lines().position(|l| l == "port = \"many\"");
+        let shown = sample.errors();
+        assert!(
+            shown.contains(&format!(
+                "m.toml:{}: destination[0].port: must be an integer, not string \"many\"",
+                line.map_or(0, |i| i + 1)
+            )),
+            "{shown}"
+        );
+        // A secret written where a table belongs is not repeated.
+        let shown = Sample::new().auth("auth = \"hunter2\"").errors();
+        assert!(
+            shown.contains("account[0].auth: must be a table, e.g. { method = \"password\", password-file = \"...\" }, not a string"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
 

@@ -102,33 +102,9 @@ impl Checker<'_> {
 mod tests {
     use std::time::Duration;
 
-    const BASE: &str = r#"
-[daemon]
-state-dir = "state"
-
-[[destination]]
-name = "home"
-kind = "smtp"
-host = "127.0.0.1"
-port = 2525
-tls = "none"
-envelope-to = ["me@home.example"]
-
-[[account]]
-name = "gmx"
-provider = "gmx"
-username = "me@gmx.net"
-auth = { method = "password", password-file = "gmx.pass" }
-destination = "home"
-"#;
-
-    /// Loads BASE with `extra` lines in the account; the errors' text when it fails.
+    /// The sample with `extra` lines in its account; the errors' text when it fails.
     fn load(extra: &str) -> Result<crate::Config, String> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("gmx.pass"), "s3cret\n").expect("write");
-        let path = dir.path().join("m.toml");
-        std::fs::write(&path, format!("{BASE}{extra}\n")).expect("write");
-        crate::load(&path).map_err(|e| e.to_string())
+        crate::testing::Sample::new().account(extra).load()
     }
 
     #[test]

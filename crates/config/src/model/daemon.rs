@@ -152,3 +152,125 @@ impl Checker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::testing::Sample;
+
+    #[test]
+    fn an_empty_section_takes_the_documented_defaults() {
+        let config = Sample::new().load().expect("valid");
+        let d = &config.daemon;
+        assert_eq!(d.min_interval, Duration::from_secs(600));
+        assert_eq!(d.connect_timeout, Duration::from_secs(30));
+        assert_eq!(d.io_timeout, Duration::from_secs(120));
+        assert_eq!(d.max_connections_per_host, 20);
+        assert_eq!(d.metrics_listen, None);
+        assert_eq!(d.max_message_size, 150 * 1024 * 1024);
+        let n = &config.notify;
+        assert!(n.in_destination && n.webhook.is_none() && n.ping_url.is_none());
+        assert_eq!(n.after, 3);
+    }
+
+    #[test]
+    fn polling_more_often_than_every_10_minutes_needs_the_explicit_switch() {
+        Sample::new()
+            .daemon("min-interval = \"2m\"")
+            .refused("daemon.min-interval", "allow-short-intervals = true");
+        let config = Sample::new()
+            .daemon("min-interval = \"2m\"\nallow-short-intervals = true")
+            .load()
+            .expect("allowed");
+        assert_eq!(config.daemon.min_interval, Duration::from_secs(120));
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("daemon.min-interval = 2m is below 10 minutes")),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn sizes_and_addresses_are_read_with_their_units() {
+        let config = Sample::new()
+            .daemon("max-message-size = \"25MB\"\nmetrics-listen = \"127.0.0.1:9925\"\nio-timeout = \"90s\"")
+            .load()
+            .expect("valid");
+        assert_eq!(config.daemon.max_message_size, 25_000_000);
+        assert_eq!(
+            config.daemon.metrics_listen,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9925)))
+        );
+        assert_eq!(config.daemon.io_timeout, Duration::from_secs(90));
+        let config = Sample::new()
+            .daemon("max-message-size = 2048")
+            .load()
+            .expect("bytes");
+        assert_eq!(config.daemon.max_message_size, 2048);
+    }
+
+    #[test]
+    fn daemon_mistakes_name_their_key_and_say_what_to_write() {
+        for (lines, key, why) in [
+            (
+                "max-connections-per-host = 0",
+                "daemon.max-connections-per-host",
+                "at least 1",
+            ),
+            (
+                "metrics-listen = \"localhost\"",
+                "daemon.metrics-listen",
+                "\"127.0.0.1:9925\"",
+            ),
+            (
+                "max-message-size = 100",
+                "daemon.max-message-size",
+                "below 1 KiB",
+            ),
+            (
+                "max-message-size = \"lots\"",
+                "daemon.max-message-size",
+                "write e.g. \"150MB\"",
+            ),
+            (
+                "max-message-size = \"10 parsecs\"",
+                "daemon.max-message-size",
+                "is not a unit",
+            ),
+            (
+                "connect-timeout = \"soon\"",
+                "daemon.connect-timeout",
+                "is not a duration",
+            ),
+        ] {
+            Sample::new().daemon(lines).refused(key, why);
+        }
+    }
+
+    #[test]
+    fn notices_go_only_to_https_or_loopback_and_after_at_least_one_failure() {
+        Sample::new()
+            .notify("notify-after = 0")
+            .refused("notify.notify-after", "at least 1");
+        Sample::new()
+            .notify("webhook = \"http://example.org/hook\"")
+            .refused("notify.webhook", "must be an https:// URL");
+        Sample::new()
+            .notify("ping-url = \"ftp://127.0.0.1/\"")
+            .refused("notify.ping-url", "must be an https:// URL");
+        let config = Sample::new()
+            .notify("webhook = \"http://127.0.0.1:8080/hook\"\nin-destination = false\nnotify-after = 5")
+            .load()
+            .expect("valid");
+        assert_eq!(
+            config.notify.webhook.as_deref(),
+            Some("http://127.0.0.1:8080/hook")
+        );
+        assert!(!config.notify.in_destination);
+        assert_eq!(config.notify.after, 5);
+    }
+}

@@ -382,3 +382,73 @@ impl Checker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Sample;
+
+    #[test]
+    fn names_are_unique_and_an_account_is_required() {
+        let twice = Sample::new().text().replace(
+            "[[account]]",
+            "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"h\"\nenvelope-to = [\"a@b.c\"]\n\n[[account]]",
+        );
+        let errors = crate::testing::load_text(&twice).expect_err("twice");
+        assert!(
+            errors.contains("destination[1].name: the name \"home\" is used twice"),
+            "{errors}"
+        );
+        let text = Sample::new().text();
+        let account = &text[text.find("[[account]]").expect("account")..];
+        let errors = crate::testing::load_text(&format!("{text}\n{account}")).expect_err("twice");
+        assert!(
+            errors.contains("account[1].name: the name \"gmx\" is used twice"),
+            "{errors}"
+        );
+        let none = &text[..text.find("[[account]]").expect("account")];
+        let errors = crate::testing::load_text(none).expect_err("no account");
+        assert!(errors.contains("no [[account]] is configured"), "{errors}");
+    }
+
+    #[test]
+    fn a_secret_comes_from_exactly_one_nonempty_place() {
+        Sample::new()
+            .auth("auth = { method = \"password\", password-file = \"gmx.pass\", password-env = \"GMX\" }")
+            .refused("account[0].auth.password-file", "not both");
+        Sample::new()
+            .auth("auth = { method = \"password\" }")
+            .refused(
+                "account[0].auth.password-file",
+                "missing: set password-file",
+            );
+        Sample::new()
+            .auth(
+                "auth = { method = \"password\", password-env = \"MAILFERRY_TEST_SURELY_UNSET\" }",
+            )
+            .refused(
+                "account[0].auth.password-env",
+                "MAILFERRY_TEST_SURELY_UNSET is not set or empty",
+            );
+        Sample::new()
+            .auth("auth = { method = \"password\", password-file = \"missing.pass\" }")
+            .refused("account[0].auth.password-file", "cannot read");
+    }
+
+    #[test]
+    fn durations_and_ca_files_say_what_is_wrong() {
+        Sample::new()
+            .account("interval = \"0s\"")
+            .refused("account[0].interval", "must be longer than zero");
+        Sample::new().account("interval = \"ten minutes\"").refused(
+            "account[0].interval",
+            "write e.g. \"90s\", \"15m\" or \"1h\"",
+        );
+        // gmx.pass exists but holds no certificate.
+        Sample::new()
+            .account("tls-ca-file = \"gmx.pass\"")
+            .refused("account[0].tls-ca-file", "holds no PEM certificate");
+        Sample::new()
+            .account("tls-ca-file = \"none.pem\"")
+            .refused("account[0].tls-ca-file", "cannot read");
+    }
+}

@@ -270,6 +270,7 @@ impl Checker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Sample;
 
     #[test]
     fn microsoft_scopes_follow_the_protocol_and_ask_for_offline_access() {
@@ -298,5 +299,79 @@ mod tests {
         assert!(url_ok("http://[::1]:8080/token"));
         assert!(!url_ok("ftp://127.0.0.1/token"));
         assert!(!url_ok("https://"));
+    }
+
+    #[test]
+    fn outlook_oauth2_takes_microsoft_endpoints_and_scopes_per_protocol() {
+        let config = Sample::new()
+            .source("provider = \"outlook\"")
+            .account("protocol = \"pop3\"")
+            .auth("auth = { method = \"oauth2\", client-id = \"0000-app\" }")
+            .load()
+            .expect("valid");
+        let crate::SourceAuth::OAuth2(o) = &config.accounts[0].auth else {
+            panic!("expected OAuth2")
+        };
+        assert_eq!(o.client.kind, OAuthProvider::Microsoft);
+        assert_eq!(o.flow, SignInFlow::Device);
+        assert_eq!(
+            o.client.token_url,
+            "https://login.microsoftonline.com/consumers/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            o.client.device_url.as_deref(),
+            Some("https://login.microsoftonline.com/consumers/oauth2/v2.0/devicecode")
+        );
+        assert_eq!(
+            o.client.scopes[0],
+            "https://outlook.office.com/POP.AccessAsUser.All"
+        );
+        assert!(o.client.scopes.iter().any(|s| s == "offline_access"));
+        assert!(o.client.client_secret.is_none());
+    }
+
+    #[test]
+    fn google_signs_in_in_the_browser_with_offline_access() {
+        let config = Sample::new()
+            .source("provider = \"gmail\"")
+            .auth("auth = { method = \"oauth2\", client-id = \"app\", client-secret-file = \"client.secret\" }")
+            .load()
+            .expect("valid");
+        let crate::SourceAuth::OAuth2(o) = &config.accounts[0].auth else {
+            panic!("expected OAuth2")
+        };
+        assert_eq!(o.client.kind, OAuthProvider::Google);
+        assert_eq!(o.flow, SignInFlow::Browser);
+        assert!(
+            o.client
+                .authorize_params
+                .contains(&("access_type".into(), "offline".into()))
+        );
+        assert!(
+            o.client
+                .client_secret
+                .as_ref()
+                .is_some_and(|s| s.expose() == "client-secret")
+        );
+    }
+
+    #[test]
+    fn oauth2_mistakes_are_named() {
+        let shown = Sample::new()
+            .source("provider = \"gmail\"")
+            .auth("auth = { method = \"oauth2\", flow = \"device\", token-url = \"http://example.org/token\" }")
+            .errors();
+        for needle in [
+            "account[0].auth.client-id: missing",
+            "account[0].auth.client-secret-file: missing: Google's token endpoint wants the client secret",
+            "account[0].auth.token-url: \"http://example.org/token\" must be an https:// URL",
+            "account[0].auth.flow: Google does not allow mail scopes in the device flow",
+        ] {
+            assert!(shown.contains(needle), "{needle}\n{shown}");
+        }
+        Sample::new()
+            .source("host = \"mail.example.org\"")
+            .auth("auth = { method = \"oauth2\", provider = \"microsoft\", client-id = \"app\", flow = \"pigeon\" }")
+            .refused("account[0].auth.flow", "is not a sign-in flow");
     }
 }
