@@ -78,12 +78,17 @@ fn finish(mut child: Child, mut out: impl Read, mut seen: String) -> Run {
 
 /// `mailferry auth NAME` by device code; the test approves the code as `USER`.
 pub(crate) fn sign_in_by_device(b: &Bench, name: &str) -> Run {
+    sign_in_by_device_as(b, name, USER)
+}
+
+/// `mailferry auth NAME`, approved at the fake IdP as `user`.
+pub(crate) fn sign_in_by_device_as(b: &Bench, name: &str, user: &str) -> Run {
     let mut child = spawn_auth(b, &[name]);
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut seen = String::new();
     let line = read_until(&mut out, &mut seen, |l| l.contains("enter the code "));
     let code = line.trim().rsplit(' ').next().expect("code").to_owned();
-    b.dovecot.idp.approve(&code, USER);
+    b.dovecot.idp.approve(&code, user);
     finish(child, out, seen)
 }
 

@@ -480,18 +480,22 @@ fn log_json_writes_one_json_object_per_line_without_secrets() {
     );
 }
 
-#[test]
-fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
-    let b = Bench::start();
-    // The default schedule: ten minutes between runs, so nothing below is the timer.
-    // (Notices into the receiver would count as mail here: off.)
-    b.write_config(&[crate::oauth::oauth_account(&b, "src", "")]);
+/// Notices into the receiver would count as mail in these tests: off.
+fn no_notices_into_the_receiver(b: &Bench) {
     let config = std::fs::read_to_string(b.config_path()).expect("config");
     std::fs::write(
         b.config_path(),
         config + "\n[notify]\nin-destination = false\n",
     )
     .expect("config");
+}
+
+#[test]
+fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
+    let b = Bench::start();
+    // The default schedule: ten minutes between runs, so nothing below is the timer.
+    b.write_config(&[crate::oauth::oauth_account(&b, "src", "")]);
+    no_notices_into_the_receiver(&b);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
     let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
@@ -513,18 +517,22 @@ fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
             .contains("src: parked: needs auth")
     );
 
-    // Signing in wakes the service: the account runs within seconds, not in ten minutes.
+    // Signing in wakes the service: the account runs within seconds, not in ten minutes,
+    // and `auth` says how that run went (so it has ended when `auth` returns).
     let signed = Instant::now();
     let auth = crate::oauth::sign_in_by_device(&b, "src");
     assert_eq!(auth.code, 0, "{auth:?}");
     assert!(
-        auth.stdout.contains("The service runs src now."),
+        auth.stdout.contains("The service runs src now...")
+            && auth
+                .stdout
+                .contains("src: ran: 1 delivered, 0 already there, 0 failed."),
         "{auth:?}"
     );
-    wait_for("the parked account's run", Duration::from_secs(20), || {
-        b.smtp.messages().len() == 1
-    });
+    assert_eq!(b.smtp.messages().len(), 1);
     assert!(signed.elapsed() < Duration::from_secs(30));
+    let status = b.run(&["status"]);
+    assert!(status.stdout.starts_with("src: ok"), "{status:?}");
 
     // New mail, and `run-now` instead of waiting for the interval.
     b.dovecot.add_message("INBOX", &fixtures::simple(2));
@@ -552,6 +560,53 @@ fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
         alone.stderr.contains("the service is not running"),
         "{alone:?}"
     );
+    let _ = child.kill();
+}
+
+#[test]
+fn a_sign_in_as_the_wrong_mailbox_is_caught_by_the_run_auth_waits_for() {
+    let b = Bench::start();
+    b.write_config(&[crate::oauth::oauth_account(&b, "src", "")]);
+    no_notices_into_the_receiver(&b);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["run", "--config"])
+        .arg(b.config_path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    wait_for("the account's first run", Duration::from_secs(30), || {
+        std::fs::read_to_string(b.dir.path().join("service.log"))
+            .unwrap_or_default()
+            .contains("run finished")
+    });
+
+    // The sign-in itself succeeds (the IdP issues tokens for bob), but the mailbox is
+    // alice's: the server refuses them. `auth` reports that run, and exits 1.
+    let auth = crate::oauth::sign_in_by_device_as(&b, "src", "bob@test.example");
+    assert_eq!(auth.code, 1, "{auth:?}");
+    assert!(
+        auth.stdout.contains("you signed in as bob@test.example"),
+        "{auth:?}"
+    );
+    assert!(
+        auth.stdout.contains("src: the run failed: ")
+            && auth.stdout.contains("`mailferry status` says what to do"),
+        "{auth:?}"
+    );
+    assert!(b.smtp.messages().is_empty());
+    // In the server's words, not a Debug rendering of them.
+    assert!(
+        auth.stdout.contains(
+            "src: the run failed: the server refused the login: [AUTHENTICATIONFAILED] Authentication failed."
+        ),
+        "{auth:?}"
+    );
+
+    signal(&child, "TERM");
+    let _ = child.wait();
     let _ = child.kill();
 }
 

@@ -248,8 +248,12 @@ systemctl reload mailferry",
     let status = auth.wait().expect("wait for auth");
     assert!(status.success(), "{seen}");
     assert!(seen.contains(&format!("Signed in oa as {USER}.")), "{seen}");
+    // The service ran the account at once and `auth` waited for it: whether or not the
+    // service had already tried it unsigned (parked), it is fine now.
+    assert!(seen.contains("oa: ran: "), "{seen}");
     let status = m.ok("runuser -u mailferry -- mailferry status");
     assert!(status.contains(&format!("signed in as {USER}")), "{status}");
+    assert!(status.contains("\noa: ok"), "{status}");
     assert_eq!(
         m.ok("find /var/lib/mailferry ! -user mailferry | wc -l")
             .trim(),

@@ -140,7 +140,7 @@ impl ImapSource {
             )) => {
                 return Err(ImapError::Folder {
                     folder: folder.to_owned(),
-                    reason,
+                    reason: crate::error::server_words(&reason),
                 });
             }
             Ok(Err(e)) => return Err(ImapError::from(e)),

@@ -168,9 +168,37 @@ pub(crate) fn sanitize(e: async_imap::error::Error) -> ImapError {
                 .collect();
             ImapError::Protocol(format!("an unexpected {kind} response"))
         }
-        Error::No(text) => ImapError::Session(Error::No(bounded(text))),
-        Error::Bad(text) => ImapError::Session(Error::Bad(bounded(text))),
+        Error::No(text) => ImapError::Session(Error::No(bounded(server_words(&text)))),
+        Error::Bad(text) => ImapError::Session(Error::Bad(bounded(server_words(&text)))),
         other => ImapError::Session(other),
+    }
+}
+
+/// The server's own words in async-imap's rendering of a tagged `NO` or `BAD`
+/// (`code: Some(Alert), info: Some("text")`): `[ALERT] text`. Other text is kept.
+pub(crate) fn server_words(text: &str) -> String {
+    let Some((code, info)) = text
+        .strip_prefix("code: ")
+        .and_then(|rest| rest.split_once(", info: "))
+    else {
+        return text.to_owned();
+    };
+    let info = info
+        .strip_prefix("Some(\"")
+        .and_then(|i| i.strip_suffix("\")"))
+        .map(|i| i.replace("\\\"", "\"").replace("\\\\", "\\"))
+        .unwrap_or_default();
+    let code = code
+        .strip_prefix("Some(")
+        .and_then(|c| c.strip_suffix(')'))
+        .filter(|c| c.chars().all(|ch| ch.is_ascii_alphanumeric()))
+        .map(|c| format!("[{}] ", c.to_ascii_uppercase()))
+        .unwrap_or_default();
+    let words = format!("{code}{info}");
+    if words.trim().is_empty() {
+        "(no reason given)".to_owned()
+    } else {
+        words.trim().to_owned()
     }
 }
 
@@ -212,5 +240,29 @@ mod tests {
     fn long_server_texts_are_cut() {
         let e = sanitize(async_imap::error::Error::No("x".repeat(10_000)));
         assert!(format!("{e:?}").len() < 400);
+    }
+
+    #[test]
+    fn a_refusal_reads_in_the_servers_words_not_as_a_debug_rendering() {
+        assert_eq!(
+            server_words(
+                "code: None, info: Some(\"[AUTHENTICATIONFAILED] Authentication failed.\")"
+            ),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(
+            server_words("code: Some(Alert), info: Some(\"Say \\\"hi\\\" first\")"),
+            "[ALERT] Say \"hi\" first"
+        );
+        assert_eq!(server_words("code: None, info: None"), "(no reason given)");
+        assert_eq!(server_words("plain words"), "plain words");
+        let e = sanitize(async_imap::error::Error::No(
+            "code: None, info: Some(\"Mailbox doesn't exist: Archive\")".into(),
+        ));
+        // The session error's cause carries the words (the engine prints the chain).
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        let cause = cause.unwrap_or_default();
+        assert!(cause.contains("Mailbox doesn't exist: Archive"), "{cause}");
+        assert!(!cause.contains("info:"), "{cause}");
     }
 }

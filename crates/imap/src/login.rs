@@ -165,6 +165,7 @@ pub(crate) async fn oauth2_login(
 /// A `NO` to LOGIN: refused for good, or only for now (RFC 5530 `[UNAVAILABLE]`,
 /// Microsoft's throttling).
 pub(crate) fn login_refusal(text: String) -> ImapError {
+    let text = crate::error::server_words(&text);
     let temporary = [
         "[UNAVAILABLE]",
         "[INUSE]",

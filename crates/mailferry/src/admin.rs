@@ -45,6 +45,56 @@ pub(crate) async fn run_now(config: &Config, name: Option<&str>) -> anyhow::Resu
     }
 }
 
+/// Waits up to `limit` for the first run of each of `accounts` that started after run
+/// `after`, and prints how each went. `true` when every one ended without an error; a run
+/// still going at the limit is left to `mailferry status`.
+pub(crate) async fn report_runs(
+    store: &mailferry_store::Store,
+    accounts: &[String],
+    after: i64,
+    limit: std::time::Duration,
+) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut waiting: Vec<&String> = accounts.iter().collect();
+    let mut all_ok = true;
+    while !waiting.is_empty() {
+        for run in store.finished_after(after).await? {
+            let Some(i) = waiting.iter().position(|a| **a == run.account) else {
+                continue;
+            };
+            waiting.remove(i);
+            let c = &run.counts;
+            match &run.error {
+                None => println!(
+                    "{}: ran: {} delivered, {} already there, {} failed.",
+                    run.account, c.delivered, c.skipped, c.failed
+                ),
+                Some(e) => {
+                    all_ok = false;
+                    println!(
+                        "{}: the run failed: {e}\n  `mailferry status` says what to do.",
+                        run.account
+                    );
+                }
+            }
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for a in waiting {
+                println!(
+                    "{a}: still running after {}; `mailferry status` shows how it went.",
+                    humantime::format_duration(limit)
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Ok(all_ok)
+}
+
 /// `mailferry retry`: refused messages back to the queue.
 pub(crate) async fn retry(
     config: &Config,

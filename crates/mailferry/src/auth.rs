@@ -133,9 +133,19 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
         .filter(|a| a.name == name || a.destination == name)
         .map(|a| a.name.clone())
         .collect();
+    // Then it says how they went, so that the command that fixes an account also shows
+    // that it is fixed (or what is still wrong: scopes, IMAP access switched off).
+    let before = store.latest_run_id().await?;
+    let mut code = ExitCode::SUCCESS;
     if crate::wake(config, &store, &users).await? {
-        println!("The service runs {} now.", users.join(", "));
+        println!("The service runs {} now...", users.join(", "));
+        if !crate::admin::report_runs(&store, &users, before, RUN_WAIT).await? {
+            code = ExitCode::from(crate::EXIT_FAILED);
+        }
     }
     store.close().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
+
+/// How long `auth` waits for the runs it started before leaving them to `status`.
+const RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -25,7 +25,7 @@ mod push;
 mod status;
 mod tokens;
 pub use push::PushRow;
-pub use status::{ScheduleRow, Totals};
+pub use status::{FinishedRun, ScheduleRow, Totals};
 pub use tokens::{IssuedTokens, StoredToken};
 
 /// The embedded migrations; run by [`Store::open`].

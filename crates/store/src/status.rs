@@ -48,7 +48,61 @@ pub struct Totals {
     pub last_run: Option<(i64, Option<String>)>,
 }
 
+/// A run that has ended, as a command that woke the service reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRun {
+    /// Its id; later runs have larger ones.
+    pub id: i64,
+    /// The account.
+    pub account: String,
+    /// What it did.
+    pub counts: crate::RunCounts,
+    /// Why it ended early, if it did.
+    pub error: Option<String>,
+}
+
 impl Store {
+    /// The id of the latest run started so far (0 before the first): runs after it have
+    /// larger ids.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn latest_run_id(&self) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM runs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// The runs started after run `after` that have ended, oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn finished_after(&self, after: i64) -> Result<Vec<FinishedRun>, StoreError> {
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        let rows = sqlx::query(
+            "SELECT id, account, fetched, delivered, skipped, failed, error FROM runs \
+             WHERE id > ? AND finished_at IS NOT NULL ORDER BY id",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FinishedRun {
+                id: r.get(0),
+                account: r.get(1),
+                counts: crate::RunCounts {
+                    fetched: count(r.get(2)),
+                    delivered: count(r.get(3)),
+                    skipped: count(r.get(4)),
+                    failed: count(r.get(5)),
+                },
+                error: r.get(6),
+            })
+            .collect())
+    }
+
     /// Records what the daemon decided after a run of `account`.
     ///
     /// # Errors
