@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use mailferry_core::MessageKey;
 
-use crate::{Store, StoreError, now};
+use crate::{LedgerState, Store, StoreError, now};
 
 impl Store {
     /// When `folder` was first listed (Unix seconds) and the UIDVALIDITY of its last
@@ -95,8 +95,9 @@ impl Store {
         uidvalidity: u32,
     ) -> Result<HashSet<MessageKey>, StoreError> {
         const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 \
-                           AND state IN ('deferred', 'attempt')";
-        self.keys(SQL, account, folder, uidvalidity).await
+                           AND state IN (?4, ?5)";
+        let states = [LedgerState::Deferred, LedgerState::Attempt];
+        self.keys(SQL, account, folder, uidvalidity, &states).await
     }
 
     /// Records a listing of `folder` under `uidvalidity`: the first one (its time is kept),

@@ -124,9 +124,14 @@ impl Store {
         uidvalidity: u32,
     ) -> Result<HashSet<MessageKey>, StoreError> {
         const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 \
-                           AND state IN ('delivered', 'refused', 'duplicate') \
+                           AND state IN (?4, ?5, ?6) \
                            UNION ALL SELECT uid, uidl FROM baseline WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3";
-        self.keys(SQL, account, folder, uidvalidity).await
+        let states = [
+            LedgerState::Delivered,
+            LedgerState::Refused,
+            LedgerState::Duplicate,
+        ];
+        self.keys(SQL, account, folder, uidvalidity, &states).await
     }
 
     /// Keys of `folder` under `uidvalidity` whose delivery is committed (delivered, or a
@@ -140,9 +145,10 @@ impl Store {
         folder: &str,
         uidvalidity: u32,
     ) -> Result<HashSet<MessageKey>, StoreError> {
-        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
-                           AND state IN ('delivered', 'duplicate')";
-        self.keys(SQL, account, folder, uidvalidity).await
+        const SQL: &str = "SELECT uid, uidl FROM ledger WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 \
+                           AND state IN (?4, ?5)";
+        let states = [LedgerState::Delivered, LedgerState::Duplicate];
+        self.keys(SQL, account, folder, uidvalidity, &states).await
     }
 
     pub(crate) async fn keys(
@@ -151,13 +157,17 @@ impl Store {
         account: &str,
         folder: &str,
         uidvalidity: u32,
+        states: &[LedgerState],
     ) -> Result<HashSet<MessageKey>, StoreError> {
-        let rows = sqlx::query(sql)
+        // `sql` takes account, folder and uidvalidity as ?1..?3, then one ? per state.
+        let mut query = sqlx::query(sql)
             .bind(account)
             .bind(folder)
-            .bind(i64::from(uidvalidity))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(i64::from(uidvalidity));
+        for state in states {
+            query = query.bind(*state);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.into_iter()
             .map(|r| key_from_columns(r.get(0), r.get(1)))
             .collect()
@@ -204,6 +214,10 @@ impl Store {
             }
             _ => {}
         }
+        // The one state written as a literal (LedgerState::Delivered): the partial index
+        // `ledger_content` (`WHERE state = 'delivered'`) serves only a query that names its
+        // predicate literally, and this runs for every new message. Covered by
+        // tests/ledger.rs `same_content_under_new_uidvalidity_is_a_duplicate`.
         let seen_elsewhere: bool = previous.is_none()
             && sqlx::query_scalar::<_, i64>(
                 "SELECT EXISTS (SELECT 1 FROM ledger WHERE account = ? AND folder = ? AND sha256 = ? \
@@ -295,7 +309,7 @@ impl Store {
         let (uid, uidl) = key.columns();
         sqlx::query(
             "UPDATE ledger SET attempts = attempts + 1, updated_at = ? \
-             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ? AND state = 'attempt'",
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ? AND state = ?",
         )
         .bind(now())
         .bind(&key.account)
@@ -303,6 +317,7 @@ impl Store {
         .bind(i64::from(key.uidvalidity))
         .bind(uid)
         .bind(uidl)
+        .bind(LedgerState::Attempt)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -328,12 +343,12 @@ impl Store {
         sqlx::query(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
              attempts, destination, last_error, first_seen, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, CASE WHEN ?9 <= 1 THEN 'refused' ELSE 'deferred' END, \
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, CASE WHEN ?9 <= 1 THEN ?10 ELSE ?11 END, \
              1, ?6, ?7, ?8, ?8) \
              ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
              attempts = attempts + 1, last_error = excluded.last_error, updated_at = excluded.updated_at, \
-             state = CASE WHEN attempts + 1 >= ?9 THEN 'refused' ELSE 'deferred' END \
-             WHERE state IN ('deferred', 'attempt')",
+             state = CASE WHEN attempts + 1 >= ?9 THEN ?10 ELSE ?11 END \
+             WHERE state IN (?11, ?12)",
         )
         .bind(&key.account)
         .bind(&key.folder)
@@ -344,6 +359,9 @@ impl Store {
         .bind(reason)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(LedgerState::Refused)
+        .bind(LedgerState::Deferred)
+        .bind(LedgerState::Attempt)
         .execute(&mut *tx)
         .await?;
         let state: LedgerState = sqlx::query_scalar(
@@ -411,9 +429,10 @@ impl Store {
     pub async fn refusals(&self, account: &str) -> Result<Vec<Refusal>, StoreError> {
         let rows = sqlx::query(
             "SELECT folder, uidvalidity, uid, uidl, message_id, last_error FROM ledger \
-             WHERE account = ? AND state = 'refused' ORDER BY updated_at, id",
+             WHERE account = ? AND state = ? ORDER BY updated_at, id",
         )
         .bind(account)
+        .bind(LedgerState::Refused)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -448,10 +467,10 @@ impl Store {
         let bare = key.map(|k| k.trim().trim_matches(['<', '>']).to_owned());
         let uid = key.and_then(|k| k.trim().parse::<i64>().ok());
         let done = sqlx::query(
-            "UPDATE ledger SET state = 'deferred', \
+            "UPDATE ledger SET state = ?6, \
              last_error = 'returned to the queue by `mailferry retry`; was: ' || COALESCE(last_error, ''), \
              updated_at = ?1 \
-             WHERE state = 'refused' AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR folder = ?3) \
+             WHERE state = ?7 AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR folder = ?3) \
              AND (?4 IS NULL OR (uidl = '' AND uid = ?5) OR (uidl <> '' AND uidl = ?4) \
                   OR trim(message_id, '<>') = ?4)",
         )
@@ -460,6 +479,8 @@ impl Store {
         .bind(folder)
         .bind(bare)
         .bind(uid)
+        .bind(LedgerState::Deferred)
+        .bind(LedgerState::Refused)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

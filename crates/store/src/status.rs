@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use crate::{Store, StoreError, now};
+use crate::{LedgerState, Store, StoreError, now};
 
 /// One account's schedule as the daemon last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,14 +191,17 @@ impl Store {
         let day_ago = now() - 24 * 3600;
         let count = |v: i64| u64::try_from(v).unwrap_or(0);
         let r = sqlx::query(
-            "SELECT COUNT(*) FILTER (WHERE state = 'delivered'), \
-                    COUNT(*) FILTER (WHERE state = 'delivered' AND updated_at >= ?), \
-                    COUNT(*) FILTER (WHERE state = 'refused'), \
-                    COUNT(*) FILTER (WHERE state = 'deferred') \
-             FROM ledger WHERE account = ?",
+            "SELECT COUNT(*) FILTER (WHERE state = ?3), \
+                    COUNT(*) FILTER (WHERE state = ?3 AND updated_at >= ?1), \
+                    COUNT(*) FILTER (WHERE state = ?4), \
+                    COUNT(*) FILTER (WHERE state = ?5) \
+             FROM ledger WHERE account = ?2",
         )
         .bind(day_ago)
         .bind(account)
+        .bind(LedgerState::Delivered)
+        .bind(LedgerState::Refused)
+        .bind(LedgerState::Deferred)
         .fetch_one(&self.pool)
         .await?;
         let runs = sqlx::query(
