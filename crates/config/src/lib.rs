@@ -15,7 +15,6 @@ mod error;
 mod load;
 mod model;
 mod presets;
-mod push;
 pub mod raw;
 #[cfg(test)]
 mod testing;
@@ -24,10 +23,10 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_scoped};
 pub use mailferry_core::Secret;
 pub use model::oauth::{OAuthClient, OAuthProvider, OAuthSettings, SignInFlow, TokenUse};
+pub use model::push::Push;
 pub use model::{
     AccountConfig, AfterDelivery, Config, DEFAULT_SPAM_FOLDERS, Daemon, DestinationConfig,
     DestinationKind, Endpoint, FirstRun, GmailAuth, GmailConfig, GmailMode, Notify, Protocol,
     SecretScope, SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
 };
 pub use presets::{Preset, preset};
-pub use push::Push;

@@ -16,6 +16,7 @@ mod idle;
 mod literal8;
 mod login;
 mod source;
+mod uid_set;
 
 pub use connect::{ConnectOptions, TlsMode};
 pub use error::ImapError;

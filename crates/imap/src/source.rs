@@ -11,8 +11,8 @@ use tracing::{debug, warn};
 use crate::connect::{self, ConnectOptions, Stream, TlsMode, timed};
 use crate::error::ImapError;
 
-use crate::commands::sequence_set;
 use crate::login::{Login, capabilities, greeting, oauth2_login, password_login};
+use crate::uid_set::sequence_set;
 
 /// A logged-in IMAP session reading one folder at a time.
 pub struct ImapSource {

@@ -79,7 +79,7 @@ pub struct AccountConfig {
     /// What the first run of each folder delivers.
     pub first_run: FirstRun,
     /// IMAP IDLE on some folders (`push = "idle"`).
-    pub push: Option<crate::push::Push>,
+    pub push: Option<super::push::Push>,
 }
 
 /// What the first run of a folder delivers.
@@ -290,7 +290,7 @@ impl Checker<'_> {
         };
         let push = self.push(
             key,
-            crate::push::RawPush {
+            super::push::RawPush {
                 push: raw.push.as_deref(),
                 folders: raw.push_folders,
                 refresh: raw.idle_refresh.as_deref(),

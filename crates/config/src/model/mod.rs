@@ -12,6 +12,7 @@ mod account;
 mod daemon;
 mod destination;
 pub(crate) mod oauth;
+pub(crate) mod push;
 
 pub use account::{
     AccountConfig, AfterDelivery, DEFAULT_SPAM_FOLDERS, FirstRun, Protocol, SourceAuth,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Checker, Protocol};
+use super::{Checker, Protocol};
 
 /// How an account is pushed: the folders watched with IMAP IDLE, and how often each
 /// wait is renewed.

@@ -1,0 +1,277 @@
+//! The house rules of docs/ARCHITECTURE.md that a reader can check without running
+//! anything: which crate may depend on which, where SQL lives, that no two modules of a
+//! crate import each other in a loop, and that no file's code (its tests aside) passes
+//! 600 lines. Each test names the file and the rule it breaks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The longest a file's code may be, its `#[cfg(test)]` part not counted.
+const MAX_LINES: usize = 600;
+
+/// Crates that speak a protocol: they take plain values (host, port, access token) and
+/// never see the configuration or where a token comes from.
+const ADAPTERS: &[&str] = &["imap", "pop3", "smtp", "gmail", "store", "tls"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn crates() -> Vec<(String, PathBuf)> {
+    let dir = workspace().join("crates");
+    let mut out: Vec<_> = fs::read_dir(&dir)
+        .expect("crates/")
+        .map(|e| e.expect("crates/ entry").path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, p)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A file's code without its tests: everything before the first `#[cfg(test)]` at the
+/// start of a line. Files that are tests as a whole (`*_tests.rs`, `testing.rs`,
+/// `tests.rs`, a crate's `tests/` or the testkit) give nothing.
+fn code_part(path: &Path) -> String {
+    let name = path.file_name().expect("name").to_string_lossy();
+    let is_test_file = name.ends_with("_tests.rs")
+        || name == "tests.rs"
+        || name == "testing.rs"
+        || path.components().any(|c| c.as_os_str() == "tests");
+    if is_test_file {
+        return String::new();
+    }
+    let text = fs::read_to_string(path).expect("readable source");
+    match text.find("\n#[cfg(test)]") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+#[test]
+fn no_file_has_more_than_600_lines_of_code() {
+    let mut long = Vec::new();
+    for (name, dir) in crates() {
+        if name == "testkit" {
+            continue; // fakes and the benchmark driver: test code as a whole
+        }
+        for file in rust_files(&dir.join("src")) {
+            let lines = code_part(&file).lines().count();
+            if lines > MAX_LINES {
+                long.push(format!("{} ({lines} lines)", file.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines of code (split along a seam):\n{}",
+        long.join("\n")
+    );
+}
+
+/// The crate's top-level module a file belongs to (`run/transfer.rs` -> `run`).
+fn top_module(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?;
+    let first = rel.components().next()?.as_os_str().to_string_lossy();
+    let top = first.trim_end_matches(".rs").to_string();
+    (!matches!(top.as_str(), "lib" | "main" | "bin")).then_some(top)
+}
+
+/// The top-level modules `code` names through `crate::` (`crate::x::..`, `crate::{x, y::..}`).
+fn named_modules(code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        let words: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            group[..end]
+                .split(',')
+                .map(|part| part.trim().split("::").next().unwrap_or(""))
+                .collect()
+        } else {
+            vec![
+                rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .next()
+                    .unwrap_or(""),
+            ]
+        };
+        out.extend(
+            words
+                .into_iter()
+                .filter(|w| modules.contains(*w))
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+#[test]
+fn no_two_modules_of_a_crate_import_each_other_in_a_loop() {
+    let mut loops = Vec::new();
+    for (name, dir) in crates() {
+        let src = dir.join("src");
+        let files = rust_files(&src);
+        let modules: BTreeSet<String> = files.iter().filter_map(|f| top_module(&src, f)).collect();
+        let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in &files {
+            let Some(top) = top_module(&src, file) else {
+                continue;
+            };
+            let named = named_modules(&code_part(file), &modules);
+            uses.entry(top.clone())
+                .or_default()
+                .extend(named.into_iter().filter(|m| *m != top));
+        }
+        // A loop is a module that reaches itself.
+        for start in uses.keys() {
+            let mut path = vec![start.clone()];
+            if let Some(found) = reach(start, &uses, &mut path, &mut BTreeSet::new()) {
+                loops.push(format!("{name}: {}", found.join(" -> ")));
+            }
+        }
+    }
+    loops.sort();
+    loops.dedup();
+    assert!(loops.is_empty(), "modules in a loop:\n{}", loops.join("\n"));
+}
+
+fn reach(
+    start: &str,
+    uses: &BTreeMap<String, BTreeSet<String>>,
+    path: &mut Vec<String>,
+    seen: &mut BTreeSet<String>,
+) -> Option<Vec<String>> {
+    let here = path.last().expect("path").clone();
+    for next in uses.get(&here).into_iter().flatten() {
+        if next == start {
+            let mut found = path.clone();
+            found.push(next.clone());
+            return Some(found);
+        }
+        if seen.insert(next.clone()) {
+            path.push(next.clone());
+            if let Some(found) = reach(start, uses, path, seen) {
+                return Some(found);
+            }
+            path.pop();
+        }
+    }
+    None
+}
+
+/// The names of the `mailferry-*` crates in a manifest's `[dependencies]` (not dev).
+fn internal_dependencies(manifest: &Path) -> BTreeSet<String> {
+    let text = fs::read_to_string(manifest).expect("Cargo.toml");
+    let mut out = BTreeSet::new();
+    let mut in_deps = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+        } else if in_deps && let Some(rest) = line.strip_prefix("mailferry-") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '-')
+                .collect();
+            out.insert(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn adapters_never_depend_on_config_oauth_or_the_engine() {
+    let mut wrong = Vec::new();
+    for (name, dir) in crates() {
+        let deps = internal_dependencies(&dir.join("Cargo.toml"));
+        let banned: &[&str] = if ADAPTERS.contains(&name.as_str()) {
+            &["config", "oauth", "engine", "testkit"]
+        } else if name == "core" {
+            &[
+                "config", "oauth", "engine", "store", "imap", "pop3", "smtp", "gmail", "tls",
+            ]
+        } else {
+            &["testkit"]
+        };
+        for b in banned {
+            if deps.contains(*b) {
+                wrong.push(format!("crates/{name} depends on mailferry-{b}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn only_the_store_runs_sql() {
+    let mut wrong = Vec::new();
+    for (name, dir) in crates() {
+        if name == "store" {
+            continue;
+        }
+        for file in rust_files(&dir.join("src")) {
+            let code = code_part(&file);
+            if code.contains("sqlx::") || code.contains("rusqlite") {
+                wrong.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "SQL outside crates/store (add a Store method instead):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checks_see_what_they_guard() {
+    // A check that finds no files passes for the wrong reason.
+    let names: Vec<String> = crates().into_iter().map(|(n, _)| n).collect();
+    for expected in ["core", "engine", "imap", "store", "mailferry"] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "no crates/{expected}"
+        );
+    }
+    let engine = workspace().join("crates/engine");
+    assert!(internal_dependencies(&engine.join("Cargo.toml")).contains("config"));
+    let src = engine.join("src");
+    let modules: BTreeSet<String> = rust_files(&src)
+        .iter()
+        .filter_map(|f| top_module(&src, f))
+        .collect();
+    assert!(modules.contains("run") && modules.contains("build"));
+    let named = named_modules(
+        "use crate::{build::connect, run::{A, B}};\nlet x = crate::deliver::go();",
+        &modules,
+    );
+    assert!(named.contains("build") && named.contains("run") && named.contains("deliver"));
+    let with_tests = code_part(&workspace().join("crates/imap/src/uid_set.rs"));
+    assert!(!with_tests.contains("fn sequence_sets_merge_runs"));
+}
