@@ -8,7 +8,7 @@ use mailferry_testkit::{
     CYRUS_USER, Cyrus, FakeImap, ImapScript, PASSWORD, SmtpReceiver, fixtures,
 };
 
-use crate::util::{DAEMON, RCPT, Run, run_with_config, sqlite, summary};
+use crate::util::{DAEMON, RCPT, Run, once_ok_with_config, run_with_config, sqlite, summary};
 
 /// A config dir with the password file; the config is written by [`write`].
 struct Setup {
@@ -42,9 +42,7 @@ impl Setup {
     }
 
     fn once_ok(&self) -> Run {
-        let run = self.run(&["once"]);
-        assert_eq!(run.code, 0, "{run:?}");
-        run
+        once_ok_with_config(&self.config())
     }
 }
 

@@ -151,9 +151,7 @@ envelope-to = ["{RCPT}"]
 
     /// `mailferry once`, which must succeed (exit 0); the whole run is printed when not.
     pub fn once_ok(&self) -> Run {
-        let run = self.run(&["once"]);
-        assert_eq!(run.code, 0, "{run:?}");
-        run
+        once_ok_with_config(&self.config_path())
     }
 
     /// Runs `mailferry ARGS --config <bench config>` to completion.
@@ -206,6 +204,15 @@ envelope-to = ["{RCPT}"]
     }
 }
 
+/// `mailferry once --config CONFIG`, which must succeed (exit 0); the whole run is
+/// printed when not.
+pub fn once_ok_with_config(config: &Path) -> Run {
+    let run = run_with_config(config, &["once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    run
+}
+
+/// Runs `mailferry ARGS --config CONFIG` to completion (MAILFERRY_LOG unset).
 pub fn run_with_config(config: &Path, args: &[&str]) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .args(args)
