@@ -100,6 +100,22 @@ fn spawn_run(b: &Bench) -> std::process::Child {
         .expect("spawn")
 }
 
+/// `mailferry run` with its log in `service.log` (read with [`service_log`]).
+fn spawn_logged(b: &Bench) -> std::process::Child {
+    let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["run", "--config"])
+        .arg(b.config_path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn")
+}
+
+fn service_log(b: &Bench) -> String {
+    std::fs::read_to_string(b.dir.path().join("service.log")).unwrap_or_default()
+}
+
 fn signal(child: &std::process::Child, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -497,16 +513,8 @@ fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
     b.write_config(&[crate::oauth::oauth_account(&b, "src", "")]);
     no_notices_into_the_receiver(&b);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["run", "--config"])
-        .arg(b.config_path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
-    let service_log =
-        || std::fs::read_to_string(b.dir.path().join("service.log")).unwrap_or_default();
+    let mut child = spawn_logged(&b);
+    let service_log = || service_log(&b);
     // Never signed in: parked at the first run (which the service logs).
     wait_for("the account's first run", Duration::from_secs(30), || {
         service_log().contains("run finished")
@@ -534,13 +542,17 @@ fn a_new_sign_in_and_run_now_make_the_service_run_an_account_at_once() {
     let status = b.run(&["status"]);
     assert!(status.stdout.starts_with("src: ok"), "{status:?}");
 
-    // New mail, and `run-now` instead of waiting for the interval.
+    // New mail, and `run-now` instead of waiting for the interval: it returns once the
+    // run has ended, and says how it went.
     b.dovecot.add_message("INBOX", &fixtures::simple(2));
     let now = b.run(&["run-now", "src"]);
     assert_eq!(now.code, 0, "{now:?}");
-    wait_for("the run-now run", Duration::from_secs(20), || {
-        b.smtp.messages().len() == 2
-    });
+    assert!(
+        now.stdout
+            .contains("src: ran: 1 delivered, 0 already there, 0 failed."),
+        "{now:?}"
+    );
+    assert_eq!(b.smtp.messages().len(), 2);
     // `once` beside the service points at run-now.
     let once = b.run(&["once"]);
     assert_eq!(once.code, 1, "{once:?}");
@@ -569,18 +581,9 @@ fn a_sign_in_as_the_wrong_mailbox_is_caught_by_the_run_auth_waits_for() {
     b.write_config(&[crate::oauth::oauth_account(&b, "src", "")]);
     no_notices_into_the_receiver(&b);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["run", "--config"])
-        .arg(b.config_path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_logged(&b);
     wait_for("the account's first run", Duration::from_secs(30), || {
-        std::fs::read_to_string(b.dir.path().join("service.log"))
-            .unwrap_or_default()
-            .contains("run finished")
+        service_log(&b).contains("run finished")
     });
 
     // The sign-in itself succeeds (the IdP issues tokens for bob), but the mailbox is
@@ -635,14 +638,7 @@ fn a_revoked_sign_in_gets_one_notice_and_one_webhook_call_and_one_more_on_recove
     std::fs::write(b.config_path(), config).expect("config");
     assert_eq!(crate::oauth::sign_in_by_device(&b, "src").code, 0);
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
-    let log = std::fs::File::create(b.dir.path().join("service.log")).expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["run", "--config"])
-        .arg(b.config_path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_logged(&b);
     wait_for("the first delivery", Duration::from_secs(20), || {
         b.smtp.messages().len() == 1
     });
@@ -697,6 +693,99 @@ fn a_revoked_sign_in_gets_one_notice_and_one_webhook_call_and_one_more_on_recove
     assert_eq!(v["event"], "recovered");
     assert_eq!(notices(&b).len(), 2);
     assert!(notices(&b)[1].contains("Subject: mailferry: src works again"));
+
+    signal(&child, "TERM");
+    let _ = child.wait();
+    let _ = child.kill();
+}
+
+#[test]
+fn run_now_after_a_password_fix_uses_the_new_password_and_says_how_the_run_went() {
+    let b = Bench::start();
+    std::fs::write(b.dir.path().join("src.pass"), "not-the-password\n").expect("password");
+    let off = b.account("off", b.dovecot.imaps_port, "implicit", "src.pass") + "enabled = false\n";
+    b.write_config(&[
+        b.account("src", b.dovecot.imaps_port, "implicit", "src.pass"),
+        off,
+    ]);
+    no_notices_into_the_receiver(&b);
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let mut child = spawn_logged(&b);
+    wait_for("the account's first run", Duration::from_secs(30), || {
+        service_log(&b).contains("run finished")
+    });
+
+    // The wrong password: run-now waits for the run, says why it failed, and exits 1.
+    let refused = b.run(&["run-now", "src"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stdout
+            .contains("src: the run failed: the server refused the login")
+            && refused
+                .stdout
+                .contains("`mailferry status` says what to do"),
+        "{refused:?}"
+    );
+    assert!(b.smtp.messages().is_empty());
+
+    // The fix is the password file and one command: no restart, no reload. The service
+    // reads the changed file before it runs.
+    std::fs::write(
+        b.dir.path().join("src.pass"),
+        format!("{}\n", mailferry_testkit::PASSWORD),
+    )
+    .expect("password");
+    let fixed = b.run(&["run-now"]);
+    assert_eq!(fixed.code, 0, "{fixed:?}");
+    assert!(
+        fixed
+            .stdout
+            .contains("src: ran: 1 delivered, 0 already there, 0 failed."),
+        "{fixed:?}"
+    );
+    assert!(
+        !fixed.stdout.contains("off:"),
+        "a disabled account ran: {fixed:?}"
+    );
+    assert_eq!(b.smtp.messages().len(), 1);
+    assert_eq!(b.smtp.messages()[0].raw, fixtures::simple(1));
+    assert!(
+        service_log(&b).contains("the configuration changed on disk; reloading it"),
+        "{}",
+        service_log(&b)
+    );
+
+    // Nothing changed on disk: the accounts run without a reload; --no-wait returns at once.
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    let quick = b.run(&["run-now", "--no-wait", "src"]);
+    assert_eq!(quick.code, 0, "{quick:?}");
+    assert!(
+        quick
+            .stdout
+            .contains("`mailferry status` shows how it went")
+            && !quick.stdout.contains("src: ran:"),
+        "{quick:?}"
+    );
+    wait_for("the --no-wait run", Duration::from_secs(20), || {
+        b.smtp.messages().len() == 2
+    });
+    assert_eq!(
+        service_log(&b).matches("configuration reloaded").count(),
+        1,
+        "{}",
+        service_log(&b)
+    );
+
+    // A disabled account is named as such, not waited for.
+    let disabled = b.run(&["run-now", "off"]);
+    assert_eq!(disabled.code, 2, "{disabled:?}");
+    assert!(
+        disabled
+            .stderr
+            .contains("account \"off\" is disabled (enabled = false)"),
+        "{disabled:?}"
+    );
 
     signal(&child, "TERM");
     let _ = child.wait();

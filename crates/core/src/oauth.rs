@@ -15,7 +15,7 @@ pub enum OAuthProvider {
 }
 
 /// One OAuth2 client registration at one provider, with the scopes to ask for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuthClient {
     /// Whose server this is.
     pub kind: OAuthProvider,

@@ -129,8 +129,9 @@ impl Notice {
                     "parked",
                     format!("mailferry: {name} cannot log in"),
                     "the account is parked: the server refuses its password, and mailferry does not try again until you fix it",
-                    "fix the password file, then: systemctl reload mailferry   (or restart mailferry)"
-                        .to_owned(),
+                    format!(
+                        "fix the password file, then: mailferry run-now {name}   (it reads the new password and says how the run went)"
+                    ),
                 )
             }
             Some(Condition::Parked) => (

@@ -7,10 +7,20 @@ use mailferry_engine::TokenKeeper;
 
 use crate::*;
 
-/// `mailferry run-now [NAME]`.
-pub(crate) async fn run_now(config: &Config, name: Option<&str>) -> anyhow::Result<ExitCode> {
-    let accounts: Vec<String> = match name {
-        Some(n) if config.account(n).is_none() => {
+/// How long `run-now` and `auth` wait for the runs they started before leaving them to
+/// `status`.
+pub(crate) const RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `mailferry run-now [NAME] [--no-wait]`: the service runs the accounts now (reading the
+/// configuration again first if it changed on disk), and unless `wait` is off this says
+/// how each run went.
+pub(crate) async fn run_now(
+    config: &Config,
+    name: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let accounts: Vec<String> = match name.map(|n| (n, config.account(n))) {
+        Some((n, None)) => {
             let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
             eprintln!(
                 "mailferry: no account is named {n:?}; known: {}",
@@ -18,7 +28,13 @@ pub(crate) async fn run_now(config: &Config, name: Option<&str>) -> anyhow::Resu
             );
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
-        Some(n) => vec![n.to_owned()],
+        Some((n, Some(a))) if !a.enabled => {
+            eprintln!(
+                "mailferry: account {n:?} is disabled (enabled = false): set enabled = true, then `mailferry run-now {n}`"
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Some((n, Some(_))) => vec![n.to_owned()],
         None => config
             .accounts
             .iter()
@@ -26,23 +42,35 @@ pub(crate) async fn run_now(config: &Config, name: Option<&str>) -> anyhow::Resu
             .map(|a| a.name.clone())
             .collect(),
     };
+    if accounts.is_empty() {
+        eprintln!("mailferry: no account is enabled in the configuration");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     let store = open_shared(config).await?;
-    let woke = wake(config, &store, &accounts).await?;
-    store.close().await;
-    if woke {
-        println!(
-            "the service runs {} now; `mailferry status` shows how it went",
-            accounts.join(", ")
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
+    let before = store.latest_run_id().await?;
+    if !wake(config, &store, &accounts).await? {
+        store.close().await;
         eprintln!(
             "mailferry: the service is not running on {}; `mailferry once{}` runs now without it",
             config.daemon.state_dir.display(),
             name.map_or(String::new(), |n| format!(" --account {n}"))
         );
-        Ok(ExitCode::from(EXIT_FAILED))
+        return Ok(ExitCode::from(EXIT_FAILED));
     }
+    let mut code = ExitCode::SUCCESS;
+    if wait {
+        println!("The service runs {} now...", accounts.join(", "));
+        if !report_runs(&store, &accounts, before, RUN_WAIT).await? {
+            code = ExitCode::from(EXIT_FAILED);
+        }
+    } else {
+        println!(
+            "The service runs {} now; `mailferry status` shows how it went.",
+            accounts.join(", ")
+        );
+    }
+    store.close().await;
+    Ok(code)
 }
 
 /// Waits up to `limit` for the first run of each of `accounts` that started after run

@@ -139,13 +139,10 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
     let mut code = ExitCode::SUCCESS;
     if crate::wake(config, &store, &users).await? {
         println!("The service runs {} now...", users.join(", "));
-        if !crate::admin::report_runs(&store, &users, before, RUN_WAIT).await? {
+        if !crate::admin::report_runs(&store, &users, before, crate::admin::RUN_WAIT).await? {
             code = ExitCode::from(crate::EXIT_FAILED);
         }
     }
     store.close().await;
     Ok(code)
 }
-
-/// How long `auth` waits for the runs it started before leaving them to `status`.
-const RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -95,12 +95,16 @@ enum Command {
         #[arg(long)]
         device: bool,
     },
-    /// Ask the running service to run every account (or NAME) now, its backoff reset: after
-    /// fixing a password, a sign-in, the configuration. (SIGUSR1 to the service does the
-    /// same for every account.)
+    /// Ask the running service to run every enabled account (or NAME) now, its backoff
+    /// reset, and say how each run went: after a fix (a password file, the configuration,
+    /// IMAP switched on at the provider). The service reads the configuration again first
+    /// if it changed. (SIGUSR1 to the service does the same for every account.)
     RunNow {
         /// Only this account.
         name: Option<String>,
+        /// Return once the service has been asked, without waiting for the runs.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Return refused messages to the queue, after fixing what made the destination refuse
     /// them (an attachment policy, a size limit); the next run delivers them again.
@@ -340,8 +344,8 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
     if let Command::Check { name } = &command {
         return check(&config, name.as_deref()).await;
     }
-    if let Command::RunNow { name } = &command {
-        return run_now(&config, name.as_deref()).await;
+    if let Command::RunNow { name, no_wait } = &command {
+        return run_now(&config, name.as_deref(), !no_wait).await;
     }
     if let Command::Retry {
         account,

@@ -30,12 +30,7 @@ pub(crate) async fn service(
     info!(accounts = config.accounts.len(), "mailferry started");
     let metrics = Arc::new(metrics::Metrics::default());
     let shared_config = Arc::new(std::sync::Mutex::new(Arc::new(config)));
-    let current = || {
-        shared_config
-            .lock()
-            .map(|c| Arc::clone(&c))
-            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
-    };
+    let current = || Arc::clone(&lock(&shared_config));
     if let Some(addr) = current().daemon.metrics_listen {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
@@ -66,28 +61,50 @@ pub(crate) async fn service(
         "READY=1\nSTATUS=gathering {} accounts",
         current().accounts.len()
     ));
-    let mut hangup = signal(SignalKind::hangup()).ok();
+    let hangup = signal(SignalKind::hangup());
+    // SIGHUP: a new configuration, between messages (engine::daemon::serve_reloading).
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    // Accounts asked to run by a SIGUSR1 that found the configuration changed on disk: they
+    // are rung once the reload is in force (a ring before could start a round with the old
+    // configuration, which the reload would then stop).
+    let after_reload: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     // SIGUSR1 (`mailferry run-now`, `mailferry auth`): the accounts they asked for, or all,
-    // run now.
+    // run now, with the configuration as it is on disk: the fix they follow may be a new
+    // password file or a changed account, and the service reads those only when it loads.
     let wakeups = Arc::new(mailferry_engine::daemon::Wakeups::default());
     match signal(SignalKind::user_defined1()) {
         Ok(mut usr1) => {
-            let (bells, requests, shared) = (
+            let (bells, requests, shared, pending, reload_tx, path) = (
                 Arc::clone(&wakeups),
                 store.clone(),
                 Arc::clone(&shared_config),
+                Arc::clone(&after_reload),
+                reload_tx.clone(),
+                path.to_path_buf(),
             );
             tokio::spawn(async move {
                 while usr1.recv().await.is_some() {
                     let asked = requests.take_wakeups().await.unwrap_or_default();
+                    let running = Arc::clone(&lock(&shared));
                     let names: Vec<String> = if asked.is_empty() {
-                        shared
-                            .lock()
-                            .map(|c| c.accounts.iter().map(|a| a.name.clone()).collect())
-                            .unwrap_or_default()
+                        running.accounts.iter().map(|a| a.name.clone()).collect()
                     } else {
                         asked
                     };
+                    match mailferry_config::load(&path) {
+                        Ok(on_disk) if on_disk != *running => {
+                            info!(accounts = %names.join(", "), "SIGUSR1: the configuration changed on disk; reloading it, then running");
+                            lock(&pending).extend(names);
+                            if reload_tx.send(()).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(
+                            "SIGUSR1: the configuration on disk is not valid, running with the one loaded: {e}"
+                        ),
+                    }
                     info!(accounts = %names.join(", "), "SIGUSR1: running now");
                     for n in &names {
                         bells.ring(n);
@@ -100,9 +117,7 @@ pub(crate) async fn service(
         }
         Err(e) => warn!(cause = %e, "cannot listen for SIGUSR1; `mailferry run-now` will not work"),
     }
-    // SIGHUP: a new configuration, between messages (engine::daemon::serve_reloading).
-    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
-    if let Some(mut hangup) = hangup.take() {
+    if let Ok(mut hangup) = hangup {
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 info!("SIGHUP: reloading the configuration after the messages in flight");
@@ -112,21 +127,25 @@ pub(crate) async fn service(
             }
         });
     }
-    let changed = |outcome: mailferry_engine::daemon::Reload<'_>| match outcome {
-        mailferry_engine::daemon::Reload::Applied(new) => {
-            notify::notify(&format!(
-                "STATUS=reloaded: gathering {} accounts",
-                new.accounts.len()
-            ));
-            if let Ok(mut c) = shared_config.lock() {
-                *c = Arc::new(new.clone());
+    let changed = |outcome: mailferry_engine::daemon::Reload<'_>| {
+        match outcome {
+            mailferry_engine::daemon::Reload::Applied(new) => {
+                notify::notify(&format!(
+                    "STATUS=reloaded: gathering {} accounts",
+                    new.accounts.len()
+                ));
+                *lock(&shared_config) = Arc::new(new.clone());
+            }
+            mailferry_engine::daemon::Reload::Refused(e) => {
+                error!("the new configuration is not valid; keeping the old one: {e}");
+                notify::notify(
+                    "STATUS=reload failed: configuration not valid; still running the old one",
+                );
             }
         }
-        mailferry_engine::daemon::Reload::Refused(e) => {
-            error!("the new configuration is not valid; keeping the old one: {e}");
-            notify::notify(
-                "STATUS=reload failed: configuration not valid; still running the old one",
-            );
+        // Between the rounds: the new one takes these at once.
+        for n in std::mem::take(&mut *lock(&after_reload)) {
+            wakeups.ring(&n);
         }
     };
     mailferry_engine::daemon::serve_reloading(
@@ -160,4 +179,10 @@ pub(crate) async fn cancel_on_signal(cancel: CancellationToken) {
     }
     info!("stopping after the message in flight");
     cancel.cancel();
+}
+
+/// What `m` guards, also after a panic elsewhere (a configuration or a list of names is
+/// replaced whole, never left half-written).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -33,7 +33,7 @@ pub enum AfterDelivery {
 }
 
 /// How a source logs in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceAuth {
     /// LOGIN with a password (or an app password).
     Password(Secret),
@@ -46,7 +46,7 @@ pub enum SourceAuth {
 }
 
 /// One `[[account]]`: a mailbox to gather from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountConfig {
     /// Unique name, used in logs, the ledger and the CLI.
     pub name: String,

@@ -7,7 +7,7 @@ use super::Checker;
 use crate::raw::RawDaemon;
 
 /// When and where the user hears that an account broke or recovered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Notify {
     /// A short message into the account's own destination (unless the destination is
     /// what broke).
@@ -21,7 +21,7 @@ pub struct Notify {
 }
 
 /// Process-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Daemon {
     /// Where the SQLite state lives.
     pub state_dir: PathBuf,

@@ -23,7 +23,7 @@ pub enum SmtpSender {
 }
 
 /// An SMTP destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SmtpConfig {
     /// The server.
     pub endpoint: Endpoint,
@@ -38,7 +38,7 @@ pub struct SmtpConfig {
 }
 
 /// How mailferry logs in to an SMTP destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SmtpAuth {
     /// No AUTH (a local MTA that trusts this host).
     None,
@@ -68,7 +68,7 @@ pub enum GmailMode {
 }
 
 /// How the Gmail destination gets its access token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GmailAuth {
     /// Tokens from `mailferry auth`.
     OAuth2(OAuthSettings),
@@ -77,7 +77,7 @@ pub enum GmailAuth {
 }
 
 /// The Gmail API destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GmailConfig {
     /// Base URL of the API.
     pub api_url: String,
@@ -102,7 +102,7 @@ pub struct GmailConfig {
 }
 
 /// What kind of destination, with its settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DestinationKind {
     /// Re-send over SMTP.
     Smtp(SmtpConfig),
@@ -111,7 +111,7 @@ pub enum DestinationKind {
 }
 
 /// One `[[destination]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DestinationConfig {
     /// Unique name that accounts refer to.
     pub name: String,

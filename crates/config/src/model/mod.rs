@@ -24,7 +24,7 @@ pub use destination::{
 };
 
 /// The whole, checked configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `[daemon]`
     pub daemon: Daemon,

@@ -29,7 +29,7 @@ pub enum TokenUse {
 }
 
 /// A checked OAuth2 client registration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuthSettings {
     /// The user's app registration at the provider, with the scopes to ask for.
     pub client: OAuthClient,
