@@ -777,6 +777,38 @@ fn run_now_after_a_password_fix_uses_the_new_password_and_says_how_the_run_went(
         service_log(&b)
     );
 
+    // A fix the service cannot use: the configuration names a password file that is not
+    // there. `run-now` reads no secrets and asks; the service cannot use the file, keeps
+    // the configuration it has, and `run-now` and `status` say so.
+    let config = std::fs::read_to_string(b.config_path()).expect("config");
+    std::fs::write(
+        b.config_path(),
+        config.replace(
+            "password-file = \"src.pass\"",
+            "password-file = \"renamed.pass\"",
+        ),
+    )
+    .expect("config");
+    let unusable = b.run(&["run-now", "src"]);
+    assert_eq!(unusable.code, 1, "{unusable:?}");
+    assert!(
+        unusable.stdout.contains("src: ran: 0 delivered")
+            && unusable.stdout.contains(
+                "The service could not use the configuration as it is now, so it ran with the one it had:"
+            )
+            && unusable.stdout.contains("renamed.pass"),
+        "{unusable:?}"
+    );
+    let status = b.run(&["status"]);
+    assert_eq!(status.code, 1, "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains("service: still runs the configuration it read before")
+            && status.stdout.contains("renamed.pass"),
+        "{status:?}"
+    );
+
     // A disabled account is named as such, not waited for.
     let disabled = b.run(&["run-now", "off"]);
     assert_eq!(disabled.code, 2, "{disabled:?}");

@@ -48,6 +48,7 @@ pub(crate) async fn run_now(
     }
     let store = open_shared(config).await?;
     let before = store.latest_run_id().await?;
+    let read_before = store.config_load().await?.map(|l| l.serial);
     if !wake(config, &store, &accounts).await? {
         store.close().await;
         eprintln!(
@@ -61,6 +62,17 @@ pub(crate) async fn run_now(
     if wait {
         println!("The service runs {} now...", accounts.join(", "));
         if !report_runs(&store, &accounts, before, RUN_WAIT).await? {
+            code = ExitCode::from(EXIT_FAILED);
+        }
+        // The service read the file when it got the request; if it could not use it, the
+        // runs above used the configuration it had, whatever was fixed on disk.
+        if let Some(load) = store.config_load().await?
+            && Some(load.serial) != read_before
+            && let Some(e) = load.error
+        {
+            println!(
+                "The service could not use the configuration as it is now, so it ran with the one it had:\n  {e}\n  Fix that (`mailferry check-config`, run as the service's user, shows it), then `mailferry run-now` again."
+            );
             code = ExitCode::from(EXIT_FAILED);
         }
     } else {

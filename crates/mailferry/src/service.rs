@@ -28,6 +28,8 @@ pub(crate) async fn service(
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     info!(accounts = config.accounts.len(), "mailferry started");
+    // A start reads the file afresh: an earlier reading that failed is history.
+    record_config_load(store, None).await;
     let metrics = Arc::new(metrics::Metrics::default());
     let shared_config = Arc::new(std::sync::Mutex::new(Arc::new(config)));
     let current = || Arc::clone(&lock(&shared_config));
@@ -91,7 +93,9 @@ pub(crate) async fn service(
                     } else {
                         asked
                     };
-                    match mailferry_config::load(&path) {
+                    let on_disk = mailferry_config::load(&path).map_err(|e| e.to_string());
+                    record_config_load(&requests, on_disk.as_ref().err()).await;
+                    match on_disk {
                         Ok(on_disk) if on_disk != *running => {
                             info!(accounts = %names.join(", "), "SIGUSR1: the configuration changed on disk; reloading it, then running");
                             lock(&pending).extend(names);
@@ -143,6 +147,12 @@ pub(crate) async fn service(
                 );
             }
         }
+        let error = match outcome {
+            mailferry_engine::daemon::Reload::Applied(_) => None,
+            mailferry_engine::daemon::Reload::Refused(e) => Some(e.to_owned()),
+        };
+        let records = store.clone();
+        tokio::spawn(async move { record_config_load(&records, error.as_ref()).await });
         // Between the rounds: the new one takes these at once.
         for n in std::mem::take(&mut *lock(&after_reload)) {
             wakeups.ring(&n);
@@ -185,4 +195,11 @@ pub(crate) async fn cancel_on_signal(cancel: CancellationToken) {
 /// replaced whole, never left half-written).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records what the service made of the configuration file, for `run-now` and `status`.
+async fn record_config_load(store: &Store, error: Option<&String>) {
+    if let Err(e) = store.record_config_load(error.map(String::as_str)).await {
+        warn!(cause = %e, "cannot record the configuration's reading");
+    }
 }

@@ -316,11 +316,24 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             println!("destination {}: {line}", d.name);
         }
     }
+    // The service keeps running the configuration it had when the file, read again on a
+    // request, could not be used: the file's fix has not taken effect.
+    let unread = store
+        .config_load()
+        .await?
+        .and_then(|l| l.error.map(|e| (l.at, e)));
+    if !json && let Some((at, e)) = &unread {
+        println!(
+            "service: still runs the configuration it read before: the file as it is now could not be used ({}):\n  {e}",
+            ago(*at, mailferry_oauth::now())
+        );
+    }
     store.close().await;
-    let trouble = all
-        .iter()
-        .filter_map(|s| AccountState::from_stored(&s.state))
-        .any(|s| matches!(s, AccountState::Parked | AccountState::Failing));
+    let trouble = unread.is_some()
+        || all
+            .iter()
+            .filter_map(|s| AccountState::from_stored(&s.state))
+            .any(|s| matches!(s, AccountState::Parked | AccountState::Failing));
     Ok(if trouble {
         ExitCode::from(1)
     } else {

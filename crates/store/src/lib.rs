@@ -22,9 +22,11 @@ mod ledger;
 pub use ledger::{Attempt, LedgerKey, LedgerState, MessageFacts, Refusal};
 mod folders;
 mod push;
+mod service;
 mod status;
 mod tokens;
 pub use push::PushRow;
+pub use service::ConfigLoad;
 pub use status::{FinishedRun, ScheduleRow, Totals};
 pub use tokens::{IssuedTokens, StoredToken};
 
@@ -199,39 +201,6 @@ impl Store {
             _lock: None,
             dir: None,
         }
-    }
-
-    /// Asks the running service to run `accounts` at once (it takes them at SIGUSR1).
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub async fn request_wakeup(&self, accounts: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for a in accounts {
-            sqlx::query(
-                "INSERT INTO wakeups (account, at) VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET at = excluded.at",
-            )
-            .bind(a)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Takes (and forgets) the accounts asked to run at once.
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub async fn take_wakeups(&self) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let names: Vec<String> = sqlx::query_scalar("SELECT account FROM wakeups ORDER BY at")
-            .fetch_all(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM wakeups").execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(names)
     }
 
     /// Starts a run of `account`; returns its id for [`Store::finish_run`].
