@@ -159,6 +159,10 @@ fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
     assert!(status.starts_with("src: ok"), "{status}");
     let check = m.ok("runuser -u mailferry -- mailferry check src");
     assert!(check.contains("ok    login"), "{check}");
+    // The README's command after a fix: the service runs the account now, and run-now
+    // prints that run.
+    let now = m.ok("runuser -u mailferry -- mailferry run-now src");
+    assert!(now.contains("src: ran: 0 delivered"), "{now}");
     // As root, a command that would write into the service's state refuses and says how.
     let as_root = m.sh("mailferry status");
     assert_eq!(as_root.code, 1, "{as_root:?}");
