@@ -663,7 +663,10 @@ fn a_notice_goes_into_gmail_once_when_an_account_cannot_log_in() {
         text.contains("Subject: mailferry: src cannot log in"),
         "{text}"
     );
-    assert!(text.contains("systemctl reload mailferry"), "{text}");
+    assert!(
+        text.contains("fix the password file, then: mailferry run-now src"),
+        "{text}"
+    );
     assert!(notices[0].label_ids.contains(&"INBOX".to_owned()));
     assert_eq!(hook.requests().len(), 1);
 }
