@@ -94,7 +94,7 @@ pub(crate) async fn service(
                         asked
                     };
                     let on_disk = mailferry_config::load(&path).map_err(|e| e.to_string());
-                    record_config_load(&requests, on_disk.as_ref().err()).await;
+                    record_config_load(&requests, on_disk.as_ref().err().map(String::as_str)).await;
                     match on_disk {
                         Ok(on_disk) if on_disk != *running => {
                             info!(accounts = %names.join(", "), "SIGUSR1: the configuration changed on disk; reloading it, then running");
@@ -152,7 +152,7 @@ pub(crate) async fn service(
             mailferry_engine::daemon::Reload::Refused(e) => Some(e.to_owned()),
         };
         let records = store.clone();
-        tokio::spawn(async move { record_config_load(&records, error.as_ref()).await });
+        tokio::spawn(async move { record_config_load(&records, error.as_deref()).await });
         // Between the rounds: the new one takes these at once.
         for n in std::mem::take(&mut *lock(&after_reload)) {
             wakeups.ring(&n);
@@ -198,8 +198,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Records what the service made of the configuration file, for `run-now` and `status`.
-async fn record_config_load(store: &Store, error: Option<&String>) {
-    if let Err(e) = store.record_config_load(error.map(String::as_str)).await {
+async fn record_config_load(store: &Store, error: Option<&str>) {
+    if let Err(e) = store.record_config_load(error).await {
         warn!(cause = %e, "cannot record the configuration's reading");
     }
 }
