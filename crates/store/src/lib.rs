@@ -149,19 +149,21 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(open_err)?;
-        // One process migrates at a time: `status` started beside a service that is
-        // creating a new database would otherwise run the same migrations twice, and one
-        // of them would fail ("table ledger already exists").
+        // One process opens and migrates at a time: `status` (or a health check) started
+        // beside a service that is creating a new database would otherwise run the same
+        // migrations twice ("table ledger already exists"), or find the new file in the
+        // middle of its switch to WAL ("database is locked", which stopped the service's
+        // start once in CI). Past this, only queries meet, and they wait (busy_timeout).
         let migrating = lock_file(&state_dir.join("migrate.lock"))?;
         let migrating = tokio::task::spawn_blocking(move || migrating.lock().map(|()| migrating))
             .await
             .map_err(|e| open_err(sqlx::Error::Io(std::io::Error::other(e))))?
             .map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
         MIGRATOR.run(&pool).await.map_err(|e| open_err(e.into()))?;
         drop(migrating);
         Ok(Self {

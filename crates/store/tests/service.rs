@@ -41,3 +41,32 @@ async fn each_reading_of_the_configuration_replaces_the_last_and_counts_up() {
     assert_eq!(read.error, None);
     assert!(read.at >= failed.at);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_opening_a_new_state_beside_the_starting_service_never_stop_it() {
+    // `status` polled (or a container's health check) while the service creates its
+    // database: the first opening switches the new file to WAL, which needs it alone.
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_owned();
+        let mut shared = Vec::new();
+        for _ in 0..6 {
+            let p = path.clone();
+            shared.push(tokio::spawn(async move { Store::open_shared(&p).await }));
+        }
+        let service = Store::open(&path).await;
+        assert!(
+            service.is_ok(),
+            "the service could not open: {:?}",
+            service.err()
+        );
+        for s in shared {
+            let opened = s.await.expect("join");
+            assert!(
+                opened.is_ok(),
+                "a command could not open: {:?}",
+                opened.err()
+            );
+        }
+    }
+}
