@@ -139,10 +139,11 @@ impl Connect for Pop3Source {
     }
 
     /// The UIDL keys remembered from the last session (servers whose UIDL is slow).
-    fn prepare(&mut self, _: &Daemon, memo: Option<&str>) {
+    fn prepare(&mut self, daemon: &Daemon, memo: Option<&str>) {
         if let Some(keys) = memo.and_then(mailferry_pop3::Keys::from_memo) {
             self.remember(keys);
         }
+        self.limit_messages(daemon.max_message_size);
     }
 }
 

@@ -97,6 +97,9 @@ pub struct AccountReport {
     pub moved: u64,
     /// How long the run took.
     pub elapsed: std::time::Duration,
+    /// How often the source asked for a pause (throttling) in this run, the pause that
+    /// ended it included.
+    pub throttled: u64,
     /// Messages refused for now; tried again next run.
     pub deferred: Vec<MessageProblem>,
     /// Messages refused for good; they stay at the source.

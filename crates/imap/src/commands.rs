@@ -1,17 +1,18 @@
 //! The commands behind the source: listing, fetching, flag and expunge, folder names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use mailferry_core::{FolderState, ListedMessage, MessageKey, RawMessage};
 use tracing::{debug, warn};
 
+use crate::completion::{checked, outcome};
 use crate::connect::timed;
-use crate::error::ImapError;
+use crate::error::{ImapError, Refusal};
 
 use crate::source::ImapSource;
-use crate::uid_set::sequence_set;
+use crate::uid_set::{sequence_set, sequence_sets};
 
 /// The UID a FETCH reply names in its first line (`* 71 FETCH (UID 71 BODY[] ...`).
 pub(crate) fn blamed_uid(first_line: &str) -> Option<u32> {
@@ -42,7 +43,13 @@ impl ImapSource {
         let mut names = Vec::new();
         let mut separator = None;
         {
-            let stream = timed("LIST", io, self.session.list(Some(""), Some("*"))).await?;
+            let stream = checked(
+                "LIST",
+                io,
+                &self.replies,
+                self.session.list(Some(""), Some("*")),
+            )
+            .await?;
             let mut stream = std::pin::pin!(stream);
             while let Some(item) = timed("LIST", io, async {
                 Ok::<_, ImapError>(stream.next().await)
@@ -54,6 +61,7 @@ impl ImapSource {
                 names.push(name.name().to_owned());
             }
         }
+        outcome("LIST", &self.replies)?;
         self.drain_unsolicited();
         let sep = separator.unwrap_or_default();
         let last = |n: &str| {
@@ -93,92 +101,65 @@ impl ImapSource {
         Ok(out)
     }
 
+    /// `EXAMINE`: a refusal that is not about the server's state (throttled, busy, not
+    /// connected) is about the folder.
+    pub(crate) async fn examine(
+        &mut self,
+        folder: &str,
+    ) -> Result<async_imap::types::Mailbox, ImapError> {
+        let io = self.io_timeout;
+        let opened = checked("EXAMINE", io, &self.replies, self.session.examine(folder)).await;
+        match opened {
+            Err(ImapError::Refused { status, words, .. })
+                if !Refusal::of(&words).is_temporary() =>
+            {
+                Err(ImapError::Folder {
+                    folder: folder.to_owned(),
+                    reason: format!("{status} {words}"),
+                })
+            }
+            other => other,
+        }
+    }
+
     /// `EXAMINE` and the listing: everything, or with `from` (same UIDVALIDITY) only the
     /// UIDs from its UIDNEXT on and those it names; nothing at all when UIDNEXT did not
-    /// move and nothing is named.
+    /// move and nothing is named. A UIDNEXT below `from`'s (GMX has been seen to report
+    /// one: deltachat core #2188) cannot be trusted: everything is listed.
     pub(crate) async fn list(
         &mut self,
         folder: &str,
         from: Option<&mailferry_core::ListFrom>,
     ) -> Result<FolderState, ImapError> {
-        let io = self.io_timeout;
-        let mailbox = match tokio::time::timeout(io, self.session.examine(folder)).await {
-            Err(_) => {
-                return Err(ImapError::Timeout {
-                    step: "EXAMINE",
-                    after: io,
-                });
-            }
-            Ok(Err(
-                async_imap::error::Error::No(reason) | async_imap::error::Error::Bad(reason),
-            )) => {
-                return Err(ImapError::Folder {
-                    folder: folder.to_owned(),
-                    reason: crate::error::server_words(&reason),
-                });
-            }
-            Ok(Err(e)) => return Err(ImapError::from(e)),
-            Ok(Ok(m)) => m,
-        };
+        let mailbox = self.examine(folder).await?;
         let uidvalidity = mailbox
             .uid_validity
             .ok_or_else(|| ImapError::Protocol(format!("no UIDVALIDITY for folder {folder:?}")))?;
         let uidnext = mailbox.uid_next;
-        self.listed_uidnext.insert(folder.to_owned(), uidnext);
         let from = from.filter(|f| f.uidvalidity == uidvalidity && uidnext.is_some());
-        // What to list: "1:*", or "UIDNEXT:*" plus the unsettled UIDs, or nothing.
-        let set = match from {
-            None => Some("1:*".to_owned()),
-            Some(f) => {
-                let also: Vec<u32> = f
-                    .also
-                    .iter()
-                    .filter_map(|k| match k {
-                        MessageKey::Uid(u) if *u < f.uidnext => Some(*u),
-                        _ => None,
-                    })
-                    .collect();
-                let grew = uidnext.is_some_and(|n| n > f.uidnext);
-                match (grew, also.is_empty()) {
-                    (false, true) => None,
-                    (false, false) => Some(sequence_set(&also)),
-                    (true, true) => Some(format!("{}:*", f.uidnext)),
-                    (true, false) => Some(format!("{},{}:*", sequence_set(&also), f.uidnext)),
-                }
+        let from = match from {
+            Some(f) if uidnext.is_some_and(|n| n < f.uidnext) => {
+                warn!(
+                    folder,
+                    saved = f.uidnext,
+                    now = uidnext.unwrap_or_default(),
+                    "the server's UIDNEXT went backwards without a new UIDVALIDITY; listing the whole folder"
+                );
+                None
             }
+            other => other,
         };
+        let sets = listing_sets(from, uidnext);
         // "N:*" names the highest UID even when it is below N: keep only what was asked.
         let wanted = |uid: u32| {
             from.is_none_or(|f| uid >= f.uidnext || f.also.contains(&MessageKey::Uid(uid)))
         };
         let mut messages = Vec::with_capacity(usize::try_from(mailbox.exists).unwrap_or(0));
         let mut without_uid = 0usize;
-        if let (true, Some(set)) = (mailbox.exists > 0, set) {
-            let mut stream = timed(
-                "UID FETCH sizes",
-                io,
-                self.session
-                    .uid_fetch(&set, "(UID RFC822.SIZE INTERNALDATE)"),
-            )
-            .await?;
-            while let Some(item) = timed("UID FETCH sizes", io, async {
-                Ok::<_, ImapError>(stream.next().await)
-            })
-            .await?
-            {
-                let fetch = item?;
-                if let Some(uid) = fetch.uid {
-                    if !wanted(uid) {
-                        continue;
-                    }
-                    messages.push(ListedMessage {
-                        key: MessageKey::Uid(uid),
-                        size: u64::from(fetch.size.unwrap_or(0)),
-                        received: fetch.internal_date().map(|d| d.timestamp()),
-                    });
-                } else {
-                    without_uid += 1;
-                }
+        self.seen.clear();
+        if mailbox.exists > 0 {
+            for set in sets {
+                without_uid += self.list_set(&set, &wanted, &mut messages).await?;
             }
         }
         if without_uid > 0 {
@@ -191,6 +172,8 @@ impl ImapSource {
             );
         }
         self.drain_unsolicited();
+        // Only a listing the server completed counts (IDLE compares with it).
+        self.listed_uidnext.insert(folder.to_owned(), uidnext);
         messages.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         self.announced = messages
             .iter()
@@ -213,123 +196,297 @@ impl ImapSource {
         })
     }
 
+    /// One `UID FETCH set (UID RFC822.SIZE INTERNALDATE FLAGS)` of the listing, into
+    /// `messages`; returns how many answers had no UID. The server must complete it with
+    /// `OK`: a `NO` (Yahoo under load) is an error, never an empty folder.
+    async fn list_set(
+        &mut self,
+        set: &str,
+        wanted: &impl Fn(u32) -> bool,
+        messages: &mut Vec<ListedMessage>,
+    ) -> Result<usize, ImapError> {
+        const STEP: &str = "UID FETCH (listing)";
+        let io = self.io_timeout;
+        let mut without_uid = 0;
+        let mut stream = checked(
+            STEP,
+            io,
+            &self.replies,
+            self.session
+                .uid_fetch(set, "(UID RFC822.SIZE INTERNALDATE FLAGS)"),
+        )
+        .await?;
+        while let Some(item) = timed(STEP, io, async {
+            Ok::<_, ImapError>(stream.next().await)
+        })
+        .await?
+        {
+            let fetch = item?;
+            let Some(uid) = fetch.uid else {
+                without_uid += 1;
+                continue;
+            };
+            if !wanted(uid) {
+                continue;
+            }
+            if fetch
+                .flags()
+                .any(|f| matches!(f, async_imap::types::Flag::Seen))
+            {
+                self.seen.insert(uid);
+            }
+            messages.push(ListedMessage {
+                key: MessageKey::Uid(uid),
+                size: u64::from(fetch.size.unwrap_or(0)),
+                received: fetch.internal_date().map(|d| d.timestamp()),
+            });
+        }
+        drop(stream);
+        outcome(STEP, &self.replies)?;
+        Ok(without_uid)
+    }
+
+    /// One `UID FETCH uids (UID BODY.PEEK[]<0.cap>)`: what arrived, and how it ended.
+    async fn fetch_batch(&mut self, uids: &[u32], cap: u64) -> Result<Batch, ImapError> {
+        const STEP: &str = "UID FETCH";
+        let io = self.io_timeout;
+        let wanted: HashSet<u32> = uids.iter().copied().collect();
+        let mut batch = Batch::default();
+        let mut stream = checked(
+            STEP,
+            io,
+            &self.replies,
+            self.session
+                .uid_fetch(sequence_set(uids), format!("(UID BODY.PEEK[]<0.{cap}>)")),
+        )
+        .await?;
+        // No total limit per item: a body is one item however large; the stream's
+        // inactivity limit (io-timeout of silence) is what applies.
+        let mut end = Ok(());
+        while let Some(item) = stream.next().await {
+            let fetch = match item {
+                Ok(fetch) => fetch,
+                Err(e) => {
+                    end = Err(e);
+                    break;
+                }
+            };
+            let Some(uid) = fetch.uid else {
+                // A FETCH without UID cannot be a reply to UID FETCH (RFC 3501 says
+                // the UID comes with every one): an unsolicited flag update.
+                debug!(seq = fetch.message, "a FETCH without UID; ignored");
+                continue;
+            };
+            if !wanted.contains(&uid) {
+                // Not asked for: not kept (memory is for the messages requested).
+                debug!(uid, "a FETCH for a UID not requested; ignored");
+                continue;
+            }
+            if fetch.body().is_none() {
+                // Another client changed its flags (an unsolicited FETCH), a NIL body, or
+                // Exchange's `* 7 FETCH (UID 7)` for a message it cannot render yet: the
+                // body may still come in its own FETCH.
+                batch.bodiless.insert(uid);
+                continue;
+            }
+            // The response buffer becomes the message: no copy of its bytes.
+            batch
+                .bodies
+                .insert(uid, RawMessage::new(Bytes::from_owner(FetchedBody(fetch))));
+        }
+        drop(stream);
+        batch.end = match end {
+            Ok(()) => outcome(STEP, &self.replies),
+            Err(e) if self.replies.bye().is_some() => {
+                let _ = e;
+                Err(crate::completion::cut_short(STEP, &self.replies))
+            }
+            Err(e) => Err(ImapError::from(e)),
+        };
+        Ok(batch)
+    }
+
     /// `UID FETCH uids (UID BODY.PEEK[]<0.cap>)`: each body, at most `cap` bytes of it.
+    ///
+    /// A batch the server refuses (`NO`, not a throttle) is asked for again one message at
+    /// a time: Yahoo refuses one particular message for good (MailKit #358), and that
+    /// message alone is then a failure, in the server's words; the others arrive. A
+    /// session that ends mid-answer (throttled and hung up on, `BYE`, cut) keeps what
+    /// arrived; the rest waits for the next session.
     pub(crate) async fn fetch_capped(
         &mut self,
         uids: &[u32],
         cap: u64,
     ) -> Result<Vec<(u32, mailferry_core::Fetched)>, ImapError> {
         self.usable()?;
-        let io = self.io_timeout;
-        let set = sequence_set(uids);
-        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
-        let mut by_uid = HashMap::with_capacity(uids.len());
-        // UIDs the server answered for without a body (BODY[] NIL, or only FLAGS).
-        let mut bodiless = std::collections::HashSet::new();
+        let mut batch = self.fetch_batch(uids, cap).await?;
+        if let Err(ImapError::Refused { words, .. }) = &batch.end
+            && !Refusal::of(words).is_temporary()
+            && uids.len() > 1
         {
-            let mut stream = timed(
-                "UID FETCH",
-                io,
-                self.session
-                    .uid_fetch(&set, format!("(UID BODY.PEEK[]<0.{cap}>)")),
-            )
-            .await?;
-            // No total limit per item: a body is one item however large; the stream's
-            // inactivity limit (io-timeout of silence) is what applies.
-            while let Some(item) = stream.next().await {
-                let fetch = match item.map_err(ImapError::from) {
-                    Ok(fetch) => fetch,
-                    Err(ImapError::Unreadable { excerpt }) => {
-                        self.broken = Some(excerpt);
+            debug!(words, "a batch was refused; asking for its messages one by one");
+            batch.end = Ok(());
+            for uid in uids {
+                if batch.bodies.contains_key(uid) {
+                    continue;
+                }
+                let one = self.fetch_batch(&[*uid], cap).await?;
+                batch.bodies.extend(one.bodies);
+                batch.bodiless.extend(one.bodiless);
+                match one.end {
+                    Ok(()) => {}
+                    Err(ImapError::Refused { status, words, .. })
+                        if !Refusal::of(&words).is_temporary() =>
+                    {
+                        batch.refused.insert(*uid, format!("{status} {words}"));
+                    }
+                    Err(e) => {
+                        batch.end = Err(e);
                         break;
                     }
-                    Err(e) => return Err(e),
-                };
-                let Some(uid) = fetch.uid else {
-                    // A FETCH without UID cannot be a reply to UID FETCH (RFC 3501 says
-                    // the UID comes with every one): an unsolicited flag update.
-                    debug!(seq = fetch.message, "a FETCH without UID; ignored");
-                    continue;
-                };
-                if !wanted.contains(&uid) {
-                    // Not asked for: not kept (memory is for the messages requested).
-                    debug!(uid, "a FETCH for a UID not requested; ignored");
-                    continue;
                 }
-                if fetch.body().is_none() {
-                    // Another client changed its flags (an unsolicited FETCH), or a NIL
-                    // body: the body may still come in its own FETCH.
-                    bodiless.insert(uid);
-                    continue;
-                }
-                // The response buffer becomes the message: no copy of its bytes.
-                by_uid.insert(uid, RawMessage::new(Bytes::from_owner(FetchedBody(fetch))));
+            }
+        } else if let (Err(ImapError::Refused { status, words, .. }), [uid]) = (&batch.end, uids)
+            && !Refusal::of(words).is_temporary()
+        {
+            batch.refused.insert(*uid, format!("{status} {words}"));
+            batch.end = Ok(());
+        }
+        match std::mem::replace(&mut batch.end, Ok(())) {
+            Ok(()) => {
+                self.drain_unsolicited();
+                Ok(batch.results(uids, None))
+            }
+            Err(e @ ImapError::Unreadable { .. }) => {
+                // The reply belongs to the UID it names, else to the first one not
+                // answered (servers answer in UID order). That message alone is the
+                // failure: the others come with the next session.
+                let ImapError::Unreadable { excerpt } = &e else {
+                    unreachable!("matched above")
+                };
+                let blamed = blamed_uid(excerpt)
+                    .filter(|u| uids.contains(u) && !batch.bodies.contains_key(u))
+                    .or_else(|| uids.iter().copied().find(|u| !batch.bodies.contains_key(u)));
+                let reason = format!(
+                    "the server's answer for this message cannot be read (it begins {excerpt:?})"
+                );
+                self.ended = Some(e);
+                Ok(batch.results(uids, blamed.map(|u| (u, reason))))
+            }
+            Err(e) if batch.bodies.is_empty() && batch.refused.is_empty() => Err(e),
+            Err(e) => {
+                // What arrived is used; the session says why it ended at the next request.
+                warn!(cause = %e, arrived = batch.bodies.len(), "the session ended during a fetch; what arrived is delivered, the rest waits for the next session");
+                self.ended = Some(e);
+                Ok(batch.results(uids, None))
             }
         }
-        if let Some(excerpt) = &self.broken {
-            // The session is over. What arrived before the unreadable reply is kept; the
-            // reply belongs to the UID it names, else to the first one not answered (servers
-            // answer in UID order). That message alone is the failure: the others come with
-            // the next session.
-            let blamed = blamed_uid(excerpt)
-                .filter(|u| wanted.contains(u) && !by_uid.contains_key(u))
-                .or_else(|| uids.iter().copied().find(|u| !by_uid.contains_key(u)));
-            let reason = format!(
-                "the server's answer for this message cannot be read (it begins {excerpt:?})"
-            );
-            return Ok(uids
-                .iter()
-                .filter_map(|uid| match by_uid.remove(uid) {
-                    Some(m) => Some((*uid, Ok(m))),
-                    None if Some(*uid) == blamed => Some((
-                        *uid,
-                        Err(mailferry_core::FetchFailure::temporary(reason.clone())),
-                    )),
-                    None => None,
-                })
-                .collect());
-        }
-        self.drain_unsolicited();
-        Ok(uids
-            .iter()
-            .filter_map(|uid| match by_uid.remove(uid) {
-                Some(m) => Some((*uid, Ok(m))),
-                None if bodiless.contains(uid) => Some((
-                    *uid,
-                    Err(mailferry_core::FetchFailure::temporary(
-                        "the server answered UID FETCH BODY.PEEK[] without the body (NIL or missing)",
-                    )),
-                )),
-                // No answer at all: expunged meanwhile; it will not be listed again.
-                None => None,
-            })
-            .collect())
     }
 
+    /// `UID STORE set query`; the server must complete it with `OK`.
     pub(crate) async fn store(&mut self, set: &str, query: &str) -> Result<(), ImapError> {
+        const STEP: &str = "UID STORE";
         let io = self.io_timeout;
-        let mut stream = timed("UID STORE", io, self.session.uid_store(set, query)).await?;
-        while let Some(item) = timed("UID STORE", io, async {
+        let mut stream = checked(STEP, io, &self.replies, self.session.uid_store(set, query)).await?;
+        while let Some(item) = timed(STEP, io, async {
             Ok::<_, ImapError>(stream.next().await)
         })
         .await?
         {
             item?;
         }
-        Ok(())
+        drop(stream);
+        outcome(STEP, &self.replies)
     }
 
+    /// `UID EXPUNGE set`; the server must complete it with `OK`.
     pub(crate) async fn expunge(&mut self, set: &str) -> Result<(), ImapError> {
+        const STEP: &str = "UID EXPUNGE";
         let io = self.io_timeout;
-        let stream = timed("UID EXPUNGE", io, self.session.uid_expunge(set)).await?;
+        let stream = checked(STEP, io, &self.replies, self.session.uid_expunge(set)).await?;
         let mut stream = std::pin::pin!(stream);
-        while let Some(item) = timed("UID EXPUNGE", io, async {
+        while let Some(item) = timed(STEP, io, async {
             Ok::<_, ImapError>(stream.next().await)
         })
         .await?
         {
             item?;
         }
-        Ok(())
+        outcome(STEP, &self.replies)
     }
+}
+
+/// What one body fetch brought.
+struct Batch {
+    bodies: HashMap<u32, RawMessage>,
+    /// UIDs answered without a body.
+    bodiless: HashSet<u32>,
+    /// UIDs the server refused when asked for alone, with its words.
+    refused: HashMap<u32, String>,
+    /// How the command ended.
+    end: Result<(), ImapError>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            bodies: HashMap::new(),
+            bodiless: HashSet::new(),
+            refused: HashMap::new(),
+            end: Ok(()),
+        }
+    }
+}
+
+impl Batch {
+    /// Each of `uids` that got an answer, in order; `blamed` fails with its reason. A UID
+    /// with no answer at all was expunged meanwhile, or waits for the next session.
+    fn results(
+        mut self,
+        uids: &[u32],
+        blamed: Option<(u32, String)>,
+    ) -> Vec<(u32, mailferry_core::Fetched)> {
+        use mailferry_core::FetchFailure;
+        uids.iter()
+            .filter_map(|uid| {
+                let failed = |why: String| Some((*uid, Err(FetchFailure::temporary(why))));
+                if let Some(m) = self.bodies.remove(uid) {
+                    Some((*uid, Ok(m)))
+                } else if let Some((_, why)) = blamed.as_ref().filter(|(b, _)| b == uid) {
+                    failed(why.clone())
+                } else if let Some(words) = self.refused.remove(uid) {
+                    failed(format!("the server refused to hand it out: {words}"))
+                } else if self.bodiless.contains(uid) {
+                    failed(
+                        "the server answered UID FETCH BODY.PEEK[] without the body (NIL or missing; Exchange does this for a message it cannot render yet)"
+                            .to_owned(),
+                    )
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+/// The UID sets a listing asks for: everything, or (incremental) the unsettled UIDs below
+/// the saved UIDNEXT and everything from it on, or nothing when nothing can be new. Each
+/// set fits a command of at most [`crate::uid_set::MAX_SET`] bytes.
+fn listing_sets(from: Option<&mailferry_core::ListFrom>, uidnext: Option<u32>) -> Vec<String> {
+    let Some(f) = from else {
+        return vec!["1:*".to_owned()];
+    };
+    let also: Vec<u32> = f
+        .also
+        .iter()
+        .filter_map(|k| match k {
+            MessageKey::Uid(u) if *u < f.uidnext => Some(*u),
+            _ => None,
+        })
+        .collect();
+    let mut sets = sequence_sets(&also);
+    if uidnext.is_some_and(|n| n > f.uidnext) {
+        sets.push(format!("{}:*", f.uidnext));
+    }
+    sets
 }

@@ -54,6 +54,20 @@ pub enum ImapError {
     /// The server ended the session (`BYE`, or the connection closed while idling).
     #[error("the server ended the session: {0}")]
     Closed(String),
+    /// The server answered a command with `NO` or `BAD` (its words kept, bounded).
+    #[error("{}", refused_text(.step, .status, .words))]
+    Refused {
+        /// The command.
+        step: &'static str,
+        /// `NO` or `BAD`.
+        status: &'static str,
+        /// What the server said after the status (response code included).
+        words: String,
+    },
+    /// The access token expired while the session was open: Outlook.com ends it with
+    /// `* BYE Session invalidated - AccessTokenExpired`. A new session signs in afresh.
+    #[error("the access token expired during the session (the server said {0:?})")]
+    TokenExpired(String),
     /// The connection failed mid-session.
     #[error("the IMAP session failed")]
     Session(#[source] async_imap::error::Error),
@@ -70,13 +84,18 @@ impl Classify for ImapError {
             | Self::Protocol(_)
             | Self::Unreadable { .. }
             | Self::Closed(_)
+            | Self::Refused { .. }
+            | Self::TokenExpired(_)
             | Self::Session(_) => ErrorClass::Transient,
         }
     }
 
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Self::LoginRefused(t) | Self::LoginUnavailable(t) => mailferry_core::requested_wait(t),
+            Self::LoginRefused(t) | Self::LoginUnavailable(t) | Self::Closed(t) => {
+                Refusal::of(t).pause()
+            }
+            Self::Refused { words, .. } => Refusal::of(words).pause(),
             _ => None,
         }
     }
@@ -98,10 +117,164 @@ impl Classify for ImapError {
             Self::Folder { .. } => {
                 Some("check the account's folders list against the folder names on the server")
             }
+            Self::Refused { words, .. }
+            | Self::LoginUnavailable(words)
+            | Self::Closed(words) => Refusal::of(words).hint(),
+            Self::TokenExpired(_) => Some(
+                "nothing to do: mailferry signs in again with a fresh access token and carries on",
+            ),
             Self::Unreadable { .. } => Some(
                 "the message it belongs to is retried, then reported as refused; the others are fetched",
             ),
             _ => None,
+        }
+    }
+}
+
+/// What a server's refusal means, read from its words (DESIGN.md, "What servers actually
+/// send", has the sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `Request is throttled. Suggested Backoff Time: N milliseconds` (Exchange, as `NO`
+    /// or `BAD`), or `Server Unavailable. NN` (Exchange; no time given): stay away this long.
+    Throttled(Duration),
+    /// `User is authenticated but not connected.` (Exchange: its back end is not ready,
+    /// the token lacks the IMAP scope, or too many reconnects).
+    NotConnected,
+    /// Busy or failing for now: `[UNAVAILABLE]`, `[OVERQUOTA]`, `[LIMIT]`, `[INUSE]`,
+    /// `Too many simultaneous connections`, `Please try again later`, `System Error`.
+    Busy,
+    /// Anything else: read by the command it answers.
+    Other,
+}
+
+/// How long to stay away after `Server Unavailable`, which names no time.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(60);
+
+impl Refusal {
+    /// Reads `words`.
+    pub(crate) fn of(words: &str) -> Self {
+        let lower = words.to_ascii_lowercase();
+        if let Some(wait) = mailferry_core::requested_wait(words) {
+            Self::Throttled(wait)
+        } else if lower.contains("server unavailable") {
+            Self::Throttled(UNAVAILABLE_PAUSE)
+        } else if lower.contains("authenticated but not connected") {
+            Self::NotConnected
+        } else if [
+            "[unavailable]",
+            "[overquota]",
+            "[limit]",
+            "[inuse]",
+            "too many simultaneous connections",
+            "try again later",
+            "system error",
+            "throttl",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+        {
+            Self::Busy
+        } else {
+            Self::Other
+        }
+    }
+
+    /// Whether the whole session (not one message, not one folder) is refused for now.
+    pub(crate) fn is_temporary(self) -> bool {
+        self != Self::Other
+    }
+
+    /// The least time to stay away from the server.
+    pub(crate) fn pause(self) -> Option<Duration> {
+        match self {
+            Self::Throttled(d) => Some(d),
+            Self::NotConnected => Some(UNAVAILABLE_PAUSE),
+            Self::Busy | Self::Other => None,
+        }
+    }
+
+    fn hint(self) -> Option<&'static str> {
+        match self {
+            Self::Throttled(_) => Some(
+                "the provider asked mailferry to slow down; it waits at least as long as asked before it connects again",
+            ),
+            Self::NotConnected => Some(
+                "Exchange says this while the mailbox is not ready, and mailferry tries again after a pause; if it lasts: check that IMAP is switched on for the mailbox (Outlook.com: Settings > Mail > Forwarding and IMAP), that the sign-in asked for the IMAP scope (https://outlook.office.com/IMAP.AccessAsUser.All; run mailferry auth NAME again after changing it), and that fewer programs connect to the mailbox at once",
+            ),
+            Self::Busy => Some(
+                "the server is busy or limiting this mailbox; mailferry tries again later, nothing is lost meanwhile",
+            ),
+            Self::Other => None,
+        }
+    }
+}
+
+/// A wait as a person reads it: `1.5 s`, `300 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+fn refused_text(step: &str, status: &str, words: &str) -> String {
+    match Refusal::of(words) {
+        Refusal::Throttled(d) => {
+            format!(
+                "throttled by the server for {} ({step} answered {status} {words})",
+                seconds(d)
+            )
+        }
+        _ => format!("the server refused {step}: {status} {words}"),
+    }
+}
+
+impl ImapError {
+    /// The error a command's completion means: `NO`/`BAD` in the server's words.
+    pub(crate) fn refused(step: &'static str, c: &crate::completion::Completion) -> Self {
+        Self::Refused {
+            step,
+            status: c.status.word(),
+            words: if c.text.is_empty() {
+                "(no reason given)".to_owned()
+            } else {
+                c.text.clone()
+            },
+        }
+    }
+
+    /// The error for a session the server ended with `BYE text`.
+    pub(crate) fn ended(text: String) -> Self {
+        if text.contains("AccessTokenExpired") {
+            Self::TokenExpired(text)
+        } else {
+            Self::Closed(text)
+        }
+    }
+
+    /// The same error again, for a session that ended at it: every later request says so.
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            Self::Unreadable { excerpt } => Self::Unreadable {
+                excerpt: excerpt.clone(),
+            },
+            Self::Refused {
+                step,
+                status,
+                words,
+            } => Self::Refused {
+                step,
+                status,
+                words: words.clone(),
+            },
+            Self::TokenExpired(t) => Self::TokenExpired(t.clone()),
+            Self::Timeout { step, after } => Self::Timeout {
+                step,
+                after: *after,
+            },
+            other => Self::Closed(other.to_string()),
         }
     }
 }
@@ -177,11 +350,17 @@ pub(crate) fn sanitize(e: async_imap::error::Error) -> ImapError {
 /// The server's own words in async-imap's rendering of a tagged `NO` or `BAD`
 /// (`code: Some(Alert), info: Some("text")`): `[ALERT] text`. Other text is kept.
 pub(crate) fn server_words(text: &str) -> String {
+    // Two renderings: `code: .., info: ..` (checked commands) and `outcome: Outcome {
+    // code: .., information: .. }` (EXAMINE, SELECT, STATUS).
+    let text = text
+        .strip_prefix("outcome: Outcome { ")
+        .and_then(|t| t.strip_suffix(" }"))
+        .map_or_else(|| text.to_owned(), |t| t.replacen(", information: ", ", info: ", 1));
     let Some((code, info)) = text
         .strip_prefix("code: ")
         .and_then(|rest| rest.split_once(", info: "))
     else {
-        return text.to_owned();
+        return text;
     };
     let info = info
         .strip_prefix("Some(\"")
@@ -256,6 +435,12 @@ mod tests {
         );
         assert_eq!(server_words("code: None, info: None"), "(no reason given)");
         assert_eq!(server_words("plain words"), "plain words");
+        assert_eq!(
+            server_words(
+                "outcome: Outcome { code: None, information: Some(\"User is authenticated but not connected.\") }"
+            ),
+            "User is authenticated but not connected."
+        );
         let e = sanitize(async_imap::error::Error::No(
             "code: None, info: Some(\"Mailbox doesn't exist: Archive\")".into(),
         ));

@@ -55,10 +55,8 @@ impl ImapSource {
         refresh: Duration,
     ) -> Result<(Self, IdleEvent), ImapError> {
         let io = self.io_timeout;
-        if let Some(excerpt) = self.broken.clone() {
-            return Err(ImapError::Unreadable { excerpt });
-        }
-        let mailbox = timed("EXAMINE", io, self.session.examine(folder)).await?;
+        self.usable()?;
+        let mailbox = self.examine(folder).await?;
         let unsolicited = self.session.unsolicited_responses.clone();
         while unsolicited.try_recv().is_ok() {}
         match self.listed_uidnext.get(folder) {
@@ -70,7 +68,9 @@ impl ImapSource {
             io_timeout,
             announced,
             max_message,
-            broken,
+            ended,
+            replies,
+            seen,
             limit,
             listed_uidnext,
         } = self;
@@ -129,7 +129,9 @@ impl ImapSource {
             io_timeout,
             announced,
             max_message,
-            broken,
+            ended,
+            replies,
+            seen,
             limit,
             listed_uidnext,
         };

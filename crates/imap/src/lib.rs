@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod commands;
+mod completion;
 mod connect;
 mod error;
 mod idle;

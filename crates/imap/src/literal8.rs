@@ -7,7 +7,9 @@
 //! announcement alone is rewritten: this reader drops the `~` of a `~{n}` that ends a
 //! line, and passes the `n` bytes that follow through untouched, whatever they hold.
 //!
-//! Only what the server sends is rewritten; writes pass through.
+//! Only what the server sends is rewritten; writes pass through. Every response line
+//! (never a literal's bytes) is also shown to [`Lines`], which records tagged completions
+//! and `BYE` (see completion.rs).
 //!
 //! [RFC 3516]: https://www.rfc-editor.org/rfc/rfc3516
 
@@ -15,6 +17,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::completion::{Lines, Replies};
 
 /// Where the reader is in the server's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +43,16 @@ pub(crate) struct Rewriter {
     state: State,
     /// A `~` and what followed it, until the announcement is complete or proven not one.
     held: Vec<u8>,
+    /// Sees every byte outside literals.
+    lines: Lines,
 }
 
 impl Rewriter {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(replies: Replies) -> Self {
         Self {
             state: State::Line,
             held: Vec::new(),
+            lines: Lines::new(replies),
         }
     }
 
@@ -76,6 +83,8 @@ impl Rewriter {
     }
 
     fn step(&mut self, b: u8, out: &mut Vec<u8>) {
+        self.lines
+            .byte(b, b == b'\n' && matches!(self.state, State::Cr { .. }));
         let binary = matches!(
             self.state,
             State::Tilde
@@ -163,10 +172,10 @@ pub(crate) struct Literal8<S> {
 }
 
 impl<S> Literal8<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S, replies: Replies) -> Self {
         Self {
             inner,
-            rewriter: Rewriter::new(),
+            rewriter: Rewriter::new(replies),
             ready: Vec::new(),
             taken: 0,
             scratch: vec![0; 64 * 1024],
@@ -231,7 +240,7 @@ mod tests {
     use super::*;
 
     fn rewrite_in_chunks(input: &[u8], size: usize) -> Vec<u8> {
-        let mut r = Rewriter::new();
+        let mut r = Rewriter::new(Replies::default());
         let mut out = Vec::new();
         for chunk in input.chunks(size) {
             r.feed(chunk, &mut out);

@@ -8,11 +8,12 @@ use futures_util::StreamExt;
 use mailferry_core::{FolderState, MessageKey, RawMessage, Source, SourceAction};
 use tracing::{debug, warn};
 
+use crate::completion::{checked, outcome};
 use crate::connect::{self, ConnectOptions, Stream, TlsMode, timed};
-use crate::error::ImapError;
+use crate::error::{ImapError, Refusal};
 
 use crate::login::{Login, capabilities, greeting, oauth2_login, password_login};
-use crate::uid_set::sequence_set;
+use crate::uid_set::{sequence_set, sequence_sets};
 
 /// A logged-in IMAP session reading one folder at a time.
 pub struct ImapSource {
@@ -22,9 +23,15 @@ pub struct ImapSource {
     pub(crate) announced: HashMap<u32, u64>,
     /// Largest message fetched.
     pub(crate) max_message: u64,
-    /// Set when the server sent a reply that could not be read: the session is over, and
-    /// every later request says so (the engine then opens a new one).
-    pub(crate) broken: Option<String>,
+    /// Set when the session ended in the middle of an answer (a reply that could not be
+    /// read, a `BYE`, a throttled command the server then hung up on): what arrived
+    /// before is used, and every later request says why it ended (the engine then opens
+    /// a new session, after the pause the server asked for).
+    pub(crate) ended: Option<ImapError>,
+    /// The tagged completions and `BYE` the reader saw (completion.rs).
+    pub(crate) replies: crate::completion::Replies,
+    /// UIDs the last listing showed as `\Seen` (mark-seen leaves them alone).
+    pub(crate) seen: std::collections::HashSet<u32>,
     /// The stream's silence limit: IDLE raises it while it waits.
     pub(crate) limit: mailferry_tls::IdleLimit,
     /// The UIDNEXT each folder had when it was last listed (IDLE compares).
@@ -65,10 +72,12 @@ impl ImapSource {
         let tcp = connect::tcp(opts).await?;
         // Every read and write fails after io-timeout of silence (not of total time): a
         // large literal trickling in slowly is fine, a server that stops is not.
-        // Binary literals (`~{n}`) are read as plain ones (see literal8.rs).
+        // Binary literals (`~{n}`) are read as plain ones (see literal8.rs), and the
+        // server's completions are seen (completion.rs).
+        let replies = crate::completion::Replies::default();
         let (stream, limit) = match opts.tls {
-            TlsMode::Implicit => watched(Box::new(connect::tls(opts, tcp).await?), io),
-            TlsMode::None => watched(Box::new(tcp), io),
+            TlsMode::Implicit => watched(Box::new(connect::tls(opts, tcp).await?), io, &replies),
+            TlsMode::None => watched(Box::new(tcp), io, &replies),
             TlsMode::StartTls => {
                 let mut plain = Client::new(tcp);
                 greeting(&mut plain, io).await?;
@@ -84,7 +93,11 @@ impl ImapSource {
                     ) => ImapError::Unsupported("STARTTLS"),
                     other => other,
                 })?;
-                watched(Box::new(connect::tls(opts, plain.into_inner()).await?), io)
+                watched(
+                    Box::new(connect::tls(opts, plain.into_inner()).await?),
+                    io,
+                    &replies,
+                )
             }
         };
         let mut client = Client::new(stream);
@@ -106,7 +119,9 @@ impl ImapSource {
             io_timeout: io,
             announced: HashMap::new(),
             max_message: 150 * 1024 * 1024,
-            broken: None,
+            ended: None,
+            replies,
+            seen: std::collections::HashSet::new(),
             limit,
             listed_uidnext: HashMap::new(),
         })
@@ -117,12 +132,10 @@ impl ImapSource {
         self.max_message = bytes.max(1024);
     }
 
-    /// An error when an earlier reply could not be read: the session cannot go on.
+    /// An error when the session ended mid-answer: it cannot go on.
     pub(crate) fn usable(&self) -> Result<(), ImapError> {
-        match &self.broken {
-            Some(excerpt) => Err(ImapError::Unreadable {
-                excerpt: excerpt.clone(),
-            }),
+        match &self.ended {
+            Some(e) => Err(e.again()),
             None => Ok(()),
         }
     }
@@ -132,12 +145,17 @@ impl ImapSource {
     }
 }
 
-/// The stream a session reads: an inactivity limit (whose handle is returned) and binary
-/// literals read as plain ones (see literal8.rs).
-fn watched(inner: Stream, io: Duration) -> (Stream, mailferry_tls::IdleLimit) {
+/// The stream a session reads: an inactivity limit (whose handle is returned), binary
+/// literals read as plain ones (see literal8.rs), completions seen into `replies`.
+fn watched(
+    inner: Stream,
+    io: Duration,
+    replies: &crate::completion::Replies,
+) -> (Stream, mailferry_tls::IdleLimit) {
     let idle = mailferry_tls::Idle::new(inner, io);
     let limit = idle.limit();
-    (Box::new(crate::literal8::Literal8::new(idle)), limit)
+    let stream = crate::literal8::Literal8::new(idle, replies.clone());
+    (Box::new(stream), limit)
 }
 
 impl Source for ImapSource {
@@ -197,7 +215,7 @@ impl Source for ImapSource {
         let mut refetched: u64 = 0;
         for (uid, mut result) in got {
             let full = matches!(&result, Ok(m) if m.len() as u64 >= cap);
-            if full && cap < max && self.broken.is_some() {
+            if full && cap < max && self.ended.is_some() {
                 // Cannot fetch it again in this session: the next one will.
                 continue;
             }
@@ -242,13 +260,15 @@ impl Source for ImapSource {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
+        self.usable()?;
         let io = self.io_timeout;
         let set = sequence_set(&uids);
         let mut by_uid = HashMap::new();
         {
-            let mut stream = timed(
+            let mut stream = checked(
                 "UID FETCH headers",
                 io,
+                &self.replies,
                 self.session.uid_fetch(&set, "(UID BODY.PEEK[HEADER])"),
             )
             .await?;
@@ -263,6 +283,7 @@ impl Source for ImapSource {
                 }
             }
         }
+        outcome("UID FETCH headers", &self.replies)?;
         self.drain_unsolicited();
         Ok(uids
             .iter()
@@ -282,14 +303,17 @@ impl Source for ImapSource {
         }
         if let SourceAction::Move(to) = action {
             let io = self.io_timeout;
-            if let Err(e) = timed("STATUS", io, self.session.status(to, "(MESSAGES)")).await {
+            let status = self.session.status(to, "(MESSAGES)");
+            if let Err(e) = checked("STATUS", io, &self.replies, status).await {
                 return Err(match e {
-                    ImapError::Session(async_imap::error::Error::No(reason)) => {
+                    ImapError::Refused { status, words, .. }
+                        if status == "NO" && !Refusal::of(&words).is_temporary() =>
+                    {
                         let naming = self.naming(to).await.unwrap_or_default();
                         ImapError::Folder {
                             folder: to.clone(),
                             reason: format!(
-                                "after-delivery moves mail there, but the server says: {reason}{naming}"
+                                "after-delivery moves mail there, but the server says: {status} {words}{naming}"
                             ),
                         }
                     }
@@ -311,8 +335,13 @@ impl Source for ImapSource {
         let uids: Vec<u32> = keys
             .iter()
             .filter_map(|k| match k {
-                MessageKey::Uid(uid) => Some(*uid),
-                MessageKey::Uidl(_) => None,
+                // What the listing showed as \Seen needs no mark-seen again.
+                MessageKey::Uid(uid)
+                    if !(*action == SourceAction::MarkSeen && self.seen.contains(uid)) =>
+                {
+                    Some(*uid)
+                }
+                _ => None,
             })
             .collect();
         if uids.is_empty() {
@@ -324,13 +353,12 @@ impl Source for ImapSource {
         let has = |c: &str| caps.iter().any(|x| x.eq_ignore_ascii_case(c));
         // EXAMINE was read-only: changing anything needs SELECT, and the same UIDVALIDITY,
         // or the UIDs would name other messages.
-        let mailbox = timed("SELECT", io, self.session.select(folder)).await?;
+        let mailbox = checked("SELECT", io, &self.replies, self.session.select(folder)).await?;
         if mailbox.uid_validity != Some(uidvalidity) {
             return Err(ImapError::Protocol(format!(
                 "the UIDVALIDITY of {folder:?} changed since it was listed; nothing was changed"
             )));
         }
-        let set = sequence_set(&uids);
         let needs_uidplus = matches!(action, SourceAction::Delete)
             || matches!(action, SourceAction::Move(_) if !has("MOVE"));
         if needs_uidplus && !has("UIDPLUS") {
@@ -339,19 +367,23 @@ impl Source for ImapSource {
                 "UID EXPUNGE (UIDPLUS), which deleting or moving safely needs",
             ));
         }
-        match action {
-            SourceAction::MarkSeen => self.store(&set, "+FLAGS.SILENT (\\Seen)").await?,
-            SourceAction::Move(to) if has("MOVE") => {
-                timed("UID MOVE", io, self.session.uid_mv(&set, to)).await?;
-            }
-            SourceAction::Move(to) => {
-                timed("UID COPY", io, self.session.uid_copy(&set, to)).await?;
-                self.store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
-                self.expunge(&set).await?;
-            }
-            SourceAction::Delete => {
-                self.store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
-                self.expunge(&set).await?;
+        // Each command names at most MAX_SET bytes of UIDs (Exchange refuses long ones).
+        for set in sequence_sets(&uids) {
+            match action {
+                SourceAction::MarkSeen => self.store(&set, "+FLAGS.SILENT (\\Seen)").await?,
+                SourceAction::Move(to) if has("MOVE") => {
+                    checked("UID MOVE", io, &self.replies, self.session.uid_mv(&set, to)).await?;
+                }
+                SourceAction::Move(to) => {
+                    let copy = self.session.uid_copy(&set, to);
+                    checked("UID COPY", io, &self.replies, copy).await?;
+                    self.store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
+                    self.expunge(&set).await?;
+                }
+                SourceAction::Delete => {
+                    self.store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
+                    self.expunge(&set).await?;
+                }
             }
         }
         self.drain_unsolicited();

@@ -22,6 +22,7 @@ struct Account {
     failed: u64,
     refused: u64,
     bytes: u64,
+    throttled: u64,
     runs_ok: u64,
     runs_failed: u64,
     duration_sum: f64,
@@ -45,6 +46,7 @@ impl Account {
         self.failed += r.counts.failed;
         self.refused += r.refused.len() as u64;
         self.bytes += r.bytes;
+        self.throttled += r.throttled;
     }
 }
 
@@ -163,7 +165,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let counters: [Counter; 5] = [
+        let counters: [Counter; 6] = [
             (
                 "mailferry_messages_fetched_total",
                 "Messages fetched from the source.",
@@ -188,6 +190,11 @@ impl Metrics {
                 "mailferry_delivered_bytes_total",
                 "Bytes of the messages delivered.",
                 |a| a.bytes,
+            ),
+            (
+                "mailferry_source_throttled_total",
+                "Times the source asked mailferry to pause (throttling, server unavailable).",
+                |a| a.throttled,
             ),
         ];
         for (name, help, get) in counters {

@@ -20,6 +20,22 @@ pub struct Client<S> {
     io_timeout: Duration,
     out: Vec<u8>,
     read_buf: Vec<u8>,
+    /// A reply was longer than the limit: the rest of it is still coming, so the session
+    /// cannot go on.
+    ended: bool,
+}
+
+/// What one `RETR` brought.
+#[derive(Debug)]
+pub enum Retrieved {
+    /// The message (unstuffed).
+    Body(Vec<u8>),
+    /// The server refused it (`-ERR`, its words).
+    Refused(String),
+    /// Longer than the limit: not kept.
+    TooLarge,
+    /// Not fetched this time (memory budget reached, or the session ended).
+    Later,
 }
 
 /// Names the server only: the buffers hold the last command (`PASS ...`, an XOAUTH2
@@ -55,6 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             io_timeout,
             out: Vec::new(),
             read_buf: vec![0; 64 * 1024],
+            ended: false,
         }
     }
 
@@ -268,10 +285,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
         Ok(listing.entries)
     }
 
-    /// `RETR` for each of `numbers` (message number, `LIST` size), returning the bodies in
-    /// order, or for a message the server refuses (`-ERR`) its words. With `pipelined`,
-    /// all commands go out in one write and the replies are read afterwards (RFC 2449
-    /// PIPELINING); otherwise one round trip per message.
+    /// `RETR` for each of `numbers` (message number, `LIST` size), returning in order each
+    /// body, or the server's refusal of it (`-ERR`), or [`Retrieved::Later`]. With
+    /// `pipelined`, all commands go out in one write and the replies are read afterwards
+    /// (RFC 2449 PIPELINING); otherwise one round trip per message.
+    ///
+    /// Memory follows the bytes that arrive, not the sizes `LIST` announced (estimates on
+    /// Exchange, and a server may lie): once the bodies kept reach `budget` bytes, the
+    /// rest are read and dropped (pipelined) or not asked for, and come [`Retrieved::Later`].
+    /// A body longer than the parser's limit (`max-message-size`) is
+    /// [`Retrieved::TooLarge`]; the session cannot go on after it (its bytes are still
+    /// coming), so the rest come `Later` and the next command says the session ended.
     ///
     /// # Errors
     /// Network failures.
@@ -279,7 +303,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
         &mut self,
         numbers: &[(u32, u64)],
         pipelined: bool,
-    ) -> Result<Vec<Result<Vec<u8>, String>>, Pop3Error> {
+        budget: usize,
+    ) -> Result<Vec<Retrieved>, Pop3Error> {
+        self.usable()?;
         // Room for each message at its LIST size (plus stuffing), so that a large message
         // is received into one allocation rather than a doubling series of copies.
         let room = |size: u64| {
@@ -287,23 +313,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             size.saturating_add(size / 64).saturating_add(1024)
         };
         let mut out = Vec::with_capacity(numbers.len());
+        let mut kept = 0usize;
         if pipelined {
             let commands: Vec<Command<'_>> =
                 numbers.iter().map(|(n, _)| Command::Retr(*n)).collect();
             self.write_commands("RETR", &commands).await?;
-            for (_, size) in numbers {
-                self.parser.reserve(room(*size));
-                let reply = self.read("RETR", Expect::MultiLine).await?;
-                out.push(self.one_message(reply)?);
+        }
+        for (n, size) in numbers {
+            if self.ended {
+                out.push(Retrieved::Later);
+                continue;
             }
-        } else {
-            for (n, size) in numbers {
-                self.parser.reserve(room(*size));
-                let reply = self.command("RETR", Command::Retr(*n)).await?;
-                out.push(self.one_message(reply)?);
+            if kept >= budget && !pipelined {
+                out.push(Retrieved::Later);
+                continue;
             }
+            self.parser.reserve(room(*size));
+            let reply = if pipelined {
+                self.read("RETR", Expect::MultiLine).await
+            } else {
+                self.command("RETR", Command::Retr(*n)).await
+            };
+            let got = match reply {
+                Err(Pop3Error::Protocol(codec::Error::TooLarge(_))) => {
+                    self.ended = true;
+                    Retrieved::TooLarge
+                }
+                Err(e) => return Err(e),
+                Ok(reply) => match self.one_message(reply)? {
+                    Ok(body) if kept >= budget => {
+                        drop(body);
+                        Retrieved::Later
+                    }
+                    Ok(body) => {
+                        kept += body.len();
+                        Retrieved::Body(body)
+                    }
+                    Err(words) => Retrieved::Refused(words),
+                },
+            };
+            out.push(got);
         }
         Ok(out)
+    }
+
+    /// Sets the longest message accepted (bytes received, whatever `LIST` said).
+    pub fn limit_messages(&mut self, bytes: usize) {
+        self.parser = Parser::new(bytes);
+    }
+
+    /// An error once the session cannot go on (a reply was longer than the limit).
+    fn usable(&self) -> Result<(), Pop3Error> {
+        if self.ended {
+            Err(Pop3Error::Ended)
+        } else {
+            Ok(())
+        }
     }
 
     /// A `RETR` reply: the message, or the server's refusal of it.
@@ -320,6 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// # Errors
     /// Network failures, or a refused `DELE`.
     pub async fn dele_many(&mut self, numbers: &[u32]) -> Result<(), Pop3Error> {
+        self.usable()?;
         for n in numbers {
             let reply = self.command("DELE", Command::Dele(*n)).await?;
             self.status("DELE", reply)?;
@@ -332,6 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// # Errors
     /// When the server refuses to commit (`-ERR` to QUIT: nothing was deleted).
     pub async fn quit(&mut self) -> Result<(), Pop3Error> {
+        self.usable()?;
         let reply = self.command("QUIT", Command::Quit).await?;
         self.status("QUIT", reply).map(|_| ())
     }
@@ -346,7 +413,9 @@ fn refusal(step: &'static str, s: &Status) -> Pop3Error {
         s.code.as_deref(),
         Some("LOGIN-DELAY" | "IN-USE" | "SYS/TEMP")
     ) || s.text.contains("[UNAVAILABLE]")
-        || s.text.contains("Temporary authentication failure");
+        || s.text.contains("Temporary authentication failure")
+        // Exchange: `-ERR Server Unavailable. 21` (DESIGN.md, "What servers actually send").
+        || s.text.contains("Server Unavailable");
     if temporary {
         Pop3Error::Busy(text)
     } else {

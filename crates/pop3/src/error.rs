@@ -41,11 +41,15 @@ pub enum Pop3Error {
     },
     /// The server is temporarily unable to serve us: `[LOGIN-DELAY]`, `[IN-USE]`,
     /// `[SYS/TEMP]` or an `[UNAVAILABLE]`-style temporary failure.
-    #[error("the POP3 server cannot serve this account right now: {0}")]
+    #[error("{}", busy_text(.0))]
     Busy(String),
     /// The server does not offer what the configuration needs.
     #[error("the POP3 server does not support {0}")]
     Unsupported(&'static str),
+    /// The session ended at a reply longer than `max-message-size` (its bytes were still
+    /// coming); a new session carries on.
+    #[error("the POP3 session ended at a message longer than max-message-size")]
+    Ended,
     /// A command was refused.
     #[error("the POP3 server refused {step}: {text}")]
     Refused {
@@ -54,6 +58,23 @@ pub enum Pop3Error {
         /// The server's words.
         text: String,
     },
+}
+
+/// How long the server asked to be left alone: a number it gave, or a minute for
+/// Exchange's `Server Unavailable. 21`, which gives none.
+fn pause(text: &str) -> Option<Duration> {
+    mailferry_core::requested_wait(text)
+        .or_else(|| text.contains("Server Unavailable").then_some(Duration::from_secs(60)))
+}
+
+fn busy_text(text: &str) -> String {
+    match pause(text) {
+        Some(d) => format!(
+            "throttled by the server for {} s: {text}",
+            d.as_secs_f64().ceil()
+        ),
+        None => format!("the POP3 server cannot serve this account right now: {text}"),
+    }
 }
 
 impl Classify for Pop3Error {
@@ -66,13 +87,15 @@ impl Classify for Pop3Error {
             | Self::Protocol(_)
             | Self::Closed(_)
             | Self::Busy(_)
+            | Self::Ended
             | Self::Refused { .. } => ErrorClass::Transient,
         }
     }
 
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Self::Busy(t) | Self::LoginRefused { detail: t } => mailferry_core::requested_wait(t),
+            Self::Busy(t) => pause(t),
+            Self::LoginRefused { detail: t } => mailferry_core::requested_wait(t),
             _ => None,
         }
     }

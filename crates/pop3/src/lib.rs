@@ -14,7 +14,7 @@ mod error;
 pub mod sasl;
 mod source;
 
-pub use client::{Client, MAX_MESSAGE};
+pub use client::{Client, MAX_MESSAGE, Retrieved};
 pub use error::Pop3Error;
 pub use source::Keys;
 pub use source::{ConnectOptions, Login, Pop3Source, TlsMode};

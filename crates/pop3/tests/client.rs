@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mailferry_core::{Classify, ErrorClass};
-use mailferry_pop3::{Client, Pop3Error, codec, sasl};
+use mailferry_pop3::{Client, Pop3Error, Retrieved, codec, sasl};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
 const T: Duration = Duration::from_secs(5);
@@ -139,12 +139,22 @@ async fn pipelined_retr_sends_every_command_before_reading_a_reply() {
     });
     let got = tokio::time::timeout(
         T,
-        client.retr_many(&[(1, 30), (2, 30), (3, 30), (4, 30), (5, 30)], true),
+        client.retr_many(
+            &[(1, 30), (2, 30), (3, 30), (4, 30), (5, 30)],
+            true,
+            usize::MAX,
+        ),
     )
     .await
     .expect("no deadlock")
     .expect("retr");
-    let got: Vec<Vec<u8>> = got.into_iter().map(|r| r.expect("body")).collect();
+    let got: Vec<Vec<u8>> = got
+        .into_iter()
+        .filter_map(|r| match r {
+            Retrieved::Body(b) => Some(b),
+            _ => None,
+        })
+        .collect();
     assert_eq!(got, bodies);
     script.await.expect("script");
 }
@@ -184,5 +194,57 @@ async fn debug_never_shows_the_last_command() {
     let shown = format!("{client:?} {client:#?}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("fake:110"), "{shown}");
+    script.await.expect("script");
+}
+
+/// A `LIST` that announces little cannot make the client hold more than the budget: the
+/// bodies after it are read and dropped, and come back as not fetched.
+#[tokio::test]
+async fn kept_bodies_stay_within_the_budget_whatever_list_announced() {
+    let (mut client, mut server) = client_and_server().await;
+    let script = tokio::spawn(async move {
+        for n in 1..=3 {
+            assert_eq!(line(&mut server).await, format!("RETR {n}"));
+        }
+        for n in 1..=3 {
+            let body = format!("Subject: {n}\r\n\r\n{}\r\n", "x".repeat(5_000));
+            let mut reply = b"+OK\r\n".to_vec();
+            reply.extend(codec::stuff(body.as_bytes()));
+            server.get_mut().write_all(&reply).await.expect("w");
+        }
+    });
+    let got = client
+        .retr_many(&[(1, 10), (2, 10), (3, 10)], true, 4_000)
+        .await
+        .expect("retr");
+    assert!(matches!(got[0], Retrieved::Body(_)), "{got:?}");
+    assert!(matches!(got[1], Retrieved::Later), "{got:?}");
+    assert!(matches!(got[2], Retrieved::Later), "{got:?}");
+    script.await.expect("script");
+}
+
+/// A reply longer than the limit is too large, whatever `LIST` said; the session then
+/// cannot go on (the rest of that reply is still coming), and says so.
+#[tokio::test]
+async fn a_reply_longer_than_the_limit_is_too_large_and_ends_the_session() {
+    let (mut client, mut server) = client_and_server().await;
+    client.limit_messages(2_000);
+    let script = tokio::spawn(async move {
+        assert_eq!(line(&mut server).await, "RETR 1");
+        assert_eq!(line(&mut server).await, "RETR 2");
+        let mut reply = b"+OK\r\n".to_vec();
+        reply.extend(codec::stuff(format!("{}\r\n", "y".repeat(50_000)).as_bytes()));
+        reply.extend(b"+OK\r\nSubject: 2\r\n\r\nsmall\r\n.\r\n");
+        let _ = server.get_mut().write_all(&reply).await;
+    });
+    let got = client
+        .retr_many(&[(1, 100), (2, 100)], true, usize::MAX)
+        .await
+        .expect("retr");
+    assert!(matches!(got[0], Retrieved::TooLarge), "{got:?}");
+    assert!(matches!(got[1], Retrieved::Later), "{got:?}");
+    let err = client.quit().await.expect_err("the session ended");
+    assert!(matches!(err, Pop3Error::Ended), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Transient);
     script.await.expect("script");
 }

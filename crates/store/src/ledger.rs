@@ -100,6 +100,38 @@ pub struct MessageFacts<'a> {
     pub destination: &'a str,
 }
 
+/// When a message the source will not hand out is given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRetry {
+    /// Failures before it is refused...
+    pub tries: u32,
+    /// ...spread over at least this many seconds since the first.
+    pub for_at_least: i64,
+}
+
+impl FetchRetry {
+    /// First pause after a failure, doubled after each further one...
+    pub const FIRST_PAUSE: i64 = 10 * 60;
+    /// ...up to this.
+    pub const LONGEST_PAUSE: i64 = 6 * 3600;
+
+    /// Refused at the first failure (a message larger than the limit).
+    pub const AT_ONCE: Self = Self {
+        tries: 1,
+        for_at_least: 0,
+    };
+
+    /// How long a message rests after its `attempts`-th failure (none after the one that
+    /// refuses it: it is settled then).
+    #[must_use]
+    pub fn pause(self, attempts: i64) -> i64 {
+        let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+        Self::FIRST_PAUSE
+            .saturating_mul(1 << doublings)
+            .min(Self::LONGEST_PAUSE)
+    }
+}
+
 /// A message the destination refused for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -324,9 +356,10 @@ impl Store {
     }
 
     /// Records that the source would not hand out this message (`reason`: its words).
-    /// The message is tried again at later runs; at the `limit`-th failure in a row it is
-    /// recorded as refused with the reason, and reported. A settled row is left alone.
-    /// Returns whether the message is now refused.
+    /// The message rests for a pause that grows with each failure ([`FetchRetry::pause`]),
+    /// then is tried again; it is recorded as refused, with the reason, only once it has
+    /// failed `rule.tries` times over at least `rule.for_at_least` seconds since it first
+    /// failed. A settled row is left alone. Returns whether the message is now refused.
     ///
     /// # Errors
     /// On a database failure.
@@ -335,19 +368,39 @@ impl Store {
         key: &LedgerKey,
         destination: &str,
         reason: &str,
-        limit: u32,
+        rule: FetchRetry,
     ) -> Result<bool, StoreError> {
         let (uid, uidl) = key.columns();
         let now = now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT attempts, first_seen FROM ledger \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ? AND state IN (?, ?)",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .bind(LedgerState::Deferred)
+        .bind(LedgerState::Attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (attempts, since) = before.map_or((1, now), |(a, s)| (a + 1, s));
+        let refused = attempts >= i64::from(rule.tries) && now - since >= rule.for_at_least;
+        let state = if refused {
+            LedgerState::Refused
+        } else {
+            LedgerState::Deferred
+        };
+        let not_before = now + rule.pause(attempts);
         sqlx::query(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
-             attempts, destination, last_error, first_seen, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, CASE WHEN ?9 <= 1 THEN ?10 ELSE ?11 END, \
-             1, ?6, ?7, ?8, ?8) \
+             attempts, destination, last_error, first_seen, updated_at, not_before) \
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, ?9, 1, ?6, ?7, ?8, ?8, ?10) \
              ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
              attempts = attempts + 1, last_error = excluded.last_error, updated_at = excluded.updated_at, \
-             state = CASE WHEN attempts + 1 >= ?9 THEN ?10 ELSE ?11 END \
+             state = excluded.state, not_before = excluded.not_before \
              WHERE state IN (?11, ?12)",
         )
         .bind(&key.account)
@@ -358,8 +411,8 @@ impl Store {
         .bind(destination)
         .bind(reason)
         .bind(now)
-        .bind(i64::from(limit))
-        .bind(LedgerState::Refused)
+        .bind(state)
+        .bind(not_before)
         .bind(LedgerState::Deferred)
         .bind(LedgerState::Attempt)
         .execute(&mut *tx)
@@ -376,6 +429,33 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(state == LedgerState::Refused)
+    }
+
+    /// Keys of `folder` under `uidvalidity` that the source would not hand out and that
+    /// rest until a later run ([`Self::record_fetch_failure`]): not asked for now.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn resting_keys(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<MessageKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT uid, uidl FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
+             AND state = ? AND not_before > ?",
+        )
+        .bind(account)
+        .bind(folder)
+        .bind(i64::from(uidvalidity))
+        .bind(LedgerState::Deferred)
+        .bind(now())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| key_from_columns(r.get(0), r.get(1)))
+            .collect()
     }
 
     /// Records a temporary refusal: the message is tried again on the next run.
@@ -467,7 +547,7 @@ impl Store {
         let bare = key.map(|k| k.trim().trim_matches(['<', '>']).to_owned());
         let uid = key.and_then(|k| k.trim().parse::<i64>().ok());
         let done = sqlx::query(
-            "UPDATE ledger SET state = ?6, \
+            "UPDATE ledger SET state = ?6, not_before = NULL, \
              last_error = 'returned to the queue by `mailferry retry`; was: ' || COALESCE(last_error, ''), \
              updated_at = ?1 \
              WHERE state = ?7 AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR folder = ?3) \

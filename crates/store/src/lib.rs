@@ -19,7 +19,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 mod ledger;
-pub use ledger::{Attempt, LedgerKey, LedgerState, MessageFacts, Refusal};
+pub use ledger::{Attempt, FetchRetry, LedgerKey, LedgerState, MessageFacts, Refusal};
 mod folders;
 mod push;
 mod service;

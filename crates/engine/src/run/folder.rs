@@ -171,12 +171,24 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
         .settled_keys(&account.name, folder, uidvalidity)
         .await
         .map_err(Stop::Store)?;
+    // What the source would not hand out lately rests (its pause grows with each failure).
+    let resting = if opts.dry_run {
+        std::collections::HashSet::new()
+    } else {
+        store
+            .resting_keys(&account.name, folder, uidvalidity)
+            .await
+            .map_err(Stop::Store)?
+    };
     let present: Vec<MessageKey> = state.messages.iter().map(|m| m.key.clone()).collect();
     let new: Vec<ListedMessage> = state
         .messages
         .into_iter()
-        .filter(|m| !settled.contains(&m.key))
+        .filter(|m| !settled.contains(&m.key) && !resting.contains(&m.key))
         .collect();
+    if !resting.is_empty() {
+        debug!(folder, resting = resting.len(), "messages the source would not hand out rest until later");
+    }
     report.new += new.len() as u64;
     debug!(folder, new = new.len(), settled = settled.len(), "listed");
     if opts.dry_run {

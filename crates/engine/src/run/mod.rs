@@ -24,6 +24,10 @@ pub(crate) use folder::{gather_folder, settle_action};
 /// How often one run opens a new session after the previous one died mid-run.
 const MAX_RECONNECTS: u32 = 5;
 
+/// A pause the server asks for is waited out within the run up to this long; a longer one
+/// ends the run, and the schedule waits it out (the account lock is not held meanwhile).
+const MAX_PAUSE_IN_RUN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -178,15 +182,30 @@ async fn pipeline(
                 }
             }
         };
+        if let Err(Stop::Source(r)) = &result
+            && r.retry_after.is_some()
+        {
+            report.throttled += 1;
+        }
         match result {
             Err(Stop::Source(r))
                 if r.class == ErrorClass::Transient
                     && report.counts.fetched > before
                     && reconnects < MAX_RECONNECTS
+                    && r.retry_after.is_none_or(|w| w <= MAX_PAUSE_IN_RUN)
                     && !cancel.is_cancelled() =>
             {
                 reconnects += 1;
                 warn!(cause = %r.message, reconnects, "the session ended mid-run; reconnecting to carry on");
+                // Never at once after the server asked for a pause (Exchange throttles,
+                // then hangs up): the next connection waits at least as long.
+                if let Some(wait) = r.retry_after {
+                    info!(wait = %humantime::format_duration(wait), "waiting as the server asked before connecting again");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = cancel.cancelled() => break Err(Stop::Source(r)),
+                    }
+                }
             }
             other => break other,
         }

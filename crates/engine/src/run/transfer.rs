@@ -2,7 +2,7 @@
 //! queue; each message is recorded in the ledger before and after its delivery.
 
 use mailferry_core::{Classify, ErrorClass, ListedMessage, MessageKey, RawMessage, Source};
-use mailferry_store::{Attempt, LedgerKey, MessageFacts, Store};
+use mailferry_store::{Attempt, FetchRetry, LedgerKey, MessageFacts, Store};
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
@@ -155,12 +155,12 @@ pub(super) async fn transfer<S: Source, D: Destination>(
                                 ),
                                 Fetched::Failed(reason) => (
                                     0,
-                                    fetch_failed(&key, reason, destination_name, store, FETCH_ATTEMPTS)
+                                    fetch_failed(&key, reason, destination_name, store, FETCH_RETRY)
                                         .await,
                                 ),
                                 Fetched::TooLarge(reason) => (
                                     0,
-                                    fetch_failed(&key, reason, destination_name, store, 1).await,
+                                    fetch_failed(&key, reason, destination_name, store, FetchRetry::AT_ONCE).await,
                                 ),
                             };
                             drop((message, permit));
@@ -277,8 +277,15 @@ fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> {
     Ok(())
 }
 
-/// How often a message the source will not hand out is tried before it is refused.
-const FETCH_ATTEMPTS: u32 = 3;
+/// When a message the source will not hand out is refused: after 6 tries over at least a
+/// day. Exchange holds a new message back for about 30 minutes, some for days
+/// (postalsys/emailengine #53, MailKit #1615), so a few tries at the poll interval are
+/// far too few; between tries the message rests for a growing pause (10 minutes,
+/// doubling, at most 6 hours), so that it costs no fetch at every poll meanwhile.
+const FETCH_RETRY: FetchRetry = FetchRetry {
+    tries: 6,
+    for_at_least: 24 * 3600,
+};
 
 /// What the fetcher hands the deliverer.
 enum Fetched {
@@ -289,17 +296,17 @@ enum Fetched {
     TooLarge(String),
 }
 
-/// A message the source would not hand out: deferred, and after [`FETCH_ATTEMPTS`] runs
-/// refused with the server's words. The others go on.
+/// A message the source would not hand out: deferred, and once `rule` says so refused
+/// with the server's words. The others go on.
 async fn fetch_failed(
     key: &LedgerKey,
     reason: &str,
     destination_name: &str,
     store: &Store,
-    attempts: u32,
+    rule: FetchRetry,
 ) -> Done {
     let outcome = match store
-        .record_fetch_failure(key, destination_name, reason, attempts)
+        .record_fetch_failure(key, destination_name, reason, rule)
         .await
     {
         Ok(refused) => {
@@ -307,12 +314,15 @@ async fn fetch_failed(
                 folder: key.folder.clone(),
                 key: key.key.clone(),
                 message_id: None,
-                reason: if refused && attempts == 1 {
+                reason: if refused && rule == FetchRetry::AT_ONCE {
                     reason.to_owned()
                 } else if refused {
-                    format!("the source would not hand it out {attempts} times: {reason}")
+                    format!(
+                        "the source would not hand it out at {} tries over a day or more: {reason}; it stays at the source (mailferry retry brings it back)",
+                        rule.tries
+                    )
                 } else {
-                    format!("the source would not hand it out (tried again next run): {reason}")
+                    format!("the source would not hand it out (tried again after a pause): {reason}")
                 },
             };
             warn!(key = %key.key, reason, refused, "cannot fetch this message; carrying on with the others");
