@@ -360,6 +360,7 @@ impl Store {
     /// then is tried again; it is recorded as refused, with the reason, only once it has
     /// failed `rule.tries` times over at least `rule.for_at_least` seconds since it first
     /// failed. A settled row is left alone. Returns whether the message is now refused.
+    /// `now` is the time in unix seconds (a parameter, so that tests can step it).
     ///
     /// # Errors
     /// On a database failure.
@@ -369,9 +370,9 @@ impl Store {
         destination: &str,
         reason: &str,
         rule: FetchRetry,
+        now: i64,
     ) -> Result<bool, StoreError> {
         let (uid, uidl) = key.columns();
-        let now = now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let before: Option<(i64, i64)> = sqlx::query_as(
             "SELECT attempts, first_seen FROM ledger \
@@ -432,7 +433,7 @@ impl Store {
     }
 
     /// Keys of `folder` under `uidvalidity` that the source would not hand out and that
-    /// rest until a later run ([`Self::record_fetch_failure`]): not asked for now.
+    /// rest at `now` ([`Self::record_fetch_failure`]): not asked for in this run.
     ///
     /// # Errors
     /// On a database failure.
@@ -441,6 +442,7 @@ impl Store {
         account: &str,
         folder: &str,
         uidvalidity: u32,
+        now: i64,
     ) -> Result<HashSet<MessageKey>, StoreError> {
         let rows = sqlx::query(
             "SELECT uid, uidl FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? \
@@ -450,7 +452,7 @@ impl Store {
         .bind(folder)
         .bind(i64::from(uidvalidity))
         .bind(LedgerState::Deferred)
-        .bind(now())
+        .bind(now)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use mailferry_core::MessageKey;
-use mailferry_store::{Attempt, DB_FILE, LedgerKey, MessageFacts, Store};
+use mailferry_store::{Attempt, DB_FILE, FetchRetry, LedgerKey, LedgerState, MessageFacts, Store};
 
 fn key(uidvalidity: u32, uid: u32) -> LedgerKey {
     LedgerKey {
@@ -225,4 +225,87 @@ async fn a_settled_row_is_never_reopened_by_a_new_attempt() {
     let settled = store.settled_keys("a", "INBOX", 7).await.expect("settled");
     assert!(settled.contains(&MessageKey::Uid(1)) && settled.contains(&MessageKey::Uid(2)));
     assert_eq!(store.refusals("a").await.expect("refusals").len(), 1);
+}
+
+/// Exchange holds a new message back for about 30 minutes and some for days (body-less
+/// FETCH; postalsys/emailengine #53, MailKit #1615): such a message rests for a growing
+/// pause between tries and is refused only after `tries` failures over `for_at_least`.
+#[tokio::test]
+async fn a_message_the_source_will_not_hand_out_rests_longer_each_time_and_is_refused_after_a_day()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let rule = FetchRetry {
+        tries: 6,
+        for_at_least: 86_400,
+    };
+    let k = key(7, 3);
+    let resting = |t: i64| {
+        let store = &store;
+        async move {
+            store
+                .resting_keys("a", "INBOX", 7, t)
+                .await
+                .expect("resting")
+                .contains(&MessageKey::Uid(3))
+        }
+    };
+    let start = 1_000_000;
+    let mut t = start;
+    let mut pauses = Vec::new();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let refused = store
+            .record_fetch_failure(&k, "home", "no body yet", rule, t)
+            .await
+            .expect("record");
+        if refused {
+            break;
+        }
+        // Not asked for during its pause; due right after it.
+        let mut pause = 1;
+        while resting(t + pause).await {
+            pause += 60;
+        }
+        assert!(resting(t + pause - 61).await);
+        pauses.push(pause - 1);
+        t += pause;
+        assert!(tries < 20, "never refused");
+    }
+    // 10 minutes, doubling, at most 6 hours; refused at the first failure past a day and
+    // the sixth try.
+    assert_eq!(&pauses[..4], &[600, 1_200, 2_400, 4_800]);
+    assert!(pauses.iter().all(|p| *p <= 6 * 3600), "{pauses:?}");
+    assert!(tries >= 6, "{tries}");
+    assert!(t - start >= 86_400, "refused after {} s", t - start);
+    assert!(t - start < 86_400 + 6 * 3600 + 60, "refused only after {} s", t - start);
+    assert!(!resting(t).await, "a refused message is settled, not resting");
+    assert!(
+        store
+            .settled_keys("a", "INBOX", 7)
+            .await
+            .expect("settled")
+            .contains(&MessageKey::Uid(3))
+    );
+    // `mailferry retry` brings it back, due at once.
+    assert_eq!(
+        store
+            .retry_refused(Some("a"), None, None)
+            .await
+            .expect("retry"),
+        1
+    );
+    assert_eq!(
+        store.state_of(&k).await.expect("state"),
+        Some(LedgerState::Deferred)
+    );
+    assert!(!resting(t).await);
+    // Refused at once where the rule says so (a message over max-message-size).
+    assert!(
+        store
+            .record_fetch_failure(&key(7, 4), "home", "too large", FetchRetry::AT_ONCE, t)
+            .await
+            .expect("record")
+    );
 }

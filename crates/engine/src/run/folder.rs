@@ -176,7 +176,12 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
         std::collections::HashSet::new()
     } else {
         store
-            .resting_keys(&account.name, folder, uidvalidity)
+            .resting_keys(
+                &account.name,
+                folder,
+                uidvalidity,
+                mailferry_core::unix_now(),
+            )
             .await
             .map_err(Stop::Store)?
     };

@@ -306,7 +306,13 @@ async fn fetch_failed(
     rule: FetchRetry,
 ) -> Done {
     let outcome = match store
-        .record_fetch_failure(key, destination_name, reason, rule)
+        .record_fetch_failure(
+            key,
+            destination_name,
+            reason,
+            rule,
+            mailferry_core::unix_now(),
+        )
         .await
     {
         Ok(refused) => {
