@@ -19,6 +19,7 @@ pub(crate) mod odd_mail;
 mod policy;
 mod pop3;
 mod postfix;
+mod providers;
 mod push;
 mod service;
 mod systemd;

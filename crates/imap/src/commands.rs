@@ -320,23 +320,26 @@ impl ImapSource {
     ) -> Result<Vec<(u32, mailferry_core::Fetched)>, ImapError> {
         self.usable()?;
         let mut batch = self.fetch_batch(uids, cap).await?;
-        if let Err(ImapError::Refused { words, .. }) = &batch.end
-            && !Refusal::of(words).is_temporary()
-            && uids.len() > 1
-        {
-            debug!(words, "a batch was refused; asking for its messages one by one");
-            batch.end = Ok(());
+        let per_message = |e: &Result<(), ImapError>| match e {
+            Err(ImapError::Refused { words, .. }) => !Refusal::of(words).is_session_wide(),
+            _ => false,
+        };
+        if per_message(&batch.end) && uids.len() > 1 {
+            debug!("a batch was refused; asking for its messages one by one");
+            let first = std::mem::replace(&mut batch.end, Ok(()));
+            let mut arrived = 0usize;
             for uid in uids {
                 if batch.bodies.contains_key(uid) {
                     continue;
                 }
                 let one = self.fetch_batch(&[*uid], cap).await?;
+                arrived += one.bodies.len();
                 batch.bodies.extend(one.bodies);
                 batch.bodiless.extend(one.bodiless);
                 match one.end {
                     Ok(()) => {}
                     Err(ImapError::Refused { status, words, .. })
-                        if !Refusal::of(&words).is_temporary() =>
+                        if !Refusal::of(&words).is_session_wide() =>
                     {
                         batch.refused.insert(*uid, format!("{status} {words}"));
                     }
@@ -346,8 +349,13 @@ impl ImapSource {
                     }
                 }
             }
-        } else if let (Err(ImapError::Refused { status, words, .. }), [uid]) = (&batch.end, uids)
-            && !Refusal::of(words).is_temporary()
+            if arrived == 0 && batch.refused.len() > 1 && batch.end.is_ok() {
+                // Every message refused alone too: the server, not the messages.
+                batch.refused.clear();
+                batch.end = first;
+            }
+        } else if per_message(&batch.end)
+            && let (Err(ImapError::Refused { status, words, .. }), [uid]) = (&batch.end, uids)
         {
             batch.refused.insert(*uid, format!("{status} {words}"));
             batch.end = Ok(());

@@ -28,7 +28,7 @@ pub enum ImapError {
     #[error("the server refused the login: {0}")]
     LoginRefused(String),
     /// The server is temporarily unable to log us in (`[UNAVAILABLE]`, throttling).
-    #[error("the server cannot log in right now: {0}")]
+    #[error("{}", unavailable_text(.0))]
     LoginUnavailable(String),
     /// The server does not offer what the configuration asks for (e.g. STARTTLS).
     #[error("the server does not support {0}")]
@@ -180,9 +180,17 @@ impl Refusal {
         }
     }
 
-    /// Whether the whole session (not one message, not one folder) is refused for now.
+    /// Whether the server's state (not one folder) is why it refused.
     pub(crate) fn is_temporary(self) -> bool {
         self != Self::Other
+    }
+
+    /// Whether the refusal is about the session, never one message: Yahoo answers a
+    /// message it cannot serve with `NO [UNAVAILABLE] UID FETCH Server error while
+    /// fetching messages` (MailKit #358, imapsync #119), so `[UNAVAILABLE]` alone does not
+    /// tell; throttling and "not connected" do.
+    pub(crate) fn is_session_wide(self) -> bool {
+        matches!(self, Self::Throttled(_) | Self::NotConnected)
     }
 
     /// The least time to stay away from the server.
@@ -216,6 +224,15 @@ fn seconds(d: Duration) -> String {
         format!("{} s", d.as_secs())
     } else {
         format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+fn unavailable_text(words: &str) -> String {
+    match Refusal::of(words) {
+        Refusal::Throttled(d) => {
+            format!("throttled by the server for {} (at login: {words})", seconds(d))
+        }
+        _ => format!("the server cannot log in right now: {words}"),
     }
 }
 

@@ -173,7 +173,9 @@ pub(crate) fn login_refusal(text: String) -> ImapError {
         "Temporary",
         "temporarily",
     ];
-    if temporary.iter().any(|t| text.contains(t)) {
+    if temporary.iter().any(|t| text.contains(t))
+        || crate::error::Refusal::of(&text).is_temporary()
+    {
         ImapError::LoginUnavailable(text)
     } else {
         ImapError::LoginRefused(text)

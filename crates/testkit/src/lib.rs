@@ -43,7 +43,9 @@ pub use cyrus::{CYRUS_USER, Cyrus};
 pub use dovecot::Dovecot;
 pub use fake_gmail::{FakeGmail, GmailMessage};
 pub use fake_idp::{FakeIdp, http_get_raw, http_request, http_request_with_body};
-pub use fake_imap::{FakeImap, ImapScript, Log as ImapLog};
+pub use fake_imap::{
+    Command as ImapCommand, FakeImap, ImapScript, Log as ImapLog, Refusal as ImapRefusal,
+};
 pub use fake_pop3::{FakePop3, Pop3Script};
 pub use http_sink::{HttpSink, Request};
 pub use lenient_smtp::LenientSmtp;
