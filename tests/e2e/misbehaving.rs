@@ -195,9 +195,9 @@ fn a_nil_body_fails_only_its_message_rests_and_is_refused_after_a_day() {
     age_fetch_failures(&b);
     let third = b.run(&["once"]);
     assert!(
-        third
-            .stdout
-            .contains("refused INBOX UID 2: the source would not hand it out at 6 tries over a day or more"),
+        third.stdout.contains(
+            "refused INBOX UID 2: the source would not hand it out at 6 tries over a day or more"
+        ),
         "{third:?}"
     );
     assert!(third.stdout.contains("mailferry retry"), "{third:?}");

@@ -216,10 +216,8 @@ impl ImapSource {
                 .uid_fetch(set, "(UID RFC822.SIZE INTERNALDATE FLAGS)"),
         )
         .await?;
-        while let Some(item) = timed(STEP, io, async {
-            Ok::<_, ImapError>(stream.next().await)
-        })
-        .await?
+        while let Some(item) =
+            timed(STEP, io, async { Ok::<_, ImapError>(stream.next().await) }).await?
         {
             let fetch = item?;
             let Some(uid) = fetch.uid else {
@@ -395,11 +393,10 @@ impl ImapSource {
     pub(crate) async fn store(&mut self, set: &str, query: &str) -> Result<(), ImapError> {
         const STEP: &str = "UID STORE";
         let io = self.io_timeout;
-        let mut stream = checked(STEP, io, &self.replies, self.session.uid_store(set, query)).await?;
-        while let Some(item) = timed(STEP, io, async {
-            Ok::<_, ImapError>(stream.next().await)
-        })
-        .await?
+        let mut stream =
+            checked(STEP, io, &self.replies, self.session.uid_store(set, query)).await?;
+        while let Some(item) =
+            timed(STEP, io, async { Ok::<_, ImapError>(stream.next().await) }).await?
         {
             item?;
         }
@@ -413,10 +410,8 @@ impl ImapSource {
         let io = self.io_timeout;
         let stream = checked(STEP, io, &self.replies, self.session.uid_expunge(set)).await?;
         let mut stream = std::pin::pin!(stream);
-        while let Some(item) = timed(STEP, io, async {
-            Ok::<_, ImapError>(stream.next().await)
-        })
-        .await?
+        while let Some(item) =
+            timed(STEP, io, async { Ok::<_, ImapError>(stream.next().await) }).await?
         {
             item?;
         }

@@ -99,7 +99,11 @@ pub(crate) fn outcome(step: &'static str, replies: &Replies) -> Result<(), ImapE
 /// The error for a connection that ended before `step` was answered.
 pub(crate) fn cut_short(step: &'static str, replies: &Replies) -> ImapError {
     replies.bye().map_or_else(
-        || ImapError::Closed(format!("the connection closed before the server answered {step}")),
+        || {
+            ImapError::Closed(format!(
+                "the connection closed before the server answered {step}"
+            ))
+        },
         ImapError::ended,
     )
 }

@@ -117,9 +117,9 @@ impl Classify for ImapError {
             Self::Folder { .. } => {
                 Some("check the account's folders list against the folder names on the server")
             }
-            Self::Refused { words, .. }
-            | Self::LoginUnavailable(words)
-            | Self::Closed(words) => Refusal::of(words).hint(),
+            Self::Refused { words, .. } | Self::LoginUnavailable(words) | Self::Closed(words) => {
+                Refusal::of(words).hint()
+            }
             Self::TokenExpired(_) => Some(
                 "nothing to do: mailferry signs in again with a fresh access token and carries on",
             ),
@@ -230,7 +230,10 @@ fn seconds(d: Duration) -> String {
 fn unavailable_text(words: &str) -> String {
     match Refusal::of(words) {
         Refusal::Throttled(d) => {
-            format!("throttled by the server for {} (at login: {words})", seconds(d))
+            format!(
+                "throttled by the server for {} (at login: {words})",
+                seconds(d)
+            )
         }
         _ => format!("the server cannot log in right now: {words}"),
     }
@@ -372,7 +375,10 @@ pub(crate) fn server_words(text: &str) -> String {
     let text = text
         .strip_prefix("outcome: Outcome { ")
         .and_then(|t| t.strip_suffix(" }"))
-        .map_or_else(|| text.to_owned(), |t| t.replacen(", information: ", ", info: ", 1));
+        .map_or_else(
+            || text.to_owned(),
+            |t| t.replacen(", information: ", ", info: ", 1),
+        );
     let Some((code, info)) = text
         .strip_prefix("code: ")
         .and_then(|rest| rest.split_once(", info: "))

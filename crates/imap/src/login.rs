@@ -173,8 +173,7 @@ pub(crate) fn login_refusal(text: String) -> ImapError {
         "Temporary",
         "temporarily",
     ];
-    if temporary.iter().any(|t| text.contains(t))
-        || crate::error::Refusal::of(&text).is_temporary()
+    if temporary.iter().any(|t| text.contains(t)) || crate::error::Refusal::of(&text).is_temporary()
     {
         ImapError::LoginUnavailable(text)
     } else {

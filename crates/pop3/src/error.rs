@@ -63,8 +63,10 @@ pub enum Pop3Error {
 /// How long the server asked to be left alone: a number it gave, or a minute for
 /// Exchange's `Server Unavailable. 21`, which gives none.
 fn pause(text: &str) -> Option<Duration> {
-    mailferry_core::requested_wait(text)
-        .or_else(|| text.contains("Server Unavailable").then_some(Duration::from_secs(60)))
+    mailferry_core::requested_wait(text).or_else(|| {
+        text.contains("Server Unavailable")
+            .then_some(Duration::from_secs(60))
+    })
 }
 
 fn busy_text(text: &str) -> String {

@@ -327,7 +327,9 @@ impl Source for Pop3Source {
         let exact_here = numbers
             .iter()
             .zip(&bodies)
-            .filter(|((_, size), b)| matches!(b, Retrieved::Body(body) if body.len() as u64 == *size))
+            .filter(
+                |((_, size), b)| matches!(b, Retrieved::Body(body) if body.len() as u64 == *size),
+            )
             .count();
         let mut out = Vec::with_capacity(wanted.len());
         for (((key, _), (_, announced)), got) in wanted.into_iter().zip(&numbers).zip(bodies) {

@@ -233,7 +233,9 @@ async fn a_reply_longer_than_the_limit_is_too_large_and_ends_the_session() {
         assert_eq!(line(&mut server).await, "RETR 1");
         assert_eq!(line(&mut server).await, "RETR 2");
         let mut reply = b"+OK\r\n".to_vec();
-        reply.extend(codec::stuff(format!("{}\r\n", "y".repeat(50_000)).as_bytes()));
+        reply.extend(codec::stuff(
+            format!("{}\r\n", "y".repeat(50_000)).as_bytes(),
+        ));
         reply.extend(b"+OK\r\nSubject: 2\r\n\r\nsmall\r\n.\r\n");
         let _ = server.get_mut().write_all(&reply).await;
     });

@@ -279,8 +279,15 @@ async fn a_message_the_source_will_not_hand_out_rests_longer_each_time_and_is_re
     assert!(pauses.iter().all(|p| *p <= 6 * 3600), "{pauses:?}");
     assert!(tries >= 6, "{tries}");
     assert!(t - start >= 86_400, "refused after {} s", t - start);
-    assert!(t - start < 86_400 + 6 * 3600 + 60, "refused only after {} s", t - start);
-    assert!(!resting(t).await, "a refused message is settled, not resting");
+    assert!(
+        t - start < 86_400 + 6 * 3600 + 60,
+        "refused only after {} s",
+        t - start
+    );
+    assert!(
+        !resting(t).await,
+        "a refused message is settled, not resting"
+    );
     assert!(
         store
             .settled_keys("a", "INBOX", 7)

@@ -305,7 +305,9 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
             continue;
         };
         {
-            let mut l = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut l = log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             l.commands.push(line.trim_end().to_owned());
             l.times.push(std::time::Instant::now());
         }
@@ -322,7 +324,11 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
         let upper = cmd.to_ascii_uppercase();
         let is_uid = |w: &str| words.get(2).is_some_and(|x| x.eq_ignore_ascii_case(w));
         let set = words.get(3).copied().unwrap_or("");
-        let items = words.get(4..).map(|w| w.join(" ")).unwrap_or_default().to_ascii_uppercase();
+        let items = words
+            .get(4..)
+            .map(|w| w.join(" "))
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         let command = match upper.as_str() {
             "LOGIN" => Some(Command::Login),
             "EXAMINE" | "SELECT" => Some(Command::Open),
@@ -331,7 +337,10 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
             "UID" if is_uid("STORE") => Some(Command::Store),
             _ => None,
         };
-        let named = if matches!(command, Some(Command::Listing | Command::Body | Command::Store)) {
+        let named = if matches!(
+            command,
+            Some(Command::Listing | Command::Body | Command::Store)
+        ) {
             in_set(set, &uids)
         } else {
             Vec::new()
@@ -474,13 +483,17 @@ fn body_reply(s: &ImapScript, seq: usize, uid: u32, body: &[u8], items: &str, re
         // Exchange, for a message it cannot render yet: the UID and nothing else.
         reply.extend_from_slice(format!("* {seq} FETCH (UID {uid})\r\n").as_bytes());
     } else if s.garbled.contains(&uid) {
-        reply.extend_from_slice(format!("* {seq} FETCH (UID {uid} BODY[] %{{{}}}\r\n", body.len()).as_bytes());
+        reply.extend_from_slice(
+            format!("* {seq} FETCH (UID {uid} BODY[] %{{{}}}\r\n", body.len()).as_bytes(),
+        );
         reply.extend_from_slice(body);
         reply.extend_from_slice(b")\r\n");
     } else if s.nil_body.contains(&uid) {
         reply.extend_from_slice(format!("* {seq} FETCH (UID {uid} BODY[] NIL)\r\n").as_bytes());
     } else {
-        reply.extend_from_slice(format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", body.len()).as_bytes());
+        reply.extend_from_slice(
+            format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", body.len()).as_bytes(),
+        );
         reply.extend_from_slice(body);
         reply.extend_from_slice(b")\r\n");
     }

@@ -192,7 +192,11 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
         .filter(|m| !settled.contains(&m.key) && !resting.contains(&m.key))
         .collect();
     if !resting.is_empty() {
-        debug!(folder, resting = resting.len(), "messages the source would not hand out rest until later");
+        debug!(
+            folder,
+            resting = resting.len(),
+            "messages the source would not hand out rest until later"
+        );
     }
     report.new += new.len() as u64;
     debug!(folder, new = new.len(), settled = settled.len(), "listed");

@@ -393,8 +393,16 @@ async fn a_message_the_source_will_not_hand_out_is_deferred_and_rests_before_its
         let r = b.run(src, &dest).await;
         // Deferred at its failure; then resting (not asked for, not counted) meanwhile.
         let want = if round == 1 { (1, 1) } else { (0, 0) };
-        assert_eq!((r.counts.fetched - r.counts.delivered, r.counts.failed), want, "round {round}: {r:?}");
-        assert_eq!(b.states().await[1], (2, LedgerState::Deferred), "round {round}: {r:?}");
+        assert_eq!(
+            (r.counts.fetched - r.counts.delivered, r.counts.failed),
+            want,
+            "round {round}: {r:?}"
+        );
+        assert_eq!(
+            b.states().await[1],
+            (2, LedgerState::Deferred),
+            "round {round}: {r:?}"
+        );
     }
     assert_eq!(dest.held().len(), 1);
 }

@@ -328,7 +328,9 @@ async fn fetch_failed(
                         rule.tries
                     )
                 } else {
-                    format!("the source would not hand it out (tried again after a pause): {reason}")
+                    format!(
+                        "the source would not hand it out (tried again after a pause): {reason}"
+                    )
                 },
             };
             warn!(key = %key.key, reason, refused, "cannot fetch this message; carrying on with the others");
