@@ -142,14 +142,27 @@ fn an_unreadable_reply_fails_its_message_only_and_no_error_quotes_message_conten
             fake.port
         ),
     );
-    let run = s.run(&["once"]);
+    let first = s.run(&["once"]);
     // The others arrive in the same run (a new session after the unreadable reply); the
-    // unreadable one is tried three times, then refused with a short excerpt.
+    // unreadable one is deferred, rests, and is refused with a short excerpt once it has
+    // failed 6 times over a day (aged here).
     let mut got: Vec<Vec<u8>> = smtp.messages().into_iter().map(|m| m.raw).collect();
     got.sort();
     let mut want: Vec<Vec<u8>> = [1, 3, 4, 5].iter().map(|&n| fixtures::simple(n)).collect();
     want.sort();
-    assert!(got == want, "{run:?}");
+    assert!(got == want, "{first:?}");
+    assert!(
+        first.stdout.contains("deferred INBOX UID 2")
+            && first
+                .stdout
+                .contains("the server's answer for this message cannot be read"),
+        "{first:?}"
+    );
+    sqlite(
+        &s.db(),
+        "UPDATE ledger SET not_before = NULL, attempts = 5, first_seen = first_seen - 100000 WHERE state = 'deferred'",
+    );
+    let run = s.run(&["once"]);
     assert!(
         run.stdout.contains("refused INBOX UID 2")
             && run
@@ -159,7 +172,14 @@ fn an_unreadable_reply_fails_its_message_only_and_no_error_quotes_message_conten
     );
     let ledger = sqlite(&s.db(), "SELECT state, last_error FROM ledger ORDER BY uid");
     let runs = sqlite(&s.db(), "SELECT error FROM runs");
-    for text in [&run.stdout, &run.stderr, &ledger, &runs] {
+    for text in [
+        &first.stdout,
+        &first.stderr,
+        &run.stdout,
+        &run.stderr,
+        &ledger,
+        &runs,
+    ] {
         assert!(
             !text.contains("Hello number 2") && !text.contains("sender2@origin.example"),
             "message content in an error: {text}"
