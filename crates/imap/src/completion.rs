@@ -54,6 +54,21 @@ pub(crate) struct Completion {
     pub(crate) text: String,
 }
 
+impl Completion {
+    /// The error this completion means: `NO`/`BAD` in the server's words.
+    pub(crate) fn refusal(&self, step: &'static str) -> ImapError {
+        ImapError::Refused {
+            step,
+            status: self.status.word(),
+            words: if self.text.is_empty() {
+                "(no reason given)".to_owned()
+            } else {
+                self.text.clone()
+            },
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Seen {
     tagged: Option<Completion>,
@@ -91,7 +106,7 @@ impl Replies {
 pub(crate) fn outcome(step: &'static str, replies: &Replies) -> Result<(), ImapError> {
     match replies.take() {
         Some(c) if c.status == Status::Ok => Ok(()),
-        Some(c) => Err(ImapError::refused(step, &c)),
+        Some(c) => Err(c.refusal(step)),
         None => Err(cut_short(step, replies)),
     }
 }
@@ -124,7 +139,7 @@ pub(crate) async fn checked<T>(
         Err(_) => Err(ImapError::Timeout { step, after: limit }),
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e @ (Error::No(_) | Error::Bad(_)))) => match replies.take() {
-            Some(c) if c.status != Status::Ok => Err(ImapError::refused(step, &c)),
+            Some(c) if c.status != Status::Ok => Err(c.refusal(step)),
             _ => Err(ImapError::from(e)),
         },
         Ok(Err(Error::ConnectionLost | Error::Io(_))) if replies.bye().is_some() => {

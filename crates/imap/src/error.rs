@@ -252,19 +252,6 @@ fn refused_text(step: &str, status: &str, words: &str) -> String {
 }
 
 impl ImapError {
-    /// The error a command's completion means: `NO`/`BAD` in the server's words.
-    pub(crate) fn refused(step: &'static str, c: &crate::completion::Completion) -> Self {
-        Self::Refused {
-            step,
-            status: c.status.word(),
-            words: if c.text.is_empty() {
-                "(no reason given)".to_owned()
-            } else {
-                c.text.clone()
-            },
-        }
-    }
-
     /// The error for a session the server ended with `BYE text`.
     pub(crate) fn ended(text: String) -> Self {
         if text.contains("AccessTokenExpired") {
