@@ -179,7 +179,7 @@ fn a_destination_that_defers_everything_is_left_after_five_alike_replies() {
     assert_ne!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
-            .contains("deferred 5 messages in a row with the same reply"),
+            .contains("refused 5 messages in a row with the same reply"),
         "{run:?}"
     );
     // Five offered, not thirty (Postfix pauses a second after each error).
@@ -226,4 +226,127 @@ fn greylisting_at_rcpt_settles_nothing_and_the_next_run_delivers() {
         postfix.log()
     );
     assert_eq!(postfix.wait_delivered(mailbox(), 3).len(), 3);
+}
+
+/// A message whose own sender is `sender` (used with `envelope-from = "return-path"`).
+fn from_sender(n: usize, sender: &str) -> Vec<u8> {
+    format!(
+        "Return-Path: <{sender}>\r\nFrom: {sender}\r\nTo: {RCPT}\r\nSubject: from {sender}\r\nMessage-ID: <sender-{n}@x>\r\n\r\nbody {n}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Postfix `reject_unknown_sender_domain` answers 450 for a forged sender domain, an SPF
+/// policy 550; both come at RCPT under Postfix's default `smtpd_delay_reject = yes`
+/// (DESIGN.md, "What servers actually send"). Each is about that one message: it waits,
+/// the messages after it are delivered, at every run.
+#[test]
+fn a_forged_sender_in_one_message_never_stops_the_others() {
+    let b = Bench::start();
+    let senders = "smtpd_sender_restrictions = check_sender_access inline:{ { forged.example = 450 4.1.8 Domain not found }, { spf.example = 550 5.7.23 Message rejected due to: SPF fail } }";
+    let postfix = Postfix::start(&[mailbox()], &[senders]);
+    let messages = [
+        from_sender(1, "friend@origin.example"),
+        from_sender(2, "spam@forged.example"),
+        from_sender(3, "friend@origin.example"),
+        from_sender(4, "phish@spf.example"),
+        from_sender(5, "friend@origin.example"),
+    ];
+    for m in &messages {
+        b.dovecot.add_message("INBOX", m);
+    }
+    deliver_to(&b, &postfix, "envelope-from = \"return-path\"");
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 5, delivered 3, skipped 0, failed 2",
+        "{run:?}\n{}",
+        postfix.log()
+    );
+    assert!(run.stdout.contains("Sender address rejected"), "{run:?}");
+    assert_eq!(postfix.wait_delivered(mailbox(), 3).len(), 3);
+    let mut states = b.ledger_states();
+    states.sort();
+    assert_eq!(
+        states,
+        [("deferred".to_owned(), 2), ("delivered".to_owned(), 3)],
+        "a sender's refusal settled a message or stopped the run"
+    );
+    // The next run offers the greylisted-like 450 again and delivers nothing twice; the
+    // 550 rests (it is refused only after a day of tries).
+    let again = b.run(&["once"]);
+    assert_eq!(
+        summary(&again, "src"),
+        "src: fetched 1, delivered 0, skipped 0, failed 1",
+        "{again:?}"
+    );
+    assert_eq!(postfix.delivered(mailbox()).len(), 3);
+}
+
+/// A 5xx to DATA (Postfix `smtpd_data_restrictions`, Exim `acl_smtp_predata`) answers
+/// every message alike: the destination's problem. The run stops after five alike
+/// replies and no message is settled as refused.
+#[test]
+fn a_policy_refusing_every_data_command_settles_nothing() {
+    let b = Bench::start();
+    let postfix = Postfix::start(&[mailbox()], &["smtpd_data_restrictions = reject"]);
+    for n in 0..12 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    deliver_to(&b, &postfix, "");
+    let run = b.run(&["once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("refused 5 messages in a row with the same reply"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("<DATA>"), "{run:?}");
+    let states = b.ledger_states();
+    assert_eq!(states, [("deferred".to_owned(), 5)], "{states:?}");
+}
+
+/// Postfix with `reject_non_fqdn_helo_hostname` refuses `EHLO localhost` and bare names
+/// (at RCPT, by default). mailferry gives the kernel's name when it is a full one, else
+/// the address literal RFC 5321 asks for.
+#[test]
+fn postfix_refusing_bare_helo_names_takes_mail_from_mailferry() {
+    let b = Bench::start();
+    let postfix = Postfix::start(
+        &[mailbox()],
+        &[
+            "smtpd_helo_required = yes",
+            "smtpd_helo_restrictions = reject_non_fqdn_helo_hostname",
+        ],
+    );
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    deliver_to(&b, &postfix, "");
+    let run = b.run(&["once"]);
+    assert_eq!(
+        summary(&run, "src"),
+        "src: fetched 1, delivered 1, skipped 0, failed 0",
+        "{run:?}\n{}",
+        postfix.log()
+    );
+    let kernel = kernel_name();
+    let expected = if kernel.contains('.') {
+        kernel
+    } else {
+        "[127.0.0.1]".to_owned()
+    };
+    let stored = postfix.wait_delivered(mailbox(), 1);
+    let text = String::from_utf8_lossy(&stored[0]).into_owned();
+    assert!(
+        text.contains(&format!("Received: from {expected} (")),
+        "{text}"
+    );
+}
+
+/// The host name as the kernel reports it, read the test's way.
+fn kernel_name() -> String {
+    std::process::Command::new("uname")
+        .arg("-n")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }

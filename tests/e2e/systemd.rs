@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mailferry_testkit::{Machine, PASSWORD, USER, fixtures};
+use mailferry_testkit::{Machine, PASSWORD, Postfix, USER, fixtures};
 
 use crate::util::{Bench, RCPT};
 
@@ -41,8 +41,9 @@ fn package() -> PathBuf {
 }
 
 /// The configuration a user writes into /etc/mailferry/mailferry.toml: one IMAP account
-/// of the test Dovecot, delivering to the test SMTP receiver.
-fn config(b: &Bench) -> String {
+/// of the test Dovecot, delivering to the test SMTP receiver, and one delivering to a
+/// Postfix that refuses a bare EHLO name.
+fn config(b: &Bench, postfix: &Postfix) -> String {
     format!(
         r#"[daemon]
 state-dir = "/var/lib/mailferry"
@@ -65,9 +66,29 @@ tls-ca-file = "/etc/mailferry/test-ca.pem"
 username = "{USER}"
 auth = {{ method = "password", password-file = "/etc/mailferry/src.pass" }}
 destination = "home"
+
+[[destination]]
+name = "postfix"
+kind = "smtp"
+host = "localhost"
+port = {postfix}
+tls = "starttls"
+tls-ca-file = "/etc/mailferry/postfix-ca.pem"
+envelope-to = ["{RCPT}"]
+
+[[account]]
+name = "helo"
+host = "127.0.0.1"
+port = {imaps}
+tls = "implicit"
+tls-ca-file = "/etc/mailferry/test-ca.pem"
+username = "{USER}"
+auth = {{ method = "password", password-file = "/etc/mailferry/src.pass" }}
+destination = "postfix"
 "#,
         smtp = b.smtp.port,
         imaps = b.dovecot.imaps_port,
+        postfix = postfix.port,
     )
 }
 
@@ -82,11 +103,20 @@ fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
     let deb = package();
     let b = Bench::start();
     b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    // A home server's Postfix that refuses bare EHLO names (reported at RCPT, its default).
+    let postfix = Postfix::start(
+        &[RCPT],
+        &[
+            "smtpd_helo_required = yes",
+            "smtpd_helo_restrictions = reject_non_fqdn_helo_hostname",
+        ],
+    );
     let m = boot();
     let share = m.share.path().display().to_string();
     std::fs::copy(&deb, m.share.path().join("mailferry.deb")).expect("copy the package");
     std::fs::copy(&b.dovecot.pki.ca_pem, m.share.path().join("test-ca.pem")).expect("copy CA");
-    std::fs::write(m.share.path().join("mailferry.toml"), config(&b)).expect("config");
+    std::fs::copy(&postfix.pki.ca_pem, m.share.path().join("postfix-ca.pem")).expect("copy CA");
+    std::fs::write(m.share.path().join("mailferry.toml"), config(&b, &postfix)).expect("config");
 
     // 1. Install the package.
     m.ok(&format!("dpkg -i {share}/mailferry.deb"));
@@ -124,6 +154,7 @@ fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
     m.ok(&format!(
         "cat {share}/mailferry.toml > /etc/mailferry/mailferry.toml \
          && install -m 0644 {share}/test-ca.pem /etc/mailferry/test-ca.pem \
+         && install -m 0644 {share}/postfix-ca.pem /etc/mailferry/postfix-ca.pem \
          && printf '%s\\n' '{PASSWORD}' | install -m 0640 -o root -g mailferry /dev/stdin /etc/mailferry/src.pass"
     ));
     assert_eq!(
@@ -131,7 +162,10 @@ fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
         "root:mailferry 640\nroot:mailferry 640\n"
     );
 
-    // 3. Enable and start it: READY=1 (active), and the message arrives.
+    // 3. Enable and start it: READY=1 (active), and the message arrives. The machine has
+    // a full domain name; the unit's ProcSubset=pid hides /proc/sys/kernel/hostname, so
+    // the EHLO name must come from the kernel itself (uname), or Postfix refuses it.
+    m.ok("hostname ferry.home.example");
     m.ok("systemctl enable --now mailferry");
     m.wait_until(
         "the service to be active",
@@ -148,6 +182,22 @@ fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(b.smtp.messages()[0].raw, fixtures::simple(1));
+    let at_postfix = postfix.wait_delivered(RCPT, 1);
+    let received = at_postfix
+        .first()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_else(|| {
+            panic!(
+                "nothing reached Postfix: {}\n{}",
+                m.sh("journalctl --no-pager -u mailferry").stdout,
+                postfix.log()
+            )
+        });
+    assert!(
+        received.contains("Received: from ferry.home.example ("),
+        "Postfix did not record the EHLO name ferry.home.example: {received}\n{}",
+        postfix.log()
+    );
     m.wait_until(
         "a STATUS line after the run",
         Duration::from_secs(20),

@@ -13,6 +13,11 @@ pub enum ErrorClass {
     /// This one message was refused for good (an SMTP 5xx). Record the reason, report it, and
     /// carry on with the others; never retry it in a loop.
     Refused,
+    /// This one message was refused, but the same answer may await every message: a 5xx
+    /// to SMTP `DATA` (a policy service), a refusal of the sender taken from the message.
+    /// The message rests and is tried again over a day before it is refused for good; the
+    /// same answer to several messages in a row is the destination's problem.
+    Doubtful,
     /// The credentials were rejected. Retrying will not help until the user acts.
     Auth,
     /// The configuration cannot work (a folder that does not exist, a TLS mode the server
@@ -24,7 +29,7 @@ impl ErrorClass {
     /// Whether this failure concerns one message only, so the run may carry on.
     #[must_use]
     pub fn is_per_message(self) -> bool {
-        matches!(self, Self::Deferred | Self::Refused)
+        matches!(self, Self::Deferred | Self::Refused | Self::Doubtful)
     }
 }
 

@@ -8,13 +8,15 @@ use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use mailferry_core::{Destination, Login, RawMessage, Receipt};
 use tokio::sync::Mutex;
 use tracing::debug;
 
 use crate::error::{EnvelopeCause, SmtpError, SmtpStep};
+use crate::hello::{hello_name, kernel_hostname};
 use crate::lettre_stream::Lettre;
+use crate::replies::{envelope_reply, reply};
 use crate::wire::to_smtp_data;
 
 pub use mailferry_tls::TlsMode;
@@ -83,7 +85,8 @@ pub struct SmtpDestination {
     from: Option<Option<Address>>,
     /// Whose the sender is, for the hint when the server refuses it.
     sender_cause: EnvelopeCause,
-    hello: ClientId,
+    /// The kernel's host name, read once.
+    kernel_name: String,
     starttls: Option<TlsParameters>,
     /// The login, replaceable between connections (a refreshed OAuth2 token).
     login: std::sync::Mutex<Option<Login>>,
@@ -161,7 +164,6 @@ impl SmtpDestination {
             Sender::Recipient => EnvelopeCause::DefaultSender,
             Sender::Null | Sender::Address(_) => EnvelopeCause::ConfiguredSender,
         };
-        let hello = ClientId::Domain(opts.hello_name.clone().unwrap_or_else(local_hostname));
         let login = std::sync::Mutex::new(opts.login.clone());
         Ok(Self {
             login,
@@ -169,7 +171,7 @@ impl SmtpDestination {
             to,
             from,
             sender_cause,
-            hello,
+            kernel_name: kernel_hostname(),
             starttls,
             conn: Mutex::new(None),
         })
@@ -184,6 +186,12 @@ impl SmtpDestination {
         let tcp = mailferry_tls::tcp(&o.host, o.port, o.connect_timeout)
             .await
             .map_err(network)?;
+        let hello = hello_name(
+            o.hello_name.as_deref(),
+            &self.kernel_name,
+            tcp.local_addr().ok().map(|a| a.ip()),
+        );
+        debug!(%hello, "EHLO name");
         let inner: Box<dyn AsyncTokioStream> = if o.tls == TlsMode::Implicit {
             let config = mailferry_tls::client_config(o.ca_pem.as_deref()).map_err(network)?;
             let tls = mailferry_tls::handshake(config, &o.host, tcp, o.connect_timeout)
@@ -204,7 +212,7 @@ impl SmtpDestination {
             server: server(o),
             source,
         };
-        let greeting = AsyncSmtpConnection::connect_with_transport(stream, &self.hello);
+        let greeting = AsyncSmtpConnection::connect_with_transport(stream, &hello);
         let mut conn = within(SmtpStep::Greeting, o.connect_timeout, greeting)
             .await?
             .map_err(connect_err)?;
@@ -212,7 +220,7 @@ impl SmtpDestination {
             within(
                 SmtpStep::StartTls,
                 o.connect_timeout,
-                conn.starttls(params.clone(), &self.hello),
+                conn.starttls(params.clone(), &hello),
             )
             .await?
             .map_err(connect_err)?;
@@ -221,7 +229,7 @@ impl SmtpDestination {
         let size = within(
             SmtpStep::Ehlo,
             o.connect_timeout,
-            conn.command(Ehlo::new(self.hello.clone())),
+            conn.command(Ehlo::new(hello.clone())),
         )
         .await?
         .map_err(connect_err)?
@@ -301,6 +309,7 @@ impl SmtpDestination {
         envelope_reply(
             SmtpStep::Mail,
             cause,
+            false,
             within(
                 SmtpStep::Mail,
                 io,
@@ -312,6 +321,7 @@ impl SmtpDestination {
             envelope_reply(
                 SmtpStep::Rcpt,
                 EnvelopeCause::Recipient,
+                false,
                 within(
                     SmtpStep::Rcpt,
                     io,
@@ -388,15 +398,20 @@ impl SmtpDestination {
         if utf8 && smtputf8 {
             params.push(MailParameter::SmtpUtfEight);
         }
+        // A sender taken from the message is the message's: its refusal is about this
+        // message (a forged domain, SPF), not about the destination.
+        let own_sender = self.from.is_none() && from.is_some();
         envelope_reply(
             SmtpStep::Mail,
             self.sender_cause,
+            own_sender,
             within(SmtpStep::Mail, io, conn.command(Mail::new(from, params))).await?,
         )?;
         for to in &self.to {
             envelope_reply(
                 SmtpStep::Rcpt,
                 EnvelopeCause::Recipient,
+                own_sender,
                 within(
                     SmtpStep::Rcpt,
                     io,
@@ -405,10 +420,19 @@ impl SmtpDestination {
                 .await?,
             )?;
         }
+        // A 5xx to DATA comes before the message: a policy that may answer every message
+        // alike (Exim `acl_smtp_predata`).
         reply(
             SmtpStep::Data,
             within(SmtpStep::Data, io, conn.command(Data)).await?,
-        )?;
+        )
+        .map_err(|e| match e {
+            SmtpError::Refused { reply } => SmtpError::Doubtful {
+                step: SmtpStep::Data,
+                reply,
+            },
+            e => e,
+        })?;
         let data = to_smtp_data(message.as_bytes());
         // No total limit for the data: the stream fails after io-timeout of silence.
         let response = reply(
@@ -462,7 +486,10 @@ impl Destination for SmtpDestination {
         match &result {
             Ok(_) => {}
             Err(
-                SmtpError::Deferred { .. } | SmtpError::Refused { .. } | SmtpError::Envelope { .. },
+                SmtpError::Deferred { .. }
+                | SmtpError::Refused { .. }
+                | SmtpError::Doubtful { .. }
+                | SmtpError::Envelope { .. },
             ) => {
                 let reset = match guard.as_mut() {
                     Some(session) => matches!(
@@ -482,66 +509,8 @@ impl Destination for SmtpDestination {
     }
 }
 
-/// 421: the server is closing the channel (the session's trouble, not the message's).
-const CLOSING: u16 = 421;
-
 /// RFC 5321 4.5.3.2.6: the time to allow for the reply to the end of the message data.
 const DATA_REPLY: Duration = Duration::from_secs(10 * 60);
-
-/// What a reply to MAIL or RCPT means. Only a refusal of the message itself (its size:
-/// 552, or the enhanced code 5.3.4) settles the message; any other refusal is about the
-/// envelope, the same for every message: the run stops and nothing is settled.
-fn envelope_reply(
-    step: SmtpStep,
-    cause: EnvelopeCause,
-    r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
-) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
-    let e = match r {
-        Ok(response) => return Ok(response),
-        Err(e) => e,
-    };
-    let Some(code) = e.status() else {
-        return Err(SmtpError::Session { step, source: e });
-    };
-    let code = u16::from(code);
-    let text = e.to_string();
-    if code == CLOSING {
-        return Err(SmtpError::Session { step, source: e });
-    }
-    if code == 552 || text.contains("5.3.4") {
-        return Err(SmtpError::Refused { reply: text });
-    }
-    let cause = if e.is_transient() {
-        EnvelopeCause::Temporary
-    } else if code == 530 || text.contains("5.7.0") {
-        EnvelopeCause::NeedsLogin
-    } else {
-        cause
-    };
-    Err(SmtpError::Envelope {
-        step,
-        reply: text,
-        cause,
-    })
-}
-
-/// What a reply means at this point of the transaction.
-fn reply(
-    step: SmtpStep,
-    r: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
-) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
-    r.map_err(|e| match e.status() {
-        // 421: the server is closing the channel; the connection is gone, not the message.
-        Some(code) if u16::from(code) == CLOSING => SmtpError::Session { step, source: e },
-        Some(_) if e.is_transient() => SmtpError::Deferred {
-            reply: e.to_string(),
-        },
-        Some(_) => SmtpError::Refused {
-            reply: e.to_string(),
-        },
-        None => SmtpError::Session { step, source: e },
-    })
-}
 
 async fn within<T>(
     step: SmtpStep,
@@ -555,12 +524,4 @@ async fn within<T>(
 
 fn server(o: &SmtpOptions) -> String {
     format!("{}:{}", o.host, o.port)
-}
-
-fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }

@@ -60,6 +60,9 @@ pub enum EnvelopeCause {
     DefaultSender,
     /// A recipient (`envelope-to`).
     Recipient,
+    /// The name mailferry gave in `EHLO` (Postfix `reject_non_fqdn_helo_hostname`, told at
+    /// `RCPT` by default).
+    HeloName,
     /// Temporarily (4xx): greylisting, a full mailbox, a busy server.
     Temporary,
 }
@@ -119,6 +122,18 @@ pub enum SmtpError {
         /// The server's reply, or why SMTP cannot carry it.
         reply: String,
     },
+    /// A refusal that may be meant for every message rather than this one: a 5xx to
+    /// `DATA` (Exim `acl_smtp_predata`, Postfix `smtpd_data_restrictions`, a policy
+    /// service), or a refusal of the sender taken from this message (`envelope-from =
+    /// "return-path"`: a forged domain, SPF). The message rests and is tried again; the
+    /// same reply to several messages in a row stops the run.
+    #[error("the SMTP server refused the message at {step}: {reply}")]
+    Doubtful {
+        /// `MAIL`, `RCPT` or `DATA`.
+        step: SmtpStep,
+        /// The server's reply.
+        reply: String,
+    },
     /// The server refused the envelope (MAIL or RCPT) for a reason that is not about this
     /// message: a recipient it does not know, a sender the login may not use, a relay
     /// that wants a login. Every message would get the same answer, so the run stops and
@@ -152,6 +167,7 @@ impl Classify for SmtpError {
             Self::Auth(_) => ErrorClass::Auth,
             Self::Deferred { .. } => ErrorClass::Deferred,
             Self::Refused { .. } => ErrorClass::Refused,
+            Self::Doubtful { .. } => ErrorClass::Doubtful,
             Self::Address { .. } => ErrorClass::Config,
             Self::Envelope {
                 cause: EnvelopeCause::Temporary,
@@ -168,6 +184,9 @@ impl Classify for SmtpError {
             }
             Self::Auth(_) => Some("check the destination's username and password file"),
             Self::Refused { .. } => Some("the message stays at the source; see the reason"),
+            Self::Doubtful { .. } => Some(
+                "the message stays at the source and is tried again; if every message gets this answer, the destination's policy refuses them (see its log)",
+            ),
             Self::Envelope { cause, .. } => Some(match cause {
                 EnvelopeCause::NeedsLogin => {
                     "the SMTP server wants a login before it takes mail: set username and password-file (or auth) on the destination NAME"
@@ -183,6 +202,9 @@ impl Classify for SmtpError {
                 }
                 EnvelopeCause::Recipient => {
                     "check envelope-to of the destination NAME: the server does not take mail for that address (a typo, or a server that does not relay for you without a login)"
+                }
+                EnvelopeCause::HeloName => {
+                    "the server refuses the name mailferry gives in EHLO: set hello-name on the destination NAME to this machine's full domain name"
                 }
                 EnvelopeCause::Temporary => {
                     "the server refused the envelope for now; mailferry tries again at the next run"

@@ -13,7 +13,9 @@
 
 mod destination;
 mod error;
+mod hello;
 mod lettre_stream;
+mod replies;
 mod wire;
 
 pub use destination::{Sender, SmtpDestination, SmtpOptions, TlsMode};

@@ -374,8 +374,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let (uid, uidl) = key.columns();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let before: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT attempts, first_seen FROM ledger \
+        let before: Option<(i64, i64, LedgerState)> = sqlx::query_as(
+            "SELECT attempts, first_seen, state FROM ledger \
              WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ? AND state IN (?, ?)",
         )
         .bind(&key.account)
@@ -387,6 +387,25 @@ impl Store {
         .bind(LedgerState::Attempt)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some((_, _, LedgerState::Attempt)) = before {
+            // An open attempt may have arrived (an unconfirmed Gmail upload): it stays open,
+            // with its time, until the destination is asked; only the failure is noted.
+            sqlx::query(
+                "UPDATE ledger SET last_error = ? \
+                 WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+            )
+            .bind(reason)
+            .bind(&key.account)
+            .bind(&key.folder)
+            .bind(i64::from(key.uidvalidity))
+            .bind(uid)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let before = before.map(|(a, s, _)| (a, s));
         let (attempts, since) = before.map_or((1, now), |(a, s)| (a + 1, s));
         let refused = attempts >= i64::from(rule.tries) && now - since >= rule.for_at_least;
         let state = if refused {
@@ -402,7 +421,7 @@ impl Store {
              ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
              attempts = attempts + 1, last_error = excluded.last_error, updated_at = excluded.updated_at, \
              state = excluded.state, not_before = excluded.not_before \
-             WHERE state IN (?11, ?12)",
+             WHERE state = ?11",
         )
         .bind(&key.account)
         .bind(&key.folder)
@@ -415,7 +434,6 @@ impl Store {
         .bind(state)
         .bind(not_before)
         .bind(LedgerState::Deferred)
-        .bind(LedgerState::Attempt)
         .execute(&mut *tx)
         .await?;
         let state: LedgerState = sqlx::query_scalar(
@@ -430,6 +448,63 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(state == LedgerState::Refused)
+    }
+
+    /// Records a refusal by the destination that may be about the destination rather than
+    /// this message (a 5xx to `DATA`, a refusal of the message's own sender): the message
+    /// rests and is tried again like one the source will not hand out, and is recorded as
+    /// refused only once `rule` says so, counting its delivery attempts since it was first
+    /// seen. Returns whether it is now refused.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn record_doubtful_refusal(
+        &self,
+        key: &LedgerKey,
+        reason: &str,
+        rule: FetchRetry,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (uid, uidl) = key.columns();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some((attempts, since)): Option<(i64, i64)> = sqlx::query_as(
+            "SELECT attempts, first_seen FROM ledger \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let refused = attempts >= i64::from(rule.tries) && now - since >= rule.for_at_least;
+        let state = if refused {
+            LedgerState::Refused
+        } else {
+            LedgerState::Deferred
+        };
+        sqlx::query(
+            "UPDATE ledger SET state = ?, last_error = ?, updated_at = ?, not_before = ? \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(state)
+        .bind(reason)
+        .bind(now)
+        .bind(now + rule.pause(attempts))
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(refused)
     }
 
     /// Keys of `folder` under `uidvalidity` that the source would not hand out and that

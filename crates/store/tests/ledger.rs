@@ -316,3 +316,73 @@ async fn a_message_the_source_will_not_hand_out_rests_longer_each_time_and_is_re
             .expect("record")
     );
 }
+
+/// An open attempt may be an upload Gmail stored without confirming it: a later fetch
+/// failure of the same message must leave it open (so the next run looks it up by
+/// Message-ID instead of importing it again), and never refuse it.
+#[tokio::test]
+async fn a_fetch_failure_leaves_an_open_attempt_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let k = key(7, 9);
+    assert_eq!(
+        store.begin_attempt(&k, &facts("s9")).await.expect("begin"),
+        Attempt::Fresh
+    );
+    let rule = FetchRetry {
+        tries: 3,
+        for_at_least: 0,
+    };
+    for i in 0..5 {
+        let refused = store
+            .record_fetch_failure(&k, "home", "NO [UNAVAILABLE] try later", rule, 1_000 + i)
+            .await
+            .expect("record");
+        assert!(!refused, "an open attempt was refused at failure {i}");
+    }
+    assert_eq!(
+        store.state_of(&k).await.expect("state"),
+        Some(LedgerState::Attempt)
+    );
+    assert!(matches!(
+        store.begin_attempt(&k, &facts("s9")).await.expect("begin"),
+        Attempt::Interrupted { .. }
+    ));
+}
+
+/// A refusal that may be the destination's (a 5xx to DATA, a refused own sender) rests
+/// and is retried; it settles as refused only after the rule's tries over its time.
+#[tokio::test]
+async fn a_doubtful_refusal_rests_and_is_refused_only_by_the_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let k = key(7, 11);
+    let rule = FetchRetry {
+        tries: 3,
+        for_at_least: 3_600,
+    };
+    let mut t = mailferry_core::unix_now();
+    for i in 0..4 {
+        store.begin_attempt(&k, &facts("s11")).await.expect("begin");
+        let refused = store
+            .record_doubtful_refusal(&k, "554 5.7.1 <DATA>: Data command rejected", rule, t)
+            .await
+            .expect("record");
+        // Tries 1 and 2 rest; try 3 is too soon (under an hour); try 4 refuses.
+        assert_eq!(refused, i == 3, "try {}", i + 1);
+        if !refused {
+            assert!(
+                store
+                    .resting_keys("a", "INBOX", 7, t + 1)
+                    .await
+                    .expect("resting")
+                    .contains(&MessageKey::Uid(11))
+            );
+        }
+        t += if i == 2 { 3_600 } else { 600 };
+    }
+    assert_eq!(
+        store.state_of(&k).await.expect("state"),
+        Some(LedgerState::Refused)
+    );
+}

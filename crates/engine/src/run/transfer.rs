@@ -205,11 +205,33 @@ struct Done {
 /// offering it every message, which a tarpitting server makes take minutes.
 const SAME_DEFERRALS: u32 = 5;
 
-/// Identical temporary refusals in a row from the destination.
+/// Identical refusals in a row from the destination (4xx, or the doubtful 5xx that rest:
+/// to `DATA`, to the message's own sender).
 #[derive(Default)]
 struct Streak {
     reason: Option<String>,
     count: u32,
+}
+
+/// A reply with what names the message taken out (`<sender@domain>`), so that the same
+/// policy answering different senders reads as the same reply.
+fn policy_of(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut depth = 0u32;
+    for c in reason.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    out.push_str("<>");
+                }
+            }
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 impl Streak {
@@ -217,10 +239,11 @@ impl Streak {
     fn count(&mut self, outcome: &Result<Outcome, Stop>, destination: &str) -> Option<Stop> {
         match outcome {
             Ok(Outcome::DestinationDeferred(p)) => {
-                if self.reason.as_deref() == Some(p.reason.as_str()) {
+                let policy = policy_of(&p.reason);
+                if self.reason.as_deref() == Some(policy.as_str()) {
                     self.count += 1;
                 } else {
-                    self.reason = Some(p.reason.clone());
+                    self.reason = Some(policy);
                     self.count = 1;
                 }
             }
@@ -234,7 +257,7 @@ impl Streak {
         Some(Stop::Destination(ErrorReport {
             class: ErrorClass::Transient,
             message: format!(
-                "the destination {destination} deferred {} messages in a row with the same reply ({reason}); the others wait for the next run",
+                "the destination {destination} refused {} messages in a row with the same reply ({reason}); that is the destination's answer, not the messages': nothing is settled, they wait for the next run",
                 self.count
             ),
             hint: Some(
@@ -459,6 +482,31 @@ async fn deliver_and_record<D: Destination>(
                 message_id,
                 reason: ErrorReport::from_error(&e).message,
             };
+            if e.class() == ErrorClass::Doubtful {
+                // Maybe the destination's answer to every message: rest and retry it over a
+                // day; the streak stops the run when the others get the same answer.
+                let refused = store
+                    .record_doubtful_refusal(
+                        key,
+                        &p.reason,
+                        FETCH_RETRY,
+                        mailferry_core::unix_now(),
+                    )
+                    .await
+                    .map_err(Stop::Store)?;
+                warn!(key = %key.key, reason = %p.reason, refused, "the destination refused this message; it stays at the source");
+                return Ok(if refused {
+                    Outcome::Refused(MessageProblem {
+                        reason: format!(
+                            "refused at {} tries over a day or more: {}; it stays at the source (mailferry retry brings it back)",
+                            FETCH_RETRY.tries, p.reason
+                        ),
+                        ..p
+                    })
+                } else {
+                    Outcome::DestinationDeferred(p)
+                });
+            }
             if e.class() == ErrorClass::Deferred {
                 warn!(key = %key.key, reason = %p.reason, "delivery deferred; will retry next run");
                 store
