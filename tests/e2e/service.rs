@@ -823,3 +823,34 @@ fn run_now_after_a_password_fix_uses_the_new_password_and_says_how_the_run_went(
     let _ = child.wait();
     let _ = child.kill();
 }
+
+/// Webhook and ping URLs are credentials (a Slack or Discord webhook path, an ntfy topic,
+/// a healthchecks.io UUID): when they fail, the log names their host only.
+#[test]
+fn failing_webhook_and_ping_urls_are_never_printed() {
+    let b = Bench::start();
+    std::fs::write(b.dir.path().join("wrong.pass"), "not-the-password\n").expect("pass");
+    let good = b.account("src", b.dovecot.imaps_port, "implicit", "src.pass");
+    let bad = b.account("bad", b.dovecot.imaps_port, "implicit", "wrong.pass");
+    b.write_config(&[good, bad]);
+    short_schedule(&b, "");
+    // Nothing listens on port 1: both fail to connect.
+    let config = std::fs::read_to_string(b.config_path()).expect("config")
+        + "\n[notify]\nin-destination = false\nnotify-after = 1\n\
+           webhook = \"http://127.0.0.1:1/services/T0SECRET/B0SECRET/xoxSECRET\"\n\
+           ping-url = \"http://127.0.0.1:1/ping/5f2a-SECRET-uuid\"\n";
+    std::fs::write(b.config_path(), config).expect("config");
+    let mut child = spawn_logged(&b);
+    wait_for("both failures in the log", Duration::from_secs(30), || {
+        let log = service_log(&b);
+        log.contains("cannot reach the notify webhook") && log.contains("cannot reach the ping URL")
+    });
+    signal(&child, "TERM");
+    let _ = child.wait();
+    let _ = child.kill();
+    let log = service_log(&b);
+    assert!(!log.contains("SECRET"), "{log}");
+    assert!(log.contains("http://127.0.0.1:1/…"), "{log}");
+    let status = b.run(&["status"]);
+    assert!(!status.stdout.contains("SECRET"), "{status:?}");
+}

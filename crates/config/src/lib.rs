@@ -27,6 +27,6 @@ pub use model::push::Push;
 pub use model::{
     AccountConfig, AfterDelivery, Config, DEFAULT_SPAM_FOLDERS, Daemon, DestinationConfig,
     DestinationKind, Endpoint, FirstRun, GmailAuth, GmailConfig, GmailMode, Notify, Protocol,
-    SecretScope, SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode,
+    SecretScope, SmtpAuth, SmtpConfig, SmtpSender, SourceAuth, TlsMode, url_origin,
 };
 pub use presets::{Preset, preset};

@@ -3,7 +3,7 @@
 //! account's own destination (unless that is what broke) and to a webhook; and a ping after
 //! every successful run (a dead man's switch).
 
-use mailferry_config::{AccountConfig, Config};
+use mailferry_config::{AccountConfig, Config, Secret, url_origin};
 use mailferry_core::RawMessage;
 use mailferry_store::Store;
 use serde_json::json;
@@ -243,10 +243,13 @@ fn http(config: &Config) -> Option<reqwest::Client> {
         .ok()
 }
 
-async fn webhook(url: &str, config: &Config, notice: &Notice) {
+async fn webhook(url: &Secret, config: &Config, notice: &Notice) {
     let Some(client) = http(config) else { return };
+    // The URL is a credential (a Slack or Discord webhook path, an ntfy topic): errors
+    // name its host only.
+    let at = url_origin(url.expose());
     match client
-        .post(url)
+        .post(url.expose())
         .header("Title", &notice.subject)
         .header("Content-Type", "application/json")
         .body(notice.json.to_string())
@@ -256,15 +259,25 @@ async fn webhook(url: &str, config: &Config, notice: &Notice) {
         Ok(r) if r.status().is_success() => {}
         Ok(r) => warn!(
             status = r.status().as_u16(),
-            "the notify webhook refused the notice"
+            at, "the notify webhook refused the notice"
         ),
-        Err(e) => warn!(cause = %e, "cannot reach the notify webhook"),
+        Err(e) => warn!(cause = %e.without_url(), at, "cannot reach the notify webhook"),
     }
 }
 
-async fn ping(url: &str, config: &Config) {
+async fn ping(url: &Secret, config: &Config) {
     let Some(client) = http(config) else { return };
-    if let Err(e) = client.get(url).send().await {
-        warn!(cause = %e, "cannot reach the ping URL");
+    match client.get(url.expose()).send().await {
+        Ok(r) if !r.status().is_success() => warn!(
+            status = r.status().as_u16(),
+            at = url_origin(url.expose()),
+            "the ping URL refused the ping"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(
+            cause = %e.without_url(),
+            at = url_origin(url.expose()),
+            "cannot reach the ping URL"
+        ),
     }
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mailferry_core::Secret;
+
 use super::Checker;
 use crate::raw::RawDaemon;
 
@@ -12,10 +14,11 @@ pub struct Notify {
     /// A short message into the account's own destination (unless the destination is
     /// what broke).
     pub in_destination: bool,
-    /// A JSON POST per notice.
-    pub webhook: Option<String>,
-    /// A GET after every successful run.
-    pub ping_url: Option<String>,
+    /// A JSON POST per notice. A secret: Slack and Discord webhook paths, ntfy topics and
+    /// healthchecks.io UUIDs are credentials.
+    pub webhook: Option<Secret>,
+    /// A GET after every successful run (a secret, like the webhook).
+    pub ping_url: Option<Secret>,
     /// Failed runs in a row that make an account "failing".
     pub after: u32,
 }
@@ -45,16 +48,34 @@ const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// Gmail's import limit: 150 MB.
 const DEFAULT_MAX_MESSAGE: u64 = 150 * 1024 * 1024;
 
+/// `scheme://host/…` of a URL: what may be shown of a URL whose path is a secret.
+#[must_use]
+pub fn url_origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // user:password@ is a secret too.
+    let host = host.rsplit('@').next().unwrap_or_default();
+    if scheme.is_empty() {
+        format!("{host}/…")
+    } else {
+        format!("{scheme}://{host}/…")
+    }
+}
+
 impl Checker<'_> {
     pub(super) fn notify(&mut self, raw: crate::raw::RawNotify) -> Notify {
         let mut url = |key: &str, value: Option<String>| {
             let v = value?;
             if super::oauth::url_ok(&v) {
-                Some(v)
+                Some(Secret::new(v))
             } else {
+                // The path and query are the secret part: only the scheme and host are named.
                 self.err(
                     format!("notify.{key}"),
-                    format!("{v:?} must be an https:// URL (plain http only to 127.0.0.1)"),
+                    format!(
+                        "{} must be an https:// URL (plain http only to 127.0.0.1)",
+                        url_origin(&v)
+                    ),
                 );
                 None
             }
@@ -157,6 +178,7 @@ impl Checker<'_> {
 mod tests {
     use std::time::Duration;
 
+    use super::{Secret, url_origin};
     use crate::testing::Sample;
 
     #[test]
@@ -256,9 +278,14 @@ mod tests {
         Sample::new()
             .notify("notify-after = 0")
             .refused("notify.notify-after", "at least 1");
-        Sample::new()
-            .notify("webhook = \"http://example.org/hook\"")
-            .refused("notify.webhook", "must be an https:// URL");
+        let slack = Sample::new()
+            .notify("webhook = \"http://hooks.example.org/services/T0SECRET/B0SECRET/xoxSECRET\"");
+        slack.refused(
+            "notify.webhook",
+            "http://hooks.example.org/… must be an https:// URL",
+        );
+        // The path of a webhook is its credential: never in an error.
+        assert!(!slack.errors().contains("SECRET"), "{}", slack.errors());
         Sample::new()
             .notify("ping-url = \"ftp://127.0.0.1/\"")
             .refused("notify.ping-url", "must be an https:// URL");
@@ -267,8 +294,13 @@ mod tests {
             .load()
             .expect("valid");
         assert_eq!(
-            config.notify.webhook.as_deref(),
+            config.notify.webhook.as_ref().map(Secret::expose),
             Some("http://127.0.0.1:8080/hook")
+        );
+        assert!(!format!("{config:?}").contains("/hook"));
+        assert_eq!(
+            url_origin("https://user:pw@hc-ping.com/5f2a-uuid?x=1"),
+            "https://hc-ping.com/…"
         );
         assert!(!config.notify.in_destination);
         assert_eq!(config.notify.after, 5);

@@ -17,7 +17,7 @@ pub(crate) mod push;
 pub use account::{
     AccountConfig, AfterDelivery, DEFAULT_SPAM_FOLDERS, FirstRun, Protocol, SourceAuth,
 };
-pub use daemon::{Daemon, Notify};
+pub use daemon::{Daemon, Notify, url_origin};
 pub use destination::{
     DestinationConfig, DestinationKind, GmailAuth, GmailConfig, GmailMode, SmtpAuth, SmtpConfig,
     SmtpSender,
