@@ -11,6 +11,7 @@ mod container;
 mod crash;
 mod cyrus;
 mod gmail;
+mod gmail_quota;
 mod imap_oauth2;
 mod imap_to_smtp;
 mod misbehaving;

@@ -13,7 +13,7 @@ use mailferry_gmail::{
     AccessToken, Expected, Found, GmailDestination, GmailError, GmailOptions, Mode,
 };
 use mailferry_smtp::{Login, Sender, SmtpDestination, SmtpError, SmtpOptions};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::build::read_token;
 use crate::tokens::{TokenError, TokenKeeper, destination_owner};
@@ -165,9 +165,11 @@ enum Kind<'a> {
         oauth: Option<(String, &'a OAuthSettings, Mutex<Secret>)>,
     },
     Gmail {
-        gmail: GmailDestination,
+        gmail: Box<GmailDestination>,
         config: &'a GmailConfig,
         token: TokenSource<'a>,
+        /// The key its pace is remembered under.
+        mailbox: String,
     },
 }
 
@@ -241,6 +243,15 @@ impl<'a> Delivery<'a> {
                 }
             }
             DestinationKind::Gmail(g) => {
+                let mailbox = format!("{}#{}", g.api_url, dest.name);
+                // The rate learned from Gmail's refusals, remembered across restarts.
+                let start_rate = match tokens.store().gmail_rate(&mailbox).await {
+                    Ok(rate) => rate,
+                    Err(e) => {
+                        warn!(cause = %e, "cannot read the learned Gmail rate; starting at max-rate");
+                        None
+                    }
+                };
                 let gmail = GmailDestination::new(
                     GmailOptions {
                         base_url: g.api_url.clone(),
@@ -252,11 +263,12 @@ impl<'a> Delivery<'a> {
                         never_mark_spam: g.never_mark_spam,
                         process_for_calendar: g.process_for_calendar,
                         max_rate: g.max_rate,
+                        start_rate,
                         concurrency: g.concurrency,
                         connect_timeout: daemon.connect_timeout,
                         io_timeout: daemon.io_timeout,
                     },
-                    &format!("{}#{}", g.api_url, dest.name),
+                    &mailbox,
                 )?;
                 let token = match &g.auth {
                     GmailAuth::OAuth2(settings) => TokenSource::Keeper {
@@ -266,9 +278,10 @@ impl<'a> Delivery<'a> {
                     GmailAuth::TokenFile(p) => TokenSource::File(p),
                 };
                 Kind::Gmail {
-                    gmail,
+                    gmail: Box::new(gmail),
                     config: g,
                     token,
+                    mailbox,
                 }
             }
         };
@@ -330,13 +343,13 @@ impl<'a> Delivery<'a> {
                 gmail,
                 config,
                 token,
+                ..
             } => {
                 // Every request takes the current token: retries that outlast one use its
                 // successor, and a 401 renews it (see `GmailDestination::call`).
                 let tokens = self.gmail_tokens(token);
                 let names = self.labels(config, folder);
-                let ids = gmail.label_ids(&names, &tokens).await?;
-                let imported = gmail.deliver(message, &ids, &tokens).await?;
+                let imported = gmail.deliver_labelled(message, &names, &tokens).await?;
                 Ok(Receipt { id: imported.id })
             }
         }
@@ -410,6 +423,7 @@ impl<'a> Delivery<'a> {
                 gmail,
                 config,
                 token,
+                ..
             } => {
                 let tokens = self.gmail_tokens(token);
                 let email = gmail.profile(&tokens).await?;
@@ -459,6 +473,7 @@ impl<'a> Delivery<'a> {
                 gmail,
                 config,
                 token,
+                ..
             },
             Some(mid),
         ) = (&self.kind, message.message_id())
@@ -485,8 +500,18 @@ impl<'a> Delivery<'a> {
     }
 
     pub(crate) async fn close(&self) {
-        if let Kind::Smtp { smtp, .. } = &self.kind {
-            smtp.close().await;
+        match &self.kind {
+            Kind::Smtp { smtp, .. } => smtp.close().await,
+            Kind::Gmail { gmail, mailbox, .. } => {
+                if let Err(e) = self
+                    .tokens
+                    .store()
+                    .save_gmail_rate(mailbox, gmail.rate())
+                    .await
+                {
+                    warn!(cause = %e, "cannot remember the learned Gmail rate");
+                }
+            }
         }
     }
 }

@@ -50,6 +50,17 @@ pub enum GmailError {
         #[source]
         source: reqwest::Error,
     },
+    /// Nothing moved on the connection for `io-timeout` (a slow upload that keeps moving
+    /// is not this). When the whole upload had gone out, Gmail may have the message.
+    #[error("the Gmail API went silent for {}s ({step})", .after.as_secs())]
+    Silent {
+        /// What was going on.
+        step: &'static str,
+        /// The limit.
+        after: Duration,
+        /// Whether the message may have arrived anyway.
+        after_upload: bool,
+    },
     /// An answer that is not what the API documents.
     #[error("unexpected answer from the Gmail API: {0}")]
     Protocol(String),
@@ -99,6 +110,7 @@ impl Classify for GmailError {
             Self::Refused { .. } => ErrorClass::Refused,
             Self::Busy { .. }
             | Self::Network { .. }
+            | Self::Silent { .. }
             | Self::Protocol(_)
             | Self::Unconfirmed { .. }
             | Self::Quota { .. } => ErrorClass::Transient,
@@ -131,6 +143,9 @@ impl Classify for GmailError {
         matches!(
             self,
             Self::Network {
+                after_upload: true,
+                ..
+            } | Self::Silent {
                 after_upload: true,
                 ..
             } | Self::Unconfirmed { .. }

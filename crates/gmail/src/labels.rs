@@ -13,7 +13,9 @@ impl GmailDestination {
         tokens: &dyn AccessToken,
     ) -> Result<HashMap<String, (String, String)>, GmailError> {
         let answer = self
-            .call("labels.list", false, tokens, |c| c.get(self.api("labels")))
+            .call("labels.list", false, tokens, None, |c| {
+                c.get(self.api("labels"))
+            })
             .await?;
         let v: Value = parse(&answer.body)?;
         let mut map = HashMap::new();
@@ -31,7 +33,9 @@ impl GmailDestination {
     /// As any call.
     pub async fn profile(&self, tokens: &dyn AccessToken) -> Result<String, GmailError> {
         let answer = self
-            .call("getProfile", false, tokens, |c| c.get(self.api("profile")))
+            .call("getProfile", false, tokens, None, |c| {
+                c.get(self.api("profile"))
+            })
             .await?;
         let v: Value = parse(&answer.body)?;
         Ok(v["emailAddress"].as_str().unwrap_or_default().to_owned())
@@ -53,7 +57,7 @@ impl GmailDestination {
     }
 
     /// Label ids for `names`: system labels (`INBOX`, `UNREAD`, `SPAM`, ...) as they are,
-    /// user labels looked up once per mailbox (case-insensitively, as Gmail compares
+    /// user labels looked up once per run (case-insensitively, as Gmail compares
     /// them) and created when missing. A creation that conflicts (another process, a
     /// name differing in case) lists the labels again and takes the existing one.
     ///
@@ -68,7 +72,7 @@ impl GmailDestination {
         if names.iter().all(|n| is_system_label(n)) {
             return Ok(names.to_vec());
         }
-        let mut cache = self.mailbox.labels.lock().await;
+        let mut cache = self.labels.lock().await;
         if cache.is_none() {
             *cache = Some(self.list_labels(tokens).await?);
         }
@@ -90,7 +94,7 @@ impl GmailDestination {
             })
             .to_string();
             let created = self
-                .call("labels.create", false, tokens, |c| {
+                .call("labels.create", false, tokens, None, |c| {
                     c.post(self.api("labels"))
                         .header("Content-Type", "application/json; charset=UTF-8")
                         .body(body.clone())
@@ -140,4 +144,18 @@ pub(crate) fn is_system_label(name: &str) -> bool {
         name,
         "INBOX" | "UNREAD" | "SPAM" | "STARRED" | "IMPORTANT" | "TRASH" | "SENT" | "DRAFT"
     ) || name.starts_with("CATEGORY_")
+}
+
+/// Whether Gmail's 400 is about a label id it does not know (one the user deleted since
+/// the labels were listed), not about the message.
+pub(crate) fn names_a_label(why: &str) -> bool {
+    let why = why.to_ascii_lowercase();
+    why.contains("invalid label") || (why.contains("label") && why.contains("not found"))
+}
+
+impl GmailDestination {
+    /// Forgets the labels listed: the next [`Self::label_ids`] lists them again.
+    pub(crate) async fn forget_labels(&self) {
+        *self.labels.lock().await = None;
+    }
 }

@@ -28,6 +28,7 @@ mod labels;
 mod limiter;
 mod lookup;
 mod upload;
+mod watch;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -77,13 +78,16 @@ pub struct GmailOptions {
     pub never_mark_spam: bool,
     /// `processForCalendar` (import only).
     pub process_for_calendar: bool,
-    /// Requests per second for this mailbox.
+    /// Requests per second for this mailbox, at most.
     pub max_rate: f64,
+    /// The rate learned earlier (the store keeps it across restarts), if any.
+    pub start_rate: Option<f64>,
     /// Uploads in flight at once for this mailbox (halved when Gmail says too many).
     pub concurrency: usize,
     /// Limit for connecting.
     pub connect_timeout: Duration,
-    /// Limit for one request (an upload chunk included).
+    /// Limit of silence: no byte sent or received for this long fails the request (a slow
+    /// upload that keeps moving does not).
     pub io_timeout: Duration,
 }
 
@@ -129,32 +133,38 @@ pub enum Found {
 /// Per mailbox, shared by every account that delivers to it in this process.
 #[derive(Debug)]
 struct Mailbox {
-    limiter: Arc<RateLimiter>,
-    /// Label name (lowercase) -> (name, id), filled from `labels.list` once and by
-    /// `labels.create`.
-    labels: tokio::sync::Mutex<Option<HashMap<String, (String, String)>>>,
+    limiter: RateLimiter,
     /// Uploads in flight.
     gate: tokio::sync::Semaphore,
     /// The gate's current size.
     width: AtomicUsize,
+    /// The configured size (`concurrency`), before any narrowing.
+    configured: AtomicUsize,
 }
 
 static MAILBOXES: OnceLock<Mutex<HashMap<String, Arc<Mailbox>>>> = OnceLock::new();
 
-fn mailbox(key: &str, max_rate: f64, concurrency: usize) -> Arc<Mailbox> {
+/// The mailbox `key`, created at `start_rate` (what the store remembers) on first use; a
+/// later call with another `max_rate` or `concurrency` (a reload) applies them.
+fn mailbox(key: &str, max_rate: f64, start_rate: Option<f64>, concurrency: usize) -> Arc<Mailbox> {
     let map = MAILBOXES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Arc::clone(map.entry(key.to_owned()).or_insert_with(|| {
-        let width = concurrency.max(1);
-        Arc::new(Mailbox {
-            limiter: RateLimiter::shared(key, max_rate),
-            labels: tokio::sync::Mutex::new(None),
-            gate: tokio::sync::Semaphore::new(width),
-            width: AtomicUsize::new(width),
-        })
-    }))
+    let concurrency = concurrency.max(1);
+    if let Some(m) = map.get(key) {
+        m.limiter.set_ceiling(max_rate);
+        m.resize(concurrency);
+        return Arc::clone(m);
+    }
+    let m = Arc::new(Mailbox {
+        limiter: RateLimiter::new(max_rate, start_rate.unwrap_or(max_rate)),
+        gate: tokio::sync::Semaphore::new(concurrency),
+        width: AtomicUsize::new(concurrency),
+        configured: AtomicUsize::new(concurrency),
+    });
+    map.insert(key.to_owned(), Arc::clone(&m));
+    m
 }
 
 impl Mailbox {
@@ -176,6 +186,23 @@ impl Mailbox {
             );
         }
     }
+
+    /// A new `concurrency` from the configuration (a reload). Permits in use cannot be
+    /// taken back: a smaller size takes what is free now, the next reload the rest.
+    fn resize(&self, concurrency: usize) {
+        if self.configured.swap(concurrency, Ordering::Relaxed) == concurrency {
+            return;
+        }
+        let width = self.width.load(Ordering::Relaxed);
+        let now = if concurrency > width {
+            self.gate.add_permits(concurrency - width);
+            concurrency
+        } else {
+            width - self.gate.forget_permits(width - concurrency)
+        };
+        self.width.store(now, Ordering::Relaxed);
+        info!(from = width, to = now, "Gmail upload concurrency changed");
+    }
 }
 
 /// One Gmail mailbox (`users/me`).
@@ -184,6 +211,10 @@ pub struct GmailDestination {
     opts: GmailOptions,
     http: reqwest::Client,
     mailbox: Arc<Mailbox>,
+    /// Label name (lowercase) -> (name, id), listed once per run (`labels.list`) and
+    /// filled by `labels.create`: a label the user deletes is found missing at the next
+    /// run, or at once when an import names it.
+    labels: tokio::sync::Mutex<Option<HashMap<String, (String, String)>>>,
 }
 
 /// An answer: status, `Retry-After`, headers we need, and the body.
@@ -205,16 +236,30 @@ impl GmailDestination {
     pub fn new(opts: GmailOptions, mailbox_key: &str) -> Result<Self, GmailError> {
         let http = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
+            // Sent data unacknowledged this long closes the connection (see watch.rs).
+            .tcp_user_timeout(opts.io_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mailferry/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GmailError::Protocol(format!("cannot set up HTTPS: {e}")))?;
-        let mailbox = mailbox(mailbox_key, opts.max_rate, opts.concurrency);
+        let mailbox = mailbox(
+            mailbox_key,
+            opts.max_rate,
+            opts.start_rate,
+            opts.concurrency,
+        );
         Ok(Self {
             opts,
             http,
             mailbox,
+            labels: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The mailbox's current import rate (requests per second), as learned so far.
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        self.mailbox.limiter.rate()
     }
 
     fn api(&self, path: &str) -> String {
@@ -242,15 +287,17 @@ impl GmailDestination {
         )
     }
 
-    /// Sends one request built by `build`, through the rate limiter, with the current
-    /// access token, retrying throttling (and, unless the message may have been stored by
-    /// it, server errors). `upload` says whether this request carries the message's last
-    /// bytes, so that a failure after it may mean the message arrived.
+    /// Sends one request built by `build` (with `body`, sent in slices, when given),
+    /// through the rate limiter, with the current access token, retrying throttling (and,
+    /// unless the message may have been stored by it, server errors). `upload` says
+    /// whether this request carries the message's last bytes, so that a failure after it
+    /// may mean the message arrived.
     async fn call(
         &self,
         step: &'static str,
         upload: bool,
         tokens: &dyn AccessToken,
+        body: Option<&Bytes>,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Answer, GmailError> {
         let started = Instant::now();
@@ -260,50 +307,12 @@ impl GmailDestination {
         let mut renewed_after_401 = false;
         loop {
             self.mailbox.limiter.acquire().await;
-            let sent = build(&self.http)
-                .bearer_auth(&token)
-                .timeout(self.opts.io_timeout)
-                .send()
-                .await;
-            let response = match sent {
-                Ok(r) => r,
-                Err(source) => {
-                    return Err(GmailError::Network {
-                        step,
-                        after_upload: upload && !source.is_connect(),
-                        source,
-                    });
-                }
-            };
-            let status = response.status();
-            let header = |name: reqwest::header::HeaderName| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let retry_after = header(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let location = header(reqwest::header::LOCATION);
-            let range = header(reqwest::header::RANGE);
-            let body = response
-                .bytes()
-                .await
-                .map_err(|source| GmailError::Network {
-                    step,
-                    after_upload: upload,
-                    source,
-                })?;
-            let answer = Answer {
-                status,
-                retry_after,
-                location,
-                range,
-                body,
-            };
+            let answer = self
+                .send_once(step, upload, build(&self.http).bearer_auth(&token), body)
+                .await?;
+            let status = answer.status;
             if status.is_success() || status.as_u16() == 308 {
+                self.mailbox.limiter.accepted();
                 return Ok(answer);
             }
             let (reason, message) = error_of(&answer.body);
@@ -316,67 +325,181 @@ impl GmailDestination {
                 renewed_after_401 = true;
                 continue;
             }
-            if status == StatusCode::FORBIDDEN
-                && matches!(reason.as_str(), "dailyLimitExceeded" | "quotaExceeded")
-            {
+            let throttle = Throttle::of(status, &reason, &message);
+            if throttle == Some(Throttle::Daily) {
                 return Err(GmailError::Quota { reason, message });
             }
-            let too_many_at_once = message.contains("Too many concurrent requests");
-            if too_many_at_once {
+            if throttle == Some(Throttle::Concurrency) {
                 self.mailbox.narrow();
             }
-            let throttled = status == StatusCode::TOO_MANY_REQUESTS
-                || too_many_at_once
-                || (status == StatusCode::FORBIDDEN
-                    && matches!(
-                        reason.as_str(),
-                        "userRateLimitExceeded" | "rateLimitExceeded"
-                    ));
             if status.is_server_error() && upload {
                 // The bytes went out: Gmail may have stored the message before failing.
                 return Err(GmailError::Unconfirmed {
                     what: format!("HTTP {} after the upload: {message}", status.as_u16()),
                 });
             }
-            if throttled || status.is_server_error() {
-                let waited = started.elapsed();
-                let wait = answer
-                    .retry_after
-                    .unwrap_or_else(|| backoff(attempt))
-                    .min(Duration::from_secs(60));
-                if waited + wait > RETRY_BUDGET {
-                    return Err(GmailError::Busy {
-                        status: status.as_u16(),
+            if throttle.is_none() && !status.is_server_error() {
+                return Err(match status {
+                    StatusCode::FORBIDDEN => GmailError::Forbidden { reason, message },
+                    s => GmailError::Refused {
+                        status: s.as_u16(),
                         message,
-                        waited,
-                    });
-                }
-                debug!(
-                    status = status.as_u16(),
-                    reason,
-                    ?wait,
-                    "Gmail is busy; retrying"
-                );
-                // Everybody delivering to this mailbox holds back, not just this request.
-                self.mailbox.limiter.pause(wait).await;
-                attempt += 1;
-                // The wait may have outlived the token: take the current one.
-                let current = tokens.get(None).await?;
-                if current != token {
-                    token = current;
-                    renewed_after_401 = false;
-                }
-                continue;
+                    },
+                });
             }
-            return Err(match status {
-                StatusCode::FORBIDDEN => GmailError::Forbidden { reason, message },
-                s => GmailError::Refused {
-                    status: s.as_u16(),
+            // Gmail's own word on when (Retry-After, "Retry after <time>"), else what the
+            // quota's minute allows, else backoff. Everybody delivering to this mailbox
+            // holds back, not just this request.
+            let asked = answer.retry_after.or_else(|| retry_after_in(&message));
+            let wait = match (asked, throttle) {
+                (Some(d), _) => {
+                    self.mailbox.limiter.pause(d);
+                    d
+                }
+                (None, Some(Throttle::Quota)) => self.mailbox.limiter.quota_refused(),
+                (None, _) => {
+                    let d = backoff(attempt);
+                    self.mailbox.limiter.pause(d);
+                    d
+                }
+            };
+            let waited = started.elapsed();
+            if waited + wait > RETRY_BUDGET {
+                return Err(GmailError::Busy {
+                    status: status.as_u16(),
                     message,
-                },
-            });
+                    waited,
+                });
+            }
+            debug!(
+                status = status.as_u16(),
+                reason,
+                ?wait,
+                rate = self.mailbox.limiter.rate(),
+                "Gmail is busy; retrying"
+            );
+            attempt += 1;
+            // The wait may have outlived the token: take the current one.
+            let current = tokens.get(None).await?;
+            if current != token {
+                token = current;
+                renewed_after_401 = false;
+            }
         }
     }
+
+    /// One request and its whole answer, under the limit of silence.
+    async fn send_once(
+        &self,
+        step: &'static str,
+        upload: bool,
+        request: reqwest::RequestBuilder,
+        body: Option<&Bytes>,
+    ) -> Result<Answer, GmailError> {
+        let watch = watch::Watch::new();
+        let request = match body {
+            Some(b) => request
+                .header(reqwest::header::CONTENT_LENGTH, b.len())
+                .body(watch.body(b.clone())),
+            None => request,
+        };
+        let exchange = async {
+            let mut response = request.send().await?;
+            watch.answered();
+            let header = |name: reqwest::header::HeaderName| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let retry_after = header(reqwest::header::RETRY_AFTER)
+                .and_then(|v| retry_after_header(&v, std::time::SystemTime::now()));
+            let location = header(reqwest::header::LOCATION);
+            let range = header(reqwest::header::RANGE);
+            let status = response.status();
+            let mut body = Vec::new();
+            while let Some(piece) = response.chunk().await? {
+                watch.alive();
+                body.extend_from_slice(&piece);
+            }
+            Ok::<_, reqwest::Error>(Answer {
+                status,
+                retry_after,
+                location,
+                range,
+                body: Bytes::from(body),
+            })
+        };
+        match watch.guard(self.opts.io_timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(source)) => Err(GmailError::Network {
+                step,
+                after_upload: upload && !source.is_connect(),
+                source,
+            }),
+            Err(silent) => Err(GmailError::Silent {
+                step,
+                after: self.opts.io_timeout,
+                after_upload: upload && silent.sent_all,
+            }),
+        }
+    }
+}
+
+/// Why Gmail is holding back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Throttle {
+    /// The per-minute quota (`429 rateLimitExceeded`, `403 userRateLimitExceeded`).
+    Quota,
+    /// "Too many concurrent requests for user".
+    Concurrency,
+    /// The daily quota: nothing until Google resets it.
+    Daily,
+}
+
+impl Throttle {
+    fn of(status: StatusCode, reason: &str, message: &str) -> Option<Self> {
+        if message.contains("Too many concurrent requests") {
+            return Some(Self::Concurrency);
+        }
+        match (status, reason) {
+            (StatusCode::FORBIDDEN, "dailyLimitExceeded" | "quotaExceeded") => Some(Self::Daily),
+            (StatusCode::TOO_MANY_REQUESTS, _)
+            | (StatusCode::FORBIDDEN, "userRateLimitExceeded" | "rateLimitExceeded") => {
+                Some(Self::Quota)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A `Retry-After` header: seconds, or an HTTP date (RFC 9110 10.2.3).
+fn retry_after_header(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let now = chrono::DateTime::<chrono::Utc>::from(now);
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Gmail's "User-rate limit exceeded.  Retry after 2026-12-05T23:41:07.123Z" (GAMADV-XTD3
+/// #337): how long until then.
+fn retry_after_in(message: &str) -> Option<Duration> {
+    let (_, rest) = message.split_once("Retry after ")?;
+    let stamp = rest.split_whitespace().next()?.trim_end_matches(['.', ',']);
+    let at = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// `(errors[0].reason, error.message)` of a Google API error body.
@@ -421,6 +544,65 @@ mod tests {
             ("rateLimitExceeded".to_owned(), "Too many".to_owned())
         );
         assert_eq!(error_of(b"<html>").1, "<html>");
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_an_http_date_or_gmails_words() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_450);
+        assert_eq!(
+            retry_after_header("120", now),
+            Some(Duration::from_secs(120))
+        );
+        // RFC 9110's example date, 30 s after `now`.
+        assert_eq!(
+            retry_after_header("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after_header("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after_header("soon", now), None);
+        let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(90))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let wait = retry_after_in(&format!("User-rate limit exceeded.  Retry after {at}"))
+            .expect("a time");
+        assert!(
+            wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after_in("Rate Limit Exceeded"), None);
+    }
+
+    #[test]
+    fn quota_refusals_are_told_from_concurrency_and_the_daily_limit() {
+        let quota = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' of service 'gmail.googleapis.com'";
+        assert_eq!(
+            Throttle::of(StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded", quota),
+            Some(Throttle::Quota)
+        );
+        assert_eq!(
+            Throttle::of(StatusCode::FORBIDDEN, "userRateLimitExceeded", "x"),
+            Some(Throttle::Quota)
+        );
+        assert_eq!(
+            Throttle::of(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rateLimitExceeded",
+                "Too many concurrent requests for user"
+            ),
+            Some(Throttle::Concurrency)
+        );
+        assert_eq!(
+            Throttle::of(StatusCode::FORBIDDEN, "dailyLimitExceeded", "x"),
+            Some(Throttle::Daily)
+        );
+        assert_eq!(
+            Throttle::of(StatusCode::BAD_REQUEST, "invalidArgument", "x"),
+            None
+        );
+        assert!(crate::labels::names_a_label("Invalid label: Label_12"));
+        assert!(!crate::labels::names_a_label("Invalid From header"));
     }
 
     #[test]

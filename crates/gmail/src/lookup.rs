@@ -25,7 +25,7 @@ impl GmailDestination {
         }
         let q = format!("rfc822msgid:\"{}\"", id.replace('"', ""));
         let answer = self
-            .call("messages.list", false, tokens, |c| {
+            .call("messages.list", false, tokens, None, |c| {
                 c.get(self.api("messages"))
                     .query(&[("q", q.as_str()), ("includeSpamTrash", "true")])
             })
@@ -40,7 +40,7 @@ impl GmailDestination {
         for hit in hits {
             let path = format!("messages/{hit}");
             let answer = self
-                .call("messages.get", false, tokens, |c| {
+                .call("messages.get", false, tokens, None, |c| {
                     c.get(self.api(&path)).query(&[("format", "minimal")])
                 })
                 .await?;

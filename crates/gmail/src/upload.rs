@@ -5,9 +5,53 @@ use mailferry_core::RawMessage;
 use serde_json::{Value, json};
 use tracing::warn;
 
+use crate::labels::names_a_label;
 use crate::*;
 
 impl GmailDestination {
+    /// Imports (or inserts) `message` with the labels `names` (created when missing). A
+    /// label the user deleted since they were listed makes Gmail answer 400 "Invalid
+    /// label": the labels are listed again (the missing one created) and the import tried
+    /// once more; the message is never refused for it.
+    ///
+    /// # Errors
+    /// As [`Self::deliver`]; [`GmailError::Label`] when Gmail still refuses a label.
+    pub async fn deliver_labelled(
+        &self,
+        message: &RawMessage,
+        names: &[String],
+        tokens: &dyn AccessToken,
+    ) -> Result<Imported, GmailError> {
+        let ids = self.label_ids(names, tokens).await?;
+        match self.deliver(message, &ids, tokens).await {
+            Err(GmailError::Refused {
+                status: 400,
+                message: why,
+            }) if names_a_label(&why) => {
+                warn!(
+                    why,
+                    "Gmail does not know a label it was given (deleted meanwhile?); listing the labels again"
+                );
+                self.forget_labels().await;
+                let ids = self.label_ids(names, tokens).await?;
+                self.deliver(message, &ids, tokens)
+                    .await
+                    .map_err(|e| match e {
+                        GmailError::Refused {
+                            status: 400,
+                            message,
+                        } if names_a_label(&message) => GmailError::Label {
+                            name: names.join(", "),
+                            status: 400,
+                            message,
+                        },
+                        e => e,
+                    })
+            }
+            other => other,
+        }
+    }
+
     /// Imports (or inserts) `message` with `label_ids`.
     ///
     /// # Errors
@@ -71,13 +115,11 @@ impl GmailDestination {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let body = Bytes::from(body);
         let url = self.upload_url("multipart");
-        self.call("import", true, tokens, |c| {
-            c.post(&url)
-                .header(
-                    "Content-Type",
-                    format!("multipart/related; boundary={boundary}"),
-                )
-                .body(body.clone())
+        self.call("import", true, tokens, Some(&body), |c| {
+            c.post(&url).header(
+                "Content-Type",
+                format!("multipart/related; boundary={boundary}"),
+            )
         })
         .await
     }
@@ -114,7 +156,7 @@ impl GmailDestination {
         let url = self.upload_url("resumable");
         let total = message.len();
         let start = self
-            .call("starting an upload session", false, tokens, |c| {
+            .call("starting an upload session", false, tokens, None, |c| {
                 c.post(&url)
                     .header("Content-Type", "application/json; charset=UTF-8")
                     .header("X-Upload-Content-Type", "message/rfc822")
@@ -132,10 +174,8 @@ impl GmailDestination {
             let chunk = bytes.slice(offset..end);
             let range = format!("bytes {offset}-{}/{total}", end - 1);
             let answer = self
-                .call("uploading", end == total, tokens, |c| {
-                    c.put(&session)
-                        .header("Content-Range", range.clone())
-                        .body(chunk.clone())
+                .call("uploading", end == total, tokens, Some(&chunk), |c| {
+                    c.put(&session).header("Content-Range", range.clone())
                 })
                 .await?;
             if answer.status.as_u16() != 308 {

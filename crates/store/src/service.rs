@@ -84,3 +84,35 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// The import rate learned for the Gmail mailbox `mailbox`, if any.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn gmail_rate(&self, mailbox: &str) -> Result<Option<f64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT rate FROM gmail_pace WHERE mailbox = ?")
+                .bind(mailbox)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Remembers the import rate learned for `mailbox`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn save_gmail_rate(&self, mailbox: &str, rate: f64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO gmail_pace (mailbox, rate, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (mailbox) DO UPDATE SET rate = excluded.rate, updated_at = excluded.updated_at",
+        )
+        .bind(mailbox)
+        .bind(rate)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

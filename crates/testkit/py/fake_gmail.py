@@ -23,11 +23,19 @@ command line (the fake IdP), like Google checks its own tokens: 401 otherwise.
 
 Quota: a token bucket per user (capacity = rate, refilled at rate/s) when rate is set;
 an empty bucket answers 429 rateLimitExceeded, as Gmail does.
+Units per user per minute (units_per_minute): Gmail's real quota shape (developers.google.com
+/gmail/api/reference/quota: messages.import and insert cost 25 units, labels.list 1,
+labels.create 5, messages.list 5, messages.get 5; 15,000 units per user per minute, 6,000
+for Cloud projects created since May 2026). Modelled as a rolling minute: a request whose
+units would take the last 60 s over the limit gets Google's refusal, 429 rateLimitExceeded
+"Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' ..."
+(as quoted in shared/DESIGN.md, "What servers actually send"); refused requests cost
+nothing. An upload session's units are charged when it starts.
 Test behaviour, by a header in the message:  X-Test-Gmail: 400   -> 400 invalidArgument
                                               X-Test-Gmail: slow  -> stored, answer after 3 s
 Controls:  POST /control/set?rate=10|storm=N|fail500=N|retry_after=S|latency=S|index_lag=S
              |fail500_after_store=N|garble_2xx=N|expire_sessions=N|short_chunk=N
-             |daily_limit=N|concurrent=N
+             |daily_limit=N|concurrent=N|units_per_minute=N
            (storm: the next N uploads get 429/403 rate-limit errors; fail500: 500 before
            storing; fail500_after_store: stored, then 500; garble_2xx: stored, then 200
            with a body that is not JSON; expire_sessions: the next N chunk PUTs get 404 (the
@@ -35,6 +43,7 @@ Controls:  POST /control/set?rate=10|storm=N|fail500=N|retry_after=S|latency=S|i
            Range says so; daily_limit: the next N uploads get 403 dailyLimitExceeded;
            concurrent: the next N uploads get 429 "Too many concurrent requests for user")
            POST /control/label?name=N     a user label made by the user
+           POST /control/delete_label?name=N   the user deletes a label (its id is gone)
            POST /control/add?labels=A,B  (body: raw message) a message as if the user had it
            (e.g. labels=SENT: their own sent copy)
            Label names Gmail reserves ("Chats", "Drafts", "All Mail", ...) are refused
@@ -71,14 +80,24 @@ STATE = {
     "sessions": {},
     "config": {"rate": 0.0, "storm": 0, "fail500": 0, "retry_after": 0, "latency": 0.0,
                "index_lag": 0.0, "fail500_after_store": 0, "garble_2xx": 0,
-               "expire_sessions": 0, "short_chunk": 0, "daily_limit": 0, "concurrent": 0},
+               "expire_sessions": 0, "short_chunk": 0, "daily_limit": 0, "concurrent": 0,
+               "units_per_minute": 0},
+    "units": [],
     "bucket": {"tokens": 0.0, "at": 0.0},
     "stats": {"uploads": 0, "throttled": 0, "server_errors": 0, "label_creates": 0,
               "label_lists": 0, "searches": 0, "chunks": 0, "max_chunk": 0,
-              "upload_times": [], "unauthorized": 0, "sessions": 0, "gets": 0},
+              "upload_times": [], "unauthorized": 0, "sessions": 0, "gets": 0,
+              "quota_refusals": 0},
 }
 TOKENINFO = None
 TOKEN_CACHE = {}
+
+
+def new_label_id():
+    """A label id never used before (a label deleted and made again gets a new one, as in
+    Gmail). Call with LOCK held."""
+    STATE["label_serial"] = STATE.get("label_serial", len(SYSTEM_LABELS)) + 1
+    return "Label_%d" % STATE["label_serial"]
 
 
 def google_error(code, reason, message, status):
@@ -138,6 +157,27 @@ class Handler(BaseHTTPRequestHandler):
                    [("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')])
         return False
 
+    def charge(self, units):
+        """The per-minute units quota; True when the request may go on (and is charged).
+        Call with LOCK held."""
+        limit = float(STATE["config"]["units_per_minute"])
+        if limit <= 0:
+            return True
+        now = time.time()
+        window = [(t, u) for (t, u) in STATE["units"] if now - t < 60.0]
+        STATE["units"] = window
+        if sum(u for _, u in window) + units > limit:
+            STATE["stats"]["throttled"] += 1
+            STATE["stats"]["quota_refusals"] += 1
+            self.reply(429, google_error(
+                429, "rateLimitExceeded",
+                "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' "
+                "of service 'gmail.googleapis.com' for consumer 'project_number:000000000000'.",
+                "RESOURCE_EXHAUSTED"))
+            return False
+        window.append((now, units))
+        return True
+
     def quota(self):
         """Token bucket; True when the request may go on. Call with LOCK held."""
         cfg = STATE["config"]
@@ -175,7 +215,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(429, google_error(429, "rateLimitExceeded", "Rate Limit Exceeded", "RESOURCE_EXHAUSTED"))
                 return False
             b["tokens"] -= 1.0
-        return True
+        return self.charge(25)
 
     # ---- routing -------------------------------------------------------------------------
     def do_GET(self):
@@ -201,11 +241,19 @@ class Handler(BaseHTTPRequestHandler):
                                     "threadsTotal": len(STATE["messages"]), "historyId": "1"})
         if url.path == "/gmail/v1/users/me/labels":
             with LOCK:
+                if not self.charge(1):
+                    return
                 STATE["stats"]["label_lists"] += 1
                 return self.reply(200, {"labels": list(STATE["labels"].values())})
         if url.path == "/gmail/v1/users/me/messages":
+            with LOCK:
+                if not self.charge(5):
+                    return
             return self.search(q.get("q", ""))
         if url.path.startswith("/gmail/v1/users/me/messages/"):
+            with LOCK:
+                if not self.charge(5):
+                    return
             return self.get_message(url.path.rsplit("/", 1)[1])
         self.reply(404, google_error(404, "notFound", "Not Found", "NOT_FOUND"))
 
@@ -222,8 +270,13 @@ class Handler(BaseHTTPRequestHandler):
             self.body()
             with LOCK:
                 name = q["name"]
-                STATE["labels"][name] = {"id": "Label_%d" % len(STATE["labels"]), "name": name, "type": "user"}
+                STATE["labels"][name] = {"id": new_label_id(), "name": name, "type": "user"}
             return self.reply(200, STATE["labels"][name])
+        if url.path == "/control/delete_label":
+            self.body()
+            with LOCK:
+                gone = STATE["labels"].pop(q["name"], None)
+            return self.reply(200 if gone else 404, {"deleted": bool(gone)})
         if url.path == "/control/add":
             raw = self.body()
             labels = [l for l in q.get("labels", "").split(",") if l]
@@ -234,6 +287,9 @@ class Handler(BaseHTTPRequestHandler):
         if not self.authorized():
             return
         if url.path == "/gmail/v1/users/me/labels":
+            with LOCK:
+                if not self.charge(5):
+                    return
             return self.create_label(body)
         if url.path in ("/upload/gmail/v1/users/me/messages/import", "/upload/gmail/v1/users/me/messages"):
             mode = "import" if url.path.endswith("/import") else "insert"
@@ -320,9 +376,11 @@ class Handler(BaseHTTPRequestHandler):
             STATE["stats"]["sessions"] += 1
             STATE["sessions"][sid] = {"mode": mode, "params": q, "metadata": json.loads(body or b"{}"),
                                       "total": total, "data": bytearray()}
-        port = self.server.server_address[1]
+        # The session URI is on the host the client asked (as Google's is): through a
+        # proxy, it stays behind the proxy.
+        host = self.headers.get("Host") or "127.0.0.1:%d" % self.server.server_address[1]
         self.send_response(200)
-        self.send_header("Location", "http://127.0.0.1:%d/upload/session/%s" % (port, sid))
+        self.send_header("Location", "http://%s/upload/session/%s" % (host, sid))
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -392,7 +450,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(400, google_error(400, "invalidArgument", "Invalid label name", "INVALID_ARGUMENT"))
             if any(l["name"].lower() == name.lower() for l in STATE["labels"].values()):
                 return self.reply(409, google_error(409, "alreadyExists", "Label name exists or conflicts", "ALREADY_EXISTS"))
-            label = {"id": "Label_%d" % len(STATE["labels"]), "name": name, "type": "user",
+            label = {"id": new_label_id(), "name": name, "type": "user",
                      "labelListVisibility": req.get("labelListVisibility"),
                      "messageListVisibility": req.get("messageListVisibility")}
             STATE["labels"][name] = label

@@ -67,6 +67,16 @@ impl FakeGmail {
         v["id"].as_str().expect("id").to_owned()
     }
 
+    /// Deletes the user label `name` as the user would: its id is unknown from then on.
+    pub fn delete_label(&self, name: &str) {
+        let (code, body) = http_request(
+            self.port,
+            "POST",
+            &format!("/control/delete_label?name={name}"),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+
     /// Puts `raw` into the mailbox as if the user had it there, with `labels` (e.g.
     /// `SENT`: their own sent copy). Returns its id.
     pub fn add(&self, raw: &[u8], labels: &[&str]) -> String {

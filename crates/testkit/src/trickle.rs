@@ -17,6 +17,15 @@ impl Trickle {
     #[must_use]
     pub fn start(target: u16, bytes_per_second: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        // A receive window the size of a slow link's, not loopback's megabytes: the
+        // sender's socket buffer stays small, so its writes move at the link's pace as on
+        // a real uplink, instead of megabytes vanishing into kernel buffers at once.
+        // (Set on the listener: accepted sockets inherit it, window scaling included.)
+        rustix::net::sockopt::set_socket_recv_buffer_size(
+            &listener,
+            (bytes_per_second / 5).max(64 * 1024),
+        )
+        .expect("SO_RCVBUF");
         let port = listener.local_addr().expect("addr").port();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {

@@ -21,6 +21,9 @@ struct Args {
     pop3: bool,
     small: bool,
     gmail: bool,
+    /// `--gmail-quota UNITS`: the fake enforces UNITS per user per minute (Gmail's real
+    /// quota shape) instead of 10 requests a second.
+    gmail_quota: Option<u32>,
     second_poll: bool,
     /// `--push N`: N accounts watching with IDLE.
     push: Option<usize>,
@@ -37,6 +40,7 @@ fn args() -> Args {
         pop3: false,
         small: false,
         gmail: false,
+        gmail_quota: None,
         second_poll: false,
         push: None,
         seconds: 600,
@@ -61,6 +65,11 @@ fn args() -> Args {
             "--push" => a.push = it.next().and_then(|n| n.parse().ok()).or(Some(20)),
             "--seconds" => {
                 a.seconds = it.next().and_then(|n| n.parse().ok()).expect("--seconds S");
+            }
+            "--gmail-quota" => {
+                a.gmail = true;
+                a.gmail_quota = it.next().and_then(|n| n.parse().ok());
+                assert!(a.gmail_quota.is_some(), "--gmail-quota UNITS_PER_MINUTE");
             }
             "--dest" => match it.next().as_deref() {
                 Some("gmail") => a.gmail = true,
@@ -419,7 +428,10 @@ destination = "rx"
 /// Delivers the mailbox to the fake Gmail API with Gmail's quota and reports the rate.
 fn gmail_pass(a: &Args, dovecot: &Dovecot, dir: &std::path::Path, total: usize, largest: usize) {
     let gmail = mailferry_testkit::FakeGmail::start(&dovecot.idp);
-    gmail.set("rate", "10");
+    match a.gmail_quota {
+        Some(units) => gmail.set("units_per_minute", &units.to_string()),
+        None => gmail.set("rate", "10"),
+    }
     // Gmail takes a few hundred milliseconds per import; only concurrent uploads reach the
     // quota then.
     gmail.set("latency", "0.5");
@@ -470,6 +482,18 @@ destination = "gmail"
             "Gmail API",
             (times.len() - 1) as f64 / (last - first),
             stats["throttled"]
+        );
+    }
+    if let Some(units) = a.gmail_quota {
+        // The quota's floor: 25 units an import.
+        let floor = total as f64 * 25.0 * 60.0 / f64::from(units);
+        let minutes = secs / 60.0;
+        println!(
+            "{:>16}: {total} imports in {secs:.0} s under {units} units/min; the quota's floor is {floor:.0} s ({:.1}%); {} quota refusals ({:.1} a minute)",
+            "Gmail quota",
+            100.0 * floor / secs,
+            stats["quota_refusals"],
+            stats["quota_refusals"].as_f64().unwrap_or(0.0) / minutes,
         );
     }
     assert_eq!(got, a.messages, "not every message arrived");
