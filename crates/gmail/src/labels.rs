@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use tracing::debug;
 
+use crate::request::parse;
 use crate::*;
 
 impl GmailDestination {

@@ -4,6 +4,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::labels::is_system_label;
+use crate::request::parse;
 use crate::*;
 
 impl GmailDestination {

@@ -19,7 +19,9 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 mod ledger;
-pub use ledger::{Attempt, FetchRetry, LedgerKey, LedgerState, MessageFacts, Refusal};
+mod rest;
+pub use ledger::{Attempt, LedgerKey, LedgerState, MessageFacts, Refusal};
+pub use rest::FetchRetry;
 mod folders;
 mod push;
 mod service;
