@@ -366,6 +366,21 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_applies_max_rate_and_concurrency_to_the_shared_mailbox() {
+        let first = mailbox("reload-test", 10.0, None, 4);
+        assert_eq!(first.gate.available_permits(), 4);
+        let again = mailbox("reload-test", 2.0, Some(9.0), 8);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.gate.available_permits(), 8);
+        assert!((first.limiter.rate() - 2.0).abs() < 1e-9);
+        mailbox("reload-test", 2.0, None, 3);
+        assert_eq!(first.gate.available_permits(), 3);
+        // A stored rate is where a new mailbox starts.
+        let learned = mailbox("restart-test", 10.0, Some(4.0), 4);
+        assert!((learned.limiter.rate() - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn boundaries_avoid_the_message() {
         let b = boundary_for(b"hello");
         let msg = format!("x\r\n--{b}\r\n");
