@@ -345,3 +345,46 @@ fn an_oauth2_push_connection_kicked_after_its_token_expired_comes_back_with_a_fr
     assert!(status.contains("push INBOX: connected"), "{status}");
     stop(child);
 }
+
+/// The README's order: start the service, then `mailferry auth`. Until the SMTP
+/// destination's OAuth2 sign-in exists, building the delivery fails at once; a pushed
+/// folder must then wait like a failed poll (backing off up to the interval), not go
+/// EXAMINE, fail, EXAMINE in a loop that fills the log and the state database.
+#[test]
+fn a_pushed_folder_whose_destination_cannot_be_built_waits_instead_of_spinning() {
+    let b = Bench::start();
+    let idp = &b.dovecot.idp;
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let destination = b.smtp_destination("home", b.smtp.port)
+        + &format!(
+            "username = \"{USER}\"\nauth = {{ method = \"oauth2\", provider = \"custom\", client-id = \"mailferry-test-client\", token-url = \"{}\", device-url = \"{}\", authorize-url = \"{}\", scopes = [\"smtp\", \"offline_access\"] }}\n",
+            idp.url("/token"),
+            idp.url("/devicecode"),
+            idp.url("/authorize"),
+        );
+    let account = b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")
+        + "push = \"idle\"\ninterval = \"1h\"\n";
+    b.write_raw(&destination, &[account]);
+    let child = spawn_run(&b.config_path());
+    wait_for("the push connection", Duration::from_secs(30), || {
+        run_log(&b).contains("watching with IDLE")
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let log = run_log(&b);
+    let db = b.state_dir().join("mailferry.db");
+    let runs: i64 = crate::util::sqlite(&db, "SELECT COUNT(*) FROM runs")
+        .trim()
+        .parse()
+        .expect("count");
+    stop(child);
+    let failed_passes = log.matches("pushed mail could not be delivered").count();
+    // The first pass fails; the next waits at least the first backoff. On the code that
+    // spun, thousands of passes a minute.
+    assert!(
+        (1..=3).contains(&failed_passes),
+        "{failed_passes} failed passes in 6 s:\n{}",
+        &log[..log.len().min(4000)]
+    );
+    assert!(runs <= 5, "{runs} runs recorded in 6 s");
+    assert!(b.smtp.messages().is_empty());
+}

@@ -854,3 +854,49 @@ fn failing_webhook_and_ping_urls_are_never_printed() {
     let status = b.run(&["status"]);
     assert!(!status.stdout.contains("SECRET"), "{status:?}");
 }
+
+/// Disabled means never run, by any path: a bare SIGUSR1 (the README's `systemctl kill -s
+/// USR1`), two of them, and `once --account` leave a disabled account (here with a wrong
+/// password) alone.
+#[test]
+fn a_disabled_account_never_runs_by_any_path() {
+    let b = Bench::start();
+    std::fs::write(b.dir.path().join("wrong.pass"), "not-the-password\n").expect("pass");
+    let good = b.account("src", b.dovecot.imaps_port, "implicit", "src.pass");
+    let off =
+        b.account("off", b.dovecot.imaps_port, "implicit", "wrong.pass") + "enabled = false\n";
+    b.write_config(&[good, off]);
+    let mut child = spawn_logged(&b);
+    let db = b.state_dir().join("mailferry.db");
+    let runs_of = |account: &str| -> i64 {
+        crate::util::try_sqlite(
+            &db,
+            &format!("SELECT COUNT(*) FROM runs WHERE account = '{account}'"),
+        )
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+    };
+    wait_for("the first run of src", Duration::from_secs(30), || {
+        runs_of("src") >= 1
+    });
+    signal(&child, "USR1");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "USR1");
+    wait_for(
+        "the runs SIGUSR1 asked for",
+        Duration::from_secs(30),
+        || runs_of("src") >= 2,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "TERM");
+    let _ = child.wait();
+    let _ = child.kill();
+    assert_eq!(runs_of("off"), 0, "{}", service_log(&b));
+    let once = b.run(&["once", "--account", "off"]);
+    assert_eq!(once.code, 2, "{once:?}");
+    assert!(once.stderr.contains("is disabled"), "{once:?}");
+    assert_eq!(runs_of("off"), 0);
+    let status = b.run(&["status"]);
+    assert!(status.stdout.contains("off: disabled"), "{status:?}");
+}

@@ -152,9 +152,14 @@ impl Runner for Daemon<'_> {
     }
 
     async fn woken(&self, i: usize) {
-        let bell = self.wakeups.bell(&self.account(i).name);
+        let account = self.account(i);
+        if !account.enabled {
+            // Disabled means never run, by any path: a bare SIGUSR1 rings every name.
+            return std::future::pending().await;
+        }
+        let bell = self.wakeups.bell(&account.name);
         bell.notified().await;
-        info!(account = %self.account(i).name, "asked to run now");
+        info!(account = %account.name, "asked to run now");
     }
 }
 

@@ -241,6 +241,8 @@ impl Watch<'_> {
         let mut deliver = true;
         let mut announced: Option<Instant> = None;
         let mut idled = false;
+        // Passes in a row that the destination failed.
+        let mut refused: u32 = 0;
         loop {
             if deliver {
                 let report = {
@@ -259,13 +261,24 @@ impl Watch<'_> {
                     );
                     self.save_latency(latency).await;
                 }
-                if let Some(e) = report.error {
-                    if !e.blames_destination {
+                match report.error {
+                    Some(e) if !e.blames_destination => {
                         return Ended::Failed { report: e, idled };
                     }
-                    // The destination's trouble: the messages wait (the poll backs off and
-                    // reports it); the connection stays.
-                    warn!(account = %self.account.name, cause = %e.message, "pushed mail could not be delivered; it waits");
+                    Some(e) => {
+                        // The destination's trouble (not signed in yet, parked, down): the
+                        // messages wait like after a failed poll, backing off up to the
+                        // interval, and the connection stays. No IDLE meanwhile: with the
+                        // mail not taken, the server would report it again at once.
+                        refused += 1;
+                        let wait = self.backoff(refused, &e);
+                        warn!(account = %self.account.name, cause = %e.message, next_in = wait.as_secs(), "pushed mail could not be delivered; it waits");
+                        if self.pause(wait).await {
+                            return Ended::Cancelled;
+                        }
+                        continue;
+                    }
+                    None => refused = 0,
                 }
             }
             if self.cancel.is_cancelled() {

@@ -381,6 +381,16 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
     tokio::spawn(cancel_on_signal(cancel.clone()));
     let code = match command {
         Command::Once { account, dry_run } => {
+            if let Some(a) = account.as_deref().and_then(|n| config.account(n))
+                && !a.enabled
+            {
+                eprintln!(
+                    "mailferry: account {:?} is disabled (enabled = false): set enabled = true to run it",
+                    a.name
+                );
+                store.close().await;
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             if !dry_run {
                 tokens.keepalive_logged(&config).await;
             }

@@ -89,7 +89,12 @@ pub(crate) async fn service(
                     let asked = requests.take_wakeups().await.unwrap_or_default();
                     let running = Arc::clone(&lock(&shared));
                     let names: Vec<String> = if asked.is_empty() {
-                        running.accounts.iter().map(|a| a.name.clone()).collect()
+                        running
+                            .accounts
+                            .iter()
+                            .filter(|a| a.enabled)
+                            .map(|a| a.name.clone())
+                            .collect()
                     } else {
                         asked
                     };

@@ -63,10 +63,11 @@ pub async fn run_once(
     observer: &dyn Observer,
     cancel: &CancellationToken,
 ) -> Vec<AccountReport> {
-    let accounts = config.accounts.iter().filter(|a| match &opts.account {
-        Some(n) => *n == a.name,
-        None => a.enabled,
-    });
+    // Disabled accounts never run, not even by name.
+    let accounts = config
+        .accounts
+        .iter()
+        .filter(|a| a.enabled && opts.account.as_ref().is_none_or(|n| *n == a.name));
     let runs = accounts.map(|account| {
         let span = info_span!("account", account = %account.name);
         run_account(config, account, store, tokens, opts, observer, cancel).instrument(span)
