@@ -900,3 +900,49 @@ fn a_disabled_account_never_runs_by_any_path() {
     let status = b.run(&["status"]);
     assert!(status.stdout.contains("off: disabled"), "{status:?}");
 }
+
+/// `run-now` signals only a live service: after the service was killed (its name left in
+/// the state), while another process holds the state (a `once`), it says the service is
+/// not running instead of signalling a process id that names nobody, or somebody else.
+#[test]
+fn run_now_never_signals_a_dead_service() {
+    let b = Bench::start();
+    short_schedule(&b, "");
+    let mut child = spawn_logged(&b);
+    let pid_file = b.state_dir().join("service.pid");
+    wait_for(
+        "the service to name itself",
+        Duration::from_secs(30),
+        || pid_file.exists(),
+    );
+    signal(&child, "KILL");
+    let _ = child.wait();
+    assert!(pid_file.exists(), "a killed service cannot clean up");
+    // What a `once` does: hold the state's lock.
+    // (-o: the lock stays with flock itself, so killing it frees the state.)
+    let mut holder = Command::new("flock")
+        .args(["-x", "-o"])
+        .arg(b.state_dir().join("lock"))
+        .args(["sleep", "20"])
+        .spawn()
+        .expect("flock");
+    std::thread::sleep(Duration::from_millis(300));
+    let now = b.run(&["run-now", "--no-wait"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(now.code, 1, "{now:?}");
+    assert!(now.stderr.contains("the service is not running"), "{now:?}");
+
+    // A service that stops cleanly takes its name back.
+    let child = spawn_logged(&b);
+    let me = child.id().to_string();
+    wait_for(
+        "the service to name itself",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == me),
+    );
+    signal(&child, "TERM");
+    let mut child = child;
+    let _ = child.wait();
+    assert!(!pid_file.exists(), "service.pid outlived the service");
+}

@@ -76,6 +76,12 @@ impl Runner for Daemon<'_> {
             account: Some(account.name.clone()),
             dry_run: false,
         };
+        // `run-now` and `auth` asked before this run began: this run answers them.
+        let asked = self
+            .store
+            .wakeups_of(&account.name)
+            .await
+            .unwrap_or_default();
         let mut reports = run_once(
             self.config,
             self.store,
@@ -86,6 +92,14 @@ impl Runner for Daemon<'_> {
         )
         .await;
         let report = reports.pop().unwrap_or_default();
+        // A run a reload cut short answers nobody: the new round runs the account again.
+        if !asked.is_empty()
+            && !self.cancel.is_cancelled()
+            && let Some(run) = report.run_id
+            && let Err(e) = self.store.answer_wakeups(&asked, run).await
+        {
+            warn!(cause = %e, "cannot record which run answered `run-now`");
+        }
         let verdict = match &report.error {
             None => Verdict::Success,
             Some(e) => {
@@ -216,6 +230,12 @@ pub async fn serve(
             .map(|_| tokio::sync::Mutex::new(()))
             .collect(),
     };
+    // Requests a reload cut short (or that came while no round ran) are run now.
+    for account in store.pending_wakeups().await.unwrap_or_default() {
+        if config.account(&account).is_some_and(|a| a.enabled) {
+            wakeups.ring(&account);
+        }
+    }
     // Pushed folders: one watcher each, beside the schedule (which still polls every
     // folder at its interval, as a safety net).
     let watches: Vec<crate::push::Watch<'_>> = config

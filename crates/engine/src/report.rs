@@ -106,6 +106,8 @@ pub struct AccountReport {
     pub refused: Vec<MessageProblem>,
     /// Why the run ended early, if it did.
     pub error: Option<ErrorReport>,
+    /// The run's row in the store (none in a dry run).
+    pub run_id: Option<i64>,
 }
 
 impl AccountReport {

@@ -47,9 +47,8 @@ pub(crate) async fn run_now(
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
     let store = open_shared(config).await?;
-    let before = store.latest_run_id().await?;
     let read_before = store.config_load().await?.map(|l| l.serial);
-    if !wake(config, &store, &accounts).await? {
+    let Some(requests) = wake(config, &store, &accounts).await? else {
         store.close().await;
         eprintln!(
             "mailferry: the service is not running on {}; `mailferry once{}` runs now without it",
@@ -57,11 +56,11 @@ pub(crate) async fn run_now(
             name.map_or(String::new(), |n| format!(" --account {n}"))
         );
         return Ok(ExitCode::from(EXIT_FAILED));
-    }
+    };
     let mut code = ExitCode::SUCCESS;
     if wait {
         println!("The service runs {} now...", accounts.join(", "));
-        if !report_runs(&store, &accounts, before, RUN_WAIT).await? {
+        if !report_runs(&store, &accounts, &requests, RUN_WAIT).await? {
             code = ExitCode::from(EXIT_FAILED);
         }
         // The service read the file when it got the request; if it could not use it, the
@@ -85,20 +84,22 @@ pub(crate) async fn run_now(
     Ok(code)
 }
 
-/// Waits up to `limit` for the first run of each of `accounts` that started after run
-/// `after`, and prints how each went. `true` when every one ended without an error; a run
-/// still going at the limit is left to `mailferry status`.
+/// Waits up to `limit` for the runs that answer `requests` (one per account, from
+/// [`wake`]), and prints how each went: the run the request caused, never another one
+/// that happened to end meanwhile (a push delivery, a run begun before the request).
+/// `true` when every one ended without an error; a run still going at the limit is left
+/// to `mailferry status`.
 pub(crate) async fn report_runs(
     store: &mailferry_store::Store,
     accounts: &[String],
-    after: i64,
+    requests: &[i64],
     limit: std::time::Duration,
 ) -> anyhow::Result<bool> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut waiting: Vec<&String> = accounts.iter().collect();
     let mut all_ok = true;
     while !waiting.is_empty() {
-        for run in store.finished_after(after).await? {
+        for run in store.answers(requests).await? {
             let Some(i) = waiting.iter().position(|a| **a == run.account) else {
                 continue;
             };

@@ -135,11 +135,10 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
         .collect();
     // Then it says how they went, so that the command that fixes an account also shows
     // that it is fixed (or what is still wrong: scopes, IMAP access switched off).
-    let before = store.latest_run_id().await?;
     let mut code = ExitCode::SUCCESS;
-    if crate::wake(config, &store, &users).await? {
+    if let Some(requests) = crate::wake(config, &store, &users).await? {
         println!("The service runs {} now...", users.join(", "));
-        if !crate::admin::report_runs(&store, &users, before, crate::admin::RUN_WAIT).await? {
+        if !crate::admin::report_runs(&store, &users, &requests, crate::admin::RUN_WAIT).await? {
             code = ExitCode::from(crate::EXIT_FAILED);
         }
     }

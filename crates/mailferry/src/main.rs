@@ -436,17 +436,18 @@ pub(crate) async fn open_shared(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| state_context(config))
 }
 
-/// Asks the running service to run `accounts` now: records the request and sends the
-/// service SIGUSR1. `false` when no service runs on this state.
+/// Asks the running service to run `accounts` now: records the requests and sends the
+/// service SIGUSR1. The requests' numbers (for `report_runs`), or `None` when no service
+/// runs on this state.
 pub(crate) async fn wake(
     config: &Config,
     store: &Store,
     accounts: &[String],
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<Vec<i64>>> {
     let Some(pid) = mailferry_store::service_pid(&config.daemon.state_dir) else {
-        return Ok(false);
+        return Ok(None);
     };
-    store.request_wakeup(accounts).await?;
+    let requests = store.request_wakeup(accounts).await?;
     let pid = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -454,5 +455,5 @@ pub(crate) async fn wake(
     rustix::process::kill_process(pid, rustix::process::Signal::USR1).with_context(|| {
         format!("cannot signal the service (process {pid:?}); run this as the service's user")
     })?;
-    Ok(true)
+    Ok(Some(requests))
 }

@@ -74,6 +74,8 @@ pub(crate) async fn service(
     // run now, with the configuration as it is on disk: the fix they follow may be a new
     // password file or a changed account, and the service reads those only when it loads.
     let wakeups = Arc::new(mailferry_engine::daemon::Wakeups::default());
+    // Named as the service (for `run-now`) while listening for SIGUSR1.
+    let mut _named = None;
     match signal(SignalKind::user_defined1()) {
         Ok(mut usr1) => {
             let (bells, requests, shared, pending, reload_tx, path) = (
@@ -86,7 +88,8 @@ pub(crate) async fn service(
             );
             tokio::spawn(async move {
                 while usr1.recv().await.is_some() {
-                    let asked = requests.take_wakeups().await.unwrap_or_default();
+                    // The requests stay until the runs they cause answer them.
+                    let asked = requests.pending_wakeups().await.unwrap_or_default();
                     let running = Arc::clone(&lock(&shared));
                     let names: Vec<String> = if asked.is_empty() {
                         running
@@ -120,8 +123,9 @@ pub(crate) async fn service(
                     }
                 }
             });
-            if let Err(e) = store.announce_service() {
-                warn!(cause = %e, "cannot name this process for `mailferry run-now`");
+            match store.announce_service() {
+                Ok(mark) => _named = Some(mark),
+                Err(e) => warn!(cause = %e, "cannot name this process for `mailferry run-now`"),
             }
         }
         Err(e) => warn!(cause = %e, "cannot listen for SIGUSR1; `mailferry run-now` will not work"),

@@ -29,6 +29,7 @@ mod status;
 mod tokens;
 pub use push::PushRow;
 pub use service::ConfigLoad;
+
 pub use status::{FinishedRun, ScheduleRow, Totals};
 pub use tokens::{IssuedTokens, StoredToken};
 
@@ -329,13 +330,14 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
 /// The file in which the running service names its process id.
 const SERVICE_PID: &str = "service.pid";
 
-/// The process id of the service running on `state_dir`, if one is: the state's lock is
-/// held and the service named itself (once it could take SIGUSR1).
+/// The process id of the service running on `state_dir`, if one is: the service holds a
+/// lock on the file that names it for as long as it lives (the kernel drops it when the
+/// process dies, even by `kill -9`), so a name left behind names nobody, whoever holds the
+/// state meanwhile (a `once` does, and is no service).
 #[must_use]
 pub fn service_pid(state_dir: &Path) -> Option<u32> {
-    let lock = std::fs::File::open(state_dir.join("lock")).ok()?;
-    if lock.try_lock_shared().is_ok() {
-        // Nobody holds the state: a service.pid left by a crash names nobody.
+    let file = std::fs::File::open(state_dir.join(SERVICE_PID)).ok()?;
+    if file.try_lock_shared().is_ok() {
         return None;
     }
     std::fs::read_to_string(state_dir.join(SERVICE_PID))
@@ -345,15 +347,35 @@ pub fn service_pid(state_dir: &Path) -> Option<u32> {
         .ok()
 }
 
+/// This process, named as the service on its state: the name is taken back when this is
+/// dropped (the file removed), or by the kernel when the process dies.
+#[derive(Debug)]
+pub struct ServiceMark {
+    file: Option<std::fs::File>,
+    path: Option<PathBuf>,
+}
+
+impl Drop for ServiceMark {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        drop(self.file.take());
+    }
+}
+
 impl Store {
-    /// Names this process as the service (call once it takes SIGUSR1); see
-    /// [`service_pid`].
+    /// Names this process as the service (call once it takes SIGUSR1) until the mark is
+    /// dropped; see [`service_pid`].
     ///
     /// # Errors
-    /// When the file cannot be written.
-    pub fn announce_service(&self) -> Result<(), StoreError> {
+    /// When the file cannot be written or locked.
+    pub fn announce_service(&self) -> Result<ServiceMark, StoreError> {
         let Some(dir) = &self.dir else {
-            return Ok(());
+            return Ok(ServiceMark {
+                file: None,
+                path: None,
+            });
         };
         let path = dir.join(SERVICE_PID);
         let file = lock_file(&path)?;
@@ -361,9 +383,17 @@ impl Store {
             path: path.clone(),
             source,
         };
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => StoreError::Busy(dir.clone()),
+            std::fs::TryLockError::Error(source) => prepare(source),
+        })?;
         file.set_len(0).map_err(prepare)?;
         std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes())
-            .map_err(prepare)
+            .map_err(prepare)?;
+        Ok(ServiceMark {
+            file: Some(file),
+            path: Some(path),
+        })
     }
 }
 

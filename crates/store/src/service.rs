@@ -1,6 +1,6 @@
 //! What the commands and the running service tell each other through the database: the
-//! accounts asked to run at once, and what the service made of the configuration file the
-//! last time it read it on request.
+//! accounts asked to run at once and the runs that answered, and what the service made of
+//! the configuration file the last time it read it on request.
 
 use sqlx::Row;
 
@@ -19,37 +19,95 @@ pub struct ConfigLoad {
 }
 
 impl Store {
-    /// Asks the running service to run `accounts` at once (it takes them at SIGUSR1).
+    /// Asks the running service to run `accounts` at once (it looks at SIGUSR1). Returns
+    /// the requests' numbers, one per account, for [`Self::answers`].
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn request_wakeup(&self, accounts: &[String]) -> Result<(), StoreError> {
+    pub async fn request_wakeup(&self, accounts: &[String]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut seqs = Vec::with_capacity(accounts.len());
         for a in accounts {
-            sqlx::query(
-                "INSERT INTO wakeups (account, at) VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET at = excluded.at",
-            )
-            .bind(a)
-            .bind(now())
+            let seq = sqlx::query("INSERT INTO wake_requests (account, at) VALUES (?, ?)")
+                .bind(a)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?
+                .last_insert_rowid();
+            seqs.push(seq);
+        }
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    /// Accounts with a request no run has answered yet.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn pending_wakeups(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT account FROM wake_requests WHERE run IS NULL GROUP BY account ORDER BY MIN(seq)",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The unanswered requests for `account` as its run starts: [`Self::answer_wakeups`]
+    /// gives them that run once it is done.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn wakeups_of(&self, account: &str) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM wake_requests WHERE account = ? AND run IS NULL ORDER BY seq",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records that run `run` answered the requests `seqs`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn answer_wakeups(&self, seqs: &[i64], run: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for seq in seqs {
+            sqlx::query("UPDATE wake_requests SET run = ? WHERE seq = ?")
+                .bind(run)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Answered requests older than a day have been read long ago.
+        sqlx::query("DELETE FROM wake_requests WHERE run IS NOT NULL AND at < ?")
+            .bind(now() - 86_400)
             .execute(&mut *tx)
             .await?;
-        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Takes (and forgets) the accounts asked to run at once.
+    /// The finished runs that answered the requests `seqs`.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn take_wakeups(&self) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let names: Vec<String> = sqlx::query_scalar("SELECT account FROM wakeups ORDER BY at")
-            .fetch_all(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM wakeups").execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(names)
+    pub async fn answers(&self, seqs: &[i64]) -> Result<Vec<crate::FinishedRun>, StoreError> {
+        let mut out = Vec::new();
+        for seq in seqs {
+            let run: Option<i64> =
+                sqlx::query_scalar("SELECT run FROM wake_requests WHERE seq = ?")
+                    .bind(seq)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .flatten();
+            if let Some(run) = run
+                && let Some(finished) = self.finished_run(run).await?
+            {
+                out.push(finished);
+            }
+        }
+        Ok(out)
     }
 
     /// Records the service's reading of the configuration file: `error` when it could not

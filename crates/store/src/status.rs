@@ -62,16 +62,19 @@ pub struct FinishedRun {
 }
 
 impl Store {
-    /// The id of the latest run started so far (0 before the first): runs after it have
-    /// larger ids.
+    /// Run `id`, if it has ended.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn latest_run_id(&self) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM runs")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(id)
+    pub async fn finished_run(&self, id: i64) -> Result<Option<FinishedRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account, fetched, delivered, skipped, failed, error FROM runs \
+             WHERE id = ? AND finished_at IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(finished))
     }
 
     /// The runs started after run `after` that have ended, oldest first.
@@ -79,7 +82,6 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn finished_after(&self, after: i64) -> Result<Vec<FinishedRun>, StoreError> {
-        let count = |v: i64| u64::try_from(v).unwrap_or(0);
         let rows = sqlx::query(
             "SELECT id, account, fetched, delivered, skipped, failed, error FROM runs \
              WHERE id > ? AND finished_at IS NOT NULL ORDER BY id",
@@ -87,20 +89,7 @@ impl Store {
         .bind(after)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| FinishedRun {
-                id: r.get(0),
-                account: r.get(1),
-                counts: crate::RunCounts {
-                    fetched: count(r.get(2)),
-                    delivered: count(r.get(3)),
-                    skipped: count(r.get(4)),
-                    failed: count(r.get(5)),
-                },
-                error: r.get(6),
-            })
-            .collect())
+        Ok(rows.iter().map(finished).collect())
     }
 
     /// Records what the daemon decided after a run of `account`.
@@ -228,5 +217,21 @@ impl Store {
             failed_runs_24h: count(runs.get(0)),
             last_success: runs.get(1),
         })
+    }
+}
+
+/// A `runs` row read as `id, account, fetched, delivered, skipped, failed, error`.
+fn finished(r: &sqlx::sqlite::SqliteRow) -> FinishedRun {
+    let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    FinishedRun {
+        id: r.get(0),
+        account: r.get(1),
+        counts: crate::RunCounts {
+            fetched: count(r.get(2)),
+            delivered: count(r.get(3)),
+            skipped: count(r.get(4)),
+            failed: count(r.get(5)),
+        },
+        error: r.get(6),
     }
 }

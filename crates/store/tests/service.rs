@@ -1,21 +1,70 @@
-//! What commands and the running service tell each other: wake-up requests, taken once,
-//! and the service's last reading of the configuration file.
+//! What commands and the running service tell each other: wake-up requests and the runs
+//! that answer them, the service's name, and its last reading of the configuration file.
 
 use mailferry_store::Store;
 
+/// Two requests for the same account before its run (two `run-now`s whose signals
+/// coalesce) are both answered by that run, and only by it: a run that began earlier, or a
+/// push delivery, answers nobody.
 #[tokio::test]
-async fn wakeups_are_taken_once_in_the_order_asked() {
+async fn each_request_is_answered_by_the_run_it_caused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).await.expect("open");
-    store.request_wakeup(&["b".to_owned()]).await.expect("ask");
-    store
+    // A run of "b" already going when the requests come.
+    let earlier = store.start_run("b").await.expect("run");
+    let first = store.request_wakeup(&["b".to_owned()]).await.expect("ask");
+    let second = store
         .request_wakeup(&["a".to_owned(), "b".to_owned()])
         .await
         .expect("ask");
-    let mut taken = store.take_wakeups().await.expect("take");
-    taken.sort();
-    assert_eq!(taken, ["a", "b"]);
-    assert!(store.take_wakeups().await.expect("take").is_empty());
+    let counts = mailferry_store::RunCounts::default();
+    store
+        .finish_run(earlier, &counts, None)
+        .await
+        .expect("finish");
+    assert_eq!(store.pending_wakeups().await.expect("pending"), ["b", "a"]);
+    assert!(store.answers(&first).await.expect("answers").is_empty());
+    // The service's run of "b" takes both requests as it starts; a push run ends meanwhile.
+    let asked = store.wakeups_of("b").await.expect("asked");
+    assert_eq!(asked.len(), 2);
+    let run = store.start_run("b").await.expect("run");
+    let push = store.start_run("b").await.expect("run");
+    store.finish_run(push, &counts, None).await.expect("finish");
+    assert!(store.answers(&first).await.expect("answers").is_empty());
+    store
+        .finish_run(run, &counts, Some("boom"))
+        .await
+        .expect("finish");
+    store.answer_wakeups(&asked, run).await.expect("answer");
+    let answered = store.answers(&first).await.expect("answers");
+    assert_eq!(answered.len(), 1);
+    assert_eq!(
+        (answered[0].id, answered[0].error.as_deref()),
+        (run, Some("boom"))
+    );
+    let both = store.answers(&second).await.expect("answers");
+    assert_eq!(both.len(), 1, "a is not answered yet");
+    assert_eq!(store.pending_wakeups().await.expect("pending"), ["a"]);
+}
+
+/// `run-now` signals only a live service: the name is taken back when the service ends,
+/// and a name a killed service left behind names nobody, even while a `once` holds the
+/// state.
+#[tokio::test]
+async fn the_service_is_named_only_while_it_lives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    assert_eq!(mailferry_store::service_pid(dir.path()), None);
+    let mark = store.announce_service().expect("announce");
+    assert_eq!(
+        mailferry_store::service_pid(dir.path()),
+        Some(std::process::id())
+    );
+    drop(mark);
+    assert_eq!(mailferry_store::service_pid(dir.path()), None);
+    // A file left by a killed service (no lock held), while the state is held by a `once`.
+    std::fs::write(dir.path().join("service.pid"), "4194000").expect("write");
+    assert_eq!(mailferry_store::service_pid(dir.path()), None);
 }
 
 #[tokio::test]

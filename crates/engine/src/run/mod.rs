@@ -118,6 +118,7 @@ async fn run_account(
         report.error = Some(r);
     }
     report.elapsed = started.elapsed();
+    report.run_id = run_id;
     if let Some(id) = run_id {
         let error = report.error.as_ref().map(|e| e.message.as_str());
         if let Err(e) = store.finish_run(id, &report.counts, error).await {
