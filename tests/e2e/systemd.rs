@@ -149,6 +149,15 @@ fn the_package_installs_starts_reloads_stops_and_purges_under_a_real_systemd() {
         "the package must not start an unconfigured service"
     );
 
+    // 1b. `mailferry init` run as root writes a file the service can read, as the
+    // package's own files are.
+    m.ok("mailferry init --config /etc/mailferry/init.toml --source gmx --address me@gmx.net --dest smtp:mail.home.example --to me@home.example");
+    assert_eq!(
+        m.ok("stat -c '%U:%G %a' /etc/mailferry/init.toml"),
+        "root:mailferry 640\n"
+    );
+    m.ok("runuser -u mailferry -- test -r /etc/mailferry/init.toml && rm /etc/mailferry/init.toml");
+
     // 2. Edit the configuration and put the password in a file only the service may read,
     // as the README says.
     m.ok(&format!(

@@ -71,7 +71,7 @@ fn account_name(source: &str) -> String {
 pub fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
     if path.exists() {
         eprintln!(
-            "mailferry: {} exists; init never overwrites a configuration (edit it, or give another --config)",
+            "mailferry: {} exists; init never overwrites a configuration: edit it, or move it away (mv {0} {0}.old) and run init again, or give another --config",
             path.display()
         );
         return Ok(ExitCode::from(2));
@@ -158,6 +158,7 @@ pub fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         f.write_all(text.as_bytes())?;
     }
+    hand_to_service(path)?;
     // Checked as the service will read it, secrets aside (they are not there yet).
     if let Err(e) = mailferry_config::load_scoped(path, &SecretScope::None) {
         eprintln!("mailferry: the written configuration does not check out: {e}");
@@ -190,4 +191,55 @@ pub fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
     }
     println!("  {step}. mailferry check");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The group the package gives the service (its files are `root:mailferry 0640`).
+const SERVICE_GROUP: &str = "mailferry";
+
+/// Run as root, a new file is root's: the service (user `mailferry`) could not read it.
+/// It goes to the service's group as the package's own files do, or the user is told the
+/// one command that does it.
+fn hand_to_service(path: &Path) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    match group_id(SERVICE_GROUP, &groups) {
+        Some(gid) => std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot give {} to the group {SERVICE_GROUP}: {e}; run: chown root:{SERVICE_GROUP} {0}",
+                path.display()
+            )
+        }),
+        None => {
+            eprintln!(
+                "mailferry: there is no group {SERVICE_GROUP} yet (the package makes it): once it exists, run: chown root:{SERVICE_GROUP} {}",
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The id of group `name` in the text of /etc/group.
+fn group_id(name: &str, etc_group: &str) -> Option<u32> {
+    etc_group.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name)
+            .then(|| fields.nth(1)?.trim().parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_id;
+
+    #[test]
+    fn the_service_group_is_found_in_etc_group() {
+        let text = "root:x:0:\nmailferry-old:x:998:\nmailferry:x:999:\nusers:x:100:alice\n";
+        assert_eq!(group_id("mailferry", text), Some(999));
+        assert_eq!(group_id("nobody", text), None);
+        assert_eq!(group_id("mailferry", "mailferry:x:notanumber:"), None);
+    }
 }
