@@ -486,10 +486,11 @@ destination = "gmail"
     }
     if let Some(units) = a.gmail_quota {
         // The quota's floor: 25 units an import.
-        let floor = total as f64 * 25.0 * 60.0 / f64::from(units);
+        let imports = a.messages;
+        let floor = imports as f64 * 25.0 * 60.0 / f64::from(units);
         let minutes = secs / 60.0;
         println!(
-            "{:>16}: {total} imports in {secs:.0} s under {units} units/min; the quota's floor is {floor:.0} s ({:.1}%); {} quota refusals ({:.1} a minute)",
+            "{:>16}: {imports} imports in {secs:.0} s under {units} units/min; the quota's floor is {floor:.0} s ({:.1}%); {} quota refusals ({:.1} a minute)",
             "Gmail quota",
             100.0 * floor / secs,
             stats["quota_refusals"],
