@@ -44,6 +44,9 @@ pub struct FolderState {
     pub messages: Vec<ListedMessage>,
     /// The UID the next message will get (IMAP `UIDNEXT`), when the server said.
     pub uidnext: Option<u32>,
+    /// Whether every message of the folder was listed (not only what can be new): what a
+    /// complete listing leaves out is gone from the source.
+    pub complete: bool,
 }
 
 /// What a previous complete run of a folder saw: enough to list only what can be new.

@@ -9,7 +9,7 @@ use mailferry_config::{AccountConfig, Config};
 use mailferry_store::{ScheduleRow, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::report::AccountReport;
 use crate::run::{RunOptions, run_once};
@@ -264,6 +264,12 @@ pub async fn serve(
     let keepalive = async {
         loop {
             tokens.keepalive_logged(config).await;
+            // Old runs go, off the hot path (mailferry_store's prune.rs says what stays).
+            match store.prune_runs(mailferry_core::unix_now()).await {
+                Ok(0) => {}
+                Ok(n) => debug!(runs = n, "old runs pruned"),
+                Err(e) => warn!(cause = %e, "cannot prune old runs"),
+            }
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep(KEEPALIVE_EVERY) => {}

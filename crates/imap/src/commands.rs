@@ -193,6 +193,7 @@ impl ImapSource {
             uidvalidity,
             messages,
             uidnext,
+            complete: from.is_none() && without_uid == 0,
         })
     }
 

@@ -271,6 +271,10 @@ impl Parser {
             }
             return Err(Error::NeedsMoreData);
         };
+        // Whole already (it came in one read): still longer than the limit.
+        if body_end - body_start > self.limit {
+            return Err(Error::TooLarge(self.limit));
+        }
         let remainder = data.len() - reply_end;
         let mut body = if self.start == 0 && remainder <= COMPACT_AT {
             // The buffer becomes the body (no copy of a large message): the little that

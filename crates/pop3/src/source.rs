@@ -300,6 +300,7 @@ impl Source for Pop3Source {
             uidvalidity: 0,
             messages,
             uidnext: None,
+            complete: true,
         })
     }
 

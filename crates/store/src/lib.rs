@@ -19,8 +19,10 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 mod ledger;
+mod prune;
 mod rest;
 pub use ledger::{Attempt, LedgerKey, LedgerState, MessageFacts, Refusal};
+pub use prune::{KEEP_FOR, Pruned};
 pub use rest::FetchRetry;
 mod folders;
 mod push;

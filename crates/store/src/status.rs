@@ -193,12 +193,24 @@ impl Store {
         .bind(LedgerState::Deferred)
         .fetch_one(&self.pool)
         .await?;
-        let runs = sqlx::query(
-            "SELECT COUNT(*) FILTER (WHERE error IS NOT NULL AND started_at >= ?), \
-                    MAX(finished_at) FILTER (WHERE error IS NULL) \
-             FROM runs WHERE account = ?",
+        // Each through an index (account, started_at / id): a few rows, not the history.
+        let failed_runs_24h: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE account = ? AND started_at >= ? AND error IS NOT NULL",
         )
+        .bind(account)
         .bind(day_ago)
+        .fetch_one(&self.pool)
+        .await?;
+        let last_success: Option<i64> = sqlx::query_scalar(
+            "SELECT finished_at FROM runs WHERE account = ? AND error IS NULL \
+             AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
+        let pruned: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT delivered FROM pruned WHERE account = ?), 0)",
+        )
         .bind(account)
         .fetch_one(&self.pool)
         .await?;
@@ -210,12 +222,12 @@ impl Store {
         .await?;
         Ok(Totals {
             last_run: last_run.and_then(|(t, e)| t.map(|t| (t, e))),
-            delivered: count(r.get(0)),
+            delivered: count(r.get::<i64, _>(0) + pruned),
             delivered_24h: count(r.get(1)),
             refused: count(r.get(2)),
             deferred: count(r.get(3)),
-            failed_runs_24h: count(runs.get(0)),
-            last_success: runs.get(1),
+            failed_runs_24h: count(failed_runs_24h),
+            last_success,
         })
     }
 }

@@ -186,6 +186,7 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             .map_err(Stop::Store)?
     };
     let present: Vec<MessageKey> = state.messages.iter().map(|m| m.key.clone()).collect();
+    let complete = state.complete;
     let new: Vec<ListedMessage> = state
         .messages
         .into_iter()
@@ -237,6 +238,9 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             .await
             .map_err(Stop::Store)?;
     }
+    if complete && !run.cancel.is_cancelled() {
+        note_listing(run, folder, uidvalidity, &present).await?;
+    }
     if let Some(action) = settle_action(account) {
         // Only what the ledger says is delivered; POP3 removes it at QUIT, not before.
         let delivered = store
@@ -258,6 +262,37 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
                 SourceAction::MarkSeen => {}
             }
         }
+    }
+    Ok(())
+}
+
+/// A complete listing tells the ledger what the source no longer holds (the state stays
+/// bounded: mailferry_store's prune.rs).
+async fn note_listing<D: Destination>(
+    run: &Run<'_, D>,
+    folder: &str,
+    uidvalidity: u32,
+    present: &[MessageKey],
+) -> Result<(), Stop> {
+    let present: std::collections::HashSet<MessageKey> = present.iter().cloned().collect();
+    let pruned = run
+        .store
+        .note_listing(
+            &run.account.name,
+            folder,
+            uidvalidity,
+            &present,
+            mailferry_core::unix_now(),
+        )
+        .await
+        .map_err(Stop::Store)?;
+    if pruned.marked > 0 || pruned.dropped > 0 {
+        debug!(
+            folder,
+            gone = pruned.marked,
+            dropped = pruned.dropped,
+            "messages gone from the source noted in the ledger"
+        );
     }
     Ok(())
 }

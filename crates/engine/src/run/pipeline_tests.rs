@@ -54,6 +54,7 @@ impl Source for FakeSource {
                 })
                 .collect(),
             uidnext: None,
+            complete: true,
         })
     }
 
