@@ -15,7 +15,7 @@ mod traits;
 
 pub use error::{Classify, ErrorClass, requested_wait};
 pub use message::RawMessage;
-pub use net::{Login, TlsMode, unix_now};
+pub use net::{Login, TlsMode, shift_clock, unix_now};
 pub use oauth::{OAuthClient, OAuthProvider};
 pub use secret::Secret;
 pub use traits::{

@@ -15,9 +15,21 @@ pub enum TlsMode {
 /// Seconds since the Unix epoch (0 if the clock is before it).
 #[must_use]
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
+    let system = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    system.saturating_add(CLOCK_SHIFT.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Seconds added to the system clock by [`shift_clock`]: zero, unless a simulation moves
+/// time on.
+static CLOCK_SHIFT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Moves mailferry's clock ([`unix_now`], which the store, the token keeper, notices and
+/// pruning read) `seconds` ahead, for the whole process. Only a simulation calls this (the
+/// simulated year runs in a test process of its own); the service never does.
+pub fn shift_clock(seconds: i64) {
+    CLOCK_SHIFT.fetch_add(seconds, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How a session logs in: one vocabulary for IMAP, POP3 and SMTP. `S` is `&str` where the

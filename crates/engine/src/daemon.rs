@@ -285,7 +285,7 @@ pub async fn serve(
 /// backoff reset, since the new file may be the fix. Accounts that are due start up to 10 s
 /// (a tenth of their interval at most) apart, by `unit()` in 0..1. Disabled accounts are
 /// never due.
-fn first_slots(
+pub fn first_slots(
     config: &Config,
     stored: &HashMap<String, ScheduleRow>,
     now: i64,

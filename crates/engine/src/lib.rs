@@ -13,7 +13,7 @@ mod build;
 pub mod check;
 pub mod daemon;
 mod deliver;
-mod notice;
+pub mod notice;
 mod push;
 mod report;
 mod run;

@@ -39,7 +39,7 @@ impl Condition {
 }
 
 /// After each scheduled run of `account`: notices on a change of condition, and the ping.
-pub(crate) async fn after_run(
+pub async fn after_run(
     config: &Config,
     account: &AccountConfig,
     store: &Store,

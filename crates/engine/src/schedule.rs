@@ -141,6 +141,10 @@ pub trait Runner: Sync {
     ) -> impl Future<Output = ()>;
     /// A random number in `[0, 1)` for jitter.
     fn unit(&self) -> f64;
+    /// Waits `pause` (tokio's timer; a simulation moves its own clock instead).
+    fn sleep(&self, pause: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(pause)
+    }
     /// Resolves when account `i` is asked to run at once (`mailferry run-now`, a new
     /// sign-in): its backoff is reset and it runs. Never, by default.
     fn woken(&self, i: usize) -> impl Future<Output = ()> {
@@ -169,7 +173,7 @@ pub async fn drive<R: Runner>(slots: &[Slot], runner: &R, cancel: &CancellationT
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
+                () = runner.sleep(pause) => {}
                 () = runner.woken(i) => {
                     // Asked to run now: whatever made it back off was fixed, says the user.
                     pacer = Pacer::default();

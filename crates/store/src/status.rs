@@ -62,6 +62,20 @@ pub struct FinishedRun {
 }
 
 impl Store {
+    /// How many runs and ledger rows the state holds.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn row_counts(&self) -> Result<(i64, i64), StoreError> {
+        let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+            .fetch_one(&self.pool)
+            .await?;
+        let ledger: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((runs, ledger))
+    }
+
     /// Run `id`, if it has ended.
     ///
     /// # Errors

@@ -30,7 +30,12 @@ Test controls (not part of any provider):
                                           the next N device polls with slow_down),
                                           date_offset (s added to the Date header),
                                           garble_2xx (the next N token replies are 200 with
-                                          the tokens but an expires_in that is not a number)
+                                          the tokens but an expires_in that is not a number),
+                                          clock_offset (s added to the IdP's clock: a
+                                          simulated year), refresh_idle (s after which an
+                                          unused refresh token dies, AADSTS700082; Microsoft:
+                                          90 days)
+  POST /control/mint?email=E&client_id=C&scope=S   tokens as a finished sign-in gets them
   POST /control/fail_next?error=E&description=D   the next /token call fails with 400
   GET  /control/stats                     counters and the live refresh tokens
 
@@ -54,12 +59,18 @@ STATE = {
     "devices": {},       # device_code -> {"user_code", "client_id", "scope", "email", "denied", "expires", "last_poll"}
     "codes": {},         # code -> {"client_id", "redirect_uri", "challenge", "scope", "email", "offline"}
     "config": {"access_ttl": 3600, "declared_ttl": 3600, "browser_email": "alice@test.example",
-               "slow_down": 0, "date_offset": 0, "interval": 1, "garble_2xx": 0},
+               "slow_down": 0, "date_offset": 0, "interval": 1, "garble_2xx": 0,
+               "clock_offset": 0, "refresh_idle": 0},
     "fail_next": None,
     "stats": {"refreshes": 0, "device_polls": 0, "slow_downs": 0, "poll_times": [],
               "issued": 0, "code_exchanges": 0, "refresh_failures": 0, "last_access": None,
               "last_refresh": None},
 }
+
+
+def now():
+    """The IdP's clock: the real one, moved on by clock_offset (a simulated year)."""
+    return time.time() + float(STATE["config"]["clock_offset"])
 
 
 def b64url(data):
@@ -70,7 +81,7 @@ def issue(email, client_id, scope, offline):
     """Issues tokens; call with LOCK held."""
     cfg = STATE["config"]
     access = "at-" + secrets.token_urlsafe(16)
-    STATE["access"][access] = {"email": email, "expires": time.time() + float(cfg["access_ttl"])}
+    STATE["access"][access] = {"email": email, "expires": now() + float(cfg["access_ttl"])}
     body = {
         "token_type": "Bearer",
         "access_token": access,
@@ -80,7 +91,8 @@ def issue(email, client_id, scope, offline):
     }
     if offline:
         refresh = "rt-" + secrets.token_urlsafe(16)
-        STATE["refresh"][refresh] = {"email": email, "client_id": client_id, "scope": scope}
+        STATE["refresh"][refresh] = {"email": email, "client_id": client_id, "scope": scope,
+                                     "issued": now()}
         body["refresh_token"] = refresh
         STATE["stats"]["last_refresh"] = refresh
     STATE["stats"]["last_access"] = access
@@ -90,7 +102,7 @@ def issue(email, client_id, scope, offline):
     if "openid" in scope.split():
         header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
         claims = b64url(json.dumps({"email": email, "preferred_username": email,
-                                    "aud": client_id, "iat": int(time.time())}).encode())
+                                    "aud": client_id, "iat": int(now())}).encode())
         body["id_token"] = "%s.%s.fake-signature" % (header, claims)
     STATE["stats"]["issued"] += 1
     return body
@@ -111,7 +123,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def date_time_string(self, timestamp=None):
         offset = float(STATE["config"].get("date_offset", 0))
-        return email.utils.formatdate(time.time() + offset, usegmt=True)
+        return email.utils.formatdate(now() + offset, usegmt=True)
 
     def reply(self, code, body, headers=()):
         data = json.dumps(body).encode()
@@ -148,12 +160,12 @@ class Handler(BaseHTTPRequestHandler):
         token = q.get("access_token", "")
         with LOCK:
             entry = STATE["access"].get(token)
-            live = entry is not None and entry["expires"] > time.time()
+            live = entry is not None and entry["expires"] > now()
         if not live:
             return self.reply(401, {"error": "invalid_token", "error_description": "Invalid Value"})
         return self.reply(200, {"email": entry["email"], "active": True, "email_verified": "true",
                                 "scope": "https://mail.google.com/",
-                                "expires_in": str(int(entry["expires"] - time.time()))})
+                                "expires_in": str(int(entry["expires"] - now()))})
 
     def authorize(self, q):
         required = ["response_type", "client_id", "redirect_uri", "state", "code_challenge"]
@@ -196,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, what, q):
         with LOCK:
             if what == "grant":
-                STATE["access"][q["token"]] = {"email": q["email"], "expires": time.time() + 86400}
+                STATE["access"][q["token"]] = {"email": q["email"], "expires": now() + 86400}
             elif what == "approve" or what == "deny":
                 for d in STATE["devices"].values():
                     if d["user_code"] == q["user_code"]:
@@ -214,6 +226,9 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["config"][k] = v if k == "browser_email" else float(v)
             elif what == "fail_next":
                 STATE["fail_next"] = (q["error"], q.get("description", ""))
+            elif what == "mint":
+                body = issue(q["email"], q["client_id"], q.get("scope", "offline_access"), True)
+                return self.reply(200, body)
             else:
                 return self.reply(404, {"error": "no such control"})
         return self.reply(200, {"ok": True})
@@ -228,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["devices"][device_code] = {
                 "user_code": user_code, "client_id": form["client_id"], "scope": scope,
-                "email": None, "denied": False, "expires": time.time() + 900, "last_poll": None,
+                "email": None, "denied": False, "expires": now() + 900, "last_poll": None,
             }
             interval = int(STATE["config"]["interval"])
         uri = "http://127.0.0.1:%d/devicelogin" % port
@@ -258,7 +273,7 @@ class Handler(BaseHTTPRequestHandler):
     def device_token(self, form):
         stats = STATE["stats"]
         stats["device_polls"] += 1
-        stats["poll_times"].append(time.time())
+        stats["poll_times"].append(now())
         d = STATE["devices"].get(form.get("device_code", ""))
         if d is None or d["client_id"] != form.get("client_id"):
             return self.reply(400, oauth_error("invalid_grant", "AADSTS70000: The provided value for the 'device_code' is not valid.", 70000))
@@ -266,7 +281,7 @@ class Handler(BaseHTTPRequestHandler):
             STATE["config"]["slow_down"] -= 1
             stats["slow_downs"] += 1
             return self.reply(400, oauth_error("slow_down", "AADSTS70016: polling too fast"))
-        if time.time() > d["expires"]:
+        if now() > d["expires"]:
             return self.reply(400, oauth_error("expired_token", "AADSTS70020: The provided value for the input parameter 'device_code' is not valid. This device code has expired.", 70020))
         if d["denied"]:
             return self.reply(400, oauth_error("access_denied", "AADSTS70021: The user declined.", 70021))
@@ -293,6 +308,11 @@ class Handler(BaseHTTPRequestHandler):
         STATE["stats"]["refreshes"] += 1
         old = form.get("refresh_token", "")
         r = STATE["refresh"].get(old)
+        idle = float(STATE["config"]["refresh_idle"])
+        if r is not None and idle > 0 and now() - r["issued"] > idle:
+            # Microsoft: a refresh token unused for 90 days is dead (AADSTS700082).
+            del STATE["refresh"][old]
+            r = None
         if r is None or r["client_id"] != form.get("client_id"):
             STATE["stats"]["refresh_failures"] += 1
             return self.reply(400, oauth_error(

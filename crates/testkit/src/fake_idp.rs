@@ -79,6 +79,21 @@ impl FakeIdp {
         );
     }
 
+    /// Tokens for `email` as a finished sign-in of `client_id` gets them (a refresh token
+    /// included): the token response's JSON.
+    #[must_use]
+    pub fn mint(&self, email: &str, client_id: &str, scope: &str) -> serde_json::Value {
+        let query = format!(
+            "/control/mint?email={}&client_id={}&scope={}",
+            percent(email),
+            percent(client_id),
+            percent(scope)
+        );
+        let (status, body) = http_request(self.port, "POST", &query);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("token json")
+    }
+
     /// Counters and the live refresh tokens.
     #[must_use]
     pub fn stats(&self) -> serde_json::Value {
