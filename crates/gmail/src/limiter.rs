@@ -32,6 +32,8 @@ const RAISE_EVERY: Duration = Duration::from_secs(10);
 const RAISE: f64 = 1.01;
 /// A refusal cuts the rate to at most this share of what it was.
 const CUT: f64 = 0.95;
+/// Accepted requests in the minute before the estimate from them is used.
+const MEANINGFUL: usize = 10;
 /// The slowest pace mailferry falls to (one request a minute).
 const FLOOR: f64 = 1.0 / 60.0;
 
@@ -151,9 +153,15 @@ impl RateLimiter {
             .cut_at
             .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(2));
         if fresh {
+            // What the minute took says something only once there is some of it: a few
+            // requests a moment ago (a refusal at the start, a storm) say nothing.
+            let span = s
+                .accepted
+                .front()
+                .map_or(Duration::ZERO, |t| now.duration_since(*t));
             let took = s.accepted.len() as f64 / WINDOW.as_secs_f64();
             let mut rate = s.rate * CUT;
-            if took > 0.0 {
+            if s.accepted.len() >= MEANINGFUL && span >= WINDOW / 6 {
                 rate = rate.min(took);
             }
             s.rate = rate.clamp(FLOOR, s.ceiling);
@@ -335,6 +343,18 @@ mod tests {
         quota.per_minute = 600;
         import(&l, &mut quota, 3_000).await;
         assert!(l.rate() > low * 1.5, "{} after {low}", l.rate());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_at_the_start_cuts_the_rate_a_little_not_to_a_crawl() {
+        // Gmail's storms of 429 come at any time; one right after the first request (a
+        // minute holding one accepted request) must not read as "one a minute".
+        let l = RateLimiter::new(10.0, 10.0);
+        l.acquire().await;
+        l.accepted();
+        let wait = l.quota_refused();
+        assert!(l.rate() >= 9.0, "{}", l.rate());
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
     }
 
     #[test]
