@@ -388,3 +388,35 @@ fn a_pushed_folder_whose_destination_cannot_be_built_waits_instead_of_spinning()
     assert!(runs <= 5, "{runs} runs recorded in 6 s");
     assert!(b.smtp.messages().is_empty());
 }
+
+/// Providers limit connections per mailbox (Outlook.com and Gmail: about 15-20 each), not
+/// per host: 25 accounts on one host, all pushed, all get their IDLE connection (with a
+/// per-host limit of 20 for all accounts together, six never did).
+#[test]
+fn twenty_five_pushed_accounts_on_one_host_all_connect() {
+    let b = Bench::start();
+    let accounts: Vec<String> = (0..25)
+        .map(|n| {
+            b.account(
+                &format!("a{n}"),
+                b.dovecot.imaps_port,
+                "implicit",
+                "src.pass",
+            ) + "push = \"idle\"\ninterval = \"1h\"\n"
+        })
+        .collect();
+    b.write_config(&accounts);
+    let child = spawn_run(&b.config_path());
+    let mut connected = 0;
+    let took = wait_for("25 push connections", Duration::from_secs(90), || {
+        connected = b
+            .run(&["status"])
+            .stdout
+            .matches("push INBOX: connected")
+            .count();
+        connected == 25
+    });
+    stop(child);
+    assert_eq!(connected, 25, "{}", run_log(&b));
+    eprintln!("25 pushed accounts connected in {took:?}");
+}

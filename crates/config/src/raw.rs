@@ -47,8 +47,10 @@ pub struct RawDaemon {
     pub io_timeout: Option<String>,
     /// Allows `min-interval` below 10 minutes.
     pub allow_short_intervals: Option<bool>,
-    /// Connections to one server host at once.
+    /// Connections to one server host at once (a safety limit over all accounts).
     pub max_connections_per_host: Option<u32>,
+    /// Connections of one account at once (its polls and pushed folders).
+    pub max_connections_per_account: Option<u32>,
     /// Address for Prometheus metrics and /healthz.
     pub metrics_listen: Option<String>,
     /// Largest message fetched: bytes, or e.g. "150MB".

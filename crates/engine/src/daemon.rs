@@ -50,8 +50,11 @@ struct Daemon<'a> {
     tokens: &'a TokenKeeper,
     cancel: &'a CancellationToken,
     hooks: &'a dyn Hooks,
-    /// One semaphore per server host: Outlook.com allows about 20 connections per user.
+    /// One semaphore per server host: a safety limit over all its accounts.
     hosts: HashMap<String, Arc<Semaphore>>,
+    /// One per account: its poll and its pushed folders (providers limit connections per
+    /// mailbox: about 15-20 at Outlook.com and Gmail).
+    own: Vec<Arc<Semaphore>>,
     last: Mutex<HashMap<usize, AccountReport>>,
     /// One per account: a poll and a push delivery never run at once.
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -71,6 +74,7 @@ impl Runner for Daemon<'_> {
             Some(s) => Arc::clone(s).acquire_owned().await.ok(),
             None => None,
         };
+        let _own = Arc::clone(&self.own[i]).acquire_owned().await.ok();
         let _one_at_a_time = self.locks[i].lock().await;
         let opts = RunOptions {
             account: Some(account.name.clone()),
@@ -223,6 +227,11 @@ pub async fn serve(
         cancel,
         hooks,
         hosts,
+        own: config
+            .accounts
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(config.daemon.max_connections_per_account)))
+            .collect(),
         last: Mutex::new(HashMap::new()),
         locks: config
             .accounts
@@ -252,7 +261,16 @@ pub async fn serve(
                     folder,
                     store,
                     tokens,
-                    host: daemon.hosts.get(&a.endpoint.host).cloned(),
+                    limits: [
+                        Some(("max-connections-per-account", Arc::clone(&daemon.own[i]))),
+                        daemon
+                            .hosts
+                            .get(&a.endpoint.host)
+                            .map(|h| ("max-connections-per-host", Arc::clone(h))),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                     lock: &daemon.locks[i],
                     cancel,
                     hooks,

@@ -46,8 +46,9 @@ pub(crate) struct Watch<'a> {
     pub(crate) folder: &'a str,
     pub(crate) store: &'a Store,
     pub(crate) tokens: &'a TokenKeeper,
-    /// The per-host connection limit, which a push connection holds while it lives.
-    pub(crate) host: Option<Arc<Semaphore>>,
+    /// The connection limits a push connection holds a place in while it lives: the
+    /// account's (`max-connections-per-account`) and the host's safety limit.
+    pub(crate) limits: Vec<(&'static str, Arc<Semaphore>)>,
     /// The account's lock: one delivery at a time, poll or push.
     pub(crate) lock: &'a tokio::sync::Mutex<()>,
     pub(crate) cancel: &'a CancellationToken,
@@ -91,12 +92,8 @@ impl Watch<'_> {
                 wait = budget;
                 continue;
             }
-            let _permit = match &self.host {
-                Some(s) => match self.slot(s).await {
-                    Some(p) => Some(p),
-                    None => break,
-                },
-                None => None,
+            let Some(_permits) = self.slot().await else {
+                break;
             };
             let now = mailferry_oauth::now();
             if let Err(e) = self
@@ -164,24 +161,34 @@ impl Watch<'_> {
         self.save("stopped", None, last_error).await;
     }
 
-    /// A connection of the host's `max-connections-per-host`, always leaving one for the
+    /// A place in every limit (the account's, the host's), always leaving one for the
     /// polls (which would otherwise never run once pushes took every connection); `None`
     /// when cancelled while waiting.
-    async fn slot(&self, host: &Arc<Semaphore>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    async fn slot(&self) -> Option<Vec<tokio::sync::OwnedSemaphorePermit>> {
         let mut said = false;
         loop {
-            if host.available_permits() > 1
-                && let Ok(permit) = Arc::clone(host).try_acquire_owned()
-            {
-                return Some(permit);
+            let full = self
+                .limits
+                .iter()
+                .find(|(_, s)| s.available_permits() <= 1)
+                .map(|(name, _)| *name);
+            if full.is_none() {
+                let permits: Option<Vec<_>> = self
+                    .limits
+                    .iter()
+                    .map(|(_, s)| Arc::clone(s).try_acquire_owned().ok())
+                    .collect();
+                if let Some(permits) = permits {
+                    return Some(permits);
+                }
             }
-            if !said {
+            if !said && let Some(name) = full {
                 said = true;
-                warn!(account = %self.account.name, folder = self.folder, "max-connections-per-host is taken: this folder waits for a connection to push (it is polled meanwhile)");
+                warn!(account = %self.account.name, folder = self.folder, limit = name, "the connection limit is taken: this folder waits for a connection to push (it is polled meanwhile)");
                 self.save(
                     "reconnecting",
                     None,
-                    Some("waiting for a connection: max-connections-per-host is taken".into()),
+                    Some(format!("waiting for a connection: {name} is taken")),
                 )
                 .await;
             }

@@ -34,8 +34,12 @@ pub struct Daemon {
     pub connect_timeout: Duration,
     /// Each network read or command round trip.
     pub io_timeout: Duration,
-    /// Connections to one server host at once, over all accounts.
+    /// Connections to one server host at once, over all accounts: a safety limit (the
+    /// providers' own limits are per mailbox).
     pub max_connections_per_host: usize,
+    /// Connections of one account at once: its poll and its pushed folders. Outlook.com
+    /// and Gmail allow about 15-20 per mailbox.
+    pub max_connections_per_account: usize,
     /// Where to serve `/metrics` and `/healthz`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Largest message fetched (bytes); larger ones are refused with the reason, without
@@ -44,6 +48,12 @@ pub struct Daemon {
 }
 
 const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// Over all accounts on one host: only a safety limit.
+const DEFAULT_CONNECTIONS_PER_HOST: u32 = 200;
+/// One account's poll and pushed folders: well under the 15-20 a mailbox may hold at
+/// Outlook.com and Gmail.
+const DEFAULT_CONNECTIONS_PER_ACCOUNT: u32 = 4;
 
 /// Gmail's import limit: 150 MB.
 const DEFAULT_MAX_MESSAGE: u64 = 150 * 1024 * 1024;
@@ -116,11 +126,22 @@ impl Checker<'_> {
                 );
             }
         }
-        let max_connections_per_host = raw.max_connections_per_host.unwrap_or(20);
+        let max_connections_per_host = raw
+            .max_connections_per_host
+            .unwrap_or(DEFAULT_CONNECTIONS_PER_HOST);
         if max_connections_per_host == 0 {
             self.err(
                 "daemon.max-connections-per-host".into(),
                 "must be at least 1".into(),
+            );
+        }
+        let max_connections_per_account = raw
+            .max_connections_per_account
+            .unwrap_or(DEFAULT_CONNECTIONS_PER_ACCOUNT);
+        if max_connections_per_account < 2 {
+            self.err(
+                "daemon.max-connections-per-account".into(),
+                "must be at least 2 (one for the polls, one for a pushed folder)".into(),
             );
         }
         let metrics_listen = raw.metrics_listen.and_then(|a| match a.parse() {
@@ -149,7 +170,9 @@ impl Checker<'_> {
                 Duration::from_secs(120),
             ),
             max_connections_per_host: usize::try_from(max_connections_per_host.max(1))
-                .unwrap_or(20),
+                .unwrap_or(200),
+            max_connections_per_account: usize::try_from(max_connections_per_account.max(2))
+                .unwrap_or(4),
             metrics_listen,
             max_message_size: match raw
                 .max_message_size
@@ -188,7 +211,8 @@ mod tests {
         assert_eq!(d.min_interval, Duration::from_secs(600));
         assert_eq!(d.connect_timeout, Duration::from_secs(30));
         assert_eq!(d.io_timeout, Duration::from_secs(120));
-        assert_eq!(d.max_connections_per_host, 20);
+        assert_eq!(d.max_connections_per_host, 200);
+        assert_eq!(d.max_connections_per_account, 4);
         assert_eq!(d.metrics_listen, None);
         assert_eq!(d.max_message_size, 150 * 1024 * 1024);
         let n = &config.notify;
