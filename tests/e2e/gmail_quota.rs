@@ -114,3 +114,58 @@ fn a_6_mb_import_through_a_100_kb_per_second_link_arrives() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].raw, big);
 }
+
+/// A long first import can be watched: while it runs, `status` shows per folder how many
+/// are done of how many, the rate and when the rest should be in; when it is over, the
+/// line goes.
+#[test]
+fn a_long_import_shows_its_progress_in_status_while_it_runs() {
+    let (b, gmail) = gmail_bench("concurrency = 1\nmax-rate = 20");
+    gmail.set("latency", "0.05");
+    for n in 0..150 {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    let once = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["once", "--config"])
+        .arg(b.config_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        let status = b.run(&["status"]).stdout;
+        if let Some(line) = status
+            .lines()
+            .find(|l| l.trim_start().starts_with("importing INBOX: "))
+        {
+            let done: u64 = line
+                .trim_start()
+                .trim_start_matches("importing INBOX: ")
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if (25..150).contains(&done) {
+                seen = line.to_owned();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = once.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        seen.contains(" of 150 done, "),
+        "no progress seen: {seen:?}"
+    );
+    assert!(seen.contains(" a second, the rest in "), "{seen}");
+    assert_eq!(gmail.messages().len(), 150);
+    let after = b.run(&["status"]).stdout;
+    assert!(!after.contains("importing"), "{after}");
+}

@@ -111,6 +111,25 @@ type PushGauge = (
     fn(&mailferry_store::PushRow) -> Option<f64>,
 );
 
+/// Messages a long import still has to go, per account and folder.
+async fn import_gauges(out: &mut String, store: &Store) {
+    let rows = store.progress(None).await.unwrap_or_default();
+    let name = "mailferry_import_remaining_messages";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages a long import still has to go.\n# TYPE {name} gauge"
+    );
+    for p in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{account=\"{}\",folder=\"{}\"}} {}",
+            label(&p.account),
+            label(&p.folder),
+            p.remaining()
+        );
+    }
+}
+
 /// Gauges of the folders watched with IDLE (`push = "idle"`).
 async fn push_gauges(out: &mut String, store: &Store) {
     let now = mailferry_oauth::now();
@@ -268,6 +287,7 @@ impl Metrics {
             "# HELP mailferry_token_expiry_timestamp_seconds When the stored OAuth2 access token expires.\n# TYPE mailferry_token_expiry_timestamp_seconds gauge"
         );
         push_gauges(&mut out, store).await;
+        import_gauges(&mut out, store).await;
         for owner in store.token_owners().await.unwrap_or_default() {
             if let Ok(Some(t)) = store.token(&owner).await {
                 let _ = writeln!(

@@ -40,6 +40,22 @@ struct PushStatus {
     last_error: Option<String>,
 }
 
+/// A long import in progress in one folder.
+#[derive(Debug, Serialize)]
+struct ImportStatus {
+    folder: String,
+    /// Messages it had to go when its run started, and done since.
+    total: u64,
+    done: u64,
+    remaining: u64,
+    /// Messages a second so far.
+    rate: Option<f64>,
+    /// When it should end at that rate (Unix seconds).
+    expected_end: Option<i64>,
+    /// When the numbers were written.
+    as_of: i64,
+}
+
 #[derive(Debug, Serialize)]
 struct AccountStatus {
     account: String,
@@ -58,6 +74,7 @@ struct AccountStatus {
     hint: Option<String>,
     sign_in: Option<SignIn>,
     push: Vec<PushStatus>,
+    importing: Vec<ImportStatus>,
 }
 
 async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountStatus>> {
@@ -134,8 +151,23 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
                 })
                 .collect(),
         };
+        let importing = store
+            .progress(Some(&a.name))
+            .await?
+            .into_iter()
+            .map(|p| ImportStatus {
+                remaining: p.remaining(),
+                rate: p.rate(),
+                expected_end: p.eta().map(|s| p.updated_at + s),
+                folder: p.folder,
+                total: p.total,
+                done: p.done,
+                as_of: p.updated_at,
+            })
+            .collect();
         out.push(AccountStatus {
             push,
+            importing,
             account: a.name.clone(),
             state,
             last_success: row.and_then(|r| r.last_success).or(totals.last_success),
@@ -203,6 +235,20 @@ fn push_line(p: &PushStatus, now: i64) -> String {
     line
 }
 
+/// `importing INBOX: 1234 of 20000 done, 4.0 a second, the rest in about 1h 10m (as of
+/// just now)`.
+fn import_line(i: &ImportStatus, now: i64) -> String {
+    let mut line = format!("importing {}: {} of {} done", i.folder, i.done, i.total);
+    if let Some(rate) = i.rate {
+        line.push_str(&format!(", {rate:.1} a second"));
+    }
+    if let Some(end) = i.expected_end {
+        line.push_str(&format!(", the rest {}", relative(end.max(now), now)));
+    }
+    line.push_str(&format!(" (as of {})", ago(i.as_of, now)));
+    line
+}
+
 fn ago(t: i64, now: i64) -> String {
     if now - t < 1 {
         "just now".to_owned()
@@ -267,6 +313,9 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             }
             for p in &s.push {
                 println!("  {}", push_line(p, now));
+            }
+            for i in &s.importing {
+                println!("  {}", import_line(i, now));
             }
             for r in &s.refused {
                 let id = r

@@ -19,9 +19,11 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 mod ledger;
+mod progress;
 mod prune;
 mod rest;
 pub use ledger::{Attempt, LedgerKey, LedgerState, MessageFacts, Refusal};
+pub use progress::Progress;
 pub use prune::{KEEP_FOR, Pruned};
 pub use rest::FetchRetry;
 mod folders;

@@ -134,3 +134,25 @@ async fn a_year_of_runs_is_pruned_to_30_days_and_status_stays_fast() {
         "status' queries for 20 accounts took {took:?}"
     );
 }
+
+/// A long import's progress: written, read with its rate and expected end, cleared.
+#[tokio::test]
+async fn an_import_in_progress_is_read_with_its_rate_and_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let started = mailferry_core::unix_now() - 100;
+    store
+        .save_progress("a", "INBOX", 20_000, 400, started)
+        .await
+        .expect("save");
+    let p = store.progress(Some("a")).await.expect("read");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].remaining(), 19_600);
+    let rate = p[0].rate().expect("a rate");
+    assert!((3.9..=4.1).contains(&rate), "{rate}");
+    let eta = p[0].eta().expect("an end");
+    assert!((4_700..=5_000).contains(&eta), "{eta}");
+    assert!(store.progress(Some("b")).await.expect("read").is_empty());
+    store.clear_progress("a", "INBOX").await.expect("clear");
+    assert!(store.progress(None).await.expect("read").is_empty());
+}

@@ -16,6 +16,7 @@ use crate::tokens::TokenKeeper;
 use mailferry_core::Destination;
 
 mod folder;
+mod progress;
 mod streak;
 mod transfer;
 

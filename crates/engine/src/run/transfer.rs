@@ -52,6 +52,7 @@ pub(super) async fn transfer<S: Source, D: Destination>(
         mpsc::channel::<(MessageKey, Fetched, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
     // Announced larger than max-message-size: refused at once, never fetched.
     let max = run.max_message;
+    let planned = new.len() as u64;
     let (too_large, new): (Vec<ListedMessage>, Vec<ListedMessage>) =
         new.into_iter().partition(|m| m.size > max);
     // Both halves own their end of the queue: when the fetcher ends, the deliverer drains
@@ -112,6 +113,10 @@ pub(super) async fn transfer<S: Source, D: Destination>(
     // outcome in the ledger; a run-ending error stops taking new messages and lets the
     // ones in flight finish and record theirs.
     let concurrency = destination.concurrency().max(1);
+    let tracker = tokio::sync::Mutex::new(
+        super::progress::Tracker::start(store, &account.name, folder, planned).await,
+    );
+    let tracker = &tracker;
     let deliverer = async move {
         let mut inflight = FuturesUnordered::new();
         let mut open = true;
@@ -124,6 +129,9 @@ pub(super) async fn transfer<S: Source, D: Destination>(
                 Some((size, done)) = inflight.next(), if !inflight.is_empty() => {
                     let (size, done): (u64, Done) = (size, done);
                     observer.done(&account.name, size);
+                    if let Some(t) = tracker.lock().await.as_mut() {
+                        t.step().await;
+                    }
                     if matches!(done.outcome, Ok(Outcome::Delivered)) {
                         report.bytes += size;
                     }
@@ -178,7 +186,14 @@ pub(super) async fn transfer<S: Source, D: Destination>(
     let (fetched, delivered) = tokio::join!(fetcher, deliverer);
     delivered?;
     fetched?;
-    Ok(!incomplete.load(std::sync::atomic::Ordering::Relaxed))
+    let complete = !incomplete.load(std::sync::atomic::Ordering::Relaxed);
+    if complete
+        && !cancel.is_cancelled()
+        && let Some(t) = tracker.lock().await.as_ref()
+    {
+        t.finish().await;
+    }
+    Ok(complete)
 }
 
 /// What became of one message.
