@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mailferry_testkit::{Trickle, fixtures};
 
 use crate::gmail::gmail_bench;
-use crate::util::{sqlite, summary};
+use crate::util::{Bench, sqlite, summary};
 
 /// A new project's quota (6,000 units a minute: 240 imports) against the default
 /// `max-rate` (10 a second): the rate is learned from the refusals, few of them, and kept
@@ -53,13 +53,7 @@ fn a_label_deleted_in_gmail_mid_run_is_created_again_and_nothing_is_refused() {
     for n in 0..12 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
-    let once = Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["once", "--config"])
-        .arg(b.config_path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let once = spawn_once(&b);
     let deadline = Instant::now() + Duration::from_secs(30);
     while gmail.messages().len() < 2 {
         assert!(Instant::now() < deadline, "no import started");
@@ -125,13 +119,7 @@ fn a_long_import_shows_its_progress_in_status_while_it_runs() {
     for n in 0..150 {
         b.dovecot.add_message("INBOX", &fixtures::simple(n));
     }
-    let once = Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["once", "--config"])
-        .arg(b.config_path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let once = spawn_once(&b);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = String::new();
     while Instant::now() < deadline {
@@ -168,4 +156,15 @@ fn a_long_import_shows_its_progress_in_status_while_it_runs() {
     assert_eq!(gmail.messages().len(), 150);
     let after = b.run(&["status"]).stdout;
     assert!(!after.contains("importing"), "{after}");
+}
+
+/// `mailferry once` in the background, its output kept for the end.
+fn spawn_once(b: &Bench) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["once", "--config"])
+        .arg(b.config_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
 }

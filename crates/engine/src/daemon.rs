@@ -129,29 +129,13 @@ impl Runner for Daemon<'_> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&i)
             .unwrap_or_default();
-        let now = mailferry_oauth::now();
-        let row = ScheduleRow {
-            account: account.name.clone(),
-            state: state.token().to_owned(),
-            failures,
-            next_run: Some(now + i64::try_from(pause.as_secs()).unwrap_or(i64::MAX / 2)),
-            last_run: Some(now),
-            last_success: report.error.is_none().then_some(now),
-            last_error: report.error.as_ref().map(|e| e.message.clone()),
-            last_hint: report.error.as_ref().and_then(|e| e.hint.clone()),
-            interval_s: i64::try_from(account.interval.as_secs()).unwrap_or(i64::MAX),
-        };
-        if let Err(e) = self.store.save_schedule(&row).await {
-            warn!(cause = %e, "cannot record the schedule");
-        }
-        crate::notice::after_run(
+        record_run(
             self.config,
-            account,
             self.store,
             self.tokens,
+            account,
             &report,
-            state,
-            failures,
+            (state, failures, pause),
         )
         .await;
         info!(
@@ -295,6 +279,35 @@ pub async fn serve(
         }
     };
     tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive, pushing);
+}
+
+/// What the service does after each scheduled run of `account`: the schedule row `status`
+/// reads (its state, `failures` in a row, the next run after `pause`), then notices on a
+/// change of condition (`notice::after_run`).
+pub async fn record_run(
+    config: &Config,
+    store: &Store,
+    tokens: &TokenKeeper,
+    account: &AccountConfig,
+    report: &AccountReport,
+    (state, failures, pause): (AccountState, u32, Duration),
+) {
+    let now = mailferry_oauth::now();
+    let row = ScheduleRow {
+        account: account.name.clone(),
+        state: state.token().to_owned(),
+        failures,
+        next_run: Some(now + i64::try_from(pause.as_secs()).unwrap_or(i64::MAX / 2)),
+        last_run: Some(now),
+        last_success: report.error.is_none().then_some(now),
+        last_error: report.error.as_ref().map(|e| e.message.clone()),
+        last_hint: report.error.as_ref().and_then(|e| e.hint.clone()),
+        interval_s: i64::try_from(account.interval.as_secs()).unwrap_or(i64::MAX),
+    };
+    if let Err(e) = store.save_schedule(&row).await {
+        warn!(cause = %e, "cannot record the schedule");
+    }
+    crate::notice::after_run(config, account, store, tokens, report, state, failures).await;
 }
 
 /// Each account's slot when the service starts or a reload applies: it resumes the stored

@@ -22,7 +22,7 @@ use mailferry_core::{ErrorClass, MessageKey};
 use mailferry_engine::schedule::{AccountState, Runner, Verdict};
 use mailferry_engine::tokens::{account_owner, oauth_owners};
 use mailferry_engine::{AccountReport, ErrorReport, TokenKeeper};
-use mailferry_store::{IssuedTokens, LedgerKey, MessageFacts, RunCounts, ScheduleRow, Store};
+use mailferry_store::{IssuedTokens, LedgerKey, MessageFacts, RunCounts, Store};
 use mailferry_testkit::{FakeIdp, HttpSink};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -248,31 +248,17 @@ impl Runner for Sim<'_> {
         verdict
     }
 
-    /// As the service records a run: the schedule row, then notices.
+    /// As the service records a run: the schedule row, then notices (its own code).
     async fn scheduled(&self, i: usize, state: AccountState, failures: u32, pause: Duration) {
         let account = &self.config.accounts[i];
         let report = lock(&self.last).remove(&i).unwrap_or_default();
-        let now = mailferry_core::unix_now();
-        let row = ScheduleRow {
-            account: account.name.clone(),
-            state: state.token().to_owned(),
-            failures,
-            next_run: Some(now + i64::try_from(pause.as_secs()).unwrap_or(0)),
-            last_run: Some(now),
-            last_success: report.error.is_none().then_some(now),
-            last_error: report.error.as_ref().map(|e| e.message.clone()),
-            last_hint: report.error.as_ref().and_then(|e| e.hint.clone()),
-            interval_s: INTERVAL,
-        };
-        self.store.save_schedule(&row).await.expect("schedule");
-        mailferry_engine::notice::after_run(
+        mailferry_engine::daemon::record_run(
             self.config,
-            account,
             self.store,
             self.tokens,
+            account,
             &report,
-            state,
-            failures,
+            (state, failures, pause),
         )
         .await;
     }
