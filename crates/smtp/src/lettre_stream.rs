@@ -15,7 +15,7 @@ trait Peer {
 
 impl Peer for mailferry_tls::TlsStream<tokio::net::TcpStream> {
     fn peer(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.get_ref().0.peer_addr()
+        self.get_ref().0.get_ref().peer_addr()
     }
 }
 

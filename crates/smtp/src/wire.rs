@@ -18,24 +18,25 @@ use std::borrow::Cow;
 /// Borrows when nothing needs converting, so large messages are not copied.
 #[must_use]
 pub fn to_smtp_data(raw: &[u8]) -> Cow<'_, [u8]> {
-    let bare = |i: usize, b: u8| match b {
-        b'\n' => i == 0 || raw[i - 1] != b'\r',
-        b'\r' => raw.get(i + 1) != Some(&b'\n'),
-        _ => false,
-    };
-    let needs_work = raw.iter().enumerate().any(|(i, &b)| bare(i, b));
-    let data: Cow<'_, [u8]> = if needs_work {
-        let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-        for (i, &b) in raw.iter().enumerate() {
-            match b {
-                b'\n' if bare(i, b) => out.extend_from_slice(b"\r\n"),
-                b'\r' if bare(i, b) => out.extend_from_slice(b"\r\n"),
-                _ => out.push(b),
+    let data: Cow<'_, [u8]> = match first_bare(raw, 0) {
+        None => Cow::Borrowed(raw),
+        Some(mut at) => {
+            // Whole runs between bare line ends are copied at once (memchr finds them), not
+            // byte by byte: this runs over every byte of every message.
+            let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+            let mut done = 0;
+            loop {
+                out.extend_from_slice(&raw[done..at]);
+                out.extend_from_slice(b"\r\n");
+                done = at + 1;
+                match first_bare(raw, done) {
+                    Some(next) => at = next,
+                    None => break,
+                }
             }
+            out.extend_from_slice(&raw[done..]);
+            Cow::Owned(out)
         }
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(raw)
     };
     match data {
         Cow::Borrowed(d) => Cow::Borrowed(d.strip_suffix(b"\r\n").unwrap_or(d)),
@@ -48,6 +49,21 @@ pub fn to_smtp_data(raw: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
+/// The first bare CR or LF at or after `from`, which must not be inside a CRLF pair.
+/// A CRLF pair is skipped as one, so an LF found is never preceded by a CR.
+fn first_bare(raw: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(found) = memchr::memchr2(b'\r', b'\n', &raw[i..]) {
+        let at = i + found;
+        if raw[at] == b'\r' && raw.get(at + 1) == Some(&b'\n') {
+            i = at + 2;
+        } else {
+            return Some(at);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::to_smtp_data;
@@ -58,6 +74,41 @@ mod tests {
         let out = to_smtp_data(raw);
         assert!(matches!(out, std::borrow::Cow::Borrowed(_)));
         assert_eq!(&*out, b"A: b\r\n\r\nbody");
+    }
+
+    /// Byte by byte, as the rule reads: a CR not before an LF, and an LF not after a CR,
+    /// each become CRLF; then one final CRLF goes.
+    fn reference(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &b) in raw.iter().enumerate() {
+            match b {
+                b'\n' if i == 0 || raw[i - 1] != b'\r' => out.extend_from_slice(b"\r\n"),
+                b'\r' if raw.get(i + 1) != Some(&b'\n') => out.extend_from_slice(b"\r\n"),
+                _ => out.push(b),
+            }
+        }
+        if out.ends_with(b"\r\n") {
+            out.truncate(out.len() - 2);
+        }
+        out
+    }
+
+    #[test]
+    fn every_short_mix_of_line_ends_converts_as_the_rule_reads() {
+        // All 4^7 strings over CR, LF, '.', 'a' up to seven bytes long.
+        let alphabet = [b'\r', b'\n', b'.', b'a'];
+        for len in 0..=7u32 {
+            for n in 0..4usize.pow(len) {
+                let raw: Vec<u8> = (0..len)
+                    .map(|i| alphabet[(n / 4usize.pow(i)) % 4])
+                    .collect();
+                assert_eq!(
+                    to_smtp_data(&raw).as_ref(),
+                    reference(&raw).as_slice(),
+                    "{raw:?}"
+                );
+            }
+        }
     }
 
     #[test]

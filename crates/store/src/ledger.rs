@@ -187,51 +187,39 @@ impl Store {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
         let (uid, uidl) = key.columns();
-        // IMMEDIATE: this transaction reads, then writes. A deferred one would fail at once
-        // with SQLITE_BUSY(_SNAPSHOT) when a concurrent delivery commits in between, since
-        // upgrading a read to a write cannot wait; taking the write lock first can.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let previous: Option<(LedgerState, i64)> = sqlx::query_as(
-            "SELECT state, updated_at FROM ledger WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
-        )
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match previous {
-            Some((LedgerState::Attempt, since)) => {
-                // Left open: its age tells whether a destination's search can be trusted yet.
-                tx.commit().await?;
-                return Ok(Attempt::Interrupted { since });
-            }
-            // A settled row is never reopened by a new attempt.
-            Some((state, _)) if state.is_settled() => {
-                tx.commit().await?;
-                return Ok(Attempt::Settled);
-            }
-            _ => {}
-        }
-        // The one state written as a literal (LedgerState::Delivered): the partial index
-        // `ledger_content` (`WHERE state = 'delivered'`) serves only a query that names its
-        // predicate literally, and this runs for every new message. Covered by
-        // tests/ledger.rs `same_content_under_new_uidvalidity_is_a_duplicate`.
-        let seen_elsewhere: bool = previous.is_none()
-            && sqlx::query_scalar::<_, i64>(
-                "SELECT EXISTS (SELECT 1 FROM ledger WHERE account = ? AND folder = ? AND sha256 = ? \
-                 AND uidvalidity <> ? AND state = 'delivered' \
-                 AND message_id IS ?)",
+        // One read and one write, each a statement of its own (every statement is a round
+        // trip to SQLite's thread, and this runs for every message). The write cannot race
+        // another writer of the same key: one process holds an account at a time.
+        //
+        // The state `delivered` is written as a literal: the partial index `ledger_content`
+        // (`WHERE state = 'delivered'`) serves only a query that names its predicate
+        // literally, and this runs for every new message. Covered by tests/ledger.rs
+        // `same_content_under_new_uidvalidity_is_a_duplicate`.
+        let (state, since, seen_elsewhere): (Option<LedgerState>, Option<i64>, bool) =
+            sqlx::query_as(
+                "WITH previous AS (SELECT state, updated_at FROM ledger \
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4 AND uidl = ?5) \
+                 SELECT (SELECT state FROM previous), (SELECT updated_at FROM previous), \
+                 NOT EXISTS (SELECT 1 FROM previous) AND EXISTS (SELECT 1 FROM ledger \
+                 WHERE account = ?1 AND folder = ?2 AND sha256 = ?6 AND uidvalidity <> ?3 \
+                 AND state = 'delivered' AND message_id IS ?7)",
             )
             .bind(&key.account)
             .bind(&key.folder)
-            .bind(facts.sha256)
             .bind(i64::from(key.uidvalidity))
+            .bind(uid)
+            .bind(uidl)
+            .bind(facts.sha256)
             .bind(facts.message_id)
-            .fetch_one(&mut *tx)
-            .await?
-                != 0;
+            .fetch_one(&mut *self.hot().await?)
+            .await?;
+        match (state, since) {
+            // Left open: its age tells whether a destination's search can be trusted yet.
+            (Some(LedgerState::Attempt), Some(since)) => return Ok(Attempt::Interrupted { since }),
+            // A settled row is never reopened by a new attempt.
+            (Some(state), _) if state.is_settled() => return Ok(Attempt::Settled),
+            _ => {}
+        }
         let state = if seen_elsewhere {
             LedgerState::Duplicate
         } else {
@@ -258,9 +246,8 @@ impl Store {
         .bind(facts.destination)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *self.hot().await?)
         .await?;
-        tx.commit().await?;
         Ok(if seen_elsewhere {
             Attempt::Duplicate
         } else {
@@ -318,7 +305,7 @@ impl Store {
         .bind(uid)
         .bind(uidl)
         .bind(LedgerState::Attempt)
-        .execute(&self.pool)
+        .execute(&mut *self.hot().await?)
         .await?;
         Ok(())
     }
@@ -362,7 +349,7 @@ impl Store {
         .bind(i64::from(key.uidvalidity))
         .bind(key.columns().0)
         .bind(key.columns().1)
-        .execute(&self.pool)
+        .execute(&mut *self.hot().await?)
         .await?;
         Ok(())
     }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection};
 
 mod ledger;
 mod progress;
@@ -105,6 +107,8 @@ pub struct RunCounts {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The one connection the ledger's per-message statements use (see [`Store::hot`]).
+    hot: Arc<tokio::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
     /// An exclusive lock on `state_dir/lock`, held while any clone of the store lives, so
     /// that two processes never work through the same ledger at once (both would deliver
     /// the same new messages).
@@ -166,8 +170,12 @@ impl Store {
             .await
             .map_err(|e| open_err(sqlx::Error::Io(std::io::Error::other(e))))?
             .map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        // No ping before each use: the database is a local file, a connection cannot go
+        // stale, and the ping is one more round trip to SQLite's thread per statement.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            // Four for everyone, one kept for the ledger's per-message statements.
+            .max_connections(5)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(open_err)?;
@@ -175,6 +183,7 @@ impl Store {
         drop(migrating);
         Ok(Self {
             pool,
+            hot: Arc::default(),
             _lock: lock.map(Arc::new),
             dir: Some(state_dir.to_owned()),
         })
@@ -207,6 +216,7 @@ impl Store {
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self {
             pool,
+            hot: Arc::default(),
             _lock: None,
             dir: None,
         }
@@ -254,7 +264,25 @@ impl Store {
 
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
+        // The pool waits for every connection to come back.
+        drop(self.hot.lock().await.take());
         self.pool.close().await;
+    }
+
+    /// The connection kept for the statements every message makes (its attempt, its
+    /// outcome). A connection taken from the pool for each costs two more round trips to
+    /// SQLite's thread (the pool pings a connection as it comes back), and a page cache
+    /// emptied whenever another connection wrote; this one keeps its cache, and SQLite
+    /// writes one at a time anyway. Held for one statement at a time.
+    pub(crate) async fn hot(
+        &self,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        let mut slot = self.hot.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.pool.acquire().await?);
+        }
+        tokio::sync::MutexGuard::try_map(slot, |c| c.as_deref_mut())
+            .map_err(|_| StoreError::Range("hot connection"))
     }
 }
 
