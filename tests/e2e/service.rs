@@ -946,3 +946,72 @@ fn run_now_never_signals_a_dead_service() {
     let _ = child.wait();
     assert!(!pid_file.exists(), "service.pid outlived the service");
 }
+
+/// A long import does not hold new mail back: the service takes a backlog in slices of
+/// `min-interval` (here 1 s) and lists again between them, newest first, so a message
+/// that arrives during the import is delivered within about a slice, not after the
+/// backlog. Nothing is lost or doubled across the slices.
+#[test]
+fn new_mail_during_a_long_import_is_delivered_before_the_backlog() {
+    const BACKLOG: usize = 800;
+    let b = Bench::start();
+    short_schedule(&b, "");
+    for n in 0..BACKLOG {
+        b.dovecot.add_message("INBOX", &fixtures::simple(n));
+    }
+    let child = spawn_run(&b);
+    wait_for(
+        "the import to be under way",
+        Duration::from_secs(60),
+        || b.smtp.messages().len() >= 50,
+    );
+    let at_arrival = b.smtp.messages().len();
+    b.dovecot.add_message("INBOX", &fixtures::simple(99_999));
+    wait_for("the whole import", Duration::from_secs(180), || {
+        b.smtp.messages().len() > BACKLOG
+    });
+    signal(&child, "TERM");
+    let _ = child.wait_with_output();
+    let ids: Vec<String> = b
+        .smtp
+        .messages()
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(&m.raw)
+                .lines()
+                .find(|l| l.starts_with("Message-ID"))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let position = ids
+        .iter()
+        .position(|id| id.contains("msg99999@"))
+        .expect("the new message arrived");
+    assert!(
+        at_arrival < BACKLOG / 2,
+        "the import was nearly done when the new message came ({at_arrival} of {BACKLOG}); nothing was tested"
+    );
+    assert!(
+        position + 200 < BACKLOG,
+        "the new message (arrived after {at_arrival} deliveries) was delivered {position}th of {}: held back behind the backlog",
+        BACKLOG + 1
+    );
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        (ids.len(), unique.len()),
+        (BACKLOG + 1, BACKLOG + 1),
+        "lost or doubled"
+    );
+    // More than one run did it, each ending at its slice.
+    let runs: i64 = crate::util::sqlite(
+        &b.state_dir().join("mailferry.db"),
+        "SELECT COUNT(*) FROM runs WHERE delivered > 0",
+    )
+    .trim()
+    .parse()
+    .expect("count");
+    assert!(runs >= 2, "{runs} runs delivered the import");
+}

@@ -79,6 +79,7 @@ impl Runner for Daemon<'_> {
         let opts = RunOptions {
             account: Some(account.name.clone()),
             dry_run: false,
+            slice: Some(self.config.daemon.min_interval),
         };
         // `run-now` and `auth` asked before this run began: this run answers them.
         let asked = self
@@ -105,6 +106,7 @@ impl Runner for Daemon<'_> {
             warn!(cause = %e, "cannot record which run answered `run-now`");
         }
         let verdict = match &report.error {
+            None if report.more => Verdict::Continue,
             None => Verdict::Success,
             Some(e) => {
                 warn!(account = %account.name, cause = %e.message, hint = e.hint.as_deref().unwrap_or(""), "run failed");

@@ -372,6 +372,7 @@ async fn pass(w: &Watch<'_>, source: &mut ImapSource) -> AccountReport {
     let opts = RunOptions {
         account: Some(account.name.clone()),
         dry_run: false,
+        slice: None,
     };
     let result = async {
         let dest_config = w.config.destination(&account.destination).ok_or_else(|| {
@@ -398,6 +399,7 @@ async fn pass(w: &Watch<'_>, source: &mut ImapSource) -> AccountReport {
             opts: &opts,
             observer: &(),
             cancel: w.cancel,
+            until: None,
         };
         let r = gather_folder(&run, w.folder, source, &mut report).await;
         destination.close().await;

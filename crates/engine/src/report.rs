@@ -108,6 +108,8 @@ pub struct AccountReport {
     pub error: Option<ErrorReport>,
     /// The run's row in the store (none in a dry run).
     pub run_id: Option<i64>,
+    /// The run ended at its slice with messages left ([`crate::RunOptions::slice`]).
+    pub more: bool,
 }
 
 impl AccountReport {

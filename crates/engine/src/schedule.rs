@@ -20,6 +20,9 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(4 * 3600);
 pub enum Verdict {
     /// The run completed (messages may still have been deferred or refused one by one).
     Success,
+    /// The run ended at its time slice with messages left (a long import): the next
+    /// starts at once.
+    Continue,
     /// The run ended early.
     Failed {
         /// What kind of failure.
@@ -103,6 +106,10 @@ impl Pacer {
             Verdict::Success => {
                 self.failures = 0;
                 (jitter(interval), AccountState::Ok)
+            }
+            Verdict::Continue => {
+                self.failures = 0;
+                (Duration::ZERO, AccountState::Ok)
             }
             Verdict::Failed { class, retry_after } => {
                 self.failures = self.failures.saturating_add(1);
@@ -214,6 +221,16 @@ mod tests {
         let (d, s) = p.next(MIN, Verdict::Success, 0.999);
         assert!(d > MIN && d < MIN + MIN / 10, "{d:?}");
         assert_eq!(s, AccountState::Ok);
+    }
+
+    #[test]
+    fn a_run_that_ended_at_its_slice_continues_at_once_and_clears_failures() {
+        let mut p = Pacer::with_failures(3);
+        let (pause, state) = p.next(MIN, Verdict::Continue, 0.9);
+        assert_eq!(
+            (pause, state, p.failures),
+            (Duration::ZERO, AccountState::Ok, 0)
+        );
     }
 
     #[test]

@@ -394,7 +394,11 @@ async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<
             if !dry_run {
                 tokens.keepalive_logged(&config).await;
             }
-            let opts = RunOptions { account, dry_run };
+            let opts = RunOptions {
+                account,
+                dry_run,
+                slice: None,
+            };
             once(&config, &store, &tokens, opts, &cancel).await
         }
         Command::Run => {

@@ -199,6 +199,7 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             "messages the source would not hand out rest until later"
         );
     }
+    let new = newest_first_when_long(new);
     report.new += new.len() as u64;
     debug!(folder, new = new.len(), settled = settled.len(), "listed");
     if opts.dry_run {
@@ -226,6 +227,10 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             new.iter().map(|m| m.size).sum(),
         );
         let complete = transfer(run, folder, uidvalidity, new, source, report).await?;
+        if !complete && run.until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+            // Stopped at the slice: the service runs the account again at once.
+            report.more = true;
+        }
         if !complete || run.cancel.is_cancelled() {
             // Something listed got no outcome this run (stopped, or left for the next
             // one): the next listing must be complete.
@@ -295,6 +300,26 @@ async fn note_listing<D: Destination>(
         );
     }
     Ok(())
+}
+
+/// More new messages than this make a backlog (a first import, a long absence).
+pub(crate) const BACKLOG: usize = 100;
+
+/// A few new messages go in the order they arrived. A backlog goes newest first: the
+/// service takes a backlog in slices ([`super::RunOptions::slice`]) and lists again
+/// between them, so mail that arrives during a long import is the newest of the next
+/// listing and is delivered first, not after hours of old mail; and a person watching a
+/// long import sees this month's mail before last decade's.
+fn newest_first_when_long(mut new: Vec<ListedMessage>) -> Vec<ListedMessage> {
+    if new.len() > BACKLOG {
+        // IMAP lists by UID, POP3 in maildrop order: both oldest first.
+        new.sort_by(|a, b| match (&a.key, &b.key) {
+            (MessageKey::Uid(x), MessageKey::Uid(y)) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+        new.reverse();
+    }
+    new
 }
 
 /// What `after-delivery` asks the source to do with a delivered message.

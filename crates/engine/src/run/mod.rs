@@ -37,6 +37,11 @@ pub struct RunOptions {
     pub account: Option<String>,
     /// List what is new, fetch and deliver nothing, record nothing.
     pub dry_run: bool,
+    /// Take no new batch after this long: the rest is left for the next run, which the
+    /// service starts at once (new mail that arrived meanwhile goes first). The service
+    /// uses `min-interval`, so a long first import logs in no more often than a poll
+    /// would; `None` (`once`) runs until everything is done.
+    pub slice: Option<std::time::Duration>,
 }
 
 /// Progress callbacks, for a progress bar. Called from the accounts' tasks.
@@ -165,6 +170,7 @@ async fn pipeline(
         opts,
         observer,
         cancel,
+        until: opts.slice.map(|s| tokio::time::Instant::now() + s),
     };
     // A session that dies after making progress (Outlook.com ends IMAP sessions when their
     // access token expires; connections get cut) is opened again, with a fresh token, and
@@ -229,6 +235,8 @@ pub(crate) struct Run<'a, D> {
     pub(crate) opts: &'a RunOptions,
     pub(crate) observer: &'a dyn Observer,
     pub(crate) cancel: &'a CancellationToken,
+    /// When the run's slice ends ([`RunOptions::slice`]).
+    pub(crate) until: Option<tokio::time::Instant>,
 }
 
 /// Gathers every folder, then ends the session (for POP3, `QUIT` commits deletions).

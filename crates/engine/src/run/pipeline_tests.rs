@@ -195,6 +195,7 @@ impl Bench {
         let cancel = CancellationToken::new();
         let opts = RunOptions::default();
         let run = Run {
+            until: None,
             account: &self.config.accounts[0],
             max_message: 1 << 20,
             store: &self.store,
@@ -406,4 +407,21 @@ async fn a_message_the_source_will_not_hand_out_is_deferred_and_rests_before_its
         );
     }
     assert_eq!(dest.held().len(), 1);
+}
+
+#[tokio::test]
+async fn a_few_new_messages_go_oldest_first_and_a_backlog_newest_first() {
+    let b = bench().await;
+    let dest = FakeDestination::default();
+    let few: Vec<(u32, Vec<u8>)> = (1..=3).map(|n| (n, message(n, ""))).collect();
+    b.run(source(few), &dest).await;
+    let backlog: Vec<(u32, Vec<u8>)> = (1..=150).map(|n| (n, message(n, ""))).collect();
+    b.run(source(backlog), &dest).await;
+    let order: Vec<Vec<u8>> = dest.held();
+    let expected: Vec<Vec<u8>> = [1, 2, 3]
+        .into_iter()
+        .chain((4..=150).rev())
+        .map(|n| message(n, ""))
+        .collect();
+    assert_eq!(order, expected);
 }

@@ -80,6 +80,11 @@ pub(super) async fn transfer<S: Source, D: Destination>(
             if cancel.is_cancelled() {
                 break;
             }
+            if run.until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+                // The slice is used: the rest is the next run's, which starts at once.
+                incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
             let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
             let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
             if fetched.len() < keys.len() {

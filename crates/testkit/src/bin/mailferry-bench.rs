@@ -537,12 +537,14 @@ fn timed(cmd: &mut Command) -> Timed {
             .unwrap_or(f64::NAN)
     };
     let (secs, rss, user, system) = (number(), number(), number(), number());
+    // %M is a whole number of KiB.
+    let rss_kb = format!("{rss:.0}").parse().unwrap_or(0);
     if !status.success() {
         println!("  (exit status {status})");
     }
     Timed {
         secs,
-        rss_kb: if rss.is_finite() { rss as u64 } else { 0 },
+        rss_kb,
         user,
         system,
     }
