@@ -59,7 +59,7 @@ impl Dovecot {
         } else {
             (me.uid(), me.gid())
         };
-        let home = dir.path().join("home");
+        let home = dir.path().join("homes").join(USER);
         std::fs::create_dir_all(home.join("Maildir").join("cur")).expect("mkdir");
         for sub in ["new", "tmp"] {
             std::fs::create_dir_all(home.join("Maildir").join(sub)).expect("mkdir");
@@ -150,7 +150,7 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={uid} gid={gid} home={d}/home allow_all_users=yes
+  args = uid={uid} gid={gid} home={d}/homes/%u allow_all_users=yes
 }}
 service imap-login {{
   inet_listener imap {{
@@ -178,6 +178,9 @@ protocol imap {{
   # The push footprint bench keeps 20 IDLE connections of one user.
   mail_max_userip_connections = 100
 }}
+# The 1,000-account bench holds hundreds of connections at once (the defaults: 100).
+default_process_limit = 2000
+default_client_limit = 4000
 service anvil {{
   chroot =
 }}
@@ -211,7 +214,7 @@ service stats {{
     /// The Maildir directory of `folder` (`INBOX` is the Maildir root).
     #[must_use]
     pub fn folder_dir(&self, folder: &str) -> PathBuf {
-        let root = self.dir.path().join("home").join("Maildir");
+        let root = self.dir.path().join("homes").join(USER).join("Maildir");
         if folder == "INBOX" {
             root
         } else {
@@ -242,6 +245,42 @@ service stats {{
         ] {
             std::os::unix::fs::chown(&p, Some(self.uid), Some(self.gid)).expect("chown");
         }
+    }
+
+    /// Adds `n` users (`bench0@test.example`, ...) with [`PASSWORD`] and an empty INBOX
+    /// each, for benches with many accounts; returns their names.
+    pub fn add_users(&self, n: usize) -> Vec<String> {
+        let users: Vec<String> = (0..n).map(|i| format!("bench{i}@test.example")).collect();
+        for service in ["imap", "pop3"] {
+            let path = self.dir.path().join(format!("passwd.{service}"));
+            let mut text = std::fs::read_to_string(&path).expect("passwd");
+            for u in &users {
+                text.push_str(&format!("{u}:{{PLAIN}}{PASSWORD}::::::\n"));
+            }
+            std::fs::write(&path, text).expect("passwd");
+        }
+        for u in &users {
+            let maildir = self.dir.path().join("homes").join(u).join("Maildir");
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(maildir.join(sub)).expect("mkdir");
+            }
+            self.chown_tree(&self.dir.path().join("homes").join(u));
+        }
+        users
+    }
+
+    /// Puts `bytes` into `user`'s INBOX as an unread message.
+    pub fn add_message_for(&self, user: &str, bytes: &[u8]) {
+        let dir = self.dir.path().join("homes").join(user).join("Maildir");
+        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{}.M{n}P{}.testkit:2,",
+            1_700_000_000 + n,
+            std::process::id()
+        );
+        let path = dir.join("cur").join(name);
+        std::fs::write(&path, bytes).expect("write message");
+        std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid)).expect("chown");
     }
 
     /// Maildir file names in `folder`'s `cur/`, to check flags (`:2,` = unread, no flags).

@@ -13,6 +13,9 @@ use std::time::Instant;
 
 use mailferry_testkit::{Dovecot, PASSWORD, SmtpReceiver, USER, fixtures};
 
+#[path = "mailferry-bench/many.rs"]
+mod many;
+
 struct Args {
     messages: usize,
     binary: PathBuf,
@@ -27,8 +30,12 @@ struct Args {
     second_poll: bool,
     /// `--push N`: N accounts watching with IDLE.
     push: Option<usize>,
-    /// `--seconds S`: how long the push footprint is measured.
+    /// `--seconds S`: how long the push footprint (or the many accounts' steady state) is
+    /// measured.
     seconds: u64,
+    /// `--accounts N`: N accounts on one Dovecot (200 pushed, half polled every 10 minutes,
+    /// the rest hourly).
+    accounts: Option<usize>,
 }
 
 fn args() -> Args {
@@ -44,6 +51,7 @@ fn args() -> Args {
         second_poll: false,
         push: None,
         seconds: 600,
+        accounts: None,
     };
     let mut messages_given = false;
     let mut it = std::env::args().skip(1);
@@ -63,6 +71,13 @@ fn args() -> Args {
             "--small" => a.small = true,
             "--second-poll" => a.second_poll = true,
             "--push" => a.push = it.next().and_then(|n| n.parse().ok()).or(Some(20)),
+            "--accounts" => {
+                a.accounts = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .expect("--accounts N"),
+                );
+            }
             "--seconds" => {
                 a.seconds = it.next().and_then(|n| n.parse().ok()).expect("--seconds S");
             }
@@ -219,36 +234,8 @@ fn push(a: &Args, n: usize) {
         "{n} accounts pushing after {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    let cpu = || {
-        // utime + stime, in clock ticks (100 per second on Linux).
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        f[11] + f[12]
-    };
-    let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let sockets = || {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| {
-                        std::fs::read_link(e.path())
-                            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let me = many::Proc(pid);
+    let (cpu, rss, sockets) = (|| me.cpu_ticks(), || me.rss_kb(), || me.files().1);
     let db = dir.path().join("state/mailferry.db");
     let logins = || {
         let out = Command::new("sqlite3")
@@ -300,6 +287,10 @@ fn main() {
     }
     if let Some(n) = a.push {
         push(&a, n);
+        return;
+    }
+    if let Some(n) = a.accounts {
+        many::accounts(&a, n);
         return;
     }
     let dovecot = Dovecot::start();
