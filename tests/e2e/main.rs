@@ -17,6 +17,7 @@ mod imap_to_smtp;
 mod misbehaving;
 mod oauth;
 pub(crate) mod odd_mail;
+mod page;
 mod policy;
 mod pop3;
 mod postfix;

@@ -342,6 +342,14 @@ impl Watch<'_> {
     async fn save_latency(&self, latency: Duration) {
         let ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
         self.update(|row| row.last_latency_ms = Some(ms)).await;
+        let (at, ms) = (mailferry_oauth::now(), ms.unsigned_abs());
+        if let Err(e) = self
+            .store
+            .record_push_latency(&self.account.name, self.folder, at, ms)
+            .await
+        {
+            warn!(cause = %e, "cannot record the push latency");
+        }
     }
 
     /// Changes the stored row of this folder (keeping the rest).

@@ -25,6 +25,7 @@ mod auth;
 mod init;
 mod metrics;
 mod notify;
+mod page;
 mod status;
 
 /// Gathers mail from your other mailboxes into the one you read.

@@ -41,6 +41,7 @@ pub(crate) async fn service(
                     Arc::clone(&metrics),
                     store.clone(),
                     Arc::clone(&shared_config),
+                    Arc::from(path),
                     cancel.clone(),
                 ));
             }

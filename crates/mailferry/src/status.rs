@@ -10,74 +10,76 @@ use mailferry_store::Store;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
-struct Refused {
-    folder: String,
-    key: String,
-    message_id: Option<String>,
-    reason: String,
+pub(crate) struct Refused {
+    pub(crate) folder: String,
+    pub(crate) key: String,
+    pub(crate) message_id: Option<String>,
+    pub(crate) reason: String,
+    /// When it was refused (Unix seconds).
+    pub(crate) at: i64,
 }
 
 #[derive(Debug, Serialize)]
-struct SignIn {
-    subject: Option<String>,
-    access_token_expires_at: i64,
-    refreshed_at: i64,
-    scopes: Vec<String>,
-    parked: Option<String>,
+pub(crate) struct SignIn {
+    pub(crate) subject: Option<String>,
+    pub(crate) access_token_expires_at: i64,
+    pub(crate) refreshed_at: i64,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) parked: Option<String>,
 }
 
 /// A folder watched with IDLE.
 #[derive(Debug, Serialize)]
-struct PushStatus {
-    folder: String,
+pub(crate) struct PushStatus {
+    pub(crate) folder: String,
     /// connected | reconnecting | no idle | stopped
-    state: String,
-    connected_since: Option<i64>,
-    last_event: Option<i64>,
+    pub(crate) state: String,
+    pub(crate) connected_since: Option<i64>,
+    pub(crate) last_event: Option<i64>,
     /// From the server's announcement to the mail delivered, last time.
-    last_latency_ms: Option<i64>,
+    pub(crate) last_latency_ms: Option<i64>,
     logins_24h: u32,
-    last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// A long import in progress in one folder.
 #[derive(Debug, Serialize)]
-struct ImportStatus {
-    folder: String,
+pub(crate) struct ImportStatus {
+    pub(crate) folder: String,
     /// Messages it had to go when its run started, and done since.
-    total: u64,
-    done: u64,
-    remaining: u64,
+    pub(crate) total: u64,
+    pub(crate) done: u64,
+    pub(crate) remaining: u64,
     /// Messages a second so far.
-    rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// When it should end at that rate (Unix seconds).
-    expected_end: Option<i64>,
+    pub(crate) expected_end: Option<i64>,
     /// When the numbers were written.
-    as_of: i64,
+    pub(crate) as_of: i64,
 }
 
 #[derive(Debug, Serialize)]
-struct AccountStatus {
-    account: String,
+pub(crate) struct AccountStatus {
+    pub(crate) account: String,
     /// ok | backing off | parked: needs auth | failing: needs a fix | disabled | not run yet
-    state: String,
-    last_success: Option<i64>,
-    last_run: Option<i64>,
-    next_run: Option<i64>,
-    failures_in_a_row: u32,
-    delivered_total: u64,
+    pub(crate) state: String,
+    pub(crate) last_success: Option<i64>,
+    pub(crate) last_run: Option<i64>,
+    pub(crate) next_run: Option<i64>,
+    pub(crate) failures_in_a_row: u32,
+    pub(crate) delivered_total: u64,
     delivered_24h: u64,
-    deferred: u64,
+    pub(crate) deferred: u64,
     failed_runs_24h: u64,
-    refused: Vec<Refused>,
-    last_error: Option<String>,
-    hint: Option<String>,
-    sign_in: Option<SignIn>,
-    push: Vec<PushStatus>,
-    importing: Vec<ImportStatus>,
+    pub(crate) refused: Vec<Refused>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) hint: Option<String>,
+    pub(crate) sign_in: Option<SignIn>,
+    pub(crate) push: Vec<PushStatus>,
+    pub(crate) importing: Vec<ImportStatus>,
 }
 
-async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountStatus>> {
+pub(crate) async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountStatus>> {
     let schedules = store.schedules().await?;
     let mut out = Vec::new();
     for a in &config.accounts {
@@ -92,6 +94,7 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
                 key: r.key.key.to_string(),
                 message_id: r.message_id,
                 reason: r.reason,
+                at: r.at,
             })
             .collect();
         let sign_in = match &a.auth {
@@ -165,6 +168,11 @@ async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountSt
                 as_of: p.updated_at,
             })
             .collect();
+        // An account whose every folder is pushed has no polls: a connected push is its
+        // run.
+        if state == "not run yet" && push.iter().any(|p| p.state == "connected") {
+            state = AccountState::Ok.as_str().to_owned();
+        }
         out.push(AccountStatus {
             push,
             importing,
@@ -209,7 +217,7 @@ pub async fn health(config: &Config) -> anyhow::Result<ExitCode> {
 /// "3m ago", or "just now", for a time that has passed (never "in 0s").
 /// `push INBOX: connected 2 h ago, last new mail 5 min ago (delivered 0.8 s after the
 /// announcement), 3 logins in 24 h`.
-fn push_line(p: &PushStatus, now: i64) -> String {
+pub(crate) fn push_line(p: &PushStatus, now: i64) -> String {
     let mut line = format!("push {}: ", p.folder);
     match (p.state.as_str(), p.connected_since) {
         ("connected", Some(t)) => line.push_str(&format!("connected {}", ago(t, now))),
@@ -237,7 +245,7 @@ fn push_line(p: &PushStatus, now: i64) -> String {
 
 /// `importing INBOX: 1234 of 20000 done, 4.0 a second, the rest in about 1h 10m (as of
 /// just now)`.
-fn import_line(i: &ImportStatus, now: i64) -> String {
+pub(crate) fn import_line(i: &ImportStatus, now: i64) -> String {
     let mut line = format!("importing {}: {} of {} done", i.folder, i.done, i.total);
     if let Some(rate) = i.rate {
         line.push_str(&format!(", {rate:.1} a second"));
@@ -249,7 +257,7 @@ fn import_line(i: &ImportStatus, now: i64) -> String {
     line
 }
 
-fn ago(t: i64, now: i64) -> String {
+pub(crate) fn ago(t: i64, now: i64) -> String {
     if now - t < 1 {
         "just now".to_owned()
     } else {
@@ -258,7 +266,7 @@ fn ago(t: i64, now: i64) -> String {
 }
 
 /// "3m ago", "in 7m", from a Unix time: the largest unit only (humantime's words).
-fn relative(t: i64, now: i64) -> String {
+pub(crate) fn relative(t: i64, now: i64) -> String {
     let d = t - now;
     let mag = d.unsigned_abs();
     let unit = match mag {

@@ -109,6 +109,8 @@ pub struct Refusal {
     pub message_id: Option<String>,
     /// The destination's reason.
     pub reason: String,
+    /// When it was refused (Unix seconds).
+    pub at: i64,
 }
 
 impl Store {
@@ -360,7 +362,7 @@ impl Store {
     /// On a database failure.
     pub async fn refusals(&self, account: &str) -> Result<Vec<Refusal>, StoreError> {
         let rows = sqlx::query(
-            "SELECT folder, uidvalidity, uid, uidl, message_id, last_error FROM ledger \
+            "SELECT folder, uidvalidity, uid, uidl, message_id, last_error, updated_at FROM ledger \
              WHERE account = ? AND state = ? ORDER BY updated_at, id",
         )
         .bind(account)
@@ -379,6 +381,7 @@ impl Store {
                     },
                     message_id: r.get(4),
                     reason: r.get::<Option<String>, _>(5).unwrap_or_default(),
+                    at: r.get(6),
                 })
             })
             .collect()

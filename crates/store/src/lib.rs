@@ -20,10 +20,12 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection};
 
+mod history;
 mod ledger;
 mod progress;
 mod prune;
 mod rest;
+pub use history::Day;
 pub use ledger::{Attempt, LedgerKey, LedgerState, MessageFacts, Refusal};
 pub use progress::Progress;
 pub use prune::{KEEP_FOR, Pruned};

@@ -153,6 +153,10 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn prune_runs(&self, now: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM push_latency WHERE at < ?")
+            .bind(now - KEEP_FOR)
+            .execute(&self.pool)
+            .await?;
         let keep: Vec<i64> = sqlx::query_scalar(
             "SELECT MAX(id) FROM runs GROUP BY account \
              UNION SELECT MAX(id) FROM runs WHERE error IS NULL AND finished_at IS NOT NULL GROUP BY account",
