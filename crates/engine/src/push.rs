@@ -345,7 +345,7 @@ impl Watch<'_> {
         let (at, ms) = (mailferry_oauth::now(), ms.unsigned_abs());
         if let Err(e) = self
             .store
-            .record_push_latency(&self.account.name, self.folder, at, ms)
+            .record_push_latency(&self.account.name, at, ms)
             .await
         {
             warn!(cause = %e, "cannot record the push latency");

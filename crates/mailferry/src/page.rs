@@ -55,16 +55,15 @@ pub struct Sources<'a> {
 /// When the state database cannot be read.
 pub async fn render(src: &Sources<'_>) -> anyhow::Result<String> {
     let now = mailferry_oauth::now();
-    let offset = i64::from(chrono::Local::now().offset().local_minus_utc());
+    let today = mailferry_store::local_day(now);
     let accounts = crate::status::collect(src.config, src.store).await?;
-    let history = src.store.history(now - DAYS * 86_400, offset).await?;
+    let history = src.store.history(today - DAYS + 1).await?;
     let reload = src
         .store
         .config_load()
         .await?
         .and_then(|l| l.error.map(|e| (l.at, e)));
     let destinations = destinations(src, now).await?;
-    let today = (now + offset).div_euclid(86_400);
     let page = html! {
         (DOCTYPE)
         html lang="en" {

@@ -361,30 +361,48 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn refusals(&self, account: &str) -> Result<Vec<Refusal>, StoreError> {
+        Ok(self
+            .refusals_of(Some(account))
+            .await?
+            .remove(account)
+            .unwrap_or_default())
+    }
+
+    /// Refused messages per account (of `account`, or of all), oldest first: one query
+    /// through the partial index `ledger_refused`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn refusals_of(
+        &self,
+        account: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, Vec<Refusal>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT folder, uidvalidity, uid, uidl, message_id, last_error, updated_at FROM ledger \
-             WHERE account = ? AND state = ? ORDER BY updated_at, id",
+            "SELECT account, folder, uidvalidity, uid, uidl, message_id, last_error, updated_at FROM ledger \
+             WHERE state = 'refused' AND (?1 IS NULL OR account = ?1) ORDER BY updated_at, id",
         )
         .bind(account)
-        .bind(LedgerState::Refused)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Refusal {
-                    key: LedgerKey {
-                        account: account.to_owned(),
-                        folder: r.get(0),
-                        uidvalidity: u32::try_from(r.get::<i64, _>(1))
-                            .map_err(|_| StoreError::Range("uidvalidity"))?,
-                        key: key_from_columns(r.get(2), r.get(3))?,
-                    },
-                    message_id: r.get(4),
-                    reason: r.get::<Option<String>, _>(5).unwrap_or_default(),
-                    at: r.get(6),
-                })
-            })
-            .collect()
+        let mut out: std::collections::HashMap<String, Vec<Refusal>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            let account: String = r.get(0);
+            let refusal = Refusal {
+                key: LedgerKey {
+                    account: account.clone(),
+                    folder: r.get(1),
+                    uidvalidity: u32::try_from(r.get::<i64, _>(2))
+                        .map_err(|_| StoreError::Range("uidvalidity"))?,
+                    key: key_from_columns(r.get(3), r.get(4))?,
+                },
+                message_id: r.get(5),
+                reason: r.get::<Option<String>, _>(6).unwrap_or_default(),
+                at: r.get(7),
+            };
+            out.entry(account).or_default().push(refusal);
+        }
+        Ok(out)
     }
 
     /// Returns refused messages to the queue (state `deferred`): the next run delivers them

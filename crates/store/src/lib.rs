@@ -25,7 +25,7 @@ mod ledger;
 mod progress;
 mod prune;
 mod rest;
-pub use history::Day;
+pub use history::{Day, local_day};
 pub use ledger::{Attempt, LedgerKey, LedgerState, MessageFacts, Refusal};
 pub use progress::Progress;
 pub use prune::{KEEP_FOR, Pruned};
@@ -261,6 +261,7 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.count_day(id).await?;
         Ok(())
     }
 

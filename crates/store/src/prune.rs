@@ -153,8 +153,8 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn prune_runs(&self, now: i64) -> Result<u64, StoreError> {
-        sqlx::query("DELETE FROM push_latency WHERE at < ?")
-            .bind(now - KEEP_FOR)
+        sqlx::query("DELETE FROM daily WHERE day < ?")
+            .bind(crate::history::local_day(now - KEEP_FOR))
             .execute(&self.pool)
             .await?;
         let keep: Vec<i64> = sqlx::query_scalar(
