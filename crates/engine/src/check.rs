@@ -37,7 +37,7 @@ pub async fn account(
             .await
         {
             Ok(Some(t)) => {
-                let left = t.expires_at - mailferry_oauth::now();
+                let left = t.expires_at - mailferry_core::unix_now();
                 let who = t.subject.unwrap_or_else(|| "?".into());
                 match t.parked {
                     Some(reason) => {

@@ -195,7 +195,7 @@ pub async fn serve(
     let slots = first_slots(
         config,
         &stored,
-        mailferry_oauth::now(),
+        mailferry_core::unix_now(),
         reloaded,
         schedule::random_unit,
     );
@@ -294,7 +294,7 @@ pub async fn record_run(
     report: &AccountReport,
     (state, failures, pause): (AccountState, u32, Duration),
 ) {
-    let now = mailferry_oauth::now();
+    let now = mailferry_core::unix_now();
     let row = ScheduleRow {
         account: account.name.clone(),
         state: state.token().to_owned(),

@@ -494,7 +494,7 @@ impl<'a> Delivery<'a> {
         };
         Ok(match gmail.lookup(&expected, &tokens).await? {
             Found::Copy(id) => Lookup::Found(id),
-            Found::Nothing if mailferry_oauth::now() - since < INDEX_LAG => Lookup::TooEarly,
+            Found::Nothing if mailferry_core::unix_now() - since < INDEX_LAG => Lookup::TooEarly,
             Found::Nothing => Lookup::Absent,
         })
     }

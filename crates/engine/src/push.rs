@@ -95,7 +95,7 @@ impl Watch<'_> {
             let Some(_permits) = self.slot().await else {
                 break;
             };
-            let now = mailferry_oauth::now();
+            let now = mailferry_core::unix_now();
             if let Err(e) = self
                 .store
                 .record_push_login(&self.account.name, self.folder, now)
@@ -211,7 +211,7 @@ impl Watch<'_> {
 
     /// How long to wait when the last hour already had [`LOGINS_PER_HOUR`] logins.
     async fn over_budget(&self) -> Option<Duration> {
-        let now = mailferry_oauth::now();
+        let now = mailferry_core::unix_now();
         let logins = self
             .store
             .push_logins(&self.account.name, self.folder, now - 3600)
@@ -335,14 +335,14 @@ impl Watch<'_> {
     }
 
     async fn save_event(&self) {
-        self.update(|row| row.last_event = Some(mailferry_oauth::now()))
+        self.update(|row| row.last_event = Some(mailferry_core::unix_now()))
             .await;
     }
 
     async fn save_latency(&self, latency: Duration) {
         let ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
         self.update(|row| row.last_latency_ms = Some(ms)).await;
-        let (at, ms) = (mailferry_oauth::now(), ms.unsigned_abs());
+        let (at, ms) = (mailferry_core::unix_now(), ms.unsigned_abs());
         if let Err(e) = self
             .store
             .record_push_latency(&self.account.name, at, ms)
@@ -354,7 +354,7 @@ impl Watch<'_> {
 
     /// Changes the stored row of this folder (keeping the rest).
     async fn update(&self, change: impl FnOnce(&mut PushRow)) {
-        let now = mailferry_oauth::now();
+        let now = mailferry_core::unix_now();
         let Ok(rows) = self.store.pushes(Some(&self.account.name), now).await else {
             return;
         };

@@ -295,13 +295,13 @@ impl TokenKeeper {
         let issued_at = row.refreshed_at.max(row.signed_in_at);
         let margin = refresh_margin(issued_at, row.expires_at);
         Ok(row.access_token.filter(|access| {
-            row.expires_at - mailferry_oauth::now() > margin && rejected != Some(access)
+            row.expires_at - mailferry_core::unix_now() > margin && rejected != Some(access)
         }))
     }
 
     /// [`TokenKeeper::keepalive`] now, with each failure logged (a warning per owner).
     pub async fn keepalive_logged(&self, config: &Config) {
-        for (owner, result) in self.keepalive(config, mailferry_oauth::now()).await {
+        for (owner, result) in self.keepalive(config, mailferry_core::unix_now()).await {
             if let Err(e) = result {
                 tracing::warn!(owner, cause = %e, "cannot keep the sign-in alive");
             }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use mailferry_config::Config;
 use mailferry_engine::TokenKeeper;
 
-use crate::*;
+use crate::state::{bad_config, failed, open_shared, wake};
 
 /// How long `run-now` and `auth` wait for the runs they started before leaving them to
 /// `status`.
@@ -26,13 +26,13 @@ pub(crate) async fn run_now(
                 "mailferry: no account is named {n:?}; known: {}",
                 known.join(", ")
             );
-            return Ok(ExitCode::from(EXIT_CONFIG));
+            return Ok(bad_config());
         }
         Some((n, Some(a))) if !a.enabled => {
             eprintln!(
                 "mailferry: account {n:?} is disabled (enabled = false): set enabled = true, then `mailferry run-now {n}`"
             );
-            return Ok(ExitCode::from(EXIT_CONFIG));
+            return Ok(bad_config());
         }
         Some((n, Some(_))) => vec![n.to_owned()],
         None => config
@@ -44,7 +44,7 @@ pub(crate) async fn run_now(
     };
     if accounts.is_empty() {
         eprintln!("mailferry: no account is enabled in the configuration");
-        return Ok(ExitCode::from(EXIT_CONFIG));
+        return Ok(bad_config());
     }
     let store = open_shared(config).await?;
     let read_before = store.config_load().await?.map(|l| l.serial);
@@ -55,13 +55,13 @@ pub(crate) async fn run_now(
             config.daemon.state_dir.display(),
             name.map_or(String::new(), |n| format!(" --account {n}"))
         );
-        return Ok(ExitCode::from(EXIT_FAILED));
+        return Ok(failed());
     };
     let mut code = ExitCode::SUCCESS;
     if wait {
         println!("The service runs {} now...", accounts.join(", "));
         if !report_runs(&store, &accounts, &requests, RUN_WAIT).await? {
-            code = ExitCode::from(EXIT_FAILED);
+            code = failed();
         }
         // The service read the file when it got the request; if it could not use it, the
         // runs above used the configuration it had, whatever was fixed on disk.
@@ -72,7 +72,7 @@ pub(crate) async fn run_now(
             println!(
                 "The service could not use the configuration as it is now, so it ran with the one it had:\n  {e}\n  Fix that (`mailferry check-config`, run as the service's user, shows it), then `mailferry run-now` again."
             );
-            code = ExitCode::from(EXIT_FAILED);
+            code = failed();
         }
     } else {
         println!(
@@ -151,14 +151,14 @@ pub(crate) async fn retry(
             "mailferry: --account {a:?}: no such account; known: {}",
             known.join(", ")
         );
-        return Ok(ExitCode::from(EXIT_CONFIG));
+        return Ok(bad_config());
     }
     let store = open_shared(config).await?;
     let n = store.retry_refused(account, folder, key).await?;
     store.close().await;
     if n == 0 {
         println!("no refused message matches; `mailferry status` lists them");
-        return Ok(ExitCode::from(EXIT_FAILED));
+        return Ok(failed());
     }
     println!(
         "{n} refused message{} back in the queue: the account's next run delivers {} again",
@@ -223,7 +223,7 @@ pub(crate) async fn check(config: &Config, name: Option<&str>) -> anyhow::Result
     }
     store.close().await;
     Ok(if failed {
-        ExitCode::from(EXIT_FAILED)
+        crate::state::failed()
     } else {
         ExitCode::SUCCESS
     })

@@ -63,7 +63,7 @@ fn target<'a>(
 
 pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<ExitCode> {
     let (owner, settings, username) = target(config, name)?;
-    let store = crate::open_shared(config).await?;
+    let store = crate::state::open_shared(config).await?;
     let keeper = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
     let provider = tokens::provider(settings);
     let flow = if flags.paste || flags.browser {
@@ -136,10 +136,10 @@ pub async fn run(config: &Config, name: &str, flags: Flags) -> anyhow::Result<Ex
     // Then it says how they went, so that the command that fixes an account also shows
     // that it is fixed (or what is still wrong: scopes, IMAP access switched off).
     let mut code = ExitCode::SUCCESS;
-    if let Some(requests) = crate::wake(config, &store, &users).await? {
+    if let Some(requests) = crate::state::wake(config, &store, &users).await? {
         println!("The service runs {} now...", users.join(", "));
         if !crate::admin::report_runs(&store, &users, &requests, crate::admin::RUN_WAIT).await? {
-            code = ExitCode::from(crate::EXIT_FAILED);
+            code = crate::state::failed();
         }
     }
     store.close().await;

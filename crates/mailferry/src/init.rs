@@ -68,7 +68,14 @@ fn account_name(source: &str) -> String {
 }
 
 /// Writes the configuration at `path`.
-pub fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
+pub fn command(path: &Path, answers: Answers) -> ExitCode {
+    run(path, answers).unwrap_or_else(|e| {
+        eprintln!("mailferry: {e:#}");
+        crate::state::bad_config()
+    })
+}
+
+fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
     if path.exists() {
         eprintln!(
             "mailferry: {} exists; init never overwrites a configuration: edit it, or move it away (mv {0} {0}.old) and run init again, or give another --config",

@@ -6,26 +6,20 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailferry_config::Config;
-use mailferry_engine::{RunOptions, TokenKeeper};
-use mailferry_store::Store;
-use tokio_util::sync::CancellationToken;
-
 use tracing::warn;
 
 mod admin;
-mod once;
-mod service;
-use admin::{check, retry, run_now};
-use once::once;
-use service::{STOP_DEADLINE, cancel_on_signal, service};
 mod auth;
+mod http;
 mod init;
 mod metrics;
 mod notify;
+mod once;
 mod page;
+mod service;
+mod state;
 mod status;
 
 /// Gathers mail from your other mailboxes into the one you read.
@@ -149,48 +143,69 @@ enum Generated {
     Fish,
 }
 
-/// Exit codes: 0 all good, 1 something failed (details printed), 2 bad configuration.
-const EXIT_FAILED: u8 = 1;
-const EXIT_CONFIG: u8 = 2;
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Generate { what } = cli.command {
-        return generate(what);
-    }
-    if let Command::Init(answers) = cli.command {
-        return match init::run(&cli.config, answers) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("mailferry: {e:#}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
-    }
-    init_logging(matches!(cli.command, Command::Run), cli.log_json);
-    if rustls::crypto::ring::default_provider()
-        .install_default()
-        .is_err()
-    {
-        warn!("a TLS crypto provider was already installed");
-    }
-    let config = match load_for(&cli.command, &cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mailferry: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let Cli {
+        config: path,
+        log_json,
+        command,
+    } = Cli::parse();
+    // Commands that need no configuration.
+    let command = match command {
+        Command::Generate { what } => return generate(what),
+        Command::Init(answers) => return init::command(&path, answers),
+        other => other,
     };
-    // The service logs the configuration's warnings; other commands print them after their
-    // output, where they are read.
+    let config = match load(&command, &path, log_json) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let service = matches!(command, Command::Run);
     let warnings = config.warnings.clone();
-    let service = matches!(cli.command, Command::Run);
-    if service {
-        for w in &warnings {
-            warn!("{w}");
+    let code = block_on(async {
+        match command {
+            Command::Run => service::command(&path, config).await,
+            Command::Once { account, dry_run } => {
+                once::command(&path, &config, account, dry_run).await
+            }
+            Command::CheckConfig => Ok(check_config(&path, &config)),
+            Command::Status { json, health } => status::command(&config, json, health).await,
+            Command::Auth {
+                name,
+                paste,
+                browser,
+                device,
+            } => {
+                let flags = auth::Flags {
+                    paste,
+                    browser,
+                    device,
+                };
+                auth::run(&config, &name, flags).await
+            }
+            Command::Check { name } => admin::check(&config, name.as_deref()).await,
+            Command::RunNow { name, no_wait } => {
+                admin::run_now(&config, name.as_deref(), !no_wait).await
+            }
+            Command::Retry {
+                account,
+                folder,
+                key,
+                ..
+            } => {
+                admin::retry(
+                    &config,
+                    account.as_deref(),
+                    folder.as_deref(),
+                    key.as_deref(),
+                )
+                .await
+            }
+            // Answered above, before any configuration.
+            Command::Generate { .. } | Command::Init(_) => Ok(ExitCode::SUCCESS),
         }
-    }
-    let code = main_with(cli, config);
+    });
+    // The service logged the configuration's warnings as it started; other commands print
+    // them after their output, where they are read.
     if !service {
         for w in &warnings {
             eprintln!("mailferry: warning: {w}");
@@ -199,36 +214,31 @@ fn main() -> ExitCode {
     code
 }
 
-fn main_with(cli: Cli, config: Config) -> ExitCode {
-    if matches!(cli.command, Command::CheckConfig) {
-        println!(
-            "{}: ok ({} account{}, {} destination{})",
-            cli.config.display(),
-            config.accounts.len(),
-            if config.accounts.len() == 1 { "" } else { "s" },
-            config.destinations.len(),
-            if config.destinations.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
-        );
-        return ExitCode::SUCCESS;
-    }
-    if let Command::Once {
-        account: Some(name),
-        ..
-    } = &cli.command
-        && config.account(name).is_none()
+/// Logging, the TLS provider, and the configuration `command` needs; the exit code when
+/// the configuration is bad.
+fn load(command: &Command, path: &std::path::Path, log_json: bool) -> Result<Config, ExitCode> {
+    let service = matches!(command, Command::Run);
+    init_logging(service, log_json);
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
     {
-        let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
-        eprintln!(
-            "mailferry: --account {name:?}: no such account in {}; known: {}",
-            cli.config.display(),
-            known.join(", ")
-        );
-        return ExitCode::from(EXIT_CONFIG);
+        warn!("a TLS crypto provider was already installed");
     }
+    let config = load_for(command, path).map_err(|e| {
+        eprintln!("mailferry: {e}");
+        state::bad_config()
+    })?;
+    if service {
+        for w in &config.warnings {
+            warn!("{w}");
+        }
+    }
+    Ok(config)
+}
+
+/// Runs `work` to its end on a runtime of one thread; its error is printed, exit code 1.
+fn block_on(work: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -236,19 +246,30 @@ fn main_with(cli: Cli, config: Config) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mailferry: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
+            return state::failed();
         }
     };
-    let result = runtime.block_on(run(cli.command, config, cli.config.clone()));
+    let result = runtime.block_on(work);
     // A read of the terminal (`mailferry auth`) may still block a thread; do not wait for it.
     runtime.shutdown_background();
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mailferry: {e:#}");
-            ExitCode::from(EXIT_FAILED)
-        }
-    }
+    result.unwrap_or_else(|e| {
+        eprintln!("mailferry: {e:#}");
+        state::failed()
+    })
+}
+
+/// `mailferry check-config`: the file loaded; what it holds.
+fn check_config(path: &std::path::Path, config: &Config) -> ExitCode {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    println!(
+        "{}: ok ({} account{}, {} destination{})",
+        path.display(),
+        config.accounts.len(),
+        plural(config.accounts.len()),
+        config.destinations.len(),
+        plural(config.destinations.len()),
+    );
+    ExitCode::SUCCESS
 }
 
 /// Loads the configuration with only the secrets `command` needs: none for `status`, the
@@ -304,7 +325,7 @@ fn generate(what: Generated) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailferry: cannot write: {e}");
-            ExitCode::from(EXIT_FAILED)
+            state::failed()
         }
     }
 }
@@ -325,140 +346,4 @@ fn init_logging(service: bool, json: bool) {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
-}
-
-async fn run(command: Command, config: Config, path: PathBuf) -> anyhow::Result<ExitCode> {
-    if let Command::Auth {
-        name,
-        paste,
-        browser,
-        device,
-    } = &command
-    {
-        let flags = auth::Flags {
-            paste: *paste,
-            browser: *browser,
-            device: *device,
-        };
-        return auth::run(&config, name, flags).await;
-    }
-    if let Command::Check { name } = &command {
-        return check(&config, name.as_deref()).await;
-    }
-    if let Command::RunNow { name, no_wait } = &command {
-        return run_now(&config, name.as_deref(), !no_wait).await;
-    }
-    if let Command::Retry {
-        account,
-        folder,
-        key,
-        ..
-    } = &command
-    {
-        return retry(
-            &config,
-            account.as_deref(),
-            folder.as_deref(),
-            key.as_deref(),
-        )
-        .await;
-    }
-    if let Command::Status { json, health } = &command {
-        if *health {
-            return status::health(&config).await;
-        }
-        return status::run(&config, *json).await;
-    }
-    // A dry run reads only: it runs beside the service, without the state's lock.
-    let store = if matches!(command, Command::Once { dry_run: true, .. }) {
-        open_shared(&config).await?
-    } else {
-        Store::open(&config.daemon.state_dir)
-            .await
-            .with_context(|| state_context(&config))?
-    };
-    let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
-    let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(cancel.clone()));
-    let code = match command {
-        Command::Once { account, dry_run } => {
-            if let Some(a) = account.as_deref().and_then(|n| config.account(n))
-                && !a.enabled
-            {
-                eprintln!(
-                    "mailferry: account {:?} is disabled (enabled = false): set enabled = true to run it",
-                    a.name
-                );
-                store.close().await;
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-            if !dry_run {
-                tokens.keepalive_logged(&config).await;
-            }
-            let opts = RunOptions {
-                account,
-                dry_run,
-                slice: None,
-            };
-            once(&config, &store, &tokens, opts, &cancel).await
-        }
-        Command::Run => {
-            let run = service(&path, config, &store, &tokens, &cancel);
-            tokio::pin!(run);
-            tokio::select! {
-                () = &mut run => {}
-                () = async { cancel.cancelled().await; tokio::time::sleep(STOP_DEADLINE).await } => {
-                    warn!("the runs in progress did not stop within {STOP_DEADLINE:?}; exiting anyway (the ledger stays consistent)");
-                }
-            }
-            store.close().await;
-            return Ok(ExitCode::SUCCESS);
-        }
-        Command::CheckConfig
-        | Command::Generate { .. }
-        | Command::Init(_)
-        | Command::Retry { .. }
-        | Command::RunNow { .. }
-        | Command::Auth { .. }
-        | Command::Status { .. }
-        | Command::Check { .. } => ExitCode::SUCCESS,
-    };
-    store.close().await;
-    Ok(code)
-}
-
-fn state_context(config: &Config) -> String {
-    format!(
-        "cannot open the state in {}",
-        config.daemon.state_dir.display()
-    )
-}
-
-/// Opens the state beside a running service (for `auth`, `status`, `check`).
-pub(crate) async fn open_shared(config: &Config) -> anyhow::Result<Store> {
-    Store::open_shared(&config.daemon.state_dir)
-        .await
-        .with_context(|| state_context(config))
-}
-
-/// Asks the running service to run `accounts` now: records the requests and sends the
-/// service SIGUSR1. The requests' numbers (for `report_runs`), or `None` when no service
-/// runs on this state.
-pub(crate) async fn wake(
-    config: &Config,
-    store: &Store,
-    accounts: &[String],
-) -> anyhow::Result<Option<Vec<i64>>> {
-    let Some(pid) = mailferry_store::service_pid(&config.daemon.state_dir) else {
-        return Ok(None);
-    };
-    let requests = store.request_wakeup(accounts).await?;
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .context("the service's process id is not valid")?;
-    rustix::process::kill_process(pid, rustix::process::Signal::USR1).with_context(|| {
-        format!("cannot signal the service (process {pid:?}); run this as the service's user")
-    })?;
-    Ok(Some(requests))
 }

@@ -8,9 +8,56 @@ use mailferry_engine::{AccountReport, Observer, RunOptions, TokenKeeper};
 use mailferry_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::*;
+use crate::state::failed;
 
-pub(crate) async fn once(
+/// `mailferry once [--account NAME] [--dry-run]`.
+pub(crate) async fn command(
+    path: &std::path::Path,
+    config: &Config,
+    account: Option<String>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    match account.as_deref().map(|n| (n, config.account(n))) {
+        Some((name, None)) => {
+            let known: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+            eprintln!(
+                "mailferry: --account {name:?}: no such account in {}; known: {}",
+                path.display(),
+                known.join(", ")
+            );
+            return Ok(crate::state::bad_config());
+        }
+        Some((name, Some(a))) if !a.enabled => {
+            eprintln!(
+                "mailferry: account {name:?} is disabled (enabled = false): set enabled = true to run it"
+            );
+            return Ok(crate::state::bad_config());
+        }
+        _ => {}
+    }
+    // A dry run reads only: it runs beside the service, without the state's lock.
+    let store = if dry_run {
+        crate::state::open_shared(config).await?
+    } else {
+        crate::state::open_exclusive(config).await?
+    };
+    let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
+    let cancel = CancellationToken::new();
+    tokio::spawn(crate::service::cancel_on_signal(cancel.clone()));
+    if !dry_run {
+        tokens.keepalive_logged(config).await;
+    }
+    let opts = RunOptions {
+        account,
+        dry_run,
+        slice: None,
+    };
+    let code = once(config, &store, &tokens, opts, &cancel).await;
+    store.close().await;
+    Ok(code)
+}
+
+async fn once(
     config: &Config,
     store: &Store,
     tokens: &TokenKeeper,
@@ -24,7 +71,7 @@ pub(crate) async fn once(
         print_report(r, opts.dry_run);
     }
     if reports.iter().any(AccountReport::failed) {
-        ExitCode::from(EXIT_FAILED)
+        failed()
     } else {
         ExitCode::SUCCESS
     }

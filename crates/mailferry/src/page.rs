@@ -54,7 +54,7 @@ pub struct Sources<'a> {
 /// # Errors
 /// When the state database cannot be read.
 pub async fn render(src: &Sources<'_>) -> anyhow::Result<String> {
-    let now = mailferry_oauth::now();
+    let now = mailferry_core::unix_now();
     let today = mailferry_store::local_day(now);
     let accounts = crate::status::collect(src.config, src.store).await?;
     let history = src.store.history(today - DAYS + 1).await?;

@@ -10,12 +10,34 @@ use tokio_util::sync::CancellationToken;
 
 use tracing::{error, info, warn};
 
-use crate::*;
+use crate::{http, metrics, notify, state};
 
 /// Longest wait for the runs in progress after SIGTERM; under systemd's default
 /// `TimeoutStopSec=90s`. A message still in flight then stays "attempted" in the ledger and
 /// is looked up or sent again next time: never lost, never inconsistent.
 pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `mailferry run`: the state, the token keeper and the service until a signal stops it
+/// (within [`STOP_DEADLINE`] of SIGTERM).
+pub(crate) async fn command(
+    path: &std::path::Path,
+    config: Config,
+) -> anyhow::Result<std::process::ExitCode> {
+    let store = state::open_exclusive(&config).await?;
+    let tokens = TokenKeeper::new(store.clone(), config.daemon.io_timeout)?;
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    let run = service(path, config, &store, &tokens, &cancel);
+    tokio::pin!(run);
+    tokio::select! {
+        () = &mut run => {}
+        () = async { cancel.cancelled().await; tokio::time::sleep(STOP_DEADLINE).await } => {
+            warn!("the runs in progress did not stop within {STOP_DEADLINE:?}; exiting anyway (the ledger stays consistent)");
+        }
+    }
+    store.close().await;
+    Ok(std::process::ExitCode::SUCCESS)
+}
 
 /// The service: every account on its schedule until SIGTERM/SIGINT; SIGHUP reloads the
 /// configuration (added, removed, changed accounts) without a restart.
@@ -36,7 +58,7 @@ pub(crate) async fn service(
     if let Some(addr) = current().daemon.metrics_listen {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
-                tokio::spawn(metrics::serve(
+                tokio::spawn(http::serve(
                     listener,
                     Arc::clone(&metrics),
                     store.clone(),

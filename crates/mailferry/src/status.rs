@@ -91,7 +91,7 @@ pub(crate) async fn collect(config: &Config, store: &Store) -> anyhow::Result<Ve
     let mut all_totals = store.all_totals().await?;
     let mut all_refusals = store.refusals_of(None).await?;
     let mut all_pushes = std::collections::HashMap::<String, Vec<_>>::new();
-    for p in store.pushes(None, mailferry_oauth::now()).await? {
+    for p in store.pushes(None, mailferry_core::unix_now()).await? {
         all_pushes.entry(p.account.clone()).or_default().push(p);
     }
     let mut all_progress = std::collections::HashMap::<String, Vec<_>>::new();
@@ -219,9 +219,18 @@ pub(crate) async fn collect(config: &Config, store: &Store) -> anyhow::Result<Ve
     Ok(out)
 }
 
+/// `mailferry status [--json] [--health]`.
+pub(crate) async fn command(config: &Config, json: bool, health: bool) -> anyhow::Result<ExitCode> {
+    if health {
+        self::health(config).await
+    } else {
+        run(config, json).await
+    }
+}
+
 /// `mailferry status --health`: the rule of `/healthz`, for a container's health check.
 pub async fn health(config: &Config) -> anyhow::Result<ExitCode> {
-    let store = crate::open_shared(config).await?;
+    let store = crate::state::open_shared(config).await?;
     let problems = crate::metrics::Metrics::unhealthy(&store, config).await;
     store.close().await;
     if problems.is_empty() {
@@ -304,12 +313,12 @@ pub(crate) fn relative(t: i64, now: i64) -> String {
 }
 
 pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let store = crate::open_shared(config).await?;
+    let store = crate::state::open_shared(config).await?;
     let all = collect(config, &store).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        let now = mailferry_oauth::now();
+        let now = mailferry_core::unix_now();
         for s in &all {
             let mut line = format!("{}: {}", s.account, s.state);
             match s.last_success {
@@ -368,7 +377,7 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if !json {
-        let now = mailferry_oauth::now();
+        let now = mailferry_core::unix_now();
         for d in &config.destinations {
             if d.oauth().is_none() {
                 continue;
@@ -402,7 +411,7 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if !json && let Some((at, e)) = &unread {
         println!(
             "service: still runs the configuration it read before: the file as it is now could not be used ({}):\n  {e}",
-            ago(*at, mailferry_oauth::now())
+            ago(*at, mailferry_core::unix_now())
         );
     }
     store.close().await;

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::error::{OAuthError, Refusal};
-use crate::{OAuthClient, OAuthProvider, Secret, TokenSet, now};
+use crate::{OAuthClient, OAuthProvider, Secret, TokenSet};
+use mailferry_core::unix_now as now;
 
 /// A clock difference larger than this is worth telling the user about.
 const SKEW_LIMIT: i64 = 300;

@@ -37,6 +37,3 @@ pub struct TokenSet {
     /// Who signed in (from the ID token's `email` or `preferred_username`), when known.
     pub subject: Option<String>,
 }
-
-/// Seconds since the Unix epoch.
-pub use mailferry_core::unix_now as now;
