@@ -3,7 +3,8 @@
 //! start-up until every account has run and every pushed one is connected, then a steady
 //! state of `--seconds` with a message arriving every 10 s at a pushed account (the time
 //! to its delivery) and one at a polled account: peak RSS, CPU, open files, the state's
-//! size, and how fast `status` and `/metrics` answer.
+//! size; then, with a year of history written into the state (30 days of runs, 200
+//! messages an account), how fast `status`, `/metrics` and the status page answer.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
@@ -239,6 +240,38 @@ pub(crate) fn accounts(a: &Args, n: usize) {
         "state: {:.1} MB database + {:.1} MB WAL",
         size as f64 / 1e6,
         wal as f64 / 1e6
+    );
+    // What a year leaves (runs are kept 30 days): 30 days of 10-minute polls for every
+    // account, a year's 200 messages each, and 30 days of chart rows.
+    let t = Instant::now();
+    let seeded = Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(
+            "PRAGMA busy_timeout = 60000; BEGIN; \
+             WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {runs}) \
+             INSERT INTO runs (account, started_at, finished_at, fetched, delivered, error) \
+             SELECT 'a' || (i % {n}), unixepoch() - 2592000 + (i / {n}) * 600, unixepoch() - 2592000 + (i / {n}) * 600 + 2, \
+             0, 0, CASE WHEN i % 50 = 7 THEN 'boom' ELSE NULL END FROM k; \
+             WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {msgs}) \
+             INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, destination, first_seen, updated_at, last_error) \
+             SELECT 'a' || (i % {n}), 'Archive', 1, i, '', 'old' || i || '@x', 'h' || i, 1000, \
+             CASE WHEN i % 97 = 3 THEN 'refused' ELSE 'delivered' END, 1, 'home', unixepoch() - i * 150, unixepoch() - i * 150, \
+             CASE WHEN i % 97 = 3 THEN '550 no' ELSE NULL END FROM k; \
+             WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {days}) \
+             INSERT OR IGNORE INTO daily (account, day, delivered, failed_runs) \
+             SELECT 'a' || (i % {n}), unixepoch() / 86400 - 1 - (i / {n}), 20, 1 FROM k; COMMIT;",
+            runs = n * 144 * 30 - 1,
+            msgs = n * 200 - 1,
+            days = n * 29 - 1,
+        ))
+        .status()
+        .expect("sqlite3");
+    assert!(seeded.success(), "seeding a year of history failed");
+    println!(
+        "seeded a year of history ({} runs, {} messages) in {:.1}s",
+        n * 144 * 30,
+        n * 200,
+        t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
     let status = Command::new(&a.binary)
