@@ -5,18 +5,15 @@
 use std::time::Duration;
 
 use mailferry_config::{
-    AccountConfig, Config, DestinationConfig, DestinationKind, Endpoint, Protocol, SourceAuth,
-    TlsMode,
+    AccountConfig, Config, DestinationConfig, DestinationKind, Endpoint, SourceAuth, TlsMode,
 };
 use mailferry_core::{Source, SourceAction};
-use mailferry_imap::ImapSource;
-use mailferry_pop3::Pop3Source;
 
-use crate::build;
-use crate::deliver::Delivery;
+use crate::deliver::AnyDestination;
 use crate::report::ErrorReport;
 pub use crate::report::Finding;
 use crate::report::Stop;
+use crate::source::AnySource;
 use crate::tokens::{self, TokenKeeper};
 
 /// Checks `account` of `config`; the findings in order, ending at the first failure.
@@ -83,53 +80,19 @@ pub async fn account(
         }
     }
 
-    let login = match account.protocol {
-        Protocol::Imap => match build::connect::<ImapSource>(account, &config.daemon, tokens).await
-        {
-            Ok(mut s) => {
-                let caps = s.capabilities().await.unwrap_or_default();
-                let notable: Vec<&String> = caps
-                    .iter()
-                    .filter(|c| {
-                        c.starts_with("AUTH=")
-                            || matches!(
-                                c.as_str(),
-                                "IDLE" | "UIDPLUS" | "MOVE" | "SPECIAL-USE" | "CONDSTORE"
-                            )
-                    })
-                    .collect();
-                starttls(&account.endpoint, &mut out);
-                out.push(Finding::ok(
-                    "login",
-                    format!("logged in as {}", account.username),
-                ));
-                out.push(Finding::ok(
-                    "capabilities",
-                    notable
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ));
-                folders(account, s, &mut out).await;
-                Ok(())
-            }
-            Err(stop) => Err(stop),
-        },
-        Protocol::Pop3 => match build::connect::<Pop3Source>(account, &config.daemon, tokens).await
-        {
-            Ok(s) => {
-                starttls(&account.endpoint, &mut out);
-                out.push(Finding::ok(
-                    "login",
-                    format!("logged in as {}", account.username),
-                ));
-                out.push(Finding::ok("capabilities", s.capabilities().join(" ")));
-                folders(account, s, &mut out).await;
-                Ok(())
-            }
-            Err(stop) => Err(stop),
-        },
+    let login = match AnySource::open(account, &config.daemon, tokens).await {
+        Ok(mut s) => {
+            let notable = s.notable_capabilities().await;
+            starttls(&account.endpoint, &mut out);
+            out.push(Finding::ok(
+                "login",
+                format!("logged in as {}", account.username),
+            ));
+            out.push(Finding::ok("capabilities", notable.join(" ")));
+            folders(account, s, &mut out).await;
+            Ok(())
+        }
+        Err(stop) => Err(stop),
     };
     if let Err(stop) = login {
         let r = stop.report().naming(&account.name);
@@ -141,11 +104,7 @@ pub async fn account(
             hint = Some(format!(
                 "{}; also check that {} access is on in Outlook.com (Settings > Mail > Forwarding and IMAP), and if Microsoft asks, sign in once on the web to verify the account",
                 hint.unwrap_or_default(),
-                if account.protocol == Protocol::Pop3 {
-                    "POP"
-                } else {
-                    "IMAP"
-                }
+                crate::source::protocol_name(account.protocol)
             ));
         }
         out.push(Finding::fail("login", r.message, hint));
@@ -339,7 +298,7 @@ pub async fn destination(
     if dest.oauth().is_some() && !sign_in(tokens, &owner, &dest.name, &needed, &mut out).await {
         return out;
     }
-    let delivery = match Delivery::new(dest, account, &config.daemon, tokens).await {
+    let delivery = match AnyDestination::new(dest, account, &config.daemon, tokens).await {
         Ok(d) => d,
         Err(e) => {
             let r = ErrorReport::from_error(&e).naming(&dest.name);

@@ -116,11 +116,11 @@ impl AccessToken for GmailTokens<'_> {
 }
 
 /// The pipeline's view: the one [`Destination`] trait, over the SMTP and Gmail adapters.
-impl Destination for Delivery<'_> {
+impl Destination for AnyDestination<'_> {
     type Error = DeliveryError;
 
     fn concurrency(&self) -> usize {
-        Delivery::concurrency(self)
+        AnyDestination::concurrency(self)
     }
 
     fn deliver(
@@ -128,11 +128,11 @@ impl Destination for Delivery<'_> {
         message: &RawMessage,
         folder: &str,
     ) -> impl Future<Output = Result<Receipt, DeliveryError>> {
-        Delivery::deliver(self, message, folder)
+        AnyDestination::deliver(self, message, folder)
     }
 
     fn can_look_up(&self) -> bool {
-        Delivery::can_look_up(self)
+        AnyDestination::can_look_up(self)
     }
 
     fn lookup(
@@ -141,11 +141,11 @@ impl Destination for Delivery<'_> {
         folder: &str,
         since: i64,
     ) -> impl Future<Output = Result<Lookup, DeliveryError>> {
-        Delivery::lookup(self, message, folder, since)
+        AnyDestination::lookup(self, message, folder, since)
     }
 
     fn close(&self) -> impl Future<Output = ()> {
-        Delivery::close(self)
+        AnyDestination::close(self)
     }
 }
 
@@ -173,8 +173,12 @@ enum Kind<'a> {
     },
 }
 
-/// One account's view of its destination for one run.
-pub(crate) struct Delivery<'a> {
+/// The destination switch: one account's destination for one run, whatever its kind,
+/// behind the one [`Destination`] trait. A new kind is a variant of [`Kind`], its arm in
+/// [`AnyDestination::new`], and one arm in each method that matches on `kind` (the
+/// compiler lists them); the runs, `check` and the notices use this and never match on
+/// the kind themselves.
+pub(crate) struct AnyDestination<'a> {
     name: String,
     kind: Kind<'a>,
     tokens: &'a TokenKeeper,
@@ -182,7 +186,7 @@ pub(crate) struct Delivery<'a> {
     account: &'a AccountConfig,
 }
 
-impl<'a> Delivery<'a> {
+impl<'a> AnyDestination<'a> {
     /// Builds `dest` for `account`'s run.
     pub(crate) async fn new(
         dest: &'a DestinationConfig,

@@ -18,6 +18,7 @@ mod push;
 mod report;
 mod run;
 pub mod schedule;
+mod source;
 pub mod tokens;
 
 pub use push::LOGINS_PER_HOUR;

@@ -9,7 +9,7 @@ use mailferry_store::Store;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::deliver::Delivery;
+use crate::deliver::AnyDestination;
 use crate::report::AccountReport;
 use crate::schedule::AccountState;
 use crate::tokens::TokenKeeper;
@@ -222,7 +222,7 @@ async fn deliver_notice(
         mailferry_config::DestinationKind::Gmail(_) => "me".to_owned(),
     };
     let message = notice.message(&to);
-    match Delivery::new(dest, account, &config.daemon, tokens).await {
+    match AnyDestination::new(dest, account, &config.daemon, tokens).await {
         Ok(d) => {
             if let Err(e) = d.deliver(&message, "INBOX").await {
                 warn!(cause = %e, "cannot deliver the notice");

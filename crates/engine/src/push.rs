@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::build;
-use crate::deliver::{Delivery, DeliveryError};
+use crate::deliver::{AnyDestination, DeliveryError};
 use crate::report::Hooks;
 use crate::report::Stop;
 use crate::report::{AccountReport, ErrorReport};
@@ -395,7 +395,7 @@ async fn pass(w: &Watch<'_>, source: &mut ImapSource) -> AccountReport {
                 .await
                 .map_err(|e| Stop::source(&e))?;
         }
-        let destination = Delivery::new(dest_config, account, &w.config.daemon, w.tokens)
+        let destination = AnyDestination::new(dest_config, account, &w.config.daemon, w.tokens)
             .await
             .map_err(|e| Stop::destination(&e))?;
         let run = Run {

@@ -1,17 +1,15 @@
 //! `run_once`: every selected account, once, side by side.
 
-use mailferry_config::{AccountConfig, Config, Protocol};
+use mailferry_config::{AccountConfig, Config};
 use mailferry_core::{ErrorClass, Source};
-use mailferry_imap::ImapSource;
-use mailferry_pop3::Pop3Source;
 use mailferry_store::Store;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::build;
-use crate::deliver::{Delivery, DeliveryError};
+use crate::deliver::{AnyDestination, DeliveryError};
 use crate::report::AccountReport;
+use crate::source::AnySource;
 use crate::tokens::TokenKeeper;
 use mailferry_core::Destination;
 
@@ -158,7 +156,7 @@ async fn pipeline(
             value: account.destination.clone(),
         }))
     })?;
-    let destination = Delivery::new(dest_config, account, &config.daemon, tokens)
+    let destination = AnyDestination::new(dest_config, account, &config.daemon, tokens)
         .await
         .map_err(|e| Stop::destination(&e))?;
     let run = Run {
@@ -178,19 +176,9 @@ async fn pipeline(
     let mut reconnects = 0;
     let result = loop {
         let before = report.counts.fetched;
-        let result = match account.protocol {
-            Protocol::Imap => {
-                match build::connect::<ImapSource>(account, &config.daemon, tokens).await {
-                    Ok(source) => gather_all(&run, source, report).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Protocol::Pop3 => {
-                match build::connect::<Pop3Source>(account, &config.daemon, tokens).await {
-                    Ok(source) => gather_all(&run, source, report).await,
-                    Err(e) => Err(e),
-                }
-            }
+        let result = match AnySource::open(account, &config.daemon, tokens).await {
+            Ok(source) => gather_all(&run, source, report).await,
+            Err(e) => Err(e),
         };
         if let Err(Stop::Source(r)) = &result
             && r.retry_after.is_some()
