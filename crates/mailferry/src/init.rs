@@ -107,7 +107,48 @@ fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot use the directory {}: {e}", dir.display()))?;
     let etc = dir.display();
 
-    let (source_lines, source_oauth) = match source.as_str() {
+    let (source_lines, source_oauth) = source_block(&source, &address, &name, &client_id, &etc)?;
+    let (dest_name, dest_lines, dest_oauth) = destination_block(&dest, &to, &client_id, &etc)?;
+    let text = format!(
+        "# mailferry configuration, written by `mailferry init`. Every key is explained in the\n# example configuration (/usr/share/doc/mailferry/examples/mailferry.toml).\n\n[daemon]\nstate-dir = \"/var/lib/mailferry\"\n\n[[destination]]\nname = \"{dest_name}\"\n{dest_lines}\n[[account]]\nname = \"{name}\"\n{source_lines}destination = \"{dest_name}\"\n# first-run = \"new-only\"                # deliver only mail that arrives from now on\n# after-delivery = \"keep\"                # or mark-seen, move:FOLDER, delete\n"
+    );
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())?;
+    }
+    hand_to_service(path)?;
+    // Checked as the service will read it, secrets aside (they are not there yet).
+    if let Err(e) = mailferry_config::load_scoped(path, &SecretScope::None) {
+        eprintln!("mailferry: the written configuration does not check out: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    next_steps(
+        path,
+        &name,
+        dest_name,
+        &etc,
+        &client_id,
+        source_oauth,
+        dest_oauth,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The account's lines for `--source`, and whether it signs in with OAuth2.
+fn source_block(
+    source: &str,
+    address: &str,
+    name: &str,
+    client_id: &str,
+    etc: &std::path::Display<'_>,
+) -> anyhow::Result<(String, bool)> {
+    Ok(match source {
         "outlook" => (
             format!(
                 "provider = \"outlook\"                 # outlook.office365.com, Microsoft sign-in\nusername = \"{address}\"\n# Outlook.com takes no passwords: sign in with `mailferry auth {name}`. The client id\n# is your app registration's (README: \"Outlook.com, Hotmail, Live, MSN (OAuth2)\").\nauth = {{ method = \"oauth2\", client-id = \"{client_id}\" }}\n"
@@ -132,8 +173,17 @@ fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
                 "--source {s:?}: use outlook, gmail, gmx, yahoo, icloud, imap:HOST or pop3:HOST"
             ),
         },
-    };
-    let (dest_name, dest_lines, dest_oauth) = match dest.as_str() {
+    })
+}
+
+/// The destination's name and lines for `--dest`, and whether it signs in with OAuth2.
+fn destination_block(
+    dest: &str,
+    to: &str,
+    client_id: &str,
+    etc: &std::path::Display<'_>,
+) -> anyhow::Result<(&'static str, String, bool)> {
+    Ok(match dest {
         "gmail" => (
             "inbox",
             format!(
@@ -151,26 +201,19 @@ fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
             ),
             _ => anyhow::bail!("--dest {d:?}: use gmail or smtp:HOST"),
         },
-    };
-    let text = format!(
-        "# mailferry configuration, written by `mailferry init`. Every key is explained in the\n# example configuration (/usr/share/doc/mailferry/examples/mailferry.toml).\n\n[daemon]\nstate-dir = \"/var/lib/mailferry\"\n\n[[destination]]\nname = \"{dest_name}\"\n{dest_lines}\n[[account]]\nname = \"{name}\"\n{source_lines}destination = \"{dest_name}\"\n# first-run = \"new-only\"                # deliver only mail that arrives from now on\n# after-delivery = \"keep\"                # or mark-seen, move:FOLDER, delete\n"
-    );
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        f.write_all(text.as_bytes())?;
-    }
-    hand_to_service(path)?;
-    // Checked as the service will read it, secrets aside (they are not there yet).
-    if let Err(e) = mailferry_config::load_scoped(path, &SecretScope::None) {
-        eprintln!("mailferry: the written configuration does not check out: {e}");
-        return Ok(ExitCode::from(1));
-    }
+    })
+}
+
+/// What to do next, numbered.
+fn next_steps(
+    path: &Path,
+    name: &str,
+    dest_name: &str,
+    etc: &std::path::Display<'_>,
+    client_id: &str,
+    source_oauth: bool,
+    dest_oauth: bool,
+) {
     println!("Wrote {} for {name} -> {dest_name}. Next:", path.display());
     let mut step = 1;
     if !source_oauth {
@@ -197,7 +240,6 @@ fn run(path: &Path, answers: Answers) -> anyhow::Result<ExitCode> {
         step += 1;
     }
     println!("  {step}. mailferry check");
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The group the package gives the service (its files are `root:mailferry 0640`).

@@ -181,104 +181,8 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let counters: [Counter; 6] = [
-            (
-                "mailferry_messages_fetched_total",
-                "Messages fetched from the source.",
-                |a| a.fetched,
-            ),
-            (
-                "mailferry_messages_delivered_total",
-                "Messages the destination accepted.",
-                |a| a.delivered,
-            ),
-            (
-                "mailferry_messages_failed_total",
-                "Messages deferred or refused.",
-                |a| a.failed,
-            ),
-            (
-                "mailferry_messages_refused_total",
-                "Messages refused for good.",
-                |a| a.refused,
-            ),
-            (
-                "mailferry_delivered_bytes_total",
-                "Bytes of the messages delivered.",
-                |a| a.bytes,
-            ),
-            (
-                "mailferry_source_throttled_total",
-                "Times the source asked mailferry to pause (throttling, server unavailable).",
-                |a| a.throttled,
-            ),
-        ];
-        for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (acc, a) in &all {
-                let _ = writeln!(out, "{name}{{account=\"{}\"}} {}", label(acc), get(a));
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mailferry_runs_total Runs by result.\n# TYPE mailferry_runs_total counter"
-        );
-        for (acc, a) in &all {
-            let acc = label(acc);
-            let _ = writeln!(
-                out,
-                "mailferry_runs_total{{account=\"{acc}\",result=\"ok\"}} {}",
-                a.runs_ok
-            );
-            let _ = writeln!(
-                out,
-                "mailferry_runs_total{{account=\"{acc}\",result=\"error\"}} {}",
-                a.runs_failed
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mailferry_run_duration_seconds Time spent in runs.\n# TYPE mailferry_run_duration_seconds summary"
-        );
-        for (acc, a) in &all {
-            let acc = label(acc);
-            let _ = writeln!(
-                out,
-                "mailferry_run_duration_seconds_sum{{account=\"{acc}\"}} {:.3}",
-                a.duration_sum
-            );
-            let _ = writeln!(
-                out,
-                "mailferry_run_duration_seconds_count{{account=\"{acc}\"}} {}",
-                a.runs_ok + a.runs_failed
-            );
-        }
-        let schedules = store.schedules().await.unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "# HELP mailferry_last_success_timestamp_seconds End of the last successful run.\n# TYPE mailferry_last_success_timestamp_seconds gauge"
-        );
-        for s in &schedules {
-            if let Some(t) = s.last_success {
-                let _ = writeln!(
-                    out,
-                    "mailferry_last_success_timestamp_seconds{{account=\"{}\"}} {t}",
-                    label(&s.account)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mailferry_account_ok Whether the account's last run succeeded.\n# TYPE mailferry_account_ok gauge"
-        );
-        for s in &schedules {
-            let _ = writeln!(
-                out,
-                "mailferry_account_ok{{account=\"{}\"}} {}",
-                label(&s.account),
-                u8::from(AccountState::from_stored(&s.state) == Some(AccountState::Ok))
-            );
-        }
+        counter_families(&mut out, &all);
+        schedule_gauges(&mut out, store).await;
         let _ = writeln!(
             out,
             "# HELP mailferry_token_expiry_timestamp_seconds When the stored OAuth2 access token expires.\n# TYPE mailferry_token_expiry_timestamp_seconds gauge"
@@ -324,5 +228,111 @@ impl Metrics {
             }
         }
         problems
+    }
+}
+
+/// The counters kept since the service started, per account.
+fn counter_families(out: &mut String, all: &BTreeMap<String, Account>) {
+    let counters: [Counter; 6] = [
+        (
+            "mailferry_messages_fetched_total",
+            "Messages fetched from the source.",
+            |a| a.fetched,
+        ),
+        (
+            "mailferry_messages_delivered_total",
+            "Messages the destination accepted.",
+            |a| a.delivered,
+        ),
+        (
+            "mailferry_messages_failed_total",
+            "Messages deferred or refused.",
+            |a| a.failed,
+        ),
+        (
+            "mailferry_messages_refused_total",
+            "Messages refused for good.",
+            |a| a.refused,
+        ),
+        (
+            "mailferry_delivered_bytes_total",
+            "Bytes of the messages delivered.",
+            |a| a.bytes,
+        ),
+        (
+            "mailferry_source_throttled_total",
+            "Times the source asked mailferry to pause (throttling, server unavailable).",
+            |a| a.throttled,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (acc, a) in all {
+            let _ = writeln!(out, "{name}{{account=\"{}\"}} {}", label(acc), get(a));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mailferry_runs_total Runs by result.\n# TYPE mailferry_runs_total counter"
+    );
+    for (acc, a) in all {
+        let acc = label(acc);
+        let _ = writeln!(
+            out,
+            "mailferry_runs_total{{account=\"{acc}\",result=\"ok\"}} {}",
+            a.runs_ok
+        );
+        let _ = writeln!(
+            out,
+            "mailferry_runs_total{{account=\"{acc}\",result=\"error\"}} {}",
+            a.runs_failed
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mailferry_run_duration_seconds Time spent in runs.\n# TYPE mailferry_run_duration_seconds summary"
+    );
+    for (acc, a) in all {
+        let acc = label(acc);
+        let _ = writeln!(
+            out,
+            "mailferry_run_duration_seconds_sum{{account=\"{acc}\"}} {:.3}",
+            a.duration_sum
+        );
+        let _ = writeln!(
+            out,
+            "mailferry_run_duration_seconds_count{{account=\"{acc}\"}} {}",
+            a.runs_ok + a.runs_failed
+        );
+    }
+}
+
+/// What the service's schedule says of each account: its last success, whether it is ok.
+async fn schedule_gauges(out: &mut String, store: &Store) {
+    let schedules = store.schedules().await.unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP mailferry_last_success_timestamp_seconds End of the last successful run.\n# TYPE mailferry_last_success_timestamp_seconds gauge"
+    );
+    for s in &schedules {
+        if let Some(t) = s.last_success {
+            let _ = writeln!(
+                out,
+                "mailferry_last_success_timestamp_seconds{{account=\"{}\"}} {t}",
+                label(&s.account)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mailferry_account_ok Whether the account's last run succeeded.\n# TYPE mailferry_account_ok gauge"
+    );
+    for s in &schedules {
+        let _ = writeln!(
+            out,
+            "mailferry_account_ok{{account=\"{}\"}} {}",
+            label(&s.account),
+            u8::from(AccountState::from_stored(&s.state) == Some(AccountState::Ok))
+        );
     }
 }

@@ -55,33 +55,8 @@ pub(crate) async fn service(
     let metrics = Arc::new(metrics::Metrics::default());
     let shared_config = Arc::new(std::sync::Mutex::new(Arc::new(config)));
     let current = || Arc::clone(&lock(&shared_config));
-    if let Some(addr) = current().daemon.metrics_listen {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => {
-                tokio::spawn(http::serve(
-                    listener,
-                    Arc::clone(&metrics),
-                    store.clone(),
-                    Arc::clone(&shared_config),
-                    Arc::from(path),
-                    cancel.clone(),
-                ));
-            }
-            Err(e) => warn!(%addr, cause = %e, "cannot serve metrics"),
-        }
-    }
-    if let Some(every) = notify::watchdog_interval() {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            loop {
-                notify::notify("WATCHDOG=1");
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(every / 2) => {}
-                }
-            }
-        });
-    }
+    serve_http(path, &metrics, store, &shared_config, cancel).await;
+    keep_watchdog(cancel);
     notify::notify(&format!(
         "READY=1\nSTATUS=gathering {} accounts",
         current().accounts.len()
@@ -98,61 +73,14 @@ pub(crate) async fn service(
     // password file or a changed account, and the service reads those only when it loads.
     let wakeups = Arc::new(mailferry_engine::daemon::Wakeups::default());
     // Named as the service (for `run-now`) while listening for SIGUSR1.
-    let mut _named = None;
-    match signal(SignalKind::user_defined1()) {
-        Ok(mut usr1) => {
-            let (bells, requests, shared, pending, reload_tx, path) = (
-                Arc::clone(&wakeups),
-                store.clone(),
-                Arc::clone(&shared_config),
-                Arc::clone(&after_reload),
-                reload_tx.clone(),
-                path.to_path_buf(),
-            );
-            tokio::spawn(async move {
-                while usr1.recv().await.is_some() {
-                    // The requests stay until the runs they cause answer them.
-                    let asked = requests.pending_wakeups().await.unwrap_or_default();
-                    let running = Arc::clone(&lock(&shared));
-                    let names: Vec<String> = if asked.is_empty() {
-                        running
-                            .accounts
-                            .iter()
-                            .filter(|a| a.enabled)
-                            .map(|a| a.name.clone())
-                            .collect()
-                    } else {
-                        asked
-                    };
-                    let on_disk = mailferry_config::load(&path).map_err(|e| e.to_string());
-                    record_config_load(&requests, on_disk.as_ref().err().map(String::as_str)).await;
-                    match on_disk {
-                        Ok(on_disk) if on_disk != *running => {
-                            info!(accounts = %names.join(", "), "SIGUSR1: the configuration changed on disk; reloading it, then running");
-                            lock(&pending).extend(names);
-                            if reload_tx.send(()).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
-                        Ok(_) => {}
-                        Err(e) => warn!(
-                            "SIGUSR1: the configuration on disk is not valid, running with the one loaded: {e}"
-                        ),
-                    }
-                    info!(accounts = %names.join(", "), "SIGUSR1: running now");
-                    for n in &names {
-                        bells.ring(n);
-                    }
-                }
-            });
-            match store.announce_service() {
-                Ok(mark) => _named = Some(mark),
-                Err(e) => warn!(cause = %e, "cannot name this process for `mailferry run-now`"),
-            }
-        }
-        Err(e) => warn!(cause = %e, "cannot listen for SIGUSR1; `mailferry run-now` will not work"),
-    }
+    let _named = listen_usr1(
+        path,
+        store,
+        &wakeups,
+        &shared_config,
+        &after_reload,
+        &reload_tx,
+    );
     if let Ok(mut hangup) = hangup {
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
@@ -234,4 +162,116 @@ async fn record_config_load(store: &Store, error: Option<&str>) {
     if let Err(e) = store.record_config_load(error).await {
         warn!(cause = %e, "cannot record the configuration's reading");
     }
+}
+
+/// Serves the status page, `/metrics` and `/healthz` when `metrics-listen` is set.
+async fn serve_http(
+    path: &std::path::Path,
+    metrics: &Arc<metrics::Metrics>,
+    store: &Store,
+    shared_config: &Arc<std::sync::Mutex<Arc<Config>>>,
+    cancel: &CancellationToken,
+) {
+    let listen = lock(shared_config).daemon.metrics_listen;
+    if let Some(addr) = listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tokio::spawn(http::serve(
+                    listener,
+                    Arc::clone(metrics),
+                    store.clone(),
+                    Arc::clone(shared_config),
+                    Arc::from(path),
+                    cancel.clone(),
+                ));
+            }
+            Err(e) => warn!(%addr, cause = %e, "cannot serve metrics"),
+        }
+    }
+}
+
+/// Tells systemd's watchdog we live, at half its interval, until `cancel`.
+fn keep_watchdog(cancel: &CancellationToken) {
+    if let Some(every) = notify::watchdog_interval() {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                notify::notify("WATCHDOG=1");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(every / 2) => {}
+                }
+            }
+        });
+    }
+}
+
+/// SIGUSR1 (`mailferry run-now`, `mailferry auth`): rings the accounts asked for (or all
+/// enabled ones), after a reload when the file on disk changed. Returns the mark that
+/// names this process as the service while it lives.
+fn listen_usr1(
+    path: &std::path::Path,
+    store: &Store,
+    wakeups: &Arc<mailferry_engine::daemon::Wakeups>,
+    shared_config: &Arc<std::sync::Mutex<Arc<Config>>>,
+    after_reload: &Arc<std::sync::Mutex<Vec<String>>>,
+    reload_tx: &tokio::sync::mpsc::Sender<()>,
+) -> Option<mailferry_store::ServiceMark> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut _named = None;
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut usr1) => {
+            let (bells, requests, shared, pending, reload_tx, path) = (
+                Arc::clone(wakeups),
+                store.clone(),
+                Arc::clone(shared_config),
+                Arc::clone(after_reload),
+                reload_tx.clone(),
+                path.to_path_buf(),
+            );
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    // The requests stay until the runs they cause answer them.
+                    let asked = requests.pending_wakeups().await.unwrap_or_default();
+                    let running = Arc::clone(&lock(&shared));
+                    let names: Vec<String> = if asked.is_empty() {
+                        running
+                            .accounts
+                            .iter()
+                            .filter(|a| a.enabled)
+                            .map(|a| a.name.clone())
+                            .collect()
+                    } else {
+                        asked
+                    };
+                    let on_disk = mailferry_config::load(&path).map_err(|e| e.to_string());
+                    record_config_load(&requests, on_disk.as_ref().err().map(String::as_str)).await;
+                    match on_disk {
+                        Ok(on_disk) if on_disk != *running => {
+                            info!(accounts = %names.join(", "), "SIGUSR1: the configuration changed on disk; reloading it, then running");
+                            lock(&pending).extend(names);
+                            if reload_tx.send(()).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(
+                            "SIGUSR1: the configuration on disk is not valid, running with the one loaded: {e}"
+                        ),
+                    }
+                    info!(accounts = %names.join(", "), "SIGUSR1: running now");
+                    for n in &names {
+                        bells.ring(n);
+                    }
+                }
+            });
+            match store.announce_service() {
+                Ok(mark) => _named = Some(mark),
+                Err(e) => warn!(cause = %e, "cannot name this process for `mailferry run-now`"),
+            }
+        }
+        Err(e) => warn!(cause = %e, "cannot listen for SIGUSR1; `mailferry run-now` will not work"),
+    }
+    _named
 }

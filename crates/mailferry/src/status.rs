@@ -1,6 +1,7 @@
 //! `mailferry status [--json]`: what the service is doing, from the state database. Works
 //! while the service runs.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use mailferry_config::{Config, SourceAuth};
@@ -79,123 +80,60 @@ pub(crate) struct AccountStatus {
     pub(crate) importing: Vec<ImportStatus>,
 }
 
+/// What the store holds for every account, read once: one query per table, so 1,000
+/// accounts answer in well under a second.
+struct Everyone {
+    schedules: HashMap<String, mailferry_store::ScheduleRow>,
+    totals: HashMap<String, mailferry_store::Totals>,
+    refusals: HashMap<String, Vec<mailferry_store::Refusal>>,
+    pushes: HashMap<String, Vec<mailferry_store::PushRow>>,
+    progress: HashMap<String, Vec<mailferry_store::Progress>>,
+}
+
+impl Everyone {
+    async fn read(store: &Store) -> anyhow::Result<Self> {
+        let mut pushes = HashMap::<String, Vec<_>>::new();
+        for p in store.pushes(None, mailferry_core::unix_now()).await? {
+            pushes.entry(p.account.clone()).or_default().push(p);
+        }
+        let mut progress = HashMap::<String, Vec<_>>::new();
+        for p in store.progress(None).await? {
+            progress.entry(p.account.clone()).or_default().push(p);
+        }
+        Ok(Self {
+            schedules: store
+                .schedules()
+                .await?
+                .into_iter()
+                .map(|s| (s.account.clone(), s))
+                .collect(),
+            totals: store.all_totals().await?,
+            refusals: store.refusals_of(None).await?,
+            pushes,
+            progress,
+        })
+    }
+}
+
 pub(crate) async fn collect(config: &Config, store: &Store) -> anyhow::Result<Vec<AccountStatus>> {
-    // One query per table for all accounts (1,000 accounts answer in well under a second);
-    // an account's own queries only where the service has no schedule row for it yet.
-    let schedules: std::collections::HashMap<String, mailferry_store::ScheduleRow> = store
-        .schedules()
-        .await?
-        .into_iter()
-        .map(|s| (s.account.clone(), s))
-        .collect();
-    let mut all_totals = store.all_totals().await?;
-    let mut all_refusals = store.refusals_of(None).await?;
-    let mut all_pushes = std::collections::HashMap::<String, Vec<_>>::new();
-    for p in store.pushes(None, mailferry_core::unix_now()).await? {
-        all_pushes.entry(p.account.clone()).or_default().push(p);
-    }
-    let mut all_progress = std::collections::HashMap::<String, Vec<_>>::new();
-    for p in store.progress(None).await? {
-        all_progress.entry(p.account.clone()).or_default().push(p);
-    }
+    let mut all = Everyone::read(store).await?;
     let mut out = Vec::new();
     for a in &config.accounts {
-        let row = schedules.get(&a.name);
+        let row = all.schedules.get(&a.name);
+        // An account's own queries only where the service has no schedule row for it yet.
         let totals = match row {
-            Some(_) => all_totals.remove(&a.name).unwrap_or_default(),
+            Some(_) => all.totals.remove(&a.name).unwrap_or_default(),
             None => store.totals(&a.name).await?,
         };
-        let refused = all_refusals
-            .remove(&a.name)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| Refused {
-                folder: r.key.folder,
-                key: r.key.key.to_string(),
-                message_id: r.message_id,
-                reason: r.reason,
-                at: r.at,
-            })
-            .collect();
-        let sign_in = match &a.auth {
-            SourceAuth::OAuth2(_) => store
-                .token(&tokens::account_owner(&a.name))
-                .await?
-                .map(|t| SignIn {
-                    subject: t.subject,
-                    access_token_expires_at: t.expires_at,
-                    refreshed_at: t.refreshed_at,
-                    scopes: t.scopes,
-                    parked: t.parked,
-                }),
-            _ => None,
-        };
-        let mut state = match (a.enabled, row) {
-            (false, _) => "disabled".to_owned(),
-            (true, Some(r)) => AccountState::from_stored(&r.state)
-                .map_or_else(|| r.state.clone(), |s| s.as_str().to_owned()),
-            // Not run by the service, but maybe by `mailferry once`.
-            (true, None) => match &totals.last_run {
-                None => "not run yet".to_owned(),
-                Some((_, None)) => "ok".to_owned(),
-                Some((_, Some(_))) => "failing".to_owned(),
-            },
-        };
-        let mut hint = row.and_then(|r| r.last_hint.clone());
-        if let SourceAuth::OAuth2(_) = &a.auth {
-            match &sign_in {
-                None => {
-                    state = AccountState::Parked.as_str().into();
-                    hint = Some(format!("sign in once with `mailferry auth {}`", a.name));
-                }
-                Some(SignIn {
-                    parked: Some(_), ..
-                }) => {
-                    state = AccountState::Parked.as_str().into();
-                    hint = Some(format!("sign in again with `mailferry auth {}`", a.name));
-                }
-                Some(_) => {}
-            }
-        }
+        let sign_in = sign_in(store, a).await?;
         let push = match &a.push {
             None => Vec::new(),
-            Some(_) => all_pushes
-                .remove(&a.name)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| PushStatus {
-                    folder: p.folder,
-                    state: p.state,
-                    connected_since: p.connected_since,
-                    last_event: p.last_event,
-                    last_latency_ms: p.last_latency_ms,
-                    logins_24h: p.logins_24h,
-                    last_error: p.last_error,
-                })
-                .collect(),
+            Some(_) => push_statuses(all.pushes.remove(&a.name).unwrap_or_default()),
         };
-        let importing = all_progress
-            .remove(&a.name)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| ImportStatus {
-                remaining: p.remaining(),
-                rate: p.rate(),
-                expected_end: p.eta().map(|s| p.updated_at + s),
-                folder: p.folder,
-                total: p.total,
-                done: p.done,
-                as_of: p.updated_at,
-            })
-            .collect();
-        // An account whose every folder is pushed has no polls: a connected push is its
-        // run.
-        if state == "not run yet" && push.iter().any(|p| p.state == "connected") {
-            state = AccountState::Ok.as_str().to_owned();
-        }
+        let (state, hint) = state_and_hint(a, row, &totals, sign_in.as_ref(), &push);
         out.push(AccountStatus {
             push,
-            importing,
+            importing: imports(all.progress.remove(&a.name).unwrap_or_default()),
             account: a.name.clone(),
             state,
             last_success: row.and_then(|r| r.last_success).or(totals.last_success),
@@ -208,7 +146,7 @@ pub(crate) async fn collect(config: &Config, store: &Store) -> anyhow::Result<Ve
             delivered_24h: totals.delivered_24h,
             deferred: totals.deferred,
             failed_runs_24h: totals.failed_runs_24h,
-            refused,
+            refused: refusals(all.refusals.remove(&a.name).unwrap_or_default()),
             last_error: row
                 .and_then(|r| r.last_error.clone())
                 .or_else(|| totals.last_run.as_ref().and_then(|(_, e)| e.clone())),
@@ -217,6 +155,108 @@ pub(crate) async fn collect(config: &Config, store: &Store) -> anyhow::Result<Ve
         });
     }
     Ok(out)
+}
+
+async fn sign_in(
+    store: &Store,
+    a: &mailferry_config::AccountConfig,
+) -> anyhow::Result<Option<SignIn>> {
+    Ok(match &a.auth {
+        SourceAuth::OAuth2(_) => store
+            .token(&tokens::account_owner(&a.name))
+            .await?
+            .map(|t| SignIn {
+                subject: t.subject,
+                access_token_expires_at: t.expires_at,
+                refreshed_at: t.refreshed_at,
+                scopes: t.scopes,
+                parked: t.parked,
+            }),
+        _ => None,
+    })
+}
+
+/// The state in words and the hint: the schedule's, unless the sign-in is missing or
+/// parked (then that), or the service has not run the account (then the last `once`).
+fn state_and_hint(
+    a: &mailferry_config::AccountConfig,
+    row: Option<&mailferry_store::ScheduleRow>,
+    totals: &mailferry_store::Totals,
+    sign_in: Option<&SignIn>,
+    push: &[PushStatus],
+) -> (String, Option<String>) {
+    let mut state = match (a.enabled, row) {
+        (false, _) => "disabled".to_owned(),
+        (true, Some(r)) => AccountState::from_stored(&r.state)
+            .map_or_else(|| r.state.clone(), |s| s.as_str().to_owned()),
+        // Not run by the service, but maybe by `mailferry once`.
+        (true, None) => match &totals.last_run {
+            None => "not run yet".to_owned(),
+            Some((_, None)) => "ok".to_owned(),
+            Some((_, Some(_))) => "failing".to_owned(),
+        },
+    };
+    let mut hint = row.and_then(|r| r.last_hint.clone());
+    if let SourceAuth::OAuth2(_) = &a.auth {
+        match sign_in {
+            None => {
+                state = AccountState::Parked.as_str().into();
+                hint = Some(format!("sign in once with `mailferry auth {}`", a.name));
+            }
+            Some(SignIn {
+                parked: Some(_), ..
+            }) => {
+                state = AccountState::Parked.as_str().into();
+                hint = Some(format!("sign in again with `mailferry auth {}`", a.name));
+            }
+            Some(_) => {}
+        }
+    }
+    // An account whose every folder is pushed has no polls: a connected push is its run.
+    if state == "not run yet" && push.iter().any(|p| p.state == "connected") {
+        state = AccountState::Ok.as_str().to_owned();
+    }
+    (state, hint)
+}
+
+fn refusals(rows: Vec<mailferry_store::Refusal>) -> Vec<Refused> {
+    rows.into_iter()
+        .map(|r| Refused {
+            folder: r.key.folder,
+            key: r.key.key.to_string(),
+            message_id: r.message_id,
+            reason: r.reason,
+            at: r.at,
+        })
+        .collect()
+}
+
+fn push_statuses(rows: Vec<mailferry_store::PushRow>) -> Vec<PushStatus> {
+    rows.into_iter()
+        .map(|p| PushStatus {
+            folder: p.folder,
+            state: p.state,
+            connected_since: p.connected_since,
+            last_event: p.last_event,
+            last_latency_ms: p.last_latency_ms,
+            logins_24h: p.logins_24h,
+            last_error: p.last_error,
+        })
+        .collect()
+}
+
+fn imports(rows: Vec<mailferry_store::Progress>) -> Vec<ImportStatus> {
+    rows.into_iter()
+        .map(|p| ImportStatus {
+            remaining: p.remaining(),
+            rate: p.rate(),
+            expected_end: p.eta().map(|s| p.updated_at + s),
+            folder: p.folder,
+            total: p.total,
+            done: p.done,
+            as_of: p.updated_at,
+        })
+        .collect()
 }
 
 /// `mailferry status [--json] [--health]`.
@@ -320,87 +360,9 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         let now = mailferry_core::unix_now();
         for s in &all {
-            let mut line = format!("{}: {}", s.account, s.state);
-            match s.last_success {
-                Some(t) => line.push_str(&format!(", last success {}", ago(t, now))),
-                None => line.push_str(", no successful run yet"),
-            }
-            if let Some(t) = s.next_run {
-                line.push_str(&format!(
-                    ", next run {}",
-                    relative(t, now).replace("ago", "ago (due)")
-                ));
-            }
-            println!("{line}");
-            println!(
-                "  delivered {} ({} in the last 24 h), {} deferred, {} refused, {} failed runs in 24 h",
-                s.delivered_total,
-                s.delivered_24h,
-                s.deferred,
-                s.refused.len(),
-                s.failed_runs_24h
-            );
-            if let Some(t) = &s.sign_in {
-                println!(
-                    "  signed in as {}, access token expires {}, refreshed {}",
-                    t.subject.as_deref().unwrap_or("?"),
-                    relative(t.access_token_expires_at, now),
-                    relative(t.refreshed_at, now)
-                );
-            }
-            for p in &s.push {
-                println!("  {}", push_line(p, now));
-            }
-            for i in &s.importing {
-                println!("  {}", import_line(i, now));
-            }
-            for r in &s.refused {
-                let id = r
-                    .message_id
-                    .as_deref()
-                    .map_or(String::new(), |m| format!(" <{m}>"));
-                println!("  refused {} {}{id}: {}", r.folder, r.key, r.reason);
-            }
-            if !s.refused.is_empty() {
-                println!(
-                    "  once the cause is fixed: mailferry retry --account {} --refused   (or one: mailferry retry --account {} KEY)",
-                    s.account, s.account
-                );
-            }
-            let ok = AccountState::from_stored(&s.state) == Some(AccountState::Ok);
-            if !ok && let Some(e) = &s.last_error {
-                println!("  last error: {e}");
-            }
-            if !ok && let Some(h) = &s.hint {
-                println!("  hint: {h}");
-            }
+            print_account(s, now);
         }
-    }
-    if !json {
-        let now = mailferry_core::unix_now();
-        for d in &config.destinations {
-            if d.oauth().is_none() {
-                continue;
-            }
-            let line = match store.token(&tokens::destination_owner(&d.name)).await? {
-                None => format!(
-                    "not signed in: sign in once with `mailferry auth {}`",
-                    d.name
-                ),
-                Some(t) if t.parked.is_some() => format!(
-                    "parked: needs auth ({}): sign in again with `mailferry auth {}`",
-                    t.parked.unwrap_or_default(),
-                    d.name
-                ),
-                Some(t) => format!(
-                    "signed in as {}, access token expires {}, refreshed {}",
-                    t.subject.as_deref().unwrap_or("?"),
-                    relative(t.expires_at, now),
-                    ago(t.refreshed_at, now)
-                ),
-            };
-            println!("destination {}: {line}", d.name);
-        }
+        print_destinations(config, &store, now).await?;
     }
     // The service keeps running the configuration it had when the file, read again on a
     // request, could not be used: the file's fix has not taken effect.
@@ -425,6 +387,92 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One account's lines of `status`.
+fn print_account(s: &AccountStatus, now: i64) {
+    let mut line = format!("{}: {}", s.account, s.state);
+    match s.last_success {
+        Some(t) => line.push_str(&format!(", last success {}", ago(t, now))),
+        None => line.push_str(", no successful run yet"),
+    }
+    if let Some(t) = s.next_run {
+        line.push_str(&format!(
+            ", next run {}",
+            relative(t, now).replace("ago", "ago (due)")
+        ));
+    }
+    println!("{line}");
+    println!(
+        "  delivered {} ({} in the last 24 h), {} deferred, {} refused, {} failed runs in 24 h",
+        s.delivered_total,
+        s.delivered_24h,
+        s.deferred,
+        s.refused.len(),
+        s.failed_runs_24h
+    );
+    if let Some(t) = &s.sign_in {
+        println!(
+            "  signed in as {}, access token expires {}, refreshed {}",
+            t.subject.as_deref().unwrap_or("?"),
+            relative(t.access_token_expires_at, now),
+            relative(t.refreshed_at, now)
+        );
+    }
+    for p in &s.push {
+        println!("  {}", push_line(p, now));
+    }
+    for i in &s.importing {
+        println!("  {}", import_line(i, now));
+    }
+    for r in &s.refused {
+        let id = r
+            .message_id
+            .as_deref()
+            .map_or(String::new(), |m| format!(" <{m}>"));
+        println!("  refused {} {}{id}: {}", r.folder, r.key, r.reason);
+    }
+    if !s.refused.is_empty() {
+        println!(
+            "  once the cause is fixed: mailferry retry --account {} --refused   (or one: mailferry retry --account {} KEY)",
+            s.account, s.account
+        );
+    }
+    let ok = AccountState::from_stored(&s.state) == Some(AccountState::Ok);
+    if !ok && let Some(e) = &s.last_error {
+        println!("  last error: {e}");
+    }
+    if !ok && let Some(h) = &s.hint {
+        println!("  hint: {h}");
+    }
+}
+
+/// The OAuth2 destinations' sign-ins.
+async fn print_destinations(config: &Config, store: &Store, now: i64) -> anyhow::Result<()> {
+    for d in &config.destinations {
+        if d.oauth().is_none() {
+            continue;
+        }
+        let line = match store.token(&tokens::destination_owner(&d.name)).await? {
+            None => format!(
+                "not signed in: sign in once with `mailferry auth {}`",
+                d.name
+            ),
+            Some(t) if t.parked.is_some() => format!(
+                "parked: needs auth ({}): sign in again with `mailferry auth {}`",
+                t.parked.unwrap_or_default(),
+                d.name
+            ),
+            Some(t) => format!(
+                "signed in as {}, access token expires {}, refreshed {}",
+                t.subject.as_deref().unwrap_or("?"),
+                relative(t.expires_at, now),
+                ago(t.refreshed_at, now)
+            ),
+        };
+        println!("destination {}: {line}", d.name);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
