@@ -18,17 +18,62 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
     source: &mut S,
     report: &mut AccountReport,
 ) -> Result<(), Stop> {
+    let mut state = list(run, folder, source).await?;
+    let uidvalidity = state.uidvalidity;
+    let uidnext = state.uidnext;
+    first_run(run, folder, &mut state).await?;
+    let present: Vec<MessageKey> = state.messages.iter().map(|m| m.key.clone()).collect();
+    let complete = state.complete;
+    let new = newest_first_when_long(unsettled(run, folder, uidvalidity, state.messages).await?);
+    report.new += new.len() as u64;
+    if run.opts.dry_run {
+        return preview(folder, &new, source, report).await;
+    }
+    if !new.is_empty() {
+        run.observer.planned(
+            &run.account.name,
+            folder,
+            new.len(),
+            new.iter().map(|m| m.size).sum(),
+        );
+        let complete = transfer(run, folder, uidvalidity, new, source, report).await?;
+        if !complete && run.until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+            // Stopped at the slice: the service runs the account again at once.
+            report.more = true;
+        }
+        if !complete || run.cancel.is_cancelled() {
+            // Something listed got no outcome this run (stopped, or left for the next
+            // one): the next listing must be complete.
+            return Ok(());
+        }
+    }
+    if !run.cancel.is_cancelled() {
+        run.store
+            .save_listed_up_to(&run.account.name, folder, uidvalidity, uidnext)
+            .await
+            .map_err(Stop::Store)?;
+    }
+    if complete && !run.cancel.is_cancelled() {
+        note_listing(run, folder, uidvalidity, &present).await?;
+    }
+    settle(run, folder, uidvalidity, present, source, report).await
+}
+
+/// Opens `folder` and lists it: after a complete run with after-delivery = keep, only
+/// what can be new (UIDs from the last UIDNEXT on, and the messages still unsettled: an
+/// unchanged folder costs one EXAMINE); under other policies everything, since what they
+/// settle is what the folder still holds. A key listed twice is kept once.
+async fn list<S: Source, D: Destination>(
+    run: &Run<'_, D>,
+    folder: &str,
+    source: &mut S,
+) -> Result<mailferry_core::FolderState, Stop> {
     let Run {
         account,
         store,
         opts,
-        observer,
         ..
     } = *run;
-    // After a complete run with after-delivery = keep, only what can be new is listed:
-    // UIDs from the last UIDNEXT on, and the messages still unsettled (an unchanged
-    // folder costs one EXAMINE). Other policies list everything: what they settle is
-    // what the folder still holds.
     let from = if opts.dry_run || account.after_delivery != AfterDelivery::Keep {
         None
     } else {
@@ -55,7 +100,6 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
         None => source.open(folder).await,
     }
     .map_err(|e| Stop::source(&e))?;
-    let uidnext = state.uidnext;
     if !opts.dry_run
         && let Some(memo) = source.memo()
     {
@@ -75,6 +119,23 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             "the server listed a message more than once; each is delivered once"
         );
     }
+    Ok(state)
+}
+
+/// Applies `first-run` to what a folder holds when it is first seen (or seen under a new
+/// UIDVALIDITY): what it excludes is recorded as seen, not delivered. A dry run records
+/// nothing but leaves out of `state` what the first run would skip.
+async fn first_run<D: Destination>(
+    run: &Run<'_, D>,
+    folder: &str,
+    state: &mut mailferry_core::FolderState,
+) -> Result<(), Stop> {
+    let Run {
+        account,
+        store,
+        opts,
+        ..
+    } = *run;
     let uidvalidity = state.uidvalidity;
     let sight = if opts.dry_run {
         None
@@ -137,20 +198,7 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             // delivered before is recognised by its content; new mail is delivered.) A
             // message without an arrival date counts as excluded: nothing excluded may
             // slip through, and with after-delivery = delete, be removed at the source.
-            let cutoff = match (last, account.first_run) {
-                (None, _) | (_, FirstRun::All) => None,
-                (Some(_), FirstRun::NewOnly) => Some((since, true)),
-                (Some(_), FirstRun::Since(t)) => Some((t, false)),
-            };
-            let skipped: Vec<MessageKey> = match cutoff {
-                None => Vec::new(),
-                Some((t, inclusive)) => state
-                    .messages
-                    .iter()
-                    .filter(|m| m.received.is_none_or(|r| r < t || (inclusive && r == t)))
-                    .map(|m| m.key.clone())
-                    .collect(),
-            };
+            let skipped = still_excluded(&state.messages, account.first_run, since, last);
             if let Some(old) = last {
                 warn!(
                     folder,
@@ -167,6 +215,48 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
         }
         Some(Some(_)) => {}
     }
+    Ok(())
+}
+
+/// Under a new UIDVALIDITY, what first-run excluded stays excluded, by arrival date: for
+/// new-only what had arrived by the folder's first listing (`since`), for since:DATE what
+/// arrived before DATE. A message without an arrival date counts as excluded. Nothing,
+/// when no UIDVALIDITY was recorded before (`last`) or first-run is all.
+fn still_excluded(
+    messages: &[ListedMessage],
+    first_run: FirstRun,
+    since: i64,
+    last: Option<u32>,
+) -> Vec<MessageKey> {
+    let cutoff = match (last, first_run) {
+        (None, _) | (_, FirstRun::All) => None,
+        (Some(_), FirstRun::NewOnly) => Some((since, true)),
+        (Some(_), FirstRun::Since(t)) => Some((t, false)),
+    };
+    match cutoff {
+        None => Vec::new(),
+        Some((t, inclusive)) => messages
+            .iter()
+            .filter(|m| m.received.is_none_or(|r| r < t || (inclusive && r == t)))
+            .map(|m| m.key.clone())
+            .collect(),
+    }
+}
+
+/// What of the listing still needs delivering: not settled in the ledger, and not resting
+/// (what the source would not hand out lately waits, its pause growing with each failure).
+async fn unsettled<D: Destination>(
+    run: &Run<'_, D>,
+    folder: &str,
+    uidvalidity: u32,
+    messages: Vec<ListedMessage>,
+) -> Result<Vec<ListedMessage>, Stop> {
+    let Run {
+        account,
+        store,
+        opts,
+        ..
+    } = *run;
     let settled = store
         .settled_keys(&account.name, folder, uidvalidity)
         .await
@@ -185,10 +275,7 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             .await
             .map_err(Stop::Store)?
     };
-    let present: Vec<MessageKey> = state.messages.iter().map(|m| m.key.clone()).collect();
-    let complete = state.complete;
-    let new: Vec<ListedMessage> = state
-        .messages
+    let new: Vec<ListedMessage> = messages
         .into_iter()
         .filter(|m| !settled.contains(&m.key) && !resting.contains(&m.key))
         .collect();
@@ -199,53 +286,45 @@ pub(crate) async fn gather_folder<S: Source, D: Destination>(
             "messages the source would not hand out rest until later"
         );
     }
-    let new = newest_first_when_long(new);
-    report.new += new.len() as u64;
     debug!(folder, new = new.len(), settled = settled.len(), "listed");
-    if opts.dry_run {
-        const PREVIEW: usize = 5;
-        let keys: Vec<MessageKey> = new.iter().take(PREVIEW).map(|m| m.key.clone()).collect();
-        let first = source
-            .headers(&keys)
-            .await
-            .map_err(|e| Stop::source(&e))?
-            .into_iter()
-            .map(|(_, h)| h.summary())
-            .collect();
-        report.preview.push(crate::report::FolderPreview {
-            folder: folder.to_owned(),
-            count: new.len() as u64,
-            first,
-        });
-        return Ok(());
-    }
-    if !new.is_empty() {
-        observer.planned(
-            &account.name,
-            folder,
-            new.len(),
-            new.iter().map(|m| m.size).sum(),
-        );
-        let complete = transfer(run, folder, uidvalidity, new, source, report).await?;
-        if !complete && run.until.is_some_and(|u| tokio::time::Instant::now() >= u) {
-            // Stopped at the slice: the service runs the account again at once.
-            report.more = true;
-        }
-        if !complete || run.cancel.is_cancelled() {
-            // Something listed got no outcome this run (stopped, or left for the next
-            // one): the next listing must be complete.
-            return Ok(());
-        }
-    }
-    if !opts.dry_run && !run.cancel.is_cancelled() {
-        store
-            .save_listed_up_to(&account.name, folder, uidvalidity, uidnext)
-            .await
-            .map_err(Stop::Store)?;
-    }
-    if complete && !run.cancel.is_cancelled() {
-        note_listing(run, folder, uidvalidity, &present).await?;
-    }
+    Ok(new)
+}
+
+/// A dry run's view of `folder`: how many are new, and the first few's headers.
+async fn preview<S: Source>(
+    folder: &str,
+    new: &[ListedMessage],
+    source: &mut S,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    const PREVIEW: usize = 5;
+    let keys: Vec<MessageKey> = new.iter().take(PREVIEW).map(|m| m.key.clone()).collect();
+    let first = source
+        .headers(&keys)
+        .await
+        .map_err(|e| Stop::source(&e))?
+        .into_iter()
+        .map(|(_, h)| h.summary())
+        .collect();
+    report.preview.push(crate::report::FolderPreview {
+        folder: folder.to_owned(),
+        count: new.len() as u64,
+        first,
+    });
+    Ok(())
+}
+
+/// Applies after-delivery to what the ledger says is delivered (POP3 removes it at QUIT,
+/// not before).
+async fn settle<S: Source, D: Destination>(
+    run: &Run<'_, D>,
+    folder: &str,
+    uidvalidity: u32,
+    present: Vec<MessageKey>,
+    source: &mut S,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let Run { account, store, .. } = *run;
     if let Some(action) = settle_action(account) {
         // Only what the ledger says is delivered; POP3 removes it at QUIT, not before.
         let delivered = store

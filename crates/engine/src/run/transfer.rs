@@ -37,9 +37,6 @@ pub(super) async fn transfer<S: Source, D: Destination>(
     let Run {
         account,
         store,
-        destination,
-        destination_name,
-        observer,
         cancel,
         ..
     } = *run;
@@ -48,8 +45,7 @@ pub(super) async fn transfer<S: Source, D: Destination>(
     // delivered. The queue between them is bounded in bytes, so memory stays at about two
     // batches (or one message larger than that).
     let budget = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
-    let (tx, mut rx) =
-        mpsc::channel::<(MessageKey, Fetched, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
+    let (tx, rx) = mpsc::channel::<(MessageKey, Fetched, OwnedSemaphorePermit)>(BATCH_MESSAGES * 2);
     // Announced larger than max-message-size: refused at once, never fetched.
     let max = run.max_message;
     let planned = new.len() as u64;
@@ -59,135 +55,14 @@ pub(super) async fn transfer<S: Source, D: Destination>(
     // what was fetched and ends; when the deliverer stops, the fetcher's next send fails.
     let incomplete = std::sync::atomic::AtomicBool::new(false);
     let incomplete = &incomplete;
-    let fetcher = async move {
-        for m in too_large {
-            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(0).await else {
-                return Ok(());
-            };
-            let why = format!(
-                "the server announces {} bytes, more than max-message-size ({max} bytes); not fetched",
-                m.size
-            );
-            if tx
-                .send((m.key, Fetched::TooLarge(why), permit))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
-        }
-        for batch in batches(&new) {
-            if cancel.is_cancelled() {
-                break;
-            }
-            if run.until.is_some_and(|u| tokio::time::Instant::now() >= u) {
-                // The slice is used: the rest is the next run's, which starts at once.
-                incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
-                break;
-            }
-            let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
-            let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
-            if fetched.len() < keys.len() {
-                // Gone meanwhile, or left for the next run.
-                incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            for (key, message) in fetched {
-                let message = match message {
-                    Ok(m) => Fetched::Message(m),
-                    Err(f) if f.permanent => Fetched::TooLarge(f.reason),
-                    Err(f) => Fetched::Failed(f.reason),
-                };
-                let len = match &message {
-                    Fetched::Message(m) => m.len(),
-                    _ => 0,
-                };
-                let weight = u32::try_from(len.min(QUEUE_BYTES as usize)).unwrap_or(u32::MAX);
-                let Ok(permit) = Arc::clone(&budget).acquire_many_owned(weight).await else {
-                    return Ok(());
-                };
-                if tx.send((key, message, permit)).await.is_err() {
-                    // The deliverer stopped (an error or shutdown): fetch no more.
-                    return Ok(());
-                }
-            }
-        }
-        Ok::<(), Stop>(())
-    };
+    let fetcher = fetch_all(run, source, too_large, new, budget, tx, incomplete);
     // Deliveries run up to the destination's concurrency (SMTP: one at a time on its one
-    // connection; the Gmail API: several, paced by its rate limiter). Each records its own
-    // outcome in the ledger; a run-ending error stops taking new messages and lets the
-    // ones in flight finish and record theirs.
-    let concurrency = destination.concurrency().max(1);
+    // connection; the Gmail API: several, paced by its rate limiter).
     let tracker = tokio::sync::Mutex::new(
         super::progress::Tracker::start(store, &account.name, folder, planned).await,
     );
     let tracker = &tracker;
-    let deliverer = async move {
-        let mut inflight = FuturesUnordered::new();
-        let mut open = true;
-        let mut stop: Option<Stop> = None;
-        let mut streak = Streak::default();
-        loop {
-            let take =
-                open && stop.is_none() && !cancel.is_cancelled() && inflight.len() < concurrency;
-            tokio::select! {
-                Some((size, done)) = inflight.next(), if !inflight.is_empty() => {
-                    let (size, done): (u64, Done) = (size, done);
-                    observer.done(&account.name, size);
-                    if let Some(t) = tracker.lock().await.as_mut() {
-                        t.step().await;
-                    }
-                    if matches!(done.outcome, Ok(Outcome::Delivered)) {
-                        report.bytes += size;
-                    }
-                    if let Some(e) = streak.count(&done.outcome, destination_name)
-                        && stop.is_none()
-                    {
-                        stop = Some(e);
-                    }
-                    if let Err(e) = tally(done, report)
-                        && stop.is_none()
-                    {
-                        stop = Some(e);
-                    }
-                }
-                item = rx.recv(), if take => match item {
-                    Some((key, message, permit)) => {
-                        report.counts.fetched += 1;
-                        let key = LedgerKey {
-                            account: account.name.clone(),
-                            folder: folder.to_owned(),
-                            uidvalidity,
-                            key,
-                        };
-                        inflight.push(async move {
-                            let (size, done) = match &message {
-                                Fetched::Message(m) => (
-                                    m.len() as u64,
-                                    deliver_one(&key, m, destination, destination_name, store)
-                                        .await,
-                                ),
-                                Fetched::Failed(reason) => (
-                                    0,
-                                    fetch_failed(&key, reason, destination_name, store, FETCH_RETRY)
-                                        .await,
-                                ),
-                                Fetched::TooLarge(reason) => (
-                                    0,
-                                    fetch_failed(&key, reason, destination_name, store, FetchRetry::AT_ONCE).await,
-                                ),
-                            };
-                            drop((message, permit));
-                            (size, done)
-                        });
-                    }
-                    None => open = false,
-                },
-                else => break,
-            }
-        }
-        stop.map_or(Ok(()), Err)
-    };
+    let deliverer = deliver_all(run, folder, uidvalidity, rx, tracker, report);
     let (fetched, delivered) = tokio::join!(fetcher, deliverer);
     delivered?;
     fetched?;
@@ -199,6 +74,166 @@ pub(super) async fn transfer<S: Source, D: Destination>(
         t.finish().await;
     }
     Ok(complete)
+}
+
+/// The fetching half: refuses what is announced too large, then fetches `new` in
+/// batches into the queue until it is all fetched, the slice ends, or the deliverer stops.
+async fn fetch_all<S: Source, D: Destination>(
+    run: &Run<'_, D>,
+    source: &mut S,
+    too_large: Vec<ListedMessage>,
+    new: Vec<ListedMessage>,
+    budget: Arc<Semaphore>,
+    tx: mpsc::Sender<(MessageKey, Fetched, OwnedSemaphorePermit)>,
+    incomplete: &std::sync::atomic::AtomicBool,
+) -> Result<(), Stop> {
+    let (max, cancel) = (run.max_message, run.cancel);
+    for m in too_large {
+        let Ok(permit) = Arc::clone(&budget).acquire_many_owned(0).await else {
+            return Ok(());
+        };
+        let why = format!(
+            "the server announces {} bytes, more than max-message-size ({max} bytes); not fetched",
+            m.size
+        );
+        if tx
+            .send((m.key, Fetched::TooLarge(why), permit))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    for batch in batches(&new) {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if run.until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+            // The slice is used: the rest is the next run's, which starts at once.
+            incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
+            break;
+        }
+        let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
+        let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
+        if fetched.len() < keys.len() {
+            // Gone meanwhile, or left for the next run.
+            incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        for (key, message) in fetched {
+            let message = match message {
+                Ok(m) => Fetched::Message(m),
+                Err(f) if f.permanent => Fetched::TooLarge(f.reason),
+                Err(f) => Fetched::Failed(f.reason),
+            };
+            let len = match &message {
+                Fetched::Message(m) => m.len(),
+                _ => 0,
+            };
+            let weight = u32::try_from(len.min(QUEUE_BYTES as usize)).unwrap_or(u32::MAX);
+            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(weight).await else {
+                return Ok(());
+            };
+            if tx.send((key, message, permit)).await.is_err() {
+                // The deliverer stopped (an error or shutdown): fetch no more.
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The delivering half: takes fetched messages from the queue, up to the destination's
+/// concurrency at once, each recording its own outcome; a run-ending error (or a streak
+/// of alike refusals) stops taking new ones and lets those in flight finish.
+async fn deliver_all<D: Destination>(
+    run: &Run<'_, D>,
+    folder: &str,
+    uidvalidity: u32,
+    mut rx: mpsc::Receiver<(MessageKey, Fetched, OwnedSemaphorePermit)>,
+    tracker: &tokio::sync::Mutex<Option<super::progress::Tracker<'_>>>,
+    report: &mut AccountReport,
+) -> Result<(), Stop> {
+    let Run {
+        account,
+        store,
+        destination,
+        destination_name,
+        observer,
+        cancel,
+        ..
+    } = *run;
+    let concurrency = destination.concurrency().max(1);
+    let mut inflight = FuturesUnordered::new();
+    let mut open = true;
+    let mut stop: Option<Stop> = None;
+    let mut streak = Streak::default();
+    loop {
+        let take = open && stop.is_none() && !cancel.is_cancelled() && inflight.len() < concurrency;
+        tokio::select! {
+            Some((size, done)) = inflight.next(), if !inflight.is_empty() => {
+                let (size, done): (u64, Done) = (size, done);
+                observer.done(&account.name, size);
+                if let Some(t) = tracker.lock().await.as_mut() {
+                    t.step().await;
+                }
+                if matches!(done.outcome, Ok(Outcome::Delivered)) {
+                    report.bytes += size;
+                }
+                if let Some(e) = streak.count(&done.outcome, destination_name)
+                    && stop.is_none()
+                {
+                    stop = Some(e);
+                }
+                if let Err(e) = tally(done, report)
+                    && stop.is_none()
+                {
+                    stop = Some(e);
+                }
+            }
+            item = rx.recv(), if take => match item {
+                Some((key, message, permit)) => {
+                    report.counts.fetched += 1;
+                    let key = LedgerKey {
+                        account: account.name.clone(),
+                        folder: folder.to_owned(),
+                        uidvalidity,
+                        key,
+                    };
+                    inflight.push(one(key, message, permit, destination, destination_name, store));
+                }
+                None => open = false,
+            },
+            else => break,
+        }
+    }
+    stop.map_or(Ok(()), Err)
+}
+
+/// One queued message's outcome, recorded: delivered (or not), or its fetch failure.
+async fn one<D: Destination>(
+    key: LedgerKey,
+    message: Fetched,
+    permit: OwnedSemaphorePermit,
+    destination: &D,
+    destination_name: &str,
+    store: &Store,
+) -> (u64, Done) {
+    let (size, done) = match &message {
+        Fetched::Message(m) => (
+            m.len() as u64,
+            deliver_one(&key, m, destination, destination_name, store).await,
+        ),
+        Fetched::Failed(reason) => (
+            0,
+            fetch_failed(&key, reason, destination_name, store, FETCH_RETRY).await,
+        ),
+        Fetched::TooLarge(reason) => (
+            0,
+            fetch_failed(&key, reason, destination_name, store, FetchRetry::AT_ONCE).await,
+        ),
+    };
+    drop((message, permit));
+    (size, done)
 }
 
 /// What became of one message.
@@ -359,47 +394,8 @@ async fn deliver_and_record<D: Destination>(
         size: message.len(),
         destination: destination_name,
     };
-    match store
-        .begin_attempt(key, &facts)
-        .await
-        .map_err(Stop::Store)?
-    {
-        Attempt::Duplicate => {
-            debug!(key = %key.key, "already delivered under an earlier UIDVALIDITY");
-            return Ok(Outcome::Duplicate);
-        }
-        Attempt::Settled => {
-            debug!(key = %key.key, "settled already; not delivered again");
-            return Ok(Outcome::Duplicate);
-        }
-        Attempt::Interrupted { since } => {
-            // Did it arrive before the interruption? A destination that can tell (the
-            // Gmail API, by Message-ID) makes this exactly once; SMTP cannot, so the
-            // message is sent again (at least once) and counted.
-            match destination
-                .lookup(message, &key.folder, since)
-                .await
-                .map_err(|e| Stop::destination(&e))?
-            {
-                Lookup::Found(id) => {
-                    info!(key = %key.key, id, "an interrupted delivery had arrived; not sending it again");
-                    store.mark_delivered(key, &id).await.map_err(Stop::Store)?;
-                    return Ok(Outcome::Found);
-                }
-                Lookup::TooEarly => {
-                    info!(key = %key.key, "an unconfirmed delivery is not found yet, but it is too recent for Gmail's search to be sure; looking again at a later run");
-                    return Ok(Outcome::Pending(pending(key, message_id)));
-                }
-                Lookup::Absent => {}
-            }
-            warn!(
-                key = %key.key,
-                "an earlier delivery of this message was interrupted; sending it again"
-            );
-            store.renew_attempt(key).await.map_err(Stop::Store)?;
-            *resent = true;
-        }
-        Attempt::Fresh => {}
+    if let Some(done) = begin(key, message, &facts, destination, store, resent).await? {
+        return Ok(done);
     }
     if message.is_blank() {
         // One rule for every source and destination: SMTP cannot carry an empty message,
@@ -426,54 +422,7 @@ async fn deliver_and_record<D: Destination>(
             debug!(key = %key.key, reply = %receipt.id, "delivered");
             Ok(Outcome::Delivered)
         }
-        Err(e) if e.class().is_per_message() => {
-            let p = MessageProblem {
-                folder: key.folder.clone(),
-                key: key.key.clone(),
-                message_id,
-                reason: ErrorReport::from_error(&e).message,
-            };
-            if e.class() == ErrorClass::Doubtful {
-                // Maybe the destination's answer to every message: rest and retry it over a
-                // day; the streak stops the run when the others get the same answer.
-                let refused = store
-                    .record_doubtful_refusal(
-                        key,
-                        &p.reason,
-                        FETCH_RETRY,
-                        mailferry_core::unix_now(),
-                    )
-                    .await
-                    .map_err(Stop::Store)?;
-                warn!(key = %key.key, reason = %p.reason, refused, "the destination refused this message; it stays at the source");
-                return Ok(if refused {
-                    Outcome::Refused(MessageProblem {
-                        reason: format!(
-                            "refused at {} tries over a day or more: {}; it stays at the source (mailferry retry brings it back)",
-                            FETCH_RETRY.tries, p.reason
-                        ),
-                        ..p
-                    })
-                } else {
-                    Outcome::DestinationDeferred(p)
-                });
-            }
-            if e.class() == ErrorClass::Deferred {
-                warn!(key = %key.key, reason = %p.reason, "delivery deferred; will retry next run");
-                store
-                    .mark_deferred(key, &p.reason)
-                    .await
-                    .map_err(Stop::Store)?;
-                Ok(Outcome::DestinationDeferred(p))
-            } else {
-                warn!(key = %key.key, reason = %p.reason, "delivery refused; the message stays at the source");
-                store
-                    .mark_refused(key, &p.reason)
-                    .await
-                    .map_err(Stop::Store)?;
-                Ok(Outcome::Refused(p))
-            }
-        }
+        Err(e) if e.class().is_per_message() => refused(key, &e, message_id, store).await,
         Err(e) if e.may_have_arrived() && destination.can_look_up() => {
             // The destination may hold it and can tell later: the attempt stays open, the
             // others carry on.
@@ -492,6 +441,112 @@ async fn deliver_and_record<D: Destination>(
             }
             Err(Stop::destination(&e))
         }
+    }
+}
+
+/// Records the attempt before anything is sent. `Some` when the message needs no
+/// delivery: a duplicate, settled already, or an interrupted delivery that the destination
+/// says arrived (or cannot tell yet). An interrupted one that did not arrive is renewed
+/// and sent again (`resent`).
+async fn begin<D: Destination>(
+    key: &LedgerKey,
+    message: &RawMessage,
+    facts: &MessageFacts<'_>,
+    destination: &D,
+    store: &Store,
+    resent: &mut bool,
+) -> Result<Option<Outcome>, Stop> {
+    let message_id = facts.message_id.map(str::to_owned);
+    match store.begin_attempt(key, facts).await.map_err(Stop::Store)? {
+        Attempt::Duplicate => {
+            debug!(key = %key.key, "already delivered under an earlier UIDVALIDITY");
+            return Ok(Some(Outcome::Duplicate));
+        }
+        Attempt::Settled => {
+            debug!(key = %key.key, "settled already; not delivered again");
+            return Ok(Some(Outcome::Duplicate));
+        }
+        Attempt::Interrupted { since } => {
+            // Did it arrive before the interruption? A destination that can tell (the
+            // Gmail API, by Message-ID) makes this exactly once; SMTP cannot, so the
+            // message is sent again (at least once) and counted.
+            match destination
+                .lookup(message, &key.folder, since)
+                .await
+                .map_err(|e| Stop::destination(&e))?
+            {
+                Lookup::Found(id) => {
+                    info!(key = %key.key, id, "an interrupted delivery had arrived; not sending it again");
+                    store.mark_delivered(key, &id).await.map_err(Stop::Store)?;
+                    return Ok(Some(Outcome::Found));
+                }
+                Lookup::TooEarly => {
+                    info!(key = %key.key, "an unconfirmed delivery is not found yet, but it is too recent for Gmail's search to be sure; looking again at a later run");
+                    return Ok(Some(Outcome::Pending(pending(key, message_id))));
+                }
+                Lookup::Absent => {}
+            }
+            warn!(
+                key = %key.key,
+                "an earlier delivery of this message was interrupted; sending it again"
+            );
+            store.renew_attempt(key).await.map_err(Stop::Store)?;
+            *resent = true;
+        }
+        Attempt::Fresh => {}
+    }
+    Ok(None)
+}
+
+/// The destination refused this message (not the run): deferred, doubtful (rests and is
+/// retried over a day; the streak stops the run when the others get the same answer), or
+/// refused for good. It stays at the source either way.
+async fn refused<E: std::error::Error + Classify>(
+    key: &LedgerKey,
+    e: &E,
+    message_id: Option<String>,
+    store: &Store,
+) -> Result<Outcome, Stop> {
+    let p = MessageProblem {
+        folder: key.folder.clone(),
+        key: key.key.clone(),
+        message_id,
+        reason: ErrorReport::from_error(e).message,
+    };
+    if e.class() == ErrorClass::Doubtful {
+        // Maybe the destination's answer to every message: rest and retry it over a
+        // day; the streak stops the run when the others get the same answer.
+        let refused = store
+            .record_doubtful_refusal(key, &p.reason, FETCH_RETRY, mailferry_core::unix_now())
+            .await
+            .map_err(Stop::Store)?;
+        warn!(key = %key.key, reason = %p.reason, refused, "the destination refused this message; it stays at the source");
+        return Ok(if refused {
+            Outcome::Refused(MessageProblem {
+                reason: format!(
+                    "refused at {} tries over a day or more: {}; it stays at the source (mailferry retry brings it back)",
+                    FETCH_RETRY.tries, p.reason
+                ),
+                ..p
+            })
+        } else {
+            Outcome::DestinationDeferred(p)
+        });
+    }
+    if e.class() == ErrorClass::Deferred {
+        warn!(key = %key.key, reason = %p.reason, "delivery deferred; will retry next run");
+        store
+            .mark_deferred(key, &p.reason)
+            .await
+            .map_err(Stop::Store)?;
+        Ok(Outcome::DestinationDeferred(p))
+    } else {
+        warn!(key = %key.key, reason = %p.reason, "delivery refused; the message stays at the source");
+        store
+            .mark_refused(key, &p.reason)
+            .await
+            .map_err(Stop::Store)?;
+        Ok(Outcome::Refused(p))
     }
 }
 
