@@ -27,59 +27,11 @@ pub async fn account(
         return out;
     }
 
-    if let SourceAuth::OAuth2(_) = &account.auth {
-        match tokens
-            .store()
-            .token(&tokens::account_owner(&account.name))
-            .await
-        {
-            Ok(Some(t)) => {
-                let left = t.expires_at - mailferry_core::unix_now();
-                let who = t.subject.unwrap_or_else(|| "?".into());
-                match t.parked {
-                    Some(reason) => {
-                        out.push(Finding::fail(
-                            "sign-in",
-                            format!("parked: {reason}"),
-                            Some(format!(
-                                "sign in again with `mailferry auth {}`",
-                                account.name
-                            )),
-                        ));
-                        return out;
-                    }
-                    None => out.push(Finding::ok(
-                        "sign-in",
-                        format!(
-                            "signed in as {who}; access token {} ; scopes: {}",
-                            if left > 0 {
-                                format!("valid {} min more", left / 60)
-                            } else {
-                                "expired (refreshed at the next login)".into()
-                            },
-                            t.scopes.join(" ")
-                        ),
-                    )),
-                }
-            }
-            Ok(None) => {
-                out.push(Finding::fail(
-                    "sign-in",
-                    "not signed in yet".into(),
-                    Some(format!(
-                        "sign in once with `mailferry auth {}`",
-                        account.name
-                    )),
-                ));
-                return out;
-            }
-            Err(err) => {
-                out.push(Finding::fail("sign-in", err.to_string(), None));
-                return out;
-            }
-        }
+    if let SourceAuth::OAuth2(_) = &account.auth
+        && !account_sign_in(account, tokens, &mut out).await
+    {
+        return out;
     }
-
     let login = match AnySource::open(account, &config.daemon, tokens).await {
         Ok(mut s) => {
             let notable = s.notable_capabilities().await;
@@ -128,6 +80,66 @@ pub async fn account(
         }
     }
     out
+}
+
+/// The stored sign-in of an OAuth2 account: who, until when, which scopes; `false` when
+/// there is none to log in with (not signed in, parked, unreadable).
+async fn account_sign_in(
+    account: &AccountConfig,
+    tokens: &TokenKeeper,
+    out: &mut Vec<Finding>,
+) -> bool {
+    match tokens
+        .store()
+        .token(&tokens::account_owner(&account.name))
+        .await
+    {
+        Ok(Some(t)) => {
+            let left = t.expires_at - mailferry_core::unix_now();
+            let who = t.subject.unwrap_or_else(|| "?".into());
+            match t.parked {
+                Some(reason) => {
+                    out.push(Finding::fail(
+                        "sign-in",
+                        format!("parked: {reason}"),
+                        Some(format!(
+                            "sign in again with `mailferry auth {}`",
+                            account.name
+                        )),
+                    ));
+                    return false;
+                }
+                None => out.push(Finding::ok(
+                    "sign-in",
+                    format!(
+                        "signed in as {who}; access token {} ; scopes: {}",
+                        if left > 0 {
+                            format!("valid {} min more", left / 60)
+                        } else {
+                            "expired (refreshed at the next login)".into()
+                        },
+                        t.scopes.join(" ")
+                    ),
+                )),
+            }
+        }
+        Ok(None) => {
+            out.push(Finding::fail(
+                "sign-in",
+                "not signed in yet".into(),
+                Some(format!(
+                    "sign in once with `mailferry auth {}`",
+                    account.name
+                )),
+            ));
+            return false;
+        }
+        Err(err) => {
+            out.push(Finding::fail("sign-in", err.to_string(), None));
+            return false;
+        }
+    }
+    true
 }
 
 /// DNS, TCP and (for implicit TLS) the handshake to `e`; `false` after a failure.

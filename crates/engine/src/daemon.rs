@@ -233,13 +233,43 @@ pub async fn serve(
     }
     // Pushed folders: one watcher each, beside the schedule (which still polls every
     // folder at its interval, as a safety net).
-    let watches: Vec<crate::push::Watch<'_>> = config
+    let watches = watches(&daemon);
+    let pushing = futures_util::future::join_all(watches.iter().map(crate::push::Watch::run));
+    let keepalive = async {
+        loop {
+            tokens.keepalive_logged(config).await;
+            // Old runs go, off the hot path (mailferry_store's prune.rs says what stays).
+            match store.prune_runs(mailferry_core::unix_now()).await {
+                Ok(0) => {}
+                Ok(n) => debug!(runs = n, "old runs pruned"),
+                Err(e) => warn!(cause = %e, "cannot prune old runs"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(KEEPALIVE_EVERY) => {}
+            }
+        }
+    };
+    tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive, pushing);
+}
+
+/// One watcher per pushed folder of every enabled account, each held to its account's and
+/// its host's connection limits and its account's one-delivery-at-a-time lock.
+fn watches<'a>(daemon: &'a Daemon<'a>) -> Vec<crate::push::Watch<'a>> {
+    let Daemon {
+        config,
+        store,
+        tokens,
+        cancel,
+        hooks,
+        ..
+    } = *daemon;
+    config
         .accounts
         .iter()
         .enumerate()
         .filter(|(_, a)| a.enabled)
         .flat_map(|(i, a)| {
-            let daemon = &daemon;
             a.push.iter().flat_map(move |p| {
                 p.folders.iter().map(move |folder| crate::push::Watch {
                     config,
@@ -263,24 +293,7 @@ pub async fn serve(
                 })
             })
         })
-        .collect();
-    let pushing = futures_util::future::join_all(watches.iter().map(crate::push::Watch::run));
-    let keepalive = async {
-        loop {
-            tokens.keepalive_logged(config).await;
-            // Old runs go, off the hot path (mailferry_store's prune.rs says what stays).
-            match store.prune_runs(mailferry_core::unix_now()).await {
-                Ok(0) => {}
-                Ok(n) => debug!(runs = n, "old runs pruned"),
-                Err(e) => warn!(cause = %e, "cannot prune old runs"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep(KEEPALIVE_EVERY) => {}
-            }
-        }
-    };
-    tokio::join!(schedule::drive(&slots, &daemon, cancel), keepalive, pushing);
+        .collect()
 }
 
 /// What the service does after each scheduled run of `account`: the schedule row `status`

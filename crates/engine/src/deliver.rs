@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use mailferry_config::{
     AccountConfig, Daemon, DestinationConfig, DestinationKind, GmailAuth, GmailConfig, GmailMode,
-    OAuthSettings, SmtpAuth, SmtpSender,
+    OAuthSettings, SmtpAuth, SmtpConfig, SmtpSender,
 };
 use mailferry_core::{Classify, Destination, ErrorClass, Lookup, RawMessage, Receipt, Secret};
 use mailferry_gmail::{
@@ -195,99 +195,8 @@ impl<'a> AnyDestination<'a> {
         tokens: &'a TokenKeeper,
     ) -> Result<Self, DeliveryError> {
         let kind = match &dest.kind {
-            DestinationKind::Smtp(s) => {
-                let (login, oauth) = match &s.auth {
-                    SmtpAuth::None => (None, None),
-                    SmtpAuth::Password { username, password } => (
-                        Some(Login::Password {
-                            username: username.clone(),
-                            password: password.expose().to_owned(),
-                        }),
-                        None,
-                    ),
-                    SmtpAuth::OAuth2 { username, settings } => {
-                        let owner = destination_owner(&dest.name);
-                        let token =
-                            tokens
-                                .access_token(&owner, settings)
-                                .await
-                                .map_err(|source| DeliveryError::Token {
-                                    destination: dest.name.clone(),
-                                    source,
-                                })?;
-                        (
-                            Some(Login::OAuth2 {
-                                username: username.clone(),
-                                token: token.expose().to_owned(),
-                            }),
-                            Some((owner, settings, Mutex::new(token))),
-                        )
-                    }
-                };
-                let smtp = SmtpDestination::new(SmtpOptions {
-                    host: s.endpoint.host.clone(),
-                    port: s.endpoint.port,
-                    tls: s.endpoint.tls,
-                    ca_pem: s.endpoint.ca_pem.clone(),
-                    login,
-                    envelope_to: s.envelope_to.clone(),
-                    envelope_from: match &s.envelope_from {
-                        SmtpSender::FromMessage => Sender::FromMessage,
-                        SmtpSender::Null => Sender::Null,
-                        SmtpSender::Recipient => Sender::Recipient,
-                        SmtpSender::Fixed(a) => Sender::Address(a.clone()),
-                    },
-                    hello_name: s.hello_name.clone(),
-                    connect_timeout: daemon.connect_timeout,
-                    io_timeout: daemon.io_timeout,
-                })?;
-                Kind::Smtp {
-                    smtp: Box::new(smtp),
-                    oauth,
-                }
-            }
-            DestinationKind::Gmail(g) => {
-                let mailbox = format!("{}#{}", g.api_url, dest.name);
-                // The rate learned from Gmail's refusals, remembered across restarts.
-                let start_rate = match tokens.store().gmail_rate(&mailbox).await {
-                    Ok(rate) => rate,
-                    Err(e) => {
-                        warn!(cause = %e, "cannot read the learned Gmail rate; starting at max-rate");
-                        None
-                    }
-                };
-                let gmail = GmailDestination::new(
-                    GmailOptions {
-                        base_url: g.api_url.clone(),
-                        mode: match g.mode {
-                            GmailMode::Import => Mode::Import,
-                            GmailMode::Insert => Mode::Insert,
-                        },
-                        internal_date_source: g.internal_date_source.clone(),
-                        never_mark_spam: g.never_mark_spam,
-                        process_for_calendar: g.process_for_calendar,
-                        max_rate: g.max_rate,
-                        start_rate,
-                        concurrency: g.concurrency,
-                        connect_timeout: daemon.connect_timeout,
-                        io_timeout: daemon.io_timeout,
-                    },
-                    &mailbox,
-                )?;
-                let token = match &g.auth {
-                    GmailAuth::OAuth2(settings) => TokenSource::Keeper {
-                        owner: destination_owner(&dest.name),
-                        settings,
-                    },
-                    GmailAuth::TokenFile(p) => TokenSource::File(p),
-                };
-                Kind::Gmail {
-                    gmail: Box::new(gmail),
-                    config: g,
-                    token,
-                    mailbox,
-                }
-            }
+            DestinationKind::Smtp(s) => smtp(dest, s, daemon, tokens).await?,
+            DestinationKind::Gmail(g) => gmail(dest, g, daemon, tokens).await?,
         };
         Ok(Self {
             name: dest.name.clone(),
@@ -518,4 +427,110 @@ impl<'a> AnyDestination<'a> {
             }
         }
     }
+}
+
+/// An SMTP destination, logged in with its password or a fresh OAuth2 token.
+async fn smtp<'a>(
+    dest: &DestinationConfig,
+    s: &'a SmtpConfig,
+    daemon: &Daemon,
+    tokens: &TokenKeeper,
+) -> Result<Kind<'a>, DeliveryError> {
+    let (login, oauth) = match &s.auth {
+        SmtpAuth::None => (None, None),
+        SmtpAuth::Password { username, password } => (
+            Some(Login::Password {
+                username: username.clone(),
+                password: password.expose().to_owned(),
+            }),
+            None,
+        ),
+        SmtpAuth::OAuth2 { username, settings } => {
+            let owner = destination_owner(&dest.name);
+            let token = tokens
+                .access_token(&owner, settings)
+                .await
+                .map_err(|source| DeliveryError::Token {
+                    destination: dest.name.clone(),
+                    source,
+                })?;
+            (
+                Some(Login::OAuth2 {
+                    username: username.clone(),
+                    token: token.expose().to_owned(),
+                }),
+                Some((owner, settings, Mutex::new(token))),
+            )
+        }
+    };
+    let smtp = SmtpDestination::new(SmtpOptions {
+        host: s.endpoint.host.clone(),
+        port: s.endpoint.port,
+        tls: s.endpoint.tls,
+        ca_pem: s.endpoint.ca_pem.clone(),
+        login,
+        envelope_to: s.envelope_to.clone(),
+        envelope_from: match &s.envelope_from {
+            SmtpSender::FromMessage => Sender::FromMessage,
+            SmtpSender::Null => Sender::Null,
+            SmtpSender::Recipient => Sender::Recipient,
+            SmtpSender::Fixed(a) => Sender::Address(a.clone()),
+        },
+        hello_name: s.hello_name.clone(),
+        connect_timeout: daemon.connect_timeout,
+        io_timeout: daemon.io_timeout,
+    })?;
+    Ok(Kind::Smtp {
+        smtp: Box::new(smtp),
+        oauth,
+    })
+}
+
+/// A Gmail API destination, starting at the rate learned before.
+async fn gmail<'a>(
+    dest: &DestinationConfig,
+    g: &'a GmailConfig,
+    daemon: &Daemon,
+    tokens: &TokenKeeper,
+) -> Result<Kind<'a>, DeliveryError> {
+    let mailbox = format!("{}#{}", g.api_url, dest.name);
+    // The rate learned from Gmail's refusals, remembered across restarts.
+    let start_rate = match tokens.store().gmail_rate(&mailbox).await {
+        Ok(rate) => rate,
+        Err(e) => {
+            warn!(cause = %e, "cannot read the learned Gmail rate; starting at max-rate");
+            None
+        }
+    };
+    let gmail = GmailDestination::new(
+        GmailOptions {
+            base_url: g.api_url.clone(),
+            mode: match g.mode {
+                GmailMode::Import => Mode::Import,
+                GmailMode::Insert => Mode::Insert,
+            },
+            internal_date_source: g.internal_date_source.clone(),
+            never_mark_spam: g.never_mark_spam,
+            process_for_calendar: g.process_for_calendar,
+            max_rate: g.max_rate,
+            start_rate,
+            concurrency: g.concurrency,
+            connect_timeout: daemon.connect_timeout,
+            io_timeout: daemon.io_timeout,
+        },
+        &mailbox,
+    )?;
+    let token = match &g.auth {
+        GmailAuth::OAuth2(settings) => TokenSource::Keeper {
+            owner: destination_owner(&dest.name),
+            settings,
+        },
+        GmailAuth::TokenFile(p) => TokenSource::File(p),
+    };
+    Ok(Kind::Gmail {
+        gmail: Box::new(gmail),
+        config: g,
+        token,
+        mailbox,
+    })
 }
