@@ -98,6 +98,78 @@ fn no_source_file_has_more_than_600_lines() {
     );
 }
 
+/// The longest a function may be, signature to closing brace, tests aside: a longer one
+/// is cut into named phases.
+const MAX_FUNCTION_LINES: usize = 100;
+
+/// `(name, first line, lines)` of each function with a body in `code` (rustfmt's layout:
+/// the body ends at the first `}` line at the signature's indentation).
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let mut words = trimmed.split_whitespace().peekable();
+        let mut is_fn = false;
+        for w in words.by_ref() {
+            if w == "fn" {
+                is_fn = true;
+                break;
+            }
+            if !(w.starts_with("pub") || matches!(w, "async" | "const" | "unsafe" | "extern")) {
+                break;
+            }
+        }
+        if !is_fn {
+            continue;
+        }
+        let name: String = words
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        // The signature ends at `{` (a body) or `;` (a declaration).
+        let Some(open) = (i..lines.len()).find(|&j| {
+            let l = lines[j].trim_end();
+            l.ends_with('{') || l.ends_with(';')
+        }) else {
+            continue;
+        };
+        if lines[open].trim_end().ends_with(';') {
+            continue;
+        }
+        let close = format!("{indent}}}");
+        if let Some(end) = (open..lines.len()).find(|&j| lines[j].trim_end() == close) {
+            out.push((name, i + 1, end - i + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_100_lines() {
+    let mut long = Vec::new();
+    for (name, dir) in crates() {
+        if name == "testkit" {
+            continue;
+        }
+        for file in rust_files(&dir.join("src")) {
+            for (f, line, n) in functions(&code_part(&file)) {
+                if n > MAX_FUNCTION_LINES {
+                    long.push(format!("{}:{line} {f} ({n} lines)", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (cut them into named phases):\n{}",
+        long.join("\n")
+    );
+}
+
 /// The crate's top-level module a file belongs to (`run/transfer.rs` -> `run`).
 fn top_module(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
@@ -285,6 +357,14 @@ fn the_checks_see_what_they_guard() {
         &modules,
     );
     assert!(named.contains("build") && named.contains("run") && named.contains("deliver"));
+    let measured = functions(
+        "fn a() {\n    x\n}\n    pub(crate) async fn b(\n        y: u8,\n    ) -> u8 {\n        y\n    }\n    fn c();\n",
+    );
+    assert_eq!(
+        measured,
+        [("a".to_owned(), 1, 3), ("b".to_owned(), 4, 5)],
+        "the function measure"
+    );
     let with_tests = code_part(&workspace().join("crates/imap/src/uid_set.rs"));
     assert!(!with_tests.contains("fn sequence_sets_merge_runs"));
 }

@@ -128,33 +128,9 @@ impl Checker<'_> {
         daemon: &Daemon,
         destinations: &HashSet<String>,
     ) -> Option<AccountConfig> {
-        let name = self.required(
-            format!("{key}.name"),
-            raw.name,
-            "a short unique name, e.g. \"outlook\"",
-        );
+        let name = self.account_name(key, raw.name.clone());
         self.read_secrets = self.scope.covers(name.as_deref());
-        if let Some(n) = &name
-            && (n.is_empty()
-                || !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        {
-            self.err(
-                format!("{key}.name"),
-                format!("{n:?} may hold only letters, digits, '-', '_' and '.'"),
-            );
-        }
-        let provider = match raw.provider.as_deref() {
-            None => None,
-            Some(p) => {
-                let found = presets::preset(p);
-                if found.is_none() {
-                    self.err(format!("{key}.provider"), format!("{p:?} is not a known provider; use one of {} or leave it out and set host", presets::names()));
-                }
-                found
-            }
-        };
+        let provider = self.provider(key, raw.provider.as_deref());
         let protocol = self.choice(
             format!("{key}.protocol"),
             raw.protocol.as_deref(),
@@ -162,31 +138,7 @@ impl Checker<'_> {
             "supported",
             &[("imap", Protocol::Imap), ("pop3", Protocol::Pop3)],
         );
-        let preset_host = provider.and_then(|p| match protocol {
-            Protocol::Imap => Some(p.imap_host),
-            Protocol::Pop3 => Some(p.pop3_host).filter(|h| !h.is_empty()),
-        });
-        if let (Some(p), None, Protocol::Pop3, None) = (provider, preset_host, protocol, &raw.host)
-        {
-            self.err(
-                format!("{key}.protocol"),
-                format!("{} offers no POP3; use \"imap\"", p.name),
-            );
-        }
-        let host = raw.host.or_else(|| preset_host.map(str::to_owned));
-        let host = self.required(
-            format!("{key}.host"),
-            host,
-            "the server's host name (or set provider)",
-        );
-        let tls = self.tls(format!("{key}.tls"), raw.tls.as_deref(), TlsMode::Implicit);
-        let port = raw.port.unwrap_or(match (protocol, tls) {
-            (Protocol::Imap, TlsMode::Implicit) => 993,
-            (Protocol::Imap, TlsMode::StartTls | TlsMode::None) => 143,
-            (Protocol::Pop3, TlsMode::Implicit) => 995,
-            (Protocol::Pop3, TlsMode::StartTls | TlsMode::None) => 110,
-        });
-        let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
+        let (host, tls, port, ca_pem) = self.source_endpoint(key, provider, protocol, &raw);
         let username = self.required(
             format!("{key}.username"),
             raw.username,
@@ -210,7 +162,129 @@ impl Checker<'_> {
                 p.name
             ));
         }
-        let folders = raw.folders.unwrap_or_else(|| vec!["INBOX".to_owned()]);
+        let folders = self.folders(key, raw.folders, protocol);
+        let after_delivery =
+            self.after_delivery(key, raw.after_delivery.as_deref(), protocol, &folders);
+        let first_run = self.first_run(key, raw.first_run.as_deref(), protocol);
+        let push = self.push(
+            key,
+            super::push::RawPush {
+                push: raw.push.as_deref(),
+                folders: raw.push_folders,
+                refresh: raw.idle_refresh.as_deref(),
+            },
+            protocol,
+            &folders,
+        );
+        let interval = self.interval(key, raw.interval.as_deref(), daemon);
+        let destination = self.destination_ref(key, raw.destination, destinations);
+        Some(AccountConfig {
+            name: name?,
+            provider,
+            protocol,
+            endpoint: Endpoint {
+                host: host?,
+                port,
+                tls,
+                ca_pem,
+            },
+            username: username?,
+            auth: auth?,
+            folders,
+            interval,
+            destination: destination?,
+            after_delivery,
+            pipelining: raw.pipelining.unwrap_or(true),
+            labels: raw.labels.unwrap_or_default(),
+            enabled: raw.enabled.unwrap_or(true),
+            first_run,
+            push,
+            spam_folders: raw
+                .spam_folders
+                .unwrap_or_else(|| DEFAULT_SPAM_FOLDERS.iter().map(|&f| f.to_owned()).collect()),
+        })
+    }
+
+    /// Where the account's server is: the host (set, or the provider's for the
+    /// protocol), TLS, the port (the protocol's default for the TLS mode), a private CA.
+    fn source_endpoint(
+        &mut self,
+        key: &str,
+        provider: Option<&'static presets::Preset>,
+        protocol: Protocol,
+        raw: &RawAccount,
+    ) -> (Option<String>, TlsMode, u16, Option<Vec<u8>>) {
+        let preset_host = provider.and_then(|p| match protocol {
+            Protocol::Imap => Some(p.imap_host),
+            Protocol::Pop3 => Some(p.pop3_host).filter(|h| !h.is_empty()),
+        });
+        if let (Some(p), None, Protocol::Pop3, None) = (provider, preset_host, protocol, &raw.host)
+        {
+            self.err(
+                format!("{key}.protocol"),
+                format!("{} offers no POP3; use \"imap\"", p.name),
+            );
+        }
+        let host = raw.host.clone().or_else(|| preset_host.map(str::to_owned));
+        let host = self.required(
+            format!("{key}.host"),
+            host,
+            "the server's host name (or set provider)",
+        );
+        let tls = self.tls(format!("{key}.tls"), raw.tls.as_deref(), TlsMode::Implicit);
+        let port = raw.port.unwrap_or(match (protocol, tls) {
+            (Protocol::Imap, TlsMode::Implicit) => 993,
+            (Protocol::Imap, TlsMode::StartTls | TlsMode::None) => 143,
+            (Protocol::Pop3, TlsMode::Implicit) => 995,
+            (Protocol::Pop3, TlsMode::StartTls | TlsMode::None) => 110,
+        });
+        let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
+        (host, tls, port, ca_pem)
+    }
+
+    /// `name`: letters, digits, '-', '_' and '.'.
+    fn account_name(&mut self, key: &str, name: Option<String>) -> Option<String> {
+        let name = self.required(
+            format!("{key}.name"),
+            name,
+            "a short unique name, e.g. \"outlook\"",
+        );
+        if let Some(n) = &name
+            && (n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            self.err(
+                format!("{key}.name"),
+                format!("{n:?} may hold only letters, digits, '-', '_' and '.'"),
+            );
+        }
+        name
+    }
+
+    /// `provider`: a known preset, or an error that lists them.
+    fn provider(&mut self, key: &str, provider: Option<&str>) -> Option<&'static presets::Preset> {
+        match provider {
+            None => None,
+            Some(p) => {
+                let found = presets::preset(p);
+                if found.is_none() {
+                    self.err(format!("{key}.provider"), format!("{p:?} is not a known provider; use one of {} or leave it out and set host", presets::names()));
+                }
+                found
+            }
+        }
+    }
+
+    /// `folders`: at least one; POP3's one maildrop is INBOX.
+    fn folders(
+        &mut self,
+        key: &str,
+        folders: Option<Vec<String>>,
+        protocol: Protocol,
+    ) -> Vec<String> {
+        let folders = folders.unwrap_or_else(|| vec!["INBOX".to_owned()]);
         if folders.is_empty() {
             self.err(
                 format!("{key}.folders"),
@@ -223,7 +297,18 @@ impl Checker<'_> {
                 "POP3 has one maildrop and no folders: leave folders out (or [\"INBOX\"])".into(),
             );
         }
-        let after_delivery = match raw.after_delivery.as_deref() {
+        folders
+    }
+
+    /// `after-delivery`: keep, delete, and for IMAP mark-seen or move to a folder not read.
+    fn after_delivery(
+        &mut self,
+        key: &str,
+        policy: Option<&str>,
+        protocol: Protocol,
+        folders: &[String],
+    ) -> AfterDelivery {
+        match policy {
             None | Some("keep") => AfterDelivery::Keep,
             Some("delete") => AfterDelivery::Delete,
             Some("mark-seen") if protocol == Protocol::Imap => AfterDelivery::MarkSeen,
@@ -257,8 +342,12 @@ impl Checker<'_> {
                 );
                 AfterDelivery::Keep
             }
-        };
-        let first_run = match raw.first_run.as_deref() {
+        }
+    }
+
+    /// `first-run`: all, new-only, or (IMAP, which knows arrival dates) since a day.
+    fn first_run(&mut self, key: &str, first_run: Option<&str>, protocol: Protocol) -> FirstRun {
+        match first_run {
             None | Some("all") => FirstRun::All,
             Some("new-only") => FirstRun::NewOnly,
             Some(v) if v.starts_with("since:") && protocol == Protocol::Pop3 => {
@@ -287,22 +376,17 @@ impl Checker<'_> {
                 );
                 FirstRun::All
             }
-        };
-        let push = self.push(
-            key,
-            super::push::RawPush {
-                push: raw.push.as_deref(),
-                folders: raw.push_folders,
-                refresh: raw.idle_refresh.as_deref(),
-            },
-            protocol,
-            &folders,
-        );
-        let mut interval = self.duration(
-            format!("{key}.interval"),
-            raw.interval.as_deref(),
-            daemon.min_interval,
-        );
+        }
+    }
+
+    /// `interval`, never below `daemon.min-interval`.
+    fn interval(
+        &mut self,
+        key: &str,
+        interval: Option<&str>,
+        daemon: &Daemon,
+    ) -> std::time::Duration {
+        let mut interval = self.duration(format!("{key}.interval"), interval, daemon.min_interval);
         if interval < daemon.min_interval {
             self.warnings.push(format!(
                 "{key}.interval is below daemon.min-interval; using {}",
@@ -310,9 +394,19 @@ impl Checker<'_> {
             ));
             interval = daemon.min_interval;
         }
+        interval
+    }
+
+    /// `destination`: the name of a `[[destination]]`.
+    fn destination_ref(
+        &mut self,
+        key: &str,
+        destination: Option<String>,
+        destinations: &HashSet<String>,
+    ) -> Option<String> {
         let destination = self.required(
             format!("{key}.destination"),
-            raw.destination,
+            destination,
             "the name of a [[destination]]",
         );
         if let Some(d) = &destination
@@ -330,31 +424,7 @@ impl Checker<'_> {
                 format!("no [[destination]] is named {d:?}; known: {known}"),
             );
         }
-        Some(AccountConfig {
-            name: name?,
-            provider,
-            protocol,
-            endpoint: Endpoint {
-                host: host?,
-                port,
-                tls,
-                ca_pem,
-            },
-            username: username?,
-            auth: auth?,
-            folders,
-            interval,
-            destination: destination?,
-            after_delivery,
-            pipelining: raw.pipelining.unwrap_or(true),
-            labels: raw.labels.unwrap_or_default(),
-            enabled: raw.enabled.unwrap_or(true),
-            first_run,
-            push,
-            spam_folders: raw
-                .spam_folders
-                .unwrap_or_else(|| DEFAULT_SPAM_FOLDERS.iter().map(|&f| f.to_owned()).collect()),
-        })
+        destination
     }
 
     pub(super) fn auth(

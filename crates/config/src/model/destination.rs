@@ -174,24 +174,7 @@ impl Checker<'_> {
                 return None;
             }
         }
-        for (k, set) in [
-            ("mode", raw.mode.is_some()),
-            ("labels", raw.labels.is_some()),
-            ("api-url", raw.api_url.is_some()),
-            ("internal-date-source", raw.internal_date_source.is_some()),
-            ("never-mark-spam", raw.never_mark_spam.is_some()),
-            ("process-for-calendar", raw.process_for_calendar.is_some()),
-            ("exactly-once", raw.exactly_once.is_some()),
-            ("max-rate", raw.max_rate.is_some()),
-            ("concurrency", raw.concurrency.is_some()),
-        ] {
-            if set {
-                self.err(
-                    format!("{key}.{k}"),
-                    "belongs to kind = \"gmail-api\"; an SMTP destination does not use it".into(),
-                );
-            }
-        }
+        self.kind_keys(key, "smtp", &raw);
         let host = self.required(
             format!("{key}.host"),
             raw.host,
@@ -204,8 +187,43 @@ impl Checker<'_> {
             TlsMode::None => 25,
         });
         let ca_pem = self.ca_file(format!("{key}.tls-ca-file"), raw.tls_ca_file.as_deref());
-        let has_password = raw.password_file.is_some() || raw.password_env.is_some();
-        let auth = match (raw.username, raw.auth) {
+        let auth = self.smtp_auth(
+            key,
+            raw.username,
+            raw.auth,
+            raw.password_file,
+            raw.password_env,
+        );
+        let (envelope_to, envelope_from) =
+            self.envelope(key, raw.envelope_to, raw.envelope_from.as_deref());
+        Some(DestinationConfig {
+            name: name?,
+            kind: DestinationKind::Smtp(SmtpConfig {
+                endpoint: Endpoint {
+                    host: host?,
+                    port,
+                    tls,
+                    ca_pem,
+                },
+                auth,
+                envelope_to,
+                envelope_from,
+                hello_name: raw.hello_name,
+            }),
+        })
+    }
+
+    /// An SMTP destination's login: none, a password, or OAuth2 (not both).
+    fn smtp_auth(
+        &mut self,
+        key: &str,
+        username: Option<String>,
+        auth: Option<crate::raw::RawAuth>,
+        password_file: Option<String>,
+        password_env: Option<String>,
+    ) -> SmtpAuth {
+        let has_password = password_file.is_some() || password_env.is_some();
+        match (username, auth) {
             (Some(_), Some(_)) if has_password => {
                 self.err(
                     format!("{key}.auth"),
@@ -226,7 +244,7 @@ impl Checker<'_> {
                 }
             }
             (Some(username), None) => self
-                .secret(&format!("{key}."), raw.password_file, raw.password_env)
+                .secret(&format!("{key}."), password_file, password_env)
                 .map_or(SmtpAuth::None, |password| SmtpAuth::Password {
                     username,
                     password,
@@ -240,8 +258,17 @@ impl Checker<'_> {
                 }
                 SmtpAuth::None
             }
-        };
-        let envelope_to = raw.envelope_to.unwrap_or_default();
+        }
+    }
+
+    /// `envelope-to` (one address at least) and `envelope-from`.
+    fn envelope(
+        &mut self,
+        key: &str,
+        envelope_to: Option<Vec<String>>,
+        envelope_from: Option<&str>,
+    ) -> (Vec<String>, SmtpSender) {
+        let envelope_to = envelope_to.unwrap_or_default();
         if envelope_to.is_empty() {
             self.err(format!("{key}.envelope-to"), "missing: set it to the address(es) that should receive the mail, e.g. [\"me@example.org\"]".into());
         }
@@ -253,7 +280,7 @@ impl Checker<'_> {
                 );
             }
         }
-        let envelope_from = match raw.envelope_from.as_deref() {
+        let envelope_from = match envelope_from {
             // Bounces of a personal forwarder belong to its user: the mailbox it fills.
             None => SmtpSender::Recipient,
             Some("return-path") => SmtpSender::FromMessage,
@@ -267,41 +294,11 @@ impl Checker<'_> {
                 SmtpSender::Null
             }
         };
-        Some(DestinationConfig {
-            name: name?,
-            kind: DestinationKind::Smtp(SmtpConfig {
-                endpoint: Endpoint {
-                    host: host?,
-                    port,
-                    tls,
-                    ca_pem,
-                },
-                auth,
-                envelope_to,
-                envelope_from,
-                hello_name: raw.hello_name,
-            }),
-        })
+        (envelope_to, envelope_from)
     }
 
     pub(super) fn gmail(&mut self, key: &str, raw: RawDestination) -> Option<GmailConfig> {
-        for (k, set) in [
-            ("host", raw.host.is_some()),
-            ("port", raw.port.is_some()),
-            ("tls", raw.tls.is_some()),
-            ("envelope-to", raw.envelope_to.is_some()),
-            ("envelope-from", raw.envelope_from.is_some()),
-            ("username", raw.username.is_some()),
-            ("password-file", raw.password_file.is_some()),
-            ("password-env", raw.password_env.is_some()),
-        ] {
-            if set {
-                self.err(
-                    format!("{key}.{k}"),
-                    "belongs to kind = \"smtp\"; the Gmail API does not use it".into(),
-                );
-            }
-        }
+        self.kind_keys(key, "gmail-api", &raw);
         let mode = self.choice(
             format!("{key}.mode"),
             raw.mode.as_deref(),
@@ -388,6 +385,93 @@ impl Checker<'_> {
     }
 }
 
+/// The keys that belong to one destination kind, and the words for a kind: the one place
+/// a new kind's own keys go. A key set on a destination of another kind is an error that
+/// names the kind it belongs to.
+const KIND_KEYS: &[(&str, &[&str])] = &[
+    (
+        "smtp",
+        &[
+            "host",
+            "port",
+            "tls",
+            "envelope-to",
+            "envelope-from",
+            "username",
+            "password-file",
+            "password-env",
+        ],
+    ),
+    (
+        "gmail-api",
+        &[
+            "mode",
+            "labels",
+            "api-url",
+            "internal-date-source",
+            "never-mark-spam",
+            "process-for-calendar",
+            "exactly-once",
+            "max-rate",
+            "concurrency",
+        ],
+    ),
+];
+
+/// How an error names a destination of each kind.
+fn kind_words(kind: &str) -> &'static str {
+    match kind {
+        "gmail-api" => "the Gmail API",
+        _ => "an SMTP destination",
+    }
+}
+
+impl RawDestination {
+    /// Whether the kind-specific `key` is set.
+    fn is_set(&self, key: &str) -> bool {
+        match key {
+            "host" => self.host.is_some(),
+            "port" => self.port.is_some(),
+            "tls" => self.tls.is_some(),
+            "envelope-to" => self.envelope_to.is_some(),
+            "envelope-from" => self.envelope_from.is_some(),
+            "username" => self.username.is_some(),
+            "password-file" => self.password_file.is_some(),
+            "password-env" => self.password_env.is_some(),
+            "mode" => self.mode.is_some(),
+            "labels" => self.labels.is_some(),
+            "api-url" => self.api_url.is_some(),
+            "internal-date-source" => self.internal_date_source.is_some(),
+            "never-mark-spam" => self.never_mark_spam.is_some(),
+            "process-for-calendar" => self.process_for_calendar.is_some(),
+            "exactly-once" => self.exactly_once.is_some(),
+            "max-rate" => self.max_rate.is_some(),
+            "concurrency" => self.concurrency.is_some(),
+            _ => false,
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// Reports every key of another kind set on a destination of `kind`.
+    fn kind_keys(&mut self, key: &str, kind: &str, raw: &RawDestination) {
+        for (owner, keys) in KIND_KEYS {
+            if *owner == kind {
+                continue;
+            }
+            for k in keys.iter().filter(|k| raw.is_set(k)) {
+                self.err(
+                    format!("{key}.{k}"),
+                    format!(
+                        "belongs to kind = \"{owner}\"; {} does not use it",
+                        kind_words(kind)
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// A light check that catches typos (a missing `@`); the server has the last word.
 pub(super) fn looks_like_address(a: &str) -> bool {
     a.split_once('@')
@@ -395,166 +479,5 @@ pub(super) fn looks_like_address(a: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::testing::Sample;
-    use crate::{DestinationKind, GmailAuth, GmailMode, SmtpAuth, SmtpSender, TlsMode};
-
-    fn smtp(lines: &str) -> crate::SmtpConfig {
-        let config = Sample::new().destination(lines).load().expect("valid");
-        match &config.destinations[0].kind {
-            DestinationKind::Smtp(s) => s.clone(),
-            DestinationKind::Gmail(_) => panic!("expected SMTP"),
-        }
-    }
-
-    #[test]
-    fn smtp_bounces_go_to_the_user_unless_told_otherwise() {
-        assert_eq!(smtp("").envelope_from, SmtpSender::Recipient);
-        assert_eq!(
-            smtp("envelope-from = \"return-path\"").envelope_from,
-            SmtpSender::FromMessage
-        );
-        assert_eq!(
-            smtp("envelope-from = \"<>\"").envelope_from,
-            SmtpSender::Null
-        );
-        assert_eq!(
-            smtp("envelope-from = \"bounces@home.example\"").envelope_from,
-            SmtpSender::Fixed("bounces@home.example".into())
-        );
-        let s = smtp("username = \"me\"\npassword-file = \"gmx.pass\"");
-        assert!(
-            matches!(&s.auth, SmtpAuth::Password { username, password } if username == "me" && password.expose() == crate::testing::PASSWORD)
-        );
-    }
-
-    #[test]
-    fn the_smtp_port_follows_tls() {
-        let endpoint = |tls: &str| {
-            let config = Sample::new()
-                .edit("port = 2525\ntls = \"none\"", &format!("tls = \"{tls}\""))
-                .load()
-                .expect(tls);
-            match &config.destinations[0].kind {
-                DestinationKind::Smtp(s) => (s.endpoint.tls, s.endpoint.port),
-                DestinationKind::Gmail(_) => panic!("expected SMTP"),
-            }
-        };
-        assert_eq!(endpoint("starttls"), (TlsMode::StartTls, 587));
-        assert_eq!(endpoint("implicit"), (TlsMode::Implicit, 465));
-        assert_eq!(endpoint("none"), (TlsMode::None, 25));
-    }
-
-    #[test]
-    fn smtp_mistakes_name_their_key_and_say_what_to_write() {
-        for (lines, key, why) in [
-            (
-                "envelope-from = \"nobody\"",
-                "destination[0].envelope-from",
-                "\"return-path\" or \"<>\"",
-            ),
-            (
-                "labels = [\"x\"]",
-                "destination[0].labels",
-                "belongs to kind = \"gmail-api\"",
-            ),
-            (
-                "password-file = \"gmx.pass\"",
-                "destination[0].username",
-                "set the SMTP user name too",
-            ),
-            (
-                "username = \"me\"\npassword-file = \"gmx.pass\"\nauth = { method = \"oauth2\", client-id = \"x\" }",
-                "destination[0].auth",
-                "not both",
-            ),
-        ] {
-            Sample::new().destination(lines).refused(key, why);
-        }
-        Sample::new()
-            .edit("tls = \"none\"\nenvelope-to", "tls = \"yes\"\nenvelope-to")
-            .refused("destination[0].tls", "\"starttls\"");
-        Sample::new()
-            .edit("[\"me@home.example\"]", "[\"me\"]")
-            .refused(
-                "destination[0].envelope-to[0]",
-                "\"me\" is not an email address",
-            );
-        Sample::new()
-            .edit("envelope-to = [\"me@home.example\"]", "")
-            .refused("destination[0].envelope-to", "missing");
-        Sample::new()
-            .edit("kind = \"smtp\"", "kind = \"mbox\"")
-            .refused("destination[0].kind", "\"mbox\" is not a destination kind");
-    }
-
-    const GMAIL_AUTH: &str = "auth = { method = \"oauth2\", client-id = \"app.apps.googleusercontent.com\", client-secret-file = \"client.secret\" }";
-
-    #[test]
-    fn a_gmail_destination_imports_into_the_inbox_unread_by_default() {
-        let config = Sample::new().gmail(GMAIL_AUTH).load().expect("valid");
-        let DestinationKind::Gmail(g) = &config.destinations[0].kind else {
-            panic!("expected Gmail")
-        };
-        assert_eq!(g.mode, GmailMode::Import);
-        assert_eq!(g.labels, ["INBOX", "UNREAD"]);
-        assert_eq!(g.internal_date_source, "dateHeader");
-        assert_eq!(g.api_url, "https://gmail.googleapis.com");
-        assert!(g.exactly_once && !g.never_mark_spam && !g.process_for_calendar);
-        assert!((g.max_rate - 10.0).abs() < f64::EPSILON);
-        assert_eq!(g.concurrency, 10);
-        let GmailAuth::OAuth2(o) = &g.auth else {
-            panic!("expected OAuth2")
-        };
-        assert_eq!(o.client.kind, crate::OAuthProvider::Google);
-        assert!(
-            o.client
-                .client_secret
-                .as_ref()
-                .is_some_and(|s| s.expose() == "client-secret")
-        );
-    }
-
-    #[test]
-    fn gmail_mistakes_name_their_key_and_say_what_to_write() {
-        for (lines, key, why) in [
-            (
-                "host = \"smtp.gmail.com\"",
-                "destination[0].host",
-                "belongs to kind = \"smtp\"",
-            ),
-            ("mode = \"append\"", "destination[0].mode", "\"import\""),
-            (
-                "internal-date-source = \"now\"",
-                "destination[0].internal-date-source",
-                "\"receivedTime\"",
-            ),
-            (
-                "max-rate = 0.0",
-                "destination[0].max-rate",
-                "between 0 and 100",
-            ),
-            (
-                "concurrency = 99",
-                "destination[0].concurrency",
-                "between 1 and 50",
-            ),
-            (
-                "api-url = \"http://example.org\"",
-                "destination[0].api-url",
-                "https://",
-            ),
-        ] {
-            Sample::new()
-                .gmail(&format!("{GMAIL_AUTH}\n{lines}"))
-                .refused(key, why);
-        }
-        Sample::new().gmail("").refused(
-            "destination[0].auth",
-            "README: \"Into Gmail, through the Gmail API",
-        );
-        Sample::new()
-            .gmail("auth = { method = \"password\", password-file = \"gmx.pass\" }")
-            .refused("destination[0].auth.method", "takes only OAuth2");
-    }
-}
+#[path = "destination_tests.rs"]
+mod tests;

@@ -100,29 +100,8 @@ impl Checker<'_> {
         implied: Option<OAuthProvider>,
         usage: TokenUse,
     ) -> Option<OAuthSettings> {
-        let provider = match raw.provider.as_deref() {
-            Some("microsoft") => OAuthProvider::Microsoft,
-            Some("google") => OAuthProvider::Google,
-            Some("custom") => OAuthProvider::Custom,
-            Some(other) => {
-                self.err(
-                    format!("{key}.provider"),
-                    format!("{other:?} is not an OAuth2 provider; use \"microsoft\", \"google\" or \"custom\""),
-                );
-                return None;
-            }
-            None => match implied {
-                Some(p) => p,
-                None => {
-                    self.err(
-                        format!("{key}.provider"),
-                        "missing: set it to \"microsoft\", \"google\" or \"custom\"".into(),
-                    );
-                    return None;
-                }
-            },
-        };
-        let client_id = raw.client_id.filter(|c| !c.trim().is_empty());
+        let provider = self.oauth_provider(key, raw.provider.as_deref(), implied)?;
+        let client_id = raw.client_id.clone().filter(|c| !c.trim().is_empty());
         if client_id.is_none() {
             self.err(
                 format!("{key}.client-id"),
@@ -133,8 +112,8 @@ impl Checker<'_> {
             self.named_secret(
                 &format!("{key}."),
                 "client-secret",
-                raw.client_secret_file,
-                raw.client_secret_env,
+                raw.client_secret_file.clone(),
+                raw.client_secret_env.clone(),
             )
         } else {
             if provider == OAuthProvider::Google {
@@ -145,47 +124,7 @@ impl Checker<'_> {
             }
             None
         };
-        if raw.tenant.is_some() && provider != OAuthProvider::Microsoft {
-            self.err(
-                format!("{key}.tenant"),
-                "only Microsoft has tenants; remove it".into(),
-            );
-        }
-        let tenant = raw.tenant.unwrap_or_else(|| "consumers".into());
-        let (authorize, token, device) = match provider {
-            OAuthProvider::Microsoft => {
-                let base = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
-                (
-                    Some(format!("{base}/authorize")),
-                    Some(format!("{base}/token")),
-                    Some(format!("{base}/devicecode")),
-                )
-            }
-            OAuthProvider::Google => (
-                Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned()),
-                Some("https://oauth2.googleapis.com/token".to_owned()),
-                // Google's device flow does not allow mail scopes.
-                None,
-            ),
-            OAuthProvider::Custom => (None, None, None),
-        };
-        let authorize_url = raw.authorize_url.or(authorize);
-        let token_url = raw.token_url.or(token);
-        let device_url = raw.device_url.or(device);
-        for (name, url) in [
-            ("authorize-url", &authorize_url),
-            ("token-url", &token_url),
-            ("device-url", &device_url),
-        ] {
-            if let Some(u) = url
-                && !url_ok(u)
-            {
-                self.err(
-                    format!("{key}.{name}"),
-                    format!("{u:?} must be an https:// URL (plain http only to 127.0.0.1)"),
-                );
-            }
-        }
+        let (authorize_url, token_url, device_url) = self.endpoints(key, provider, &raw);
         if token_url.is_none() {
             self.err(
                 format!("{key}.token-url"),
@@ -201,37 +140,13 @@ impl Checker<'_> {
                 "missing: a custom provider needs the scopes to request".into(),
             );
         }
-        let flow = match raw.flow.as_deref() {
-            Some("device") => SignInFlow::Device,
-            Some("browser") => SignInFlow::Browser,
-            Some(other) => {
-                self.err(
-                    format!("{key}.flow"),
-                    format!("{other:?} is not a sign-in flow; use \"device\" or \"browser\""),
-                );
-                SignInFlow::Device
-            }
-            None if device_url.is_some() => SignInFlow::Device,
-            None => SignInFlow::Browser,
-        };
-        if flow == SignInFlow::Device && device_url.is_none() {
-            self.err(
-                format!("{key}.flow"),
-                match provider {
-                    OAuthProvider::Google => {
-                        "Google does not allow mail scopes in the device flow; use \"browser\""
-                            .into()
-                    }
-                    _ => "\"device\" needs device-url".into(),
-                },
-            );
-        }
-        if flow == SignInFlow::Browser && authorize_url.is_none() {
-            self.err(
-                format!("{key}.authorize-url"),
-                "missing: the browser flow needs the authorization endpoint".into(),
-            );
-        }
+        let flow = self.flow(
+            key,
+            provider,
+            raw.flow.as_deref(),
+            &authorize_url,
+            &device_url,
+        );
         let redirect_uri = raw.redirect_uri.clone();
         if let Some(r) = &redirect_uri
             && url::Url::parse(r).is_err()
@@ -264,6 +179,132 @@ impl Checker<'_> {
             },
             flow,
         })
+    }
+    /// The OAuth2 provider: set, or implied by the account's provider.
+    fn oauth_provider(
+        &mut self,
+        key: &str,
+        provider: Option<&str>,
+        implied: Option<OAuthProvider>,
+    ) -> Option<OAuthProvider> {
+        Some(match provider {
+            Some("microsoft") => OAuthProvider::Microsoft,
+            Some("google") => OAuthProvider::Google,
+            Some("custom") => OAuthProvider::Custom,
+            Some(other) => {
+                self.err(
+                    format!("{key}.provider"),
+                    format!("{other:?} is not an OAuth2 provider; use \"microsoft\", \"google\" or \"custom\""),
+                );
+                return None;
+            }
+            None => match implied {
+                Some(p) => p,
+                None => {
+                    self.err(
+                        format!("{key}.provider"),
+                        "missing: set it to \"microsoft\", \"google\" or \"custom\"".into(),
+                    );
+                    return None;
+                }
+            },
+        })
+    }
+
+    /// The authorization, token and device endpoints: the provider's, or set (https, or
+    /// http to 127.0.0.1).
+    fn endpoints(
+        &mut self,
+        key: &str,
+        provider: OAuthProvider,
+        raw: &RawAuth,
+    ) -> (Option<String>, Option<String>, Option<String>) {
+        if raw.tenant.is_some() && provider != OAuthProvider::Microsoft {
+            self.err(
+                format!("{key}.tenant"),
+                "only Microsoft has tenants; remove it".into(),
+            );
+        }
+        let tenant = raw.tenant.clone().unwrap_or_else(|| "consumers".into());
+        let (authorize, token, device) = match provider {
+            OAuthProvider::Microsoft => {
+                let base = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
+                (
+                    Some(format!("{base}/authorize")),
+                    Some(format!("{base}/token")),
+                    Some(format!("{base}/devicecode")),
+                )
+            }
+            OAuthProvider::Google => (
+                Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned()),
+                Some("https://oauth2.googleapis.com/token".to_owned()),
+                // Google's device flow does not allow mail scopes.
+                None,
+            ),
+            OAuthProvider::Custom => (None, None, None),
+        };
+        let authorize_url = raw.authorize_url.clone().or(authorize);
+        let token_url = raw.token_url.clone().or(token);
+        let device_url = raw.device_url.clone().or(device);
+        for (name, url) in [
+            ("authorize-url", &authorize_url),
+            ("token-url", &token_url),
+            ("device-url", &device_url),
+        ] {
+            if let Some(u) = url
+                && !url_ok(u)
+            {
+                self.err(
+                    format!("{key}.{name}"),
+                    format!("{u:?} must be an https:// URL (plain http only to 127.0.0.1)"),
+                );
+            }
+        }
+        (authorize_url, token_url, device_url)
+    }
+
+    /// The sign-in flow: set, or the device flow where the provider has one; each needs
+    /// its endpoint.
+    fn flow(
+        &mut self,
+        key: &str,
+        provider: OAuthProvider,
+        flow: Option<&str>,
+        authorize_url: &Option<String>,
+        device_url: &Option<String>,
+    ) -> SignInFlow {
+        let flow = match flow {
+            Some("device") => SignInFlow::Device,
+            Some("browser") => SignInFlow::Browser,
+            Some(other) => {
+                self.err(
+                    format!("{key}.flow"),
+                    format!("{other:?} is not a sign-in flow; use \"device\" or \"browser\""),
+                );
+                SignInFlow::Device
+            }
+            None if device_url.is_some() => SignInFlow::Device,
+            None => SignInFlow::Browser,
+        };
+        if flow == SignInFlow::Device && device_url.is_none() {
+            self.err(
+                format!("{key}.flow"),
+                match provider {
+                    OAuthProvider::Google => {
+                        "Google does not allow mail scopes in the device flow; use \"browser\""
+                            .into()
+                    }
+                    _ => "\"device\" needs device-url".into(),
+                },
+            );
+        }
+        if flow == SignInFlow::Browser && authorize_url.is_none() {
+            self.err(
+                format!("{key}.authorize-url"),
+                "missing: the browser flow needs the authorization endpoint".into(),
+            );
+        }
+        flow
     }
 }
 

@@ -15,6 +15,7 @@ use mailferry_core::Destination;
 
 mod folder;
 mod progress;
+mod record;
 mod streak;
 mod transfer;
 

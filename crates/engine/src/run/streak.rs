@@ -3,7 +3,7 @@
 
 use mailferry_core::ErrorClass;
 
-use super::transfer::Outcome;
+use super::record::Outcome;
 use crate::report::{ErrorReport, Stop};
 
 /// A destination that answers "not now" to this many messages in a row with the same

@@ -1,0 +1,327 @@
+//! One message, between the queue and the report: the ledger's attempt before anything
+//! is sent, the delivery, the outcome recorded after it, and what a refusal or a fetch
+//! failure means for the message.
+
+use mailferry_core::{Classify, ErrorClass, RawMessage};
+use mailferry_store::{Attempt, FetchRetry, LedgerKey, MessageFacts, Store};
+use tracing::{debug, info, warn};
+
+use crate::report::{AccountReport, ErrorReport, MessageProblem, Stop};
+use mailferry_core::{Destination, Lookup};
+
+/// What became of one message.
+pub(super) enum Outcome {
+    Delivered,
+    /// An interrupted delivery had arrived after all.
+    Found,
+    Duplicate,
+    Deferred(MessageProblem),
+    /// The destination answered "not now" (4xx) to this message.
+    DestinationDeferred(MessageProblem),
+    Refused(MessageProblem),
+    /// The destination may hold it; the attempt stays open until it can tell.
+    Pending(MessageProblem),
+}
+
+/// One message's outcome, and whether this was a second attempt after an interruption.
+pub(super) struct Done {
+    pub(super) outcome: Result<Outcome, Stop>,
+    pub(super) resent: bool,
+}
+
+/// Adds one message's outcome to the report; a run-ending error is passed on.
+pub(super) fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> {
+    if done.resent {
+        report.resent += 1;
+    }
+    match done.outcome {
+        Ok(Outcome::Delivered) => report.counts.delivered += 1,
+        Ok(Outcome::Found) => {
+            report.found += 1;
+            report.counts.skipped += 1;
+        }
+        Ok(Outcome::Duplicate) => report.counts.skipped += 1,
+        Ok(Outcome::Deferred(p) | Outcome::DestinationDeferred(p) | Outcome::Pending(p)) => {
+            report.counts.failed += 1;
+            report.deferred.push(p);
+        }
+        Ok(Outcome::Refused(p)) => {
+            report.counts.failed += 1;
+            report.refused.push(p);
+        }
+        Err(stop) => {
+            if matches!(stop, Stop::Destination(_)) {
+                report.counts.failed += 1;
+            }
+            return Err(stop);
+        }
+    }
+    Ok(())
+}
+
+/// When a message the source will not hand out is refused: after 6 tries over at least a
+/// day. Exchange holds a new message back for about 30 minutes, some for days
+/// (postalsys/emailengine #53, MailKit #1615), so a few tries at the poll interval are
+/// far too few; between tries the message rests for a growing pause (10 minutes,
+/// doubling, at most 6 hours), so that it costs no fetch at every poll meanwhile.
+pub(super) const FETCH_RETRY: FetchRetry = FetchRetry {
+    tries: 6,
+    for_at_least: 24 * 3600,
+};
+
+/// A message the source would not hand out: deferred, and once `rule` says so refused
+/// with the server's words. The others go on.
+pub(super) async fn fetch_failed(
+    key: &LedgerKey,
+    reason: &str,
+    destination_name: &str,
+    store: &Store,
+    rule: FetchRetry,
+) -> Done {
+    let outcome = match store
+        .record_fetch_failure(
+            key,
+            destination_name,
+            reason,
+            rule,
+            mailferry_core::unix_now(),
+        )
+        .await
+    {
+        Ok(refused) => {
+            let p = MessageProblem {
+                folder: key.folder.clone(),
+                key: key.key.clone(),
+                message_id: None,
+                reason: if refused && rule == FetchRetry::AT_ONCE {
+                    reason.to_owned()
+                } else if refused {
+                    format!(
+                        "the source would not hand it out at {} tries over a day or more: {reason}; it stays at the source (mailferry retry brings it back)",
+                        rule.tries
+                    )
+                } else {
+                    format!(
+                        "the source would not hand it out (tried again after a pause): {reason}"
+                    )
+                },
+            };
+            warn!(key = %key.key, reason, refused, "cannot fetch this message; carrying on with the others");
+            Ok(if refused {
+                Outcome::Refused(p)
+            } else {
+                Outcome::Deferred(p)
+            })
+        }
+        Err(e) => Err(Stop::Store(e)),
+    };
+    Done {
+        outcome,
+        resent: false,
+    }
+}
+
+/// Records the attempt, delivers, records the outcome.
+pub(super) async fn deliver_one<D: Destination>(
+    key: &LedgerKey,
+    message: &RawMessage,
+    destination: &D,
+    destination_name: &str,
+    store: &Store,
+) -> Done {
+    let mut resent = false;
+    let outcome = deliver_and_record(
+        key,
+        message,
+        destination,
+        destination_name,
+        store,
+        &mut resent,
+    )
+    .await;
+    Done { outcome, resent }
+}
+
+async fn deliver_and_record<D: Destination>(
+    key: &LedgerKey,
+    message: &RawMessage,
+    destination: &D,
+    destination_name: &str,
+    store: &Store,
+    resent: &mut bool,
+) -> Result<Outcome, Stop> {
+    let message_id = message.message_id();
+    let sha256 = message.sha256_hex();
+    let facts = MessageFacts {
+        message_id: message_id.as_deref(),
+        sha256: &sha256,
+        size: message.len(),
+        destination: destination_name,
+    };
+    if let Some(done) = begin(key, message, &facts, destination, store, resent).await? {
+        return Ok(done);
+    }
+    if message.is_blank() {
+        // One rule for every source and destination: SMTP cannot carry an empty message,
+        // and the Gmail API refuses one.
+        let p = MessageProblem {
+            folder: key.folder.clone(),
+            key: key.key.clone(),
+            message_id,
+            reason: "the message is empty (no header, no body): there is nothing to deliver; it stays at the source".into(),
+        };
+        warn!(key = %key.key, "the message is empty; recorded as refused");
+        store
+            .mark_refused(key, &p.reason)
+            .await
+            .map_err(Stop::Store)?;
+        return Ok(Outcome::Refused(p));
+    }
+    match destination.deliver(message, &key.folder).await {
+        Ok(receipt) => {
+            store
+                .mark_delivered(key, &receipt.id)
+                .await
+                .map_err(Stop::Store)?;
+            debug!(key = %key.key, reply = %receipt.id, "delivered");
+            Ok(Outcome::Delivered)
+        }
+        Err(e) if e.class().is_per_message() => refused(key, &e, message_id, store).await,
+        Err(e) if e.may_have_arrived() && destination.can_look_up() => {
+            // The destination may hold it and can tell later: the attempt stays open, the
+            // others carry on.
+            warn!(key = %key.key, cause = %ErrorReport::from_error(&e).message, "the delivery is unconfirmed; it is looked up before any new attempt");
+            Ok(Outcome::Pending(pending(key, message_id)))
+        }
+        Err(e) => {
+            // The destination itself failed. Unless the data may have gone out, the message
+            // is known undelivered: record that, so the next run does not count a re-send.
+            if !e.may_have_arrived() {
+                let reason = ErrorReport::from_error(&e).message;
+                store
+                    .mark_deferred(key, &reason)
+                    .await
+                    .map_err(Stop::Store)?;
+            }
+            Err(Stop::destination(&e))
+        }
+    }
+}
+
+/// Records the attempt before anything is sent. `Some` when the message needs no
+/// delivery: a duplicate, settled already, or an interrupted delivery that the destination
+/// says arrived (or cannot tell yet). An interrupted one that did not arrive is renewed
+/// and sent again (`resent`).
+async fn begin<D: Destination>(
+    key: &LedgerKey,
+    message: &RawMessage,
+    facts: &MessageFacts<'_>,
+    destination: &D,
+    store: &Store,
+    resent: &mut bool,
+) -> Result<Option<Outcome>, Stop> {
+    let message_id = facts.message_id.map(str::to_owned);
+    match store.begin_attempt(key, facts).await.map_err(Stop::Store)? {
+        Attempt::Duplicate => {
+            debug!(key = %key.key, "already delivered under an earlier UIDVALIDITY");
+            return Ok(Some(Outcome::Duplicate));
+        }
+        Attempt::Settled => {
+            debug!(key = %key.key, "settled already; not delivered again");
+            return Ok(Some(Outcome::Duplicate));
+        }
+        Attempt::Interrupted { since } => {
+            // Did it arrive before the interruption? A destination that can tell (the
+            // Gmail API, by Message-ID) makes this exactly once; SMTP cannot, so the
+            // message is sent again (at least once) and counted.
+            match destination
+                .lookup(message, &key.folder, since)
+                .await
+                .map_err(|e| Stop::destination(&e))?
+            {
+                Lookup::Found(id) => {
+                    info!(key = %key.key, id, "an interrupted delivery had arrived; not sending it again");
+                    store.mark_delivered(key, &id).await.map_err(Stop::Store)?;
+                    return Ok(Some(Outcome::Found));
+                }
+                Lookup::TooEarly => {
+                    info!(key = %key.key, "an unconfirmed delivery is not found yet, but it is too recent for Gmail's search to be sure; looking again at a later run");
+                    return Ok(Some(Outcome::Pending(pending(key, message_id))));
+                }
+                Lookup::Absent => {}
+            }
+            warn!(
+                key = %key.key,
+                "an earlier delivery of this message was interrupted; sending it again"
+            );
+            store.renew_attempt(key).await.map_err(Stop::Store)?;
+            *resent = true;
+        }
+        Attempt::Fresh => {}
+    }
+    Ok(None)
+}
+
+/// The destination refused this message (not the run): deferred, doubtful (rests and is
+/// retried over a day; the streak stops the run when the others get the same answer), or
+/// refused for good. It stays at the source either way.
+async fn refused<E: std::error::Error + Classify>(
+    key: &LedgerKey,
+    e: &E,
+    message_id: Option<String>,
+    store: &Store,
+) -> Result<Outcome, Stop> {
+    let p = MessageProblem {
+        folder: key.folder.clone(),
+        key: key.key.clone(),
+        message_id,
+        reason: ErrorReport::from_error(e).message,
+    };
+    if e.class() == ErrorClass::Doubtful {
+        // Maybe the destination's answer to every message: rest and retry it over a
+        // day; the streak stops the run when the others get the same answer.
+        let refused = store
+            .record_doubtful_refusal(key, &p.reason, FETCH_RETRY, mailferry_core::unix_now())
+            .await
+            .map_err(Stop::Store)?;
+        warn!(key = %key.key, reason = %p.reason, refused, "the destination refused this message; it stays at the source");
+        return Ok(if refused {
+            Outcome::Refused(MessageProblem {
+                reason: format!(
+                    "refused at {} tries over a day or more: {}; it stays at the source (mailferry retry brings it back)",
+                    FETCH_RETRY.tries, p.reason
+                ),
+                ..p
+            })
+        } else {
+            Outcome::DestinationDeferred(p)
+        });
+    }
+    if e.class() == ErrorClass::Deferred {
+        warn!(key = %key.key, reason = %p.reason, "delivery deferred; will retry next run");
+        store
+            .mark_deferred(key, &p.reason)
+            .await
+            .map_err(Stop::Store)?;
+        Ok(Outcome::DestinationDeferred(p))
+    } else {
+        warn!(key = %key.key, reason = %p.reason, "delivery refused; the message stays at the source");
+        store
+            .mark_refused(key, &p.reason)
+            .await
+            .map_err(Stop::Store)?;
+        Ok(Outcome::Refused(p))
+    }
+}
+
+/// The report line of a delivery left open until the destination can tell.
+fn pending(key: &LedgerKey, message_id: Option<String>) -> MessageProblem {
+    MessageProblem {
+        folder: key.folder.clone(),
+        key: key.key.clone(),
+        message_id,
+        reason:
+            "the destination may have stored it; it is looked up (not sent again) at a later run"
+                .into(),
+    }
+}
