@@ -215,12 +215,7 @@ async fn deliver_notice(
     let Some(dest) = config.destination(&account.destination) else {
         return;
     };
-    let to = match &dest.kind {
-        mailferry_config::DestinationKind::Smtp(s) => {
-            s.envelope_to.first().cloned().unwrap_or_default()
-        }
-        mailferry_config::DestinationKind::Gmail(_) => "me".to_owned(),
-    };
+    let to = dest.notice_address();
     let message = notice.message(&to);
     match AnyDestination::new(dest, account, &config.daemon, tokens).await {
         Ok(d) => {

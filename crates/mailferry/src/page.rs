@@ -390,10 +390,7 @@ struct DestinationLine {
 async fn destinations(src: &Sources<'_>, now: i64) -> anyhow::Result<Vec<DestinationLine>> {
     let mut out = Vec::new();
     for d in &src.config.destinations {
-        let kind = match &d.kind {
-            mailferry_config::DestinationKind::Smtp(_) => "SMTP",
-            mailferry_config::DestinationKind::Gmail(_) => "Gmail API",
-        };
+        let kind = d.kind_label();
         let (sign_in, scopes) = if d.oauth().is_none() {
             ("password or none (no sign-in)".to_owned(), String::new())
         } else {

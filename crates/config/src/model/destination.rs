@@ -120,6 +120,25 @@ pub struct DestinationConfig {
 }
 
 impl DestinationConfig {
+    /// The kind as people read it ("SMTP", "Gmail API").
+    #[must_use]
+    pub fn kind_label(&self) -> &'static str {
+        match &self.kind {
+            DestinationKind::Smtp(_) => "SMTP",
+            DestinationKind::Gmail(_) => "Gmail API",
+        }
+    }
+
+    /// The address a notice into this destination is written to: the first envelope
+    /// recipient over SMTP; Gmail's own word for the signed-in mailbox ("me").
+    #[must_use]
+    pub fn notice_address(&self) -> String {
+        match &self.kind {
+            DestinationKind::Smtp(s) => s.envelope_to.first().cloned().unwrap_or_default(),
+            DestinationKind::Gmail(_) => "me".to_owned(),
+        }
+    }
+
     /// The OAuth2 registration this destination signs in with, and its login name when it
     /// has one.
     #[must_use]
