@@ -368,3 +368,38 @@ fn the_checks_see_what_they_guard() {
     let with_tests = code_part(&workspace().join("crates/imap/src/uid_set.rs"));
     assert!(!with_tests.contains("fn sequence_sets_merge_runs"));
 }
+
+#[test]
+fn the_guides_for_adding_a_source_and_a_destination_name_files_that_exist() {
+    let text = fs::read_to_string(workspace().join("docs/ARCHITECTURE.md")).expect("ARCHITECTURE");
+    let start = text
+        .find("## Adding a source")
+        .expect("an \"Adding a source\" section");
+    let end = text
+        .find("## Adding a destination")
+        .expect("an \"Adding a destination\" section");
+    assert!(start < end);
+    let guides = &text[start..];
+    let mut named = Vec::new();
+    let mut missing = Vec::new();
+    for (i, part) in guides.split('`').enumerate() {
+        // Odd parts are inside backticks; a path has a slash and no spaces.
+        let path = part.trim_end_matches('/');
+        if i % 2 == 0 || !part.contains('/') || part.contains(' ') {
+            continue;
+        }
+        // The example of a new crate does not exist yet.
+        if path.starts_with("crates/jmap") {
+            continue;
+        }
+        named.push(path.to_owned());
+        if !workspace().join(path).exists() {
+            missing.push(path.to_owned());
+        }
+    }
+    assert!(named.len() >= 10, "the guides name few files: {named:?}");
+    assert!(
+        missing.is_empty(),
+        "the guides name files that do not exist: {missing:?}"
+    );
+}
