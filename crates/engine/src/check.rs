@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use mailferry_config::{
-    AccountConfig, Config, DestinationConfig, DestinationKind, Endpoint, SourceAuth, TlsMode,
-};
+use mailferry_config::{AccountConfig, Config, DestinationConfig, Endpoint, SourceAuth, TlsMode};
 use mailferry_core::{Source, SourceAction};
 
 use crate::deliver::AnyDestination;
@@ -280,33 +278,12 @@ pub async fn destination(
         return out;
     };
     let owner = tokens::destination_owner(&dest.name);
-    let needed: Vec<(&str, &str)> = match &dest.kind {
-        DestinationKind::Smtp(s) => {
-            if !reach(&s.endpoint, config.daemon.connect_timeout, &mut out).await {
-                return out;
-            }
-            Vec::new()
-        }
-        DestinationKind::Gmail(g) => {
-            let mut v = vec![(
-                "https://www.googleapis.com/auth/gmail.insert",
-                "to import (or gmail.modify, or https://mail.google.com/)",
-            )];
-            if !account.labels.is_empty() {
-                v.push((
-                    "https://www.googleapis.com/auth/gmail.labels",
-                    "to create the labels",
-                ));
-            }
-            if g.exactly_once {
-                v.push((
-                    "https://www.googleapis.com/auth/gmail.readonly",
-                    "to look up an interrupted import (exactly-once; or set exactly-once = false)",
-                ));
-            }
-            v
-        }
-    };
+    if let Some(endpoint) = dest.endpoint()
+        && !reach(endpoint, config.daemon.connect_timeout, &mut out).await
+    {
+        return out;
+    }
+    let needed = dest.scopes_needed(!account.labels.is_empty());
     if dest.oauth().is_some() && !sign_in(tokens, &owner, &dest.name, &needed, &mut out).await {
         return out;
     }

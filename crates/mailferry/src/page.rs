@@ -21,6 +21,9 @@ use crate::status::{AccountStatus, ago, relative};
 /// Days in the charts.
 const DAYS: i64 = 30;
 
+/// Refused messages listed per account, the most recent; `status` lists them all.
+const REFUSALS_SHOWN: usize = 20;
+
 /// The page's one style sheet; the Content-Security-Policy allows exactly it (by hash).
 const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;padding:0 1rem;color:#1b1f24}\
 h1{font-size:1.6rem;margin:0}h2{font-size:1.2rem;margin:1.6rem 0 .4rem}h3{font-size:1rem;margin:1rem 0 .3rem}\
@@ -256,7 +259,7 @@ fn account(a: &AccountStatus, days: &[Day], today: i64, now: i64) -> Markup {
                 table {
                     thead { tr { th { "Folder" } th { "UID" } th { "Message-ID" } th { "Refused" } th { "Reason" } } }
                     tbody {
-                        @for r in &a.refused {
+                        @for r in a.refused.iter().rev().take(REFUSALS_SHOWN) {
                             tr {
                                 td { (r.folder) } td { (r.key) }
                                 td { (r.message_id.as_deref().map(|m| format!("<{m}>")).unwrap_or_default()) }
@@ -264,6 +267,9 @@ fn account(a: &AccountStatus, days: &[Day], today: i64, now: i64) -> Markup {
                             }
                         }
                     }
+                }
+                @if a.refused.len() > REFUSALS_SHOWN {
+                    p.meta { "The " (REFUSALS_SHOWN) " most recent of " (a.refused.len()) "; " code { "mailferry status --json" } " lists them all." }
                 }
                 p {
                     "Once the cause is fixed: " code { "mailferry retry --account " (a.account) " --refused" }
@@ -514,6 +520,38 @@ mod tests {
             page.contains("mailferry retry --account a --refused"),
             "{page}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_list_of_refusals_shows_the_most_recent_and_says_where_the_rest_are() {
+        let (dir, config, store) = setup().await;
+        for uid in 1..=25 {
+            let key = LedgerKey {
+                account: "a".into(),
+                folder: "INBOX".into(),
+                uidvalidity: 1,
+                key: MessageKey::Uid(uid),
+            };
+            let sha = uid.to_string();
+            let facts = MessageFacts {
+                message_id: None,
+                sha256: &sha,
+                size: 1,
+                destination: "home",
+            };
+            store.begin_attempt(&key, &facts).await.expect("attempt");
+            store.mark_refused(&key, "550 no").await.expect("refused");
+        }
+        let path = dir.path().join("m.toml");
+        let page = render(&Sources {
+            config: &config,
+            config_path: &path,
+            store: &store,
+        })
+        .await
+        .expect("page");
+        assert_eq!(page.matches("<td>UID ").count(), 20, "{page}");
+        assert!(page.contains("The 20 most recent of 25"), "{page}");
     }
 
     #[test]

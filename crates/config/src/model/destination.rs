@@ -129,6 +129,43 @@ impl DestinationConfig {
         }
     }
 
+    /// The server `check` reaches before anything else, when the kind has one of its own.
+    #[must_use]
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        match &self.kind {
+            DestinationKind::Smtp(s) => Some(&s.endpoint),
+            DestinationKind::Gmail(_) => None,
+        }
+    }
+
+    /// The OAuth2 scopes the sign-in must grant, each with what it is for (`labels`: some
+    /// account gives this destination labels to set).
+    #[must_use]
+    pub fn scopes_needed(&self, labels: bool) -> Vec<(&'static str, &'static str)> {
+        match &self.kind {
+            DestinationKind::Smtp(_) => Vec::new(),
+            DestinationKind::Gmail(g) => {
+                let mut v = vec![(
+                    "https://www.googleapis.com/auth/gmail.insert",
+                    "to import (or gmail.modify, or https://mail.google.com/)",
+                )];
+                if labels {
+                    v.push((
+                        "https://www.googleapis.com/auth/gmail.labels",
+                        "to create the labels",
+                    ));
+                }
+                if g.exactly_once {
+                    v.push((
+                        "https://www.googleapis.com/auth/gmail.readonly",
+                        "to look up an interrupted import (exactly-once; or set exactly-once = false)",
+                    ));
+                }
+                v
+            }
+        }
+    }
+
     /// The address a notice into this destination is written to: the first envelope
     /// recipient over SMTP; Gmail's own word for the signed-in mailbox ("me").
     #[must_use]
