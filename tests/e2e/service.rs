@@ -112,6 +112,21 @@ fn spawn_logged(b: &Bench) -> std::process::Child {
         .expect("spawn")
 }
 
+/// The Message-ID lines of what the SMTP receiver got, in arrival order.
+fn received_message_ids(b: &Bench) -> Vec<String> {
+    b.smtp
+        .messages()
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(&m.raw)
+                .lines()
+                .find(|l| l.starts_with("Message-ID"))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
 fn service_log(b: &Bench) -> String {
     std::fs::read_to_string(b.dir.path().join("service.log")).unwrap_or_default()
 }
@@ -358,18 +373,7 @@ fn sigterm_in_the_middle_of_a_1000_message_import_then_restart_loses_and_doubles
     });
     signal(&child, "TERM");
     let _ = child.wait_with_output();
-    let mut ids: Vec<String> = b
-        .smtp
-        .messages()
-        .iter()
-        .map(|m| {
-            String::from_utf8_lossy(&m.raw)
-                .lines()
-                .find(|l| l.starts_with("Message-ID"))
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let mut ids = received_message_ids(&b);
     assert_eq!(ids.len(), 1000, "a message arrived twice");
     ids.sort();
     ids.dedup();
@@ -972,18 +976,7 @@ fn new_mail_during_a_long_import_is_delivered_before_the_backlog() {
     });
     signal(&child, "TERM");
     let _ = child.wait_with_output();
-    let ids: Vec<String> = b
-        .smtp
-        .messages()
-        .iter()
-        .map(|m| {
-            String::from_utf8_lossy(&m.raw)
-                .lines()
-                .find(|l| l.starts_with("Message-ID"))
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let ids = received_message_ids(&b);
     let position = ids
         .iter()
         .position(|id| id.contains("msg99999@"))

@@ -228,14 +228,7 @@ service stats {{
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
         }
-        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}.M{n}P{}.testkit:2,",
-            1_700_000_000 + n,
-            std::process::id()
-        );
-        let path = dir.join("cur").join(name);
-        std::fs::write(&path, bytes).expect("write message");
+        let path = write_maildir_message(&dir, bytes);
         for p in [
             dir.clone(),
             dir.join("cur"),
@@ -272,14 +265,7 @@ service stats {{
     /// Puts `bytes` into `user`'s INBOX as an unread message.
     pub fn add_message_for(&self, user: &str, bytes: &[u8]) {
         let dir = self.dir.path().join("homes").join(user).join("Maildir");
-        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}.M{n}P{}.testkit:2,",
-            1_700_000_000 + n,
-            std::process::id()
-        );
-        let path = dir.join("cur").join(name);
-        std::fs::write(&path, bytes).expect("write message");
+        let path = write_maildir_message(&dir, bytes);
         std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid)).expect("chown");
     }
 
@@ -417,4 +403,18 @@ impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Writes `bytes` as an unread message into the Maildir `dir`'s `cur/` under a unique
+/// name; returns its path.
+fn write_maildir_message(dir: &Path, bytes: &[u8]) -> PathBuf {
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    let name = format!(
+        "{}.M{n}P{}.testkit:2,",
+        1_700_000_000 + n,
+        std::process::id()
+    );
+    let path = dir.join("cur").join(name);
+    std::fs::write(&path, bytes).expect("write message");
+    path
 }
