@@ -178,6 +178,44 @@ fn bare_cr_and_lf_cannot_end_data_early_at_a_lenient_receiver() {
 }
 
 #[test]
+fn plain_text_injected_after_the_reply_to_starttls_ends_the_session_and_nothing_is_sent() {
+    // The receiver answers STARTTLS with "220" and, in the same plain-text packet, a "250"
+    // for the EHLO the client has not sent yet (response injection, Poddebniak et al.,
+    // USENIX Security 2021). Read ahead and kept, that line answers the EHLO over TLS and
+    // every later reply belongs to the command before: a session nobody can trust.
+    let b = Bench::start();
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let lenient = mailferry_testkit::LenientSmtp::start_injecting_after_starttls(&b.dovecot.pki);
+    let destination = format!(
+        "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\ntls-ca-file = \"{}\"\nenvelope-to = [\"{}\"]\n",
+        lenient.port,
+        b.dovecot.pki.ca_pem.display(),
+        crate::util::RCPT
+    );
+    b.write_raw(
+        &destination,
+        &[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")],
+    );
+    let run = b.run(&["once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("after its reply to STARTTLS, before TLS began"),
+        "{run:?}"
+    );
+    assert!(lenient.messages().is_empty(), "a message went out");
+    let commands = lenient.commands();
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.to_ascii_uppercase().starts_with("MAIL")),
+        "the session went on past STARTTLS: {commands:#?}"
+    );
+    // The message stays for the next run.
+    assert!(b.smtp.messages().is_empty());
+}
+
+#[test]
 fn io_timeout_limits_silence_not_size_a_large_message_over_a_slow_link_passes() {
     let b = Bench::start();
     let big = fixtures::sized(1, 6 * 1024 * 1024);

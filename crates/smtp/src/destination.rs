@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
-};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use mailferry_core::{Destination, Login, RawMessage, Receipt};
@@ -15,9 +13,9 @@ use tracing::debug;
 
 use crate::error::{EnvelopeCause, SmtpError, SmtpStep};
 use crate::hello::{hello_name, kernel_hostname};
-use crate::lettre_stream::Lettre;
+use crate::lettre_stream::Shared;
 use crate::replies::{envelope_reply, reply};
-use crate::wire::to_smtp_data;
+use crate::wire::write_data;
 
 pub use mailferry_tls::TlsMode;
 
@@ -87,7 +85,8 @@ pub struct SmtpDestination {
     sender_cause: EnvelopeCause,
     /// The kernel's host name, read once.
     kernel_name: String,
-    starttls: Option<TlsParameters>,
+    /// TLS settings (implicit or STARTTLS), built once.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The login, replaceable between connections (a refreshed OAuth2 token).
     login: std::sync::Mutex<Option<Login>>,
     conn: Mutex<Option<Session>>,
@@ -96,6 +95,8 @@ pub struct SmtpDestination {
 /// An open connection, and what its EHLO said beyond what lettre keeps.
 struct Session {
     conn: AsyncSmtpConnection,
+    /// The connection's stream, for writing the message data.
+    wire: Shared,
     /// The server takes `SIZE=` on `MAIL FROM` (RFC 1870).
     size: bool,
 }
@@ -136,28 +137,17 @@ impl SmtpDestination {
                 }
             })?)),
         };
-        // lettre upgrades the connection itself after STARTTLS; implicit TLS goes through
-        // mailferry-tls before lettre sees the stream.
-        let starttls = match opts.tls {
-            TlsMode::None | TlsMode::Implicit => None,
-            TlsMode::StartTls => {
-                let mut builder = TlsParameters::builder(opts.host.clone());
-                if let Some(pem) = &opts.ca_pem {
-                    let cert = Certificate::from_pem(pem).map_err(|source| SmtpError::Connect {
+        // TLS, at once or after STARTTLS, is mailferry-tls's before lettre sees the stream.
+        let tls = match opts.tls {
+            TlsMode::None => None,
+            TlsMode::Implicit | TlsMode::StartTls => Some(
+                mailferry_tls::client_config(opts.ca_pem.as_deref()).map_err(|source| {
+                    SmtpError::Network {
                         server: server(&opts),
                         source,
-                    })?;
-                    builder = builder.add_root_certificate(cert);
-                }
-                Some(
-                    builder
-                        .build_rustls()
-                        .map_err(|source| SmtpError::Connect {
-                            server: server(&opts),
-                            source,
-                        })?,
-                )
-            }
+                    }
+                })?,
+            ),
         };
         let sender_cause = match &opts.envelope_from {
             Sender::FromMessage => EnvelopeCause::SenderFromMessage,
@@ -172,7 +162,7 @@ impl SmtpDestination {
             from,
             sender_cause,
             kernel_name: kernel_hostname(),
-            starttls,
+            tls,
             conn: Mutex::new(None),
         })
     }
@@ -192,39 +182,45 @@ impl SmtpDestination {
             tcp.local_addr().ok().map(|a| a.ip()),
         );
         debug!(%hello, "EHLO name");
-        let inner: Box<dyn AsyncTokioStream> = if o.tls == TlsMode::Implicit {
-            let config = mailferry_tls::client_config(o.ca_pem.as_deref()).map_err(network)?;
-            let tls = mailferry_tls::handshake(config, &o.host, tcp, o.connect_timeout)
-                .await
-                .map_err(network)?;
-            Box::new(Lettre(tls))
-        } else {
-            Box::new(tcp)
+        let peer = tcp.peer_addr().map_err(network)?;
+        // After mailferry's own STARTTLS, lettre reads the greeting it kept.
+        let mut greeting = Vec::new();
+        let inner: Box<dyn mailferry_tls::Io> = match (o.tls, self.tls.clone()) {
+            (TlsMode::Implicit, Some(config)) => Box::new(
+                mailferry_tls::handshake(config, &o.host, tcp, o.connect_timeout)
+                    .await
+                    .map_err(network)?,
+            ),
+            (TlsMode::StartTls, Some(config)) => {
+                let server = server(o);
+                let upgrade = crate::starttls::upgrade(
+                    tcp,
+                    &server,
+                    &o.host,
+                    &hello,
+                    config,
+                    o.connect_timeout,
+                );
+                let (tls, said) = upgrade.await?;
+                greeting = said;
+                Box::new(tls)
+            }
+            _ => Box::new(tcp),
         };
         // A limit of silence, not of total time: a large message sent slowly passes, a
         // server that stops does not hang the session. Commands keep io-timeout as their
         // total; the message data has none, and its final reply may take RFC 5321's ten
         // minutes (servers scan the message first), so silence counts from there.
         let silence = o.io_timeout.max(DATA_REPLY);
-        let stream: Box<dyn AsyncTokioStream> =
-            Box::new(Lettre(mailferry_tls::Idle::new(inner, silence)));
+        let wire = Shared::new(mailferry_tls::Idle::new(inner, silence), greeting, peer);
         let connect_err = |source| SmtpError::Connect {
             server: server(o),
             source,
         };
-        let greeting = AsyncSmtpConnection::connect_with_transport(stream, &hello);
+        let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(wire.clone()), &hello);
         let mut conn = within(SmtpStep::Greeting, o.connect_timeout, greeting)
             .await?
             .map_err(connect_err)?;
-        if let (TlsMode::StartTls, Some(params)) = (o.tls, &self.starttls) {
-            within(
-                SmtpStep::StartTls,
-                o.connect_timeout,
-                conn.starttls(params.clone(), &hello),
-            )
-            .await?
-            .map_err(connect_err)?;
-        }
         // lettre keeps only the extensions it uses; SIZE is read from a second EHLO.
         let size = within(
             SmtpStep::Ehlo,
@@ -269,7 +265,7 @@ impl SmtpDestination {
                 })?;
         }
         debug!(server = %server(o), tls = ?o.tls, size, "SMTP session ready");
-        Ok(Session { conn, size })
+        Ok(Session { conn, wire, size })
     }
 
     /// Walks the way out without sending anything: connects (TLS, EHLO, AUTH), then offers
@@ -281,7 +277,7 @@ impl SmtpDestination {
     /// Where the way fails, classified like a delivery's errors ([`SmtpError::Envelope`]
     /// for a refused envelope).
     pub async fn probe(&self) -> Result<Vec<String>, SmtpError> {
-        let Session { mut conn, size } = self.connect().await?;
+        let Session { mut conn, size, .. } = self.connect().await?;
         let info = conn.server_info();
         let mut features: Vec<String> = [
             (Extension::StartTls, "STARTTLS"),
@@ -433,12 +429,15 @@ impl SmtpDestination {
             },
             e => e,
         })?;
-        let data = to_smtp_data(message.as_bytes());
-        // No total limit for the data: the stream fails after io-timeout of silence.
-        let response = reply(
-            SmtpStep::MessageData,
-            conn.message_iter(data.chunks(64 * 1024)).await,
-        )?;
+        // No total limit for the data: the stream fails after io-timeout of silence. The
+        // data goes straight to the stream, the reply is read by lettre.
+        write_data(&mut session.wire, message.as_bytes())
+            .await
+            .map_err(|source| SmtpError::Stream {
+                step: SmtpStep::MessageData,
+                source,
+            })?;
+        let response = reply(SmtpStep::MessageData, session.conn.read_response().await)?;
         let text = response.message().collect::<Vec<_>>().join(" ");
         Ok(Receipt {
             id: format!("{} {text}", response.code()),

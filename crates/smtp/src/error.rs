@@ -80,6 +80,17 @@ pub enum SmtpError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    /// The server refused to set up the session before lettre took over (a refusing
+    /// greeting, `EHLO` or `STARTTLS`, no STARTTLS offered, plain text after its reply).
+    #[error("cannot set up the SMTP session with {server} at {step}: {reply}")]
+    Setup {
+        /// `host:port`
+        server: String,
+        /// Greeting, EHLO or STARTTLS.
+        step: SmtpStep,
+        /// The server's reply, or what was wrong with it.
+        reply: String,
+    },
     /// TCP or the TLS handshake failed.
     #[error("cannot connect to the SMTP server {server}")]
     Network {
@@ -108,6 +119,15 @@ pub enum SmtpError {
         /// The cause.
         #[source]
         source: lettre::transport::smtp::Error,
+    },
+    /// Writing to the connection failed (the message data, written by mailferry).
+    #[error("the SMTP session failed during {step}")]
+    Stream {
+        /// The command or phase.
+        step: SmtpStep,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// The server refused this message for now (4xx).
     #[error("the SMTP server deferred the message: {reply}")]
@@ -161,9 +181,11 @@ impl Classify for SmtpError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Connect { .. }
+            | Self::Setup { .. }
             | Self::Network { .. }
             | Self::Timeout { .. }
-            | Self::Session { .. } => ErrorClass::Transient,
+            | Self::Session { .. }
+            | Self::Stream { .. } => ErrorClass::Transient,
             Self::Auth(_) => ErrorClass::Auth,
             Self::Deferred { .. } => ErrorClass::Deferred,
             Self::Refused { .. } => ErrorClass::Refused,
@@ -179,7 +201,7 @@ impl Classify for SmtpError {
 
     fn hint(&self) -> Option<&'static str> {
         match self {
-            Self::Connect { .. } | Self::Network { .. } => {
+            Self::Connect { .. } | Self::Setup { .. } | Self::Network { .. } => {
                 Some("check the destination's host, port and tls settings")
             }
             Self::Auth(_) => Some("check the destination's username and password file"),
@@ -218,6 +240,9 @@ impl Classify for SmtpError {
         matches!(
             self,
             Self::Session {
+                step: SmtpStep::MessageData,
+                ..
+            } | Self::Stream {
                 step: SmtpStep::MessageData,
                 ..
             } | Self::Timeout {

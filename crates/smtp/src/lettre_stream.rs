@@ -1,69 +1,94 @@
-//! The stream lettre drives: implicit TLS from mailferry-tls, the inactivity limit around it.
+//! The session's stream, shared: lettre writes the commands and reads every reply through
+//! one handle, the message data is written through the other ([`crate::wire::write_data`]),
+//! below lettre's own DATA writer (which copies and dot-stuffs byte by byte, and cannot
+//! write the data and its terminator together).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use lettre::transport::smtp::client::AsyncTokioStream;
+use mailferry_tls::{Idle, Io};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A stream lettre can drive: lettre wants its own stream trait, which the orphan rule
-/// keeps us from implementing on rustls' and mailferry-tls' types directly. Wraps the TLS
-/// stream of implicit TLS, and the inactivity limit around whatever lettre is given.
-#[derive(Debug)]
-pub(crate) struct Lettre<T>(pub(crate) T);
-
-/// The peer of a stream, for lettre.
-trait Peer {
-    fn peer(&self) -> std::io::Result<std::net::SocketAddr>;
+/// One connection, reachable from lettre and from the data writer. Only one of them uses
+/// it at a time (the session is driven step by step), so the lock is never contended; it
+/// is held for one poll, never across a wait.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    peer: SocketAddr,
 }
 
-impl Peer for mailferry_tls::TlsStream<tokio::net::TcpStream> {
-    fn peer(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.get_ref().0.get_ref().peer_addr()
+struct Inner {
+    /// Bytes the server sent before TLS that lettre still has to read: its greeting, when
+    /// mailferry did STARTTLS itself.
+    replay: Vec<u8>,
+    stream: Idle<Box<dyn Io>>,
+}
+
+impl Shared {
+    /// `stream` (plain, or TLS at once or after STARTTLS), lettre reading `replay` first.
+    pub(crate) fn new(stream: Idle<Box<dyn Io>>, replay: Vec<u8>, peer: SocketAddr) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner { replay, stream })),
+            peer,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
-impl Peer for mailferry_tls::Idle<Box<dyn AsyncTokioStream>> {
-    fn peer(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.get_ref().peer_addr()
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }
 
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Lettre<T> {
+impl AsyncRead for Shared {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.with(|inner| {
+            if inner.replay.is_empty() {
+                return Pin::new(&mut inner.stream).poll_read(cx, buf);
+            }
+            let n = inner.replay.len().min(buf.remaining());
+            buf.put_slice(&inner.replay[..n]);
+            inner.replay.drain(..n);
+            Poll::Ready(Ok(()))
+        })
     }
 }
 
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Lettre<T> {
+impl AsyncWrite for Shared {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    ) -> Poll<io::Result<usize>> {
+        self.with(|inner| Pin::new(&mut inner.stream).poll_write(cx, buf))
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|inner| Pin::new(&mut inner.stream).poll_flush(cx))
     }
 
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|inner| Pin::new(&mut inner.stream).poll_shutdown(cx))
     }
 }
 
-impl<T> AsyncTokioStream for Lettre<T>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Peer + Unpin + Send + Sync + std::fmt::Debug,
-{
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.peer()
+impl AsyncTokioStream for Shared {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.peer)
     }
 }

@@ -1,152 +1,266 @@
-//! The only changes SMTP forces on a message's bytes.
+//! The only changes SMTP forces on a message's bytes, and writing them after `DATA`.
 
-use std::borrow::Cow;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
-/// Turns raw message bytes into what is handed to lettre's DATA writer, which dot-stuffs
-/// and appends `CRLF . CRLF` itself:
+/// What goes out after `DATA` is written through a buffer of this size: short pieces
+/// (a line end, a stuffed dot) are gathered, runs longer than this go out at once.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// The bytes of a message as they go after `DATA`, terminator included, as a sequence of
+/// pieces: long runs of the message itself (borrowed, never copied) and the few bytes SMTP
+/// adds between them. It is [RFC 5321]'s rules in one pass:
 ///
 /// - every line ends in CRLF: a bare LF and a bare CR each become CRLF. SMTP lines end in
 ///   CRLF, and receivers disagree about the others: a lenient one that ends lines at a
 ///   bare LF or CR would take `<LF>.<LF>` or `<CR>.<CR><LF>` for the end of DATA and run
 ///   what follows as commands in mailferry's session (SMTP smuggling, CVE-2023-51764 and
-///   kin). After this, the only "." line is the one lettre sends, and lettre's
-///   dot-stuffing covers every line start;
-/// - one trailing CRLF is removed, because the terminator supplies it: a message that
-///   ended in CRLF arrives byte-identical, and one without a final line break arrives with
-///   one added, as SMTP requires.
+///   kin). After this, the only "." line is the terminator;
+/// - a line that begins with "." gets another in front (dot-stuffing, §4.5.2);
+/// - the data ends with CRLF (one is added to a message without a final line break, as
+///   SMTP requires), then `.` CRLF: a message that ended in CRLF arrives byte-identical.
 ///
-/// Borrows when nothing needs converting, so large messages are not copied.
-#[must_use]
-pub fn to_smtp_data(raw: &[u8]) -> Cow<'_, [u8]> {
-    let data: Cow<'_, [u8]> = match first_bare(raw, 0) {
-        None => Cow::Borrowed(raw),
-        Some(mut at) => {
-            // Whole runs between bare line ends are copied at once (memchr finds them), not
-            // byte by byte: this runs over every byte of every message.
-            let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-            let mut done = 0;
-            loop {
-                out.extend_from_slice(&raw[done..at]);
-                out.extend_from_slice(b"\r\n");
-                done = at + 1;
-                match first_bare(raw, done) {
-                    Some(next) => at = next,
-                    None => break,
-                }
-            }
-            out.extend_from_slice(&raw[done..]);
-            Cow::Owned(out)
-        }
-    };
-    match data {
-        Cow::Borrowed(d) => Cow::Borrowed(d.strip_suffix(b"\r\n").unwrap_or(d)),
-        Cow::Owned(mut d) => {
-            if d.ends_with(b"\r\n") {
-                d.truncate(d.len() - 2);
-            }
-            Cow::Owned(d)
+/// Where nothing needs changing (most mail: CRLF lines, few lines that begin with a dot),
+/// a message is one or a few pieces, found with `memchr` rather than byte by byte.
+///
+/// [RFC 5321]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.2
+#[derive(Debug)]
+pub struct DataPieces<'a> {
+    raw: &'a [u8],
+    /// Start of the run of `raw` not handed out yet.
+    from: usize,
+    /// Where to look for the next line end.
+    scan: usize,
+    /// Added bytes to hand out before the next run.
+    queued: Option<&'static [u8]>,
+    ended: bool,
+}
+
+impl<'a> DataPieces<'a> {
+    /// The pieces of `raw` after `DATA`.
+    #[must_use]
+    pub fn new(raw: &'a [u8]) -> Self {
+        Self {
+            raw,
+            from: 0,
+            scan: 0,
+            // The data begins a line: a leading dot is stuffed too.
+            queued: raw.first().is_some_and(|&b| b == b'.').then_some(&b"."[..]),
+            ended: false,
         }
     }
 }
 
-/// The first bare CR or LF at or after `from`, which must not be inside a CRLF pair.
-/// A CRLF pair is skipped as one, so an LF found is never preceded by a CR.
-fn first_bare(raw: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(found) = memchr::memchr2(b'\r', b'\n', &raw[i..]) {
-        let at = i + found;
-        if raw[at] == b'\r' && raw.get(at + 1) == Some(&b'\n') {
-            i = at + 2;
+impl<'a> Iterator for DataPieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if let Some(q) = self.queued.take() {
+            return Some(q);
+        }
+        if self.ended {
+            return None;
+        }
+        let raw = self.raw;
+        while let Some(found) = memchr::memchr2(b'\r', b'\n', &raw[self.scan..]) {
+            let at = self.scan + found;
+            let pair = raw[at] == b'\r' && raw.get(at + 1) == Some(&b'\n');
+            // The line end is kept as it is (CRLF) or becomes CRLF (a bare CR or LF).
+            let next = if pair { at + 2 } else { at + 1 };
+            let dot = raw.get(next) == Some(&b'.');
+            self.scan = next;
+            if pair && !dot {
+                continue;
+            }
+            let run = &raw[self.from..if pair { next } else { at }];
+            self.from = next;
+            self.queued = Some(match (pair, dot) {
+                (true, _) => b".",
+                (false, true) => b"\r\n.",
+                (false, false) => b"\r\n",
+            });
+            return if run.is_empty() {
+                self.next()
+            } else {
+                Some(run)
+            };
+        }
+        self.ended = true;
+        // A message whose last byte is a line end ends with CRLF now (a bare one became
+        // CRLF); else a CRLF comes before the terminator.
+        let terminator: &'static [u8] = match raw.last() {
+            Some(b'\r' | b'\n') => b".\r\n",
+            _ => b"\r\n.\r\n",
+        };
+        let run = &raw[self.from..];
+        self.from = raw.len();
+        if run.is_empty() {
+            Some(terminator)
         } else {
-            return Some(at);
+            self.queued = Some(terminator);
+            Some(run)
         }
     }
-    None
+}
+
+/// Writes `raw` as the message data after `DATA` (see [`DataPieces`]), terminator
+/// included, and flushes. Long runs of the message go to `w` as they are: a 5 MB message
+/// with CRLF lines is two writes, not a copy and eighty.
+///
+/// # Errors
+/// The stream's.
+pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, raw: &[u8]) -> std::io::Result<()> {
+    let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, w);
+    for piece in DataPieces::new(raw) {
+        out.write_all(piece).await?;
+    }
+    out.flush().await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::to_smtp_data;
+    use super::{DataPieces, write_data};
 
-    #[test]
-    fn crlf_messages_are_borrowed_and_lose_only_the_final_crlf() {
-        let raw = b"A: b\r\n\r\nbody\r\n";
-        let out = to_smtp_data(raw);
-        assert!(matches!(out, std::borrow::Cow::Borrowed(_)));
-        assert_eq!(&*out, b"A: b\r\n\r\nbody");
+    fn data(raw: &[u8]) -> Vec<u8> {
+        DataPieces::new(raw).collect::<Vec<_>>().concat()
     }
 
-    /// Byte by byte, as the rule reads: a CR not before an LF, and an LF not after a CR,
-    /// each become CRLF; then one final CRLF goes.
+    /// Byte by byte, as the rules read: a CR not before an LF, and an LF not after a CR,
+    /// each become CRLF; then one final CRLF goes (the terminator brings it back); then
+    /// every "." that begins a line gets another (the state machine of lettre's
+    /// `ClientCodec`, which wrote the data before), and `CRLF . CRLF` ends it.
     fn reference(raw: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut lines = Vec::new();
         for (i, &b) in raw.iter().enumerate() {
             match b {
-                b'\n' if i == 0 || raw[i - 1] != b'\r' => out.extend_from_slice(b"\r\n"),
-                b'\r' if raw.get(i + 1) != Some(&b'\n') => out.extend_from_slice(b"\r\n"),
-                _ => out.push(b),
+                b'\n' if i == 0 || raw[i - 1] != b'\r' => lines.extend_from_slice(b"\r\n"),
+                b'\r' if raw.get(i + 1) != Some(&b'\n') => lines.extend_from_slice(b"\r\n"),
+                _ => lines.push(b),
             }
         }
-        if out.ends_with(b"\r\n") {
-            out.truncate(out.len() - 2);
+        if lines.ends_with(b"\r\n") {
+            lines.truncate(lines.len() - 2);
         }
+        let mut out = Vec::new();
+        let (mut line_start, mut after_cr) = (true, false);
+        for &b in &lines {
+            if b == b'.' && line_start {
+                out.push(b'.');
+            }
+            out.push(b);
+            line_start = after_cr && b == b'\n';
+            after_cr = b == b'\r';
+        }
+        out.extend_from_slice(b"\r\n.\r\n");
         out
     }
 
     #[test]
-    fn every_short_mix_of_line_ends_converts_as_the_rule_reads() {
-        // All 4^7 strings over CR, LF, '.', 'a' up to seven bytes long.
-        let alphabet = [b'\r', b'\n', b'.', b'a'];
+    fn every_short_mix_of_line_ends_and_dots_goes_out_as_the_rules_read() {
+        // All 5^7 strings over CR, LF, '.', 'a', 'b' up to seven bytes long.
+        let alphabet = [b'\r', b'\n', b'.', b'a', b'b'];
         for len in 0..=7u32 {
-            for n in 0..4usize.pow(len) {
+            for n in 0..5usize.pow(len) {
                 let raw: Vec<u8> = (0..len)
-                    .map(|i| alphabet[(n / 4usize.pow(i)) % 4])
+                    .map(|i| alphabet[(n / 5usize.pow(i)) % 5])
                     .collect();
-                assert_eq!(
-                    to_smtp_data(&raw).as_ref(),
-                    reference(&raw).as_slice(),
-                    "{raw:?}"
-                );
+                assert_eq!(data(&raw), reference(&raw), "{raw:?}");
             }
         }
     }
 
     #[test]
-    fn bare_lf_and_bare_cr_become_crlf() {
-        assert_eq!(&*to_smtp_data(b"A: b\n\nx\ry\n"), b"A: b\r\n\r\nx\r\ny");
-        assert_eq!(&*to_smtp_data(b"\n"), b"");
-        assert_eq!(&*to_smtp_data(b"\r"), b"");
-        assert_eq!(&*to_smtp_data(b"no newline"), b"no newline");
-        assert_eq!(&*to_smtp_data(b"mixed\r\nlf\nend"), b"mixed\r\nlf\r\nend");
-        assert_eq!(&*to_smtp_data(b"a\r\r\nb"), b"a\r\n\r\nb");
-        assert_eq!(&*to_smtp_data(b"a\n\rb"), b"a\r\n\r\nb");
+    fn a_crlf_message_goes_out_in_one_borrowed_piece_and_the_terminator() {
+        let raw = b"A: b\r\n\r\nbody\r\n";
+        let pieces: Vec<&[u8]> = DataPieces::new(raw).collect();
+        assert_eq!(pieces, [&raw[..], b".\r\n"]);
+        assert!(std::ptr::eq(pieces[0].as_ptr(), raw.as_ptr()));
+        // A dot line splits it once.
+        let raw = b"A: b\r\n\r\n.x\r\n";
+        let pieces: Vec<&[u8]> = DataPieces::new(raw).collect();
+        assert_eq!(pieces, [&b"A: b\r\n\r\n"[..], b".", b".x\r\n", b".\r\n"]);
     }
 
     #[test]
-    fn no_dot_line_survives_but_at_a_crlf_line_start() {
-        // The smuggling shapes: after conversion every "." sits after CRLF, where lettre
-        // dot-stuffs it.
+    fn bare_lf_and_bare_cr_become_crlf_and_a_final_line_end_is_added() {
+        assert_eq!(data(b"A: b\n\nx\ry\n"), b"A: b\r\n\r\nx\r\ny\r\n.\r\n");
+        assert_eq!(data(b"\n"), b"\r\n.\r\n");
+        assert_eq!(data(b"\r"), b"\r\n.\r\n");
+        assert_eq!(data(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(data(b"mixed\r\nlf\nend"), b"mixed\r\nlf\r\nend\r\n.\r\n");
+        assert_eq!(data(b"a\r\r\nb"), b"a\r\n\r\nb\r\n.\r\n");
+        assert_eq!(data(b"a\n\rb"), b"a\r\n\r\nb\r\n.\r\n");
+        assert_eq!(data(b".lead\n.\n"), b"..lead\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn no_line_is_a_lone_dot_but_the_terminator() {
+        // The smuggling shapes: after conversion every line end is CRLF and every "." that
+        // begins a line is doubled, so only the last line is ".".
         for raw in [
             &b"x\r\n\r.\r\nMAIL FROM:<e@x>\r\n"[..],
             b"x\n.\nMAIL FROM:<e@x>\n",
             b"x\r.\rMAIL FROM:<e@x>\r",
             b"x\r\n.\nMAIL FROM:<e@x>",
+            b".\r\n",
         ] {
-            let out = to_smtp_data(raw);
-            for (i, _) in out.iter().enumerate().filter(|&(_, &b)| b == b'.') {
-                assert!(
-                    i >= 2 && &out[i - 2..i] == b"\r\n",
-                    "{:?}",
-                    String::from_utf8_lossy(&out)
-                );
-            }
+            let out = data(raw);
+            let text = String::from_utf8_lossy(&out);
             for (i, &b) in out.iter().enumerate() {
                 match b {
-                    b'\r' => assert_eq!(out.get(i + 1), Some(&b'\n')),
-                    b'\n' => assert!(i > 0 && out[i - 1] == b'\r'),
+                    b'\r' => assert_eq!(out.get(i + 1), Some(&b'\n'), "{text:?}"),
+                    b'\n' => assert!(i > 0 && out[i - 1] == b'\r', "{text:?}"),
                     _ => {}
                 }
             }
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            let dots = lines.iter().filter(|l| **l == ".").count();
+            assert_eq!(dots, 1, "{text:?}");
+            assert!(text.ends_with("\r\n.\r\n"), "{text:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn write_data_writes_long_runs_whole_and_gathers_short_pieces() {
+        /// Records each write's length.
+        struct Recorder(Vec<u8>, Vec<usize>);
+        impl tokio::io::AsyncWrite for Recorder {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.0.extend_from_slice(buf);
+                self.1.push(buf.len());
+                std::task::Poll::Ready(Ok(buf.len()))
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let big: Vec<u8> =
+            b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,\r\n".repeat(80_000);
+        let mut rec = Recorder(Vec::new(), Vec::new());
+        write_data(&mut rec, &big).await.expect("test");
+        assert_eq!(rec.0, reference(&big));
+        assert_eq!(
+            rec.1,
+            [big.len(), 3],
+            "one write for the message, one for the end"
+        );
+        // A message of bare LF lines: thousands of pieces, gathered into 64 KB writes.
+        let lf: Vec<u8> = b"a line that ends in a bare LF\n".repeat(10_000);
+        let mut rec = Recorder(Vec::new(), Vec::new());
+        write_data(&mut rec, &lf).await.expect("test");
+        assert_eq!(rec.0, reference(&lf));
+        assert!(rec.1.len() <= 6, "{:?}", rec.1);
     }
 }

@@ -5,21 +5,31 @@ its lines: CRLF, a bare LF or a bare CR. Whatever follows is read as commands of
 same session. Every command line is appended to OUT_DIR/commands.log, and every message
 to OUT_DIR/NNNNNN.eml.
 
-Binds port 0 and prints "PORT <n>" once listening.   Command-line: lenient_smtp.py OUT_DIR
+With CHAIN and KEY it offers STARTTLS and answers it the way a man in the middle makes
+it answer (Poddebniak et al., "Why TLS is better without STARTTLS", USENIX Security
+2021, the client-side "response injection"): "220" and, in the same plain-text packet,
+a reply to a command the client has not sent yet ("250 injected.example"), then the
+TLS handshake. A client that keeps the plain-text bytes it read ahead takes that line
+for the server's reply to its EHLO over TLS.
+
+Binds port 0 and prints "PORT <n>" once listening.
+Command-line: lenient_smtp.py OUT_DIR [CHAIN KEY]
 """
 
 import asyncio
 import os
 import re
+import ssl
 import sys
 
 END = re.compile(rb"(?:\r\n|\r|\n)\.(?:\r\n|\r|\n)")
 
 
 class Session:
-    def __init__(self, out_dir, reader, writer):
+    def __init__(self, out_dir, reader, writer, tls=None):
         self.out_dir, self.reader, self.writer = out_dir, reader, writer
         self.buf = b""
+        self.tls, self.encrypted = tls, False
 
     def log(self, line):
         with open(os.path.join(self.out_dir, "commands.log"), "ab") as f:
@@ -62,7 +72,12 @@ class Session:
             self.log(line)
             verb = line.split(b" ", 1)[0].upper()
             if verb in (b"EHLO", b"HELO"):
-                await self.reply("250-lenient.test\r\n250-8BITMIME\r\n250 SMTPUTF8")
+                starttls = "250-STARTTLS\r\n" if self.tls and not self.encrypted else ""
+                await self.reply("250-lenient.test\r\n%s250-8BITMIME\r\n250 SMTPUTF8" % starttls)
+            elif verb == b"STARTTLS" and self.tls and not self.encrypted:
+                await self.reply("220 go ahead\r\n250 injected.example")
+                await self.writer.start_tls(self.tls)
+                self.encrypted, self.buf = True, b""
             elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
                 await self.reply("250 ok")
             elif verb == b"DATA":
@@ -81,11 +96,15 @@ class Session:
 
 async def main():
     out_dir = sys.argv[1]
+    tls = None
+    if len(sys.argv) > 3:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(sys.argv[2], sys.argv[3])
 
     async def handle(reader, writer):
         try:
-            await Session(out_dir, reader, writer).run()
-        except (EOFError, ConnectionError):
+            await Session(out_dir, reader, writer, tls).run()
+        except (EOFError, ConnectionError, ssl.SSLError):
             pass
         finally:
             writer.close()

@@ -37,6 +37,25 @@ impl LenientSmtp {
         Self { child, dir, port }
     }
 
+    /// Starts the receiver offering STARTTLS with `pki`'s certificate, and answering it
+    /// with a plain-text reply injected after its "220" (see `py/lenient_smtp.py`).
+    #[must_use]
+    pub fn start_injecting_after_starttls(pki: &crate::Pki) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mailferry-lenient-")
+            .tempdir()
+            .expect("tempdir");
+        let (child, port) = spawn_python(
+            "lenient_smtp.py",
+            &[
+                dir.path().as_os_str(),
+                pki.chain_pem.as_os_str(),
+                pki.key_pem.as_os_str(),
+            ],
+        );
+        Self { child, dir, port }
+    }
+
     /// Every command line received, in order (message data excluded).
     #[must_use]
     pub fn commands(&self) -> Vec<String> {
