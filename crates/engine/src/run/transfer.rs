@@ -114,7 +114,14 @@ async fn fetch_all<S: Source, D: Destination>(
             break;
         }
         let keys: Vec<MessageKey> = batch.iter().map(|m| m.key.clone()).collect();
+        // The batch's announced bytes are taken from the budget before it is fetched, not
+        // after: else a large message arrives while the one before it is still being
+        // delivered, and both are held at once.
+        let Ok(reserved) = budget.acquire_many(reservation(batch)).await else {
+            return Ok(());
+        };
         let fetched = source.fetch(&keys).await.map_err(|e| Stop::source(&e))?;
+        drop(reserved);
         if fetched.len() < keys.len() {
             // Gone meanwhile, or left for the next run.
             incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -243,6 +250,13 @@ enum Fetched {
     Failed(String),
     /// Larger than max-message-size (why).
     TooLarge(String),
+}
+
+/// What a batch takes from the queue's budget while it is fetched: its announced bytes,
+/// at most the whole budget.
+fn reservation(batch: &[ListedMessage]) -> u32 {
+    let announced: u64 = batch.iter().map(|m| m.size).sum();
+    u32::try_from(announced.min(u64::from(QUEUE_BYTES))).unwrap_or(QUEUE_BYTES)
 }
 
 /// Splits `messages` into fetch batches bounded by count and announced size.
