@@ -219,3 +219,31 @@ fn one_odd_line_spoils_only_itself() {
     assert_eq!(l.entries, [(1, 10), (3, 30)]);
     assert_eq!(l.skipped.len(), 1);
 }
+
+#[test]
+fn unstuffing_removes_one_dot_after_every_lf_as_the_rule_reads() {
+    // The rule byte by byte: a "." at the start or after an LF is dropped, once.
+    fn reference(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at_line_start = true;
+        for &b in body {
+            if !(at_line_start && b == b'.') {
+                out.push(b);
+            }
+            at_line_start = b == b'\n';
+        }
+        out
+    }
+    // All 4^8 strings over CR, LF, '.', 'a' up to eight bytes long.
+    let alphabet = [b'\r', b'\n', b'.', b'a'];
+    for len in 0..=8u32 {
+        for n in 0..4usize.pow(len) {
+            let raw: Vec<u8> = (0..len)
+                .map(|i| alphabet[(n / 4usize.pow(i)) % 4])
+                .collect();
+            let mut body = raw.clone();
+            unstuff_in_place(&mut body);
+            assert_eq!(body, reference(&raw), "{raw:?}");
+        }
+    }
+}
