@@ -440,12 +440,17 @@ mod tests {
     use mailferry_store::{LedgerKey, MessageFacts, Store};
 
     async fn setup() -> (tempfile::TempDir, mailferry_config::Config, Store) {
+        setup_with("").await
+    }
+
+    /// The one-account configuration, `extra` lines added to the account.
+    async fn setup_with(extra: &str) -> (tempfile::TempDir, mailferry_config::Config, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("p"), "pw").expect("pass");
         let path = dir.path().join("m.toml");
         std::fs::write(
             &path,
-            "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nenvelope-to = [\"me@home.example\"]\n[[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nusername = \"u\"\nauth = { method = \"password\", password-file = \"p\" }\ndestination = \"home\"\n",
+            format!("[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nenvelope-to = [\"me@home.example\"]\n[[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nusername = \"u\"\nauth = {{ method = \"password\", password-file = \"p\" }}\ndestination = \"home\"\n{extra}"),
         )
         .expect("config");
         let config = mailferry_config::load(&path).expect("valid");
@@ -468,6 +473,36 @@ mod tests {
         assert!(page.contains("No accounts yet"), "{page}");
         assert!(page.contains("mailferry init"), "{page}");
         assert!(page.contains("systemctl reload mailferry"), "{page}");
+    }
+
+    #[tokio::test]
+    async fn a_pushed_account_whose_push_is_connected_is_ok_before_any_poll() {
+        // Every folder pushed and no poll run yet (none is due for an hour): no schedule row,
+        // no runs. Its connected push is its run, so it is ok, not "not run yet".
+        let (dir, config, store) = setup_with("push = \"idle\"\ninterval = \"1h\"\n").await;
+        store
+            .save_push(&mailferry_store::PushRow {
+                account: "a".into(),
+                folder: "INBOX".into(),
+                state: "connected".into(),
+                connected_since: Some(mailferry_core::unix_now()),
+                last_event: None,
+                last_latency_ms: None,
+                last_error: None,
+                logins_24h: 1,
+            })
+            .await
+            .expect("push");
+        let path = dir.path().join("m.toml");
+        let page = render(&Sources {
+            config: &config,
+            config_path: &path,
+            store: &store,
+        })
+        .await
+        .expect("page");
+        assert!(!page.contains("not run yet"), "{page}");
+        assert!(page.contains(">ok<"), "{page}");
     }
 
     #[tokio::test]

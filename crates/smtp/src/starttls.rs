@@ -216,7 +216,10 @@ mod tests {
     #[test]
     fn a_reply_ends_at_its_last_line() {
         assert_eq!(reply_end(b"250-a\r\n250-b\r\n").expect("test"), None);
-        assert_eq!(reply_end(b"250-a\r\n250 b\r\nrest").expect("test"), Some(14));
+        assert_eq!(
+            reply_end(b"250-a\r\n250 b\r\nrest").expect("test"),
+            Some(14)
+        );
         assert_eq!(reply_end(b"220\r\n").expect("test"), Some(5));
         assert!(reply_end(b"HTTP/1.1 400\r\n").is_err());
         let r = parse(b"250-mx.example\r\n250-SIZE 10\r\n250 STARTTLS\r\n").expect("test");
