@@ -216,6 +216,53 @@ fn plain_text_injected_after_the_reply_to_starttls_ends_the_session_and_nothing_
 }
 
 #[test]
+fn with_pipelining_the_envelope_goes_in_one_write_and_data_taken_after_a_refused_recipient_sends_nothing()
+ {
+    // RFC 2920: MAIL, RCPT and DATA in one write, the replies read in order.
+    let b = Bench::start();
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let lenient = mailferry_testkit::LenientSmtp::start_pipelining();
+    let destination = |to: &str| {
+        format!(
+            "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nenvelope-to = [{to}]\n",
+            lenient.port,
+        )
+    };
+    let account = b.account("src", b.dovecot.imaps_port, "implicit", "src.pass");
+    b.write_raw(
+        &destination(&format!("\"{}\"", crate::util::RCPT)),
+        std::slice::from_ref(&account),
+    );
+    b.once_ok();
+    assert_eq!(lenient.messages().len(), 1);
+    let reads = lenient.lines_per_read();
+    assert!(
+        reads.contains(&3),
+        "MAIL, RCPT and DATA did not come in one read: lines per read {reads:?}"
+    );
+    // A second recipient the server refuses, though it takes DATA (354) for the first, as
+    // Postfix does: the message must not go out (no terminator, the connection dropped),
+    // and the refusal is reported.
+    b.dovecot.add_message("INBOX", &fixtures::simple(2));
+    b.write_raw(
+        &destination(&format!(
+            "\"{}\", \"refused@home.example\"",
+            crate::util::RCPT
+        )),
+        &[account],
+    );
+    let run = b.run(&["once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("Recipient address rejected"), "{run:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        lenient.messages().len(),
+        1,
+        "a message went out after its recipient was refused"
+    );
+}
+
+#[test]
 fn io_timeout_limits_silence_not_size_a_large_message_over_a_slow_link_passes() {
     let b = Bench::start();
     let big = fixtures::sized(1, 6 * 1024 * 1024);

@@ -5,8 +5,8 @@ use std::time::Duration;
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::commands::{Ehlo, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::Extension;
 use mailferry_core::{Destination, Login, RawMessage, Receipt};
 use tokio::sync::Mutex;
 use tracing::debug;
@@ -14,8 +14,9 @@ use tracing::debug;
 use crate::error::{EnvelopeCause, SmtpError, SmtpStep};
 use crate::hello::{hello_name, kernel_hostname};
 use crate::lettre_stream::Shared;
-use crate::replies::{envelope_reply, reply};
-use crate::wire::write_data;
+use crate::replies::envelope_reply;
+
+mod transaction;
 
 pub use mailferry_tls::TlsMode;
 
@@ -99,6 +100,10 @@ struct Session {
     wire: Shared,
     /// The server takes `SIZE=` on `MAIL FROM` (RFC 1870).
     size: bool,
+    /// The server takes `MAIL`, `RCPT` and `DATA` in one go (RFC 2920).
+    pipelining: bool,
+    /// The server waits for message data that will not come: the connection is dropped.
+    broken: bool,
 }
 
 impl std::fmt::Debug for SmtpDestination {
@@ -182,6 +187,55 @@ impl SmtpDestination {
             tcp.local_addr().ok().map(|a| a.ip()),
         );
         debug!(%hello, "EHLO name");
+        let wire = self.stream(tcp, &hello).await?;
+        let connect_err = |source| SmtpError::Connect {
+            server: server(o),
+            source,
+        };
+        let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(wire.clone()), &hello);
+        let mut conn = within(SmtpStep::Greeting, o.connect_timeout, greeting)
+            .await?
+            .map_err(connect_err)?;
+        // lettre keeps only the extensions it uses; SIZE and PIPELINING are read from a
+        // second EHLO.
+        let ehlo = within(
+            SmtpStep::Ehlo,
+            o.connect_timeout,
+            conn.command(Ehlo::new(hello.clone())),
+        )
+        .await?
+        .map_err(connect_err)?;
+        let offers = |name: &str| {
+            ehlo.message().skip(1).any(|line| {
+                line.split_whitespace()
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(name))
+            })
+        };
+        let (size, pipelining) = (offers("SIZE"), offers("PIPELINING"));
+        self.login(&mut conn).await?;
+        debug!(server = %server(o), tls = ?o.tls, size, pipelining, "SMTP session ready");
+        Ok(Session {
+            conn,
+            wire,
+            size,
+            pipelining,
+            broken: false,
+        })
+    }
+
+    /// The session's stream over `tcp`: TLS at once, or after mailferry's own STARTTLS
+    /// (lettre then reads the greeting it kept), or none.
+    async fn stream(
+        &self,
+        tcp: tokio::net::TcpStream,
+        hello: &lettre::transport::smtp::extension::ClientId,
+    ) -> Result<Shared, SmtpError> {
+        let o = &self.opts;
+        let network = |source| SmtpError::Network {
+            server: server(o),
+            source,
+        };
         let peer = tcp.peer_addr().map_err(network)?;
         // After mailferry's own STARTTLS, lettre reads the greeting it kept.
         let mut greeting = Vec::new();
@@ -197,7 +251,7 @@ impl SmtpDestination {
                     tcp,
                     &server,
                     &o.host,
-                    &hello,
+                    hello,
                     config,
                     o.connect_timeout,
                 );
@@ -212,30 +266,15 @@ impl SmtpDestination {
         // total; the message data has none, and its final reply may take RFC 5321's ten
         // minutes (servers scan the message first), so silence counts from there.
         let silence = o.io_timeout.max(DATA_REPLY);
-        let wire = Shared::new(mailferry_tls::Idle::new(inner, silence), greeting, peer);
-        let connect_err = |source| SmtpError::Connect {
-            server: server(o),
-            source,
-        };
-        let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(wire.clone()), &hello);
-        let mut conn = within(SmtpStep::Greeting, o.connect_timeout, greeting)
-            .await?
-            .map_err(connect_err)?;
-        // lettre keeps only the extensions it uses; SIZE is read from a second EHLO.
-        let size = within(
-            SmtpStep::Ehlo,
-            o.connect_timeout,
-            conn.command(Ehlo::new(hello.clone())),
-        )
-        .await?
-        .map_err(connect_err)?
-        .message()
-        .skip(1)
-        .any(|line| {
-            line.split_whitespace()
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("SIZE"))
-        });
+        Ok(Shared::new(
+            mailferry_tls::Idle::new(inner, silence),
+            greeting,
+            peer,
+        ))
+    }
+
+    /// `AUTH` with the login, if there is one.
+    async fn login(&self, conn: &mut AsyncSmtpConnection) -> Result<(), SmtpError> {
         let login = self
             .login
             .lock()
@@ -251,21 +290,24 @@ impl SmtpDestination {
                     (Credentials::new(username, token), &[Mechanism::Xoauth2])
                 }
             };
-            within(SmtpStep::Auth, o.io_timeout, conn.auth(mechanisms, &creds))
-                .await?
-                .map_err(|e| {
-                    if e.is_permanent() {
-                        SmtpError::Auth(e)
-                    } else {
-                        SmtpError::Session {
-                            step: SmtpStep::Auth,
-                            source: e,
-                        }
+            within(
+                SmtpStep::Auth,
+                self.opts.io_timeout,
+                conn.auth(mechanisms, &creds),
+            )
+            .await?
+            .map_err(|e| {
+                if e.is_permanent() {
+                    SmtpError::Auth(e)
+                } else {
+                    SmtpError::Session {
+                        step: SmtpStep::Auth,
+                        source: e,
                     }
-                })?;
+                }
+            })?;
         }
-        debug!(server = %server(o), tls = ?o.tls, size, "SMTP session ready");
-        Ok(Session { conn, wire, size })
+        Ok(())
     }
 
     /// Walks the way out without sending anything: connects (TLS, EHLO, AUTH), then offers
@@ -354,95 +396,6 @@ impl SmtpDestination {
             let _ = tokio::time::timeout(self.opts.io_timeout, session.conn.quit()).await;
         }
     }
-
-    async fn transaction(
-        &self,
-        session: &mut Session,
-        message: &RawMessage,
-    ) -> Result<Receipt, SmtpError> {
-        let io = self.opts.io_timeout;
-        let conn = &mut session.conn;
-        let ascii = |a: &Address| <Address as AsRef<str>>::as_ref(a).is_ascii();
-        let smtputf8 = conn.server_info().supports_feature(Extension::SmtpUtfEight);
-        let from = match &self.from {
-            Some(fixed) => fixed.clone(),
-            None => match message
-                .envelope_sender()
-                .and_then(|a| a.parse::<Address>().ok())
-            {
-                // Without SMTPUTF8 the server cannot take a UTF-8 sender: the null sender
-                // instead (the message itself travels unchanged).
-                Some(a) if !ascii(&a) && !smtputf8 => {
-                    debug!(
-                        "the message's sender is not ASCII and the server has no SMTPUTF8: MAIL FROM:<>"
-                    );
-                    None
-                }
-                other => other,
-            },
-        };
-        let mut params = Vec::new();
-        if session.size {
-            params.push(MailParameter::Size(message.len()));
-        }
-        if !message.as_bytes().is_ascii()
-            && conn.server_info().supports_feature(Extension::EightBitMime)
-        {
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        let utf8 = from.as_ref().is_some_and(|a| !ascii(a)) || self.to.iter().any(|a| !ascii(a));
-        if utf8 && smtputf8 {
-            params.push(MailParameter::SmtpUtfEight);
-        }
-        // A sender taken from the message is the message's: its refusal is about this
-        // message (a forged domain, SPF), not about the destination.
-        let own_sender = self.from.is_none() && from.is_some();
-        envelope_reply(
-            SmtpStep::Mail,
-            self.sender_cause,
-            own_sender,
-            within(SmtpStep::Mail, io, conn.command(Mail::new(from, params))).await?,
-        )?;
-        for to in &self.to {
-            envelope_reply(
-                SmtpStep::Rcpt,
-                EnvelopeCause::Recipient,
-                own_sender,
-                within(
-                    SmtpStep::Rcpt,
-                    io,
-                    conn.command(Rcpt::new(to.clone(), Vec::new())),
-                )
-                .await?,
-            )?;
-        }
-        // A 5xx to DATA comes before the message: a policy that may answer every message
-        // alike (Exim `acl_smtp_predata`).
-        reply(
-            SmtpStep::Data,
-            within(SmtpStep::Data, io, conn.command(Data)).await?,
-        )
-        .map_err(|e| match e {
-            SmtpError::Refused { reply } => SmtpError::Doubtful {
-                step: SmtpStep::Data,
-                reply,
-            },
-            e => e,
-        })?;
-        // No total limit for the data: the stream fails after io-timeout of silence. The
-        // data goes straight to the stream, the reply is read by lettre.
-        write_data(&mut session.wire, message.as_bytes())
-            .await
-            .map_err(|source| SmtpError::Stream {
-                step: SmtpStep::MessageData,
-                source,
-            })?;
-        let response = reply(SmtpStep::MessageData, session.conn.read_response().await)?;
-        let text = response.message().collect::<Vec<_>>().join(" ");
-        Ok(Receipt {
-            id: format!("{} {text}", response.code()),
-        })
-    }
 }
 
 impl Destination for SmtpDestination {
@@ -456,7 +409,9 @@ impl Destination for SmtpDestination {
             });
         }
         let mut guard = self.conn.lock().await;
-        let reused = guard.as_ref().is_some_and(|s| !s.conn.has_broken());
+        let reused = guard
+            .as_ref()
+            .is_some_and(|s| !s.conn.has_broken() && !s.broken);
         if !reused {
             *guard = Some(self.connect().await?);
         }
@@ -472,6 +427,9 @@ impl Destination for SmtpDestination {
             && matches!(
                 &result,
                 Err(SmtpError::Session {
+                    step: SmtpStep::Mail,
+                    ..
+                } | SmtpError::Stream {
                     step: SmtpStep::Mail,
                     ..
                 })
@@ -491,6 +449,7 @@ impl Destination for SmtpDestination {
                 | SmtpError::Envelope { .. },
             ) => {
                 let reset = match guard.as_mut() {
+                    Some(session) if session.broken => false,
                     Some(session) => matches!(
                         tokio::time::timeout(self.opts.io_timeout, session.conn.command(Rset))
                             .await,

@@ -189,31 +189,8 @@ impl Store {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
         let (uid, uidl) = key.columns();
-        // A message seen for the first time (nearly every one) takes one statement: the
-        // row is inserted unless it exists, as an attempt or, for content delivered under
-        // another UIDVALIDITY, a duplicate. Every statement is a round trip to SQLite's
-        // thread, and this runs for every message.
-        let inserted: Option<LedgerState> = sqlx::query_scalar(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
-             attempts, destination, first_seen, updated_at) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, CASE WHEN seen THEN 'duplicate' ELSE 'attempt' END, \
-             NOT seen, ?9, ?10, ?10 FROM (SELECT EXISTS (SELECT 1 FROM ledger \
-             WHERE account = ?1 AND folder = ?2 AND sha256 = ?6 AND uidvalidity <> ?3 \
-             AND state = 'delivered' AND message_id IS ?7) AS seen) WHERE true \
-             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO NOTHING RETURNING state",
-        )
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .bind(facts.sha256)
-        .bind(facts.message_id)
-        .bind(size)
-        .bind(facts.destination)
-        .bind(now)
-        .fetch_optional(&mut *self.hot().await?)
-        .await?;
+        // A message seen for the first time (nearly every one) takes one statement.
+        let inserted = self.insert_new(key, facts, size, now).await?;
         match inserted {
             Some(LedgerState::Duplicate) => return Ok(Attempt::Duplicate),
             Some(_) => return Ok(Attempt::Fresh),
@@ -284,6 +261,41 @@ impl Store {
         } else {
             Attempt::Fresh
         })
+    }
+
+    /// Inserts the row of a message seen for the first time, as an attempt or, for content
+    /// delivered under another UIDVALIDITY, a duplicate; `None` when the row exists. One
+    /// statement: every statement is a round trip to SQLite's thread, and this runs for
+    /// every message.
+    async fn insert_new(
+        &self,
+        key: &LedgerKey,
+        facts: &MessageFacts<'_>,
+        size: i64,
+        now: i64,
+    ) -> Result<Option<LedgerState>, StoreError> {
+        let (uid, uidl) = key.columns();
+        Ok(sqlx::query_scalar(
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
+             attempts, destination, first_seen, updated_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, CASE WHEN seen THEN 'duplicate' ELSE 'attempt' END, \
+             NOT seen, ?9, ?10, ?10 FROM (SELECT EXISTS (SELECT 1 FROM ledger \
+             WHERE account = ?1 AND folder = ?2 AND sha256 = ?6 AND uidvalidity <> ?3 \
+             AND state = 'delivered' AND message_id IS ?7) AS seen) WHERE true \
+             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO NOTHING RETURNING state",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .bind(facts.sha256)
+        .bind(facts.message_id)
+        .bind(size)
+        .bind(facts.destination)
+        .bind(now)
+        .fetch_optional(&mut *self.hot().await?)
+        .await?)
     }
 
     /// Records that the destination accepted `key`. Only after this returns may the source

@@ -12,8 +12,13 @@ a reply to a command the client has not sent yet ("250 injected.example"), then 
 TLS handshake. A client that keeps the plain-text bytes it read ahead takes that line
 for the server's reply to its EHLO over TLS.
 
+With --pipelining it offers PIPELINING (RFC 2920), refuses RCPT for any address that
+holds "refused" (550) while still taking DATA with 354, as Postfix does when another
+recipient was accepted, and appends to OUT_DIR/reads.log how many whole command lines
+each read from the client brought.
+
 Binds port 0 and prints "PORT <n>" once listening.
-Command-line: lenient_smtp.py OUT_DIR [CHAIN KEY]
+Command-line: lenient_smtp.py OUT_DIR [--tls CHAIN KEY] [--pipelining]
 """
 
 import asyncio
@@ -26,10 +31,11 @@ END = re.compile(rb"(?:\r\n|\r|\n)\.(?:\r\n|\r|\n)")
 
 
 class Session:
-    def __init__(self, out_dir, reader, writer, tls=None):
+    def __init__(self, out_dir, reader, writer, tls=None, pipelining=False):
         self.out_dir, self.reader, self.writer = out_dir, reader, writer
         self.buf = b""
         self.tls, self.encrypted = tls, False
+        self.pipelining, self.in_data = pipelining, False
 
     def log(self, line):
         with open(os.path.join(self.out_dir, "commands.log"), "ab") as f:
@@ -44,6 +50,9 @@ class Session:
         if not chunk:
             raise EOFError
         self.buf += chunk
+        if self.pipelining and not self.in_data:
+            with open(os.path.join(self.out_dir, "reads.log"), "a") as f:
+                f.write("%d\n" % len(re.findall(rb"\r\n", self.buf)))
 
     async def line(self):
         while True:
@@ -73,7 +82,11 @@ class Session:
             verb = line.split(b" ", 1)[0].upper()
             if verb in (b"EHLO", b"HELO"):
                 starttls = "250-STARTTLS\r\n" if self.tls and not self.encrypted else ""
+                if self.pipelining:
+                    starttls += "250-PIPELINING\r\n"
                 await self.reply("250-lenient.test\r\n%s250-8BITMIME\r\n250 SMTPUTF8" % starttls)
+            elif verb == b"RCPT" and self.pipelining and b"refused" in line.lower():
+                await self.reply("550 5.1.1 <refused>: Recipient address rejected: User unknown")
             elif verb == b"STARTTLS" and self.tls and not self.encrypted:
                 await self.reply("220 go ahead\r\n250 injected.example")
                 await self.writer.start_tls(self.tls)
@@ -82,7 +95,9 @@ class Session:
                 await self.reply("250 ok")
             elif verb == b"DATA":
                 await self.reply("354 go ahead")
+                self.in_data = True
                 body = await self.data()
+                self.in_data = False
                 n = len([f for f in os.listdir(self.out_dir) if f.endswith(".eml")])
                 with open(os.path.join(self.out_dir, "%06d.eml" % n), "wb") as f:
                     f.write(body)
@@ -96,14 +111,15 @@ class Session:
 
 async def main():
     out_dir = sys.argv[1]
-    tls = None
-    if len(sys.argv) > 3:
+    tls, pipelining = None, "--pipelining" in sys.argv
+    if "--tls" in sys.argv:
+        at = sys.argv.index("--tls")
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(sys.argv[2], sys.argv[3])
+        tls.load_cert_chain(sys.argv[at + 1], sys.argv[at + 2])
 
     async def handle(reader, writer):
         try:
-            await Session(out_dir, reader, writer, tls).run()
+            await Session(out_dir, reader, writer, tls, pipelining).run()
         except (EOFError, ConnectionError, ssl.SSLError):
             pass
         finally:

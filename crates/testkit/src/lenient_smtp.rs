@@ -49,11 +49,38 @@ impl LenientSmtp {
             "lenient_smtp.py",
             &[
                 dir.path().as_os_str(),
+                "--tls".as_ref(),
                 pki.chain_pem.as_os_str(),
                 pki.key_pem.as_os_str(),
             ],
         );
         Self { child, dir, port }
+    }
+
+    /// Starts the receiver offering PIPELINING, refusing RCPT for any address that holds
+    /// "refused" while still taking DATA (see `py/lenient_smtp.py`).
+    #[must_use]
+    pub fn start_pipelining() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mailferry-lenient-")
+            .tempdir()
+            .expect("tempdir");
+        let (child, port) = spawn_python(
+            "lenient_smtp.py",
+            &[dir.path().as_os_str(), "--pipelining".as_ref()],
+        );
+        Self { child, dir, port }
+    }
+
+    /// With PIPELINING offered: how many whole command lines each read from the client
+    /// brought, in order.
+    #[must_use]
+    pub fn lines_per_read(&self) -> Vec<usize> {
+        std::fs::read_to_string(self.dir.path().join("reads.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     }
 
     /// Every command line received, in order (message data excluded).
