@@ -3,6 +3,8 @@
 //! With `--fetchmail`, runs Debian's fetchmail over the same mailbox for comparison.
 //! With `--dest gmail`, delivers to the fake Gmail API instead, whose per-user quota is set
 //! to Gmail's (10 imports/s), and shows whether the delivery rate sits at the quota.
+//! With `--postfix`, delivers to a private Postfix (which offers PIPELINING) instead of
+//! aiosmtpd.
 //! A benchmark, not a test: it asserts only that everything arrived.
 
 #![allow(clippy::print_stdout, missing_docs)]
@@ -21,6 +23,8 @@ struct Args {
     binary: PathBuf,
     fetchmail: bool,
     plain_smtp: bool,
+    /// `--postfix`: deliver to a private Postfix (PIPELINING, STARTTLS) instead of aiosmtpd.
+    postfix: bool,
     pop3: bool,
     small: bool,
     gmail: bool,
@@ -44,6 +48,7 @@ fn args() -> Args {
         binary: PathBuf::from("target/release/mailferry"),
         fetchmail: false,
         plain_smtp: false,
+        postfix: false,
         pop3: false,
         small: false,
         gmail: false,
@@ -67,6 +72,7 @@ fn args() -> Args {
             "--binary" => a.binary = it.next().map(PathBuf::from).expect("--binary PATH"),
             "--fetchmail" => a.fetchmail = true,
             "--plain-smtp" => a.plain_smtp = true,
+            "--postfix" => a.postfix = true,
             "--pop3" => a.pop3 = true,
             "--small" => a.small = true,
             "--second-poll" => a.second_poll = true,
@@ -279,6 +285,9 @@ fn push(a: &Args, n: usize) {
     let _ = child.wait();
 }
 
+/// The mailbox the `--postfix` pass delivers to.
+const POSTFIX_RCPT: &str = "bench@home.example";
+
 fn main() {
     let a = args();
     if a.second_poll {
@@ -298,6 +307,22 @@ fn main() {
     // --plain-smtp removes its TLS cost to show how fast mailferry itself can go.
     let smtp = SmtpReceiver::start((!a.plain_smtp).then_some(&dovecot.pki));
     let smtp_tls = if a.plain_smtp { "none" } else { "starttls" };
+    // --postfix: what most home servers run, with PIPELINING (aiosmtpd has none).
+    let postfix = a
+        .postfix
+        .then(|| mailferry_testkit::Postfix::start(&[POSTFIX_RCPT], &[]));
+    let (smtp_port, smtp_ca, rcpt) = match &postfix {
+        Some(p) => (
+            p.port,
+            p.pki.ca_pem.display().to_string(),
+            POSTFIX_RCPT.to_owned(),
+        ),
+        None => (
+            smtp.port,
+            dovecot.pki.ca_pem.display().to_string(),
+            "bench@home.example".to_owned(),
+        ),
+    };
     // --small: 1-5 KB messages, where round trips rather than bytes set the pace.
     let sizes = if a.small {
         sizes(a.messages)
@@ -348,10 +373,10 @@ state-dir = "state{n}"
 name = "rx"
 kind = "smtp"
 host = "localhost"
-port = {smtp}
+port = {smtp_port}
 tls = "{smtp_tls}"
-tls-ca-file = "{ca}"
-envelope-to = ["bench@home.example"]
+tls-ca-file = "{smtp_ca}"
+envelope-to = ["{rcpt}"]
 [[account]]
 name = "bench"
 host = "127.0.0.1"
@@ -361,7 +386,6 @@ username = "{USER}"
 auth = {{ method = "password", password-file = "pass" }}
 destination = "rx"
 "#,
-                smtp = smtp.port,
             ),
         )
         .expect("write config");
@@ -371,7 +395,10 @@ destination = "rx"
                 .arg("--config")
                 .arg(&config),
         );
-        let now = smtp.messages().len();
+        let now = match &postfix {
+            Some(p) => p.wait_delivered(POSTFIX_RCPT, received + a.messages).len(),
+            None => smtp.messages().len(),
+        };
         report(label, now - received, total, &t);
         assert_eq!(
             now - received,
