@@ -4,6 +4,17 @@ use super::{Sources, render};
 use mailferry_core::MessageKey;
 use mailferry_store::{LedgerKey, MessageFacts, Store};
 
+/// The page for `config` (read from `dir`'s m.toml) and `store`.
+async fn page(dir: &tempfile::TempDir, config: &mailferry_config::Config, store: &Store) -> String {
+    render(&Sources {
+        config,
+        config_path: &dir.path().join("m.toml"),
+        store,
+    })
+    .await
+    .expect("page")
+}
+
 async fn setup() -> (tempfile::TempDir, mailferry_config::Config, Store) {
     setup_with("").await
 }
@@ -27,14 +38,7 @@ async fn setup_with(extra: &str) -> (tempfile::TempDir, mailferry_config::Config
 async fn with_no_accounts_the_page_says_what_to_do_first() {
     let (dir, mut config, store) = setup().await;
     config.accounts.clear();
-    let path = dir.path().join("m.toml");
-    let page = render(&Sources {
-        config: &config,
-        config_path: &path,
-        store: &store,
-    })
-    .await
-    .expect("page");
+    let page = page(&dir, &config, &store).await;
     assert!(page.contains("No accounts yet"), "{page}");
     assert!(page.contains("mailferry init"), "{page}");
     assert!(page.contains("systemctl reload mailferry"), "{page}");
@@ -58,14 +62,7 @@ async fn a_pushed_account_whose_push_is_connected_is_ok_before_any_poll() {
         })
         .await
         .expect("push");
-    let path = dir.path().join("m.toml");
-    let page = render(&Sources {
-        config: &config,
-        config_path: &path,
-        store: &store,
-    })
-    .await
-    .expect("page");
+    let page = page(&dir, &config, &store).await;
     assert!(!page.contains("not run yet"), "{page}");
     assert!(page.contains(">ok<"), "{page}");
 }
@@ -96,14 +93,7 @@ async fn a_hostile_message_id_and_reason_come_out_as_text() {
         .mark_refused(&key, "550 <img src=x onerror=alert(1)> & more")
         .await
         .expect("refused");
-    let path = dir.path().join("m.toml");
-    let page = render(&Sources {
-        config: &config,
-        config_path: &path,
-        store: &store,
-    })
-    .await
-    .expect("page");
+    let page = page(&dir, &config, &store).await;
     assert!(!page.to_ascii_lowercase().contains("<script"), "{page}");
     assert!(!page.contains("<img"), "{page}");
     assert!(
@@ -142,14 +132,7 @@ async fn a_long_list_of_refusals_shows_the_most_recent_and_says_where_the_rest_a
         store.begin_attempt(&key, &facts).await.expect("attempt");
         store.mark_refused(&key, "550 no").await.expect("refused");
     }
-    let path = dir.path().join("m.toml");
-    let page = render(&Sources {
-        config: &config,
-        config_path: &path,
-        store: &store,
-    })
-    .await
-    .expect("page");
+    let page = page(&dir, &config, &store).await;
     assert_eq!(page.matches("<td>UID ").count(), 20, "{page}");
     assert!(page.contains("The 20 most recent of 25"), "{page}");
 }

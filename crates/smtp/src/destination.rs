@@ -470,7 +470,8 @@ impl Destination for SmtpDestination {
 /// RFC 5321 4.5.3.2.6: the time to allow for the reply to the end of the message data.
 const DATA_REPLY: Duration = Duration::from_secs(10 * 60);
 
-async fn within<T>(
+/// `fut`, or [`SmtpError::Timeout`] at `step` after `limit`.
+pub(crate) async fn within<T>(
     step: SmtpStep,
     limit: Duration,
     fut: impl Future<Output = T>,

@@ -18,6 +18,7 @@ use lettre::transport::smtp::extension::ClientId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use crate::destination::within;
 use crate::error::{SmtpError, SmtpStep};
 
 /// A server reply longer than this is not SMTP (Postfix's `smtp_response_limit` is
@@ -132,16 +133,6 @@ async fn ask(
         read_reply(tcp, buf).await.map(|(reply, _)| reply)
     })
     .await
-}
-
-async fn within<T>(
-    step: SmtpStep,
-    limit: Duration,
-    fut: impl Future<Output = T>,
-) -> Result<T, SmtpError> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| SmtpError::Timeout { step, after: limit })
 }
 
 /// Reads one whole reply: lines `NNN-text` up to the last, `NNN text` (or `NNN`). What

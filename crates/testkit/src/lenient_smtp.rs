@@ -29,46 +29,35 @@ impl LenientSmtp {
     /// Starts the receiver.
     #[must_use]
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mailferry-lenient-")
-            .tempdir()
-            .expect("tempdir");
-        let (child, port) = spawn_python("lenient_smtp.py", &[dir.path().as_os_str()]);
-        Self { child, dir, port }
+        Self::spawn(&[])
     }
 
     /// Starts the receiver offering STARTTLS with `pki`'s certificate, and answering it
     /// with a plain-text reply injected after its "220" (see `py/lenient_smtp.py`).
     #[must_use]
     pub fn start_injecting_after_starttls(pki: &crate::Pki) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mailferry-lenient-")
-            .tempdir()
-            .expect("tempdir");
-        let (child, port) = spawn_python(
-            "lenient_smtp.py",
-            &[
-                dir.path().as_os_str(),
-                "--tls".as_ref(),
-                pki.chain_pem.as_os_str(),
-                pki.key_pem.as_os_str(),
-            ],
-        );
-        Self { child, dir, port }
+        Self::spawn(&[
+            "--tls".as_ref(),
+            pki.chain_pem.as_os_str(),
+            pki.key_pem.as_os_str(),
+        ])
     }
 
     /// Starts the receiver offering PIPELINING, refusing RCPT for any address that holds
     /// "refused" while still taking DATA (see `py/lenient_smtp.py`).
     #[must_use]
     pub fn start_pipelining() -> Self {
+        Self::spawn(&["--pipelining".as_ref()])
+    }
+
+    fn spawn(options: &[&std::ffi::OsStr]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mailferry-lenient-")
             .tempdir()
             .expect("tempdir");
-        let (child, port) = spawn_python(
-            "lenient_smtp.py",
-            &[dir.path().as_os_str(), "--pipelining".as_ref()],
-        );
+        let mut args = vec![dir.path().as_os_str()];
+        args.extend_from_slice(options);
+        let (child, port) = spawn_python("lenient_smtp.py", &args);
         Self { child, dir, port }
     }
 
