@@ -327,3 +327,38 @@ fn status_after_once_reads_naturally_and_config_warnings_follow_every_commands_o
     );
     assert!(!status.stdout.contains("warning"), "{status:?}");
 }
+
+#[test]
+fn implicit_tls_smtp_with_a_login_delivers_byte_identical() {
+    // Port 465 (RFC 8314): TLS from the first byte, then AUTH PLAIN inside it.
+    let b = Bench::start();
+    let receiver = mailferry_testkit::SmtpReceiver::start_implicit_tls(
+        &b.dovecot.pki,
+        Some(("relay", "relay-secret")),
+    );
+    std::fs::write(b.dir.path().join("smtp.pass"), "relay-secret\n").expect("write");
+    let originals: Vec<Vec<u8>> = (0..3).map(fixtures::simple).collect();
+    for m in &originals {
+        b.dovecot.add_message("INBOX", m);
+    }
+    let destination = format!(
+        "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\ntls-ca-file = \"{}\"\nusername = \"relay\"\npassword-file = \"smtp.pass\"\nenvelope-to = [\"{RCPT}\"]\n",
+        receiver.port,
+        b.dovecot.pki.ca_pem.display()
+    );
+    b.write_raw(
+        &destination,
+        &[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")],
+    );
+    let run = b.once_ok();
+    assert_summary!(run, "src", fetched 3, delivered 3, skipped 0, failed 0);
+    let mut got: Vec<Vec<u8>> = receiver.messages().into_iter().map(|r| r.raw).collect();
+    let mut want = originals;
+    got.sort();
+    want.sort();
+    assert!(got == want, "received bytes differ from the originals");
+    // The destination's check walks the same way: TLS at once, the login, the envelope.
+    let check = b.run(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("AUTH=PLAIN"), "{check:?}");
+}

@@ -290,3 +290,33 @@ fn io_timeout_limits_silence_not_size_a_large_message_over_a_slow_link_passes() 
     assert_eq!(got.len(), 1);
     assert!(got[0].raw == big, "the message changed on the way");
 }
+
+#[test]
+fn starttls_asked_of_a_server_without_it_says_so_and_names_the_setting() {
+    let b = Bench::start();
+    b.dovecot.add_message("INBOX", &fixtures::simple(1));
+    let plain = mailferry_testkit::LenientSmtp::start();
+    let destination = format!(
+        "[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nenvelope-to = [\"{}\"]\n",
+        plain.port,
+        crate::util::RCPT
+    );
+    b.write_raw(
+        &destination,
+        &[b.account("src", b.dovecot.imaps_port, "implicit", "src.pass")],
+    );
+    let run = b.run(&["once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("does not offer STARTTLS"), "{run:?}");
+    assert!(all.contains("tls = \"implicit\""), "{run:?}");
+    assert!(plain.messages().is_empty());
+    assert!(
+        !plain
+            .commands()
+            .iter()
+            .any(|c| c.to_ascii_uppercase().starts_with("MAIL")),
+        "the session went on in plain text: {:?}",
+        plain.commands()
+    );
+}

@@ -121,6 +121,7 @@ async def main():
     p.add_argument("--xoauth2-tokeninfo")
     p.add_argument("--known-rcpt", action="append")
     p.add_argument("--allowed-sender")
+    p.add_argument("--implicit-tls", action="store_true")
     a = p.parse_args()
     ctx = None
     if a.tls_cert:
@@ -130,21 +131,27 @@ async def main():
     handler.known_rcpt = a.known_rcpt
     handler.allowed_sender = a.allowed_sender
     loop = asyncio.get_running_loop()
+    # --implicit-tls: TLS from the first byte (port 465, RFC 8314), no STARTTLS offered.
     kwargs = {"decode_data": False, "data_size_limit": None, "enable_SMTPUTF8": True,
-              "hostname": "receiver.test", "tls_context": ctx, "require_starttls": False}
+              "hostname": "receiver.test", "require_starttls": False,
+              "tls_context": None if a.implicit_tls else ctx}
     if a.auth_user:
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = (isinstance(auth_data, LoginPassword)
                   and auth_data.login == a.auth_user.encode()
                   and auth_data.password == a.auth_password.encode())
             return AuthResult(success=ok, handled=False)
-        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+        # aiosmtpd sees TLS only when it did STARTTLS itself; under implicit TLS the whole
+        # connection is TLS already.
+        kwargs.update(authenticator=authenticator, auth_required=True,
+                      auth_require_tls=not a.implicit_tls)
     if a.xoauth2_tokeninfo:
         handler.tokeninfo = a.xoauth2_tokeninfo
         kwargs.update(authenticator=lambda *args: AuthResult(success=False, handled=False),
                       auth_required=True, auth_require_tls=True,
                       auth_exclude_mechanism=["LOGIN", "PLAIN"])
-    server = await loop.create_server(lambda: SMTP(handler, **kwargs), host="127.0.0.1", port=0)
+    server = await loop.create_server(lambda: SMTP(handler, **kwargs), host="127.0.0.1", port=0,
+                                      ssl=ctx if a.implicit_tls else None)
     port = server.sockets[0].getsockname()[1]
     print("PORT %d" % port, flush=True)
     async with server:

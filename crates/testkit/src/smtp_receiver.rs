@@ -70,6 +70,13 @@ impl SmtpReceiver {
         Self::start_with_extra(Some(pki), None, None, extra)
     }
 
+    /// Starts a receiver speaking TLS from the first byte (port 465, RFC 8314) with `pki`'s
+    /// certificate, wanting `auth` (user, password) if given.
+    #[must_use]
+    pub fn start_implicit_tls(pki: &Pki, auth: Option<(&str, &str)>) -> Self {
+        Self::start_with_extra(Some(pki), auth, None, vec!["--implicit-tls".into()])
+    }
+
     fn start_with_args(
         pki: Option<&Pki>,
         auth: Option<(&str, &str)>,
