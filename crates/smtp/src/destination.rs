@@ -11,7 +11,7 @@ use mailferry_core::{Destination, Login, RawMessage, Receipt};
 use tokio::sync::Mutex;
 use tracing::debug;
 
-use crate::error::{EnvelopeCause, SmtpError, SmtpStep};
+use crate::error::{EnvelopeCause, SmtpError, SmtpStep, within};
 use crate::hello::{hello_name, kernel_hostname};
 use crate::lettre_stream::Shared;
 use crate::replies::envelope_reply;
@@ -469,17 +469,6 @@ impl Destination for SmtpDestination {
 
 /// RFC 5321 4.5.3.2.6: the time to allow for the reply to the end of the message data.
 const DATA_REPLY: Duration = Duration::from_secs(10 * 60);
-
-/// `fut`, or [`SmtpError::Timeout`] at `step` after `limit`.
-pub(crate) async fn within<T>(
-    step: SmtpStep,
-    limit: Duration,
-    fut: impl Future<Output = T>,
-) -> Result<T, SmtpError> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| SmtpError::Timeout { step, after: limit })
-}
 
 fn server(o: &SmtpOptions) -> String {
     format!("{}:{}", o.host, o.port)

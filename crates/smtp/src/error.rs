@@ -177,6 +177,17 @@ pub enum SmtpError {
     },
 }
 
+/// `fut`, or [`SmtpError::Timeout`] at `step` after `limit`.
+pub(crate) async fn within<T>(
+    step: SmtpStep,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Result<T, SmtpError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| SmtpError::Timeout { step, after: limit })
+}
+
 impl Classify for SmtpError {
     fn class(&self) -> ErrorClass {
         match self {

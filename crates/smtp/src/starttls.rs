@@ -18,8 +18,7 @@ use lettre::transport::smtp::extension::ClientId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::destination::within;
-use crate::error::{SmtpError, SmtpStep};
+use crate::error::{SmtpError, SmtpStep, within};
 
 /// A server reply longer than this is not SMTP (Postfix's `smtp_response_limit` is
 /// 100,000 bytes; an EHLO reply is a few hundred).

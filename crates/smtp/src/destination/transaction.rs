@@ -8,8 +8,8 @@ use mailferry_core::{RawMessage, Receipt};
 use tokio::io::AsyncWriteExt as _;
 use tracing::debug;
 
-use super::{Session, SmtpDestination, within};
-use crate::error::{EnvelopeCause, SmtpError, SmtpStep};
+use super::{Session, SmtpDestination};
+use crate::error::{EnvelopeCause, SmtpError, SmtpStep, within};
 use crate::replies::{envelope_reply, reply};
 use crate::wire::write_data;
 
