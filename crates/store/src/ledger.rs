@@ -196,43 +196,27 @@ impl Store {
             Some(_) => return Ok(Attempt::Fresh),
             None => {}
         }
-        // The row exists: one read and one write. The write cannot race another writer of
-        // the same key: one process holds an account at a time.
-        //
-        // The state `delivered` is written as a literal: the partial index `ledger_content`
-        // (`WHERE state = 'delivered'`) serves only a query that names its predicate
-        // literally, and this runs for every new message. Covered by tests/ledger.rs
-        // `same_content_under_new_uidvalidity_is_a_duplicate`.
-        let (state, since, seen_elsewhere): (Option<LedgerState>, Option<i64>, bool) =
-            sqlx::query_as(
-                "WITH previous AS (SELECT state, updated_at FROM ledger \
-                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4 AND uidl = ?5) \
-                 SELECT (SELECT state FROM previous), (SELECT updated_at FROM previous), \
-                 NOT EXISTS (SELECT 1 FROM previous) AND EXISTS (SELECT 1 FROM ledger \
-                 WHERE account = ?1 AND folder = ?2 AND sha256 = ?6 AND uidvalidity <> ?3 \
-                 AND state = 'delivered' AND message_id IS ?7)",
-            )
-            .bind(&key.account)
-            .bind(&key.folder)
-            .bind(i64::from(key.uidvalidity))
-            .bind(uid)
-            .bind(uidl)
-            .bind(facts.sha256)
-            .bind(facts.message_id)
-            .fetch_one(&mut *self.hot().await?)
-            .await?;
-        match (state, since) {
+        // The row exists (deferred, left open by a crash, or settled): one read, and for a
+        // deferred row one write that makes it an attempt again. The write cannot race
+        // another writer of the same key: one process holds an account at a time.
+        let previous: Option<(LedgerState, i64)> = sqlx::query_as(
+            "SELECT state, updated_at FROM ledger \
+             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
+        )
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .fetch_optional(&mut *self.hot().await?)
+        .await?;
+        match previous {
             // Left open: its age tells whether a destination's search can be trusted yet.
-            (Some(LedgerState::Attempt), Some(since)) => return Ok(Attempt::Interrupted { since }),
+            Some((LedgerState::Attempt, since)) => return Ok(Attempt::Interrupted { since }),
             // A settled row is never reopened by a new attempt.
-            (Some(state), _) if state.is_settled() => return Ok(Attempt::Settled),
+            Some((state, _)) if state.is_settled() => return Ok(Attempt::Settled),
             _ => {}
         }
-        let state = if seen_elsewhere {
-            LedgerState::Duplicate
-        } else {
-            LedgerState::Attempt
-        };
         sqlx::query(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, \
              destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -249,24 +233,24 @@ impl Store {
         .bind(facts.message_id)
         .bind(facts.sha256)
         .bind(size)
-        .bind(state)
-        .bind(i64::from(!seen_elsewhere))
+        .bind(LedgerState::Attempt)
+        .bind(1_i64)
         .bind(facts.destination)
         .bind(now)
         .bind(now)
         .execute(&mut *self.hot().await?)
         .await?;
-        Ok(if seen_elsewhere {
-            Attempt::Duplicate
-        } else {
-            Attempt::Fresh
-        })
+        Ok(Attempt::Fresh)
     }
 
     /// Inserts the row of a message seen for the first time, as an attempt or, for content
     /// delivered under another UIDVALIDITY, a duplicate; `None` when the row exists. One
     /// statement: every statement is a round trip to SQLite's thread, and this runs for
     /// every message.
+    ///
+    /// The state `delivered` is written as a literal: the partial index `ledger_content`
+    /// (`WHERE state = 'delivered'`) serves only a query that names its predicate
+    /// literally. Covered by tests/ledger.rs `same_content_under_new_uidvalidity_is_a_duplicate`.
     async fn insert_new(
         &self,
         key: &LedgerKey,
