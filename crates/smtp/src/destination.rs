@@ -5,7 +5,7 @@ use std::time::Duration;
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Ehlo, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Ehlo, Mail, Rset};
 use lettre::transport::smtp::extension::Extension;
 use mailferry_core::{Destination, Login, RawMessage, Receipt};
 use tokio::sync::Mutex;
@@ -14,7 +14,6 @@ use tracing::debug;
 use crate::error::{EnvelopeCause, SmtpError, SmtpStep, within};
 use crate::hello::{hello_name, kernel_hostname};
 use crate::lettre_stream::Shared;
-use crate::replies::envelope_reply;
 
 mod transaction;
 
@@ -343,31 +342,13 @@ impl SmtpDestination {
             Some(f) => f.clone(),
             None => self.to.first().cloned(),
         };
-        let cause = self.sender_cause;
-        envelope_reply(
-            SmtpStep::Mail,
-            cause,
+        self.offer_envelope(
+            &mut conn,
+            Mail::new(from, Vec::new()),
+            self.sender_cause,
             false,
-            within(
-                SmtpStep::Mail,
-                io,
-                conn.command(Mail::new(from, Vec::new())),
-            )
-            .await?,
-        )?;
-        for to in &self.to {
-            envelope_reply(
-                SmtpStep::Rcpt,
-                EnvelopeCause::Recipient,
-                false,
-                within(
-                    SmtpStep::Rcpt,
-                    io,
-                    conn.command(Rcpt::new(to.clone(), Vec::new())),
-                )
-                .await?,
-            )?;
-        }
+        )
+        .await?;
         let _ = within(SmtpStep::Rset, io, conn.command(Rset)).await;
         let _ = within(SmtpStep::Quit, io, conn.quit()).await;
         Ok(features)

@@ -13,9 +13,12 @@ TLS handshake. A client that keeps the plain-text bytes it read ahead takes that
 for the server's reply to its EHLO over TLS.
 
 With --pipelining it offers PIPELINING (RFC 2920), refuses RCPT for any address that
-holds "refused" (550) while still taking DATA with 354, as Postfix does when another
-recipient was accepted, and appends to OUT_DIR/reads.log how many whole command lines
-each read from the client brought.
+holds "refused" (550) while still taking DATA with 354: RFC 2920 section 3.1 warns
+clients that a server may accept DATA after refused RCPTs ("the client cannot assume
+that the DATA command will be rejected just because none of the RCPT TO commands
+worked"), and Postfix's smtpd answers DATA with 354 once any recipient was accepted
+(its "554 5.5.1 Error: no valid recipients" comes only when none was). It appends to
+OUT_DIR/reads.log how many whole command lines each read from the client brought.
 
 Binds port 0 and prints "PORT <n>" once listening.
 Command-line: lenient_smtp.py OUT_DIR [--tls CHAIN KEY] [--pipelining]

@@ -2,6 +2,7 @@
 //! pipelined where the server offers it), the message data, the reply.
 
 use lettre::Address;
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use mailferry_core::{RawMessage, Receipt};
@@ -95,11 +96,26 @@ impl SmtpDestination {
         mail: Mail,
         own_sender: bool,
     ) -> Result<(), SmtpError> {
-        let io = self.opts.io_timeout;
         let conn = &mut session.conn;
+        self.offer_envelope(conn, mail, self.sender_cause, own_sender)
+            .await?;
+        data_reply(within(SmtpStep::Data, self.opts.io_timeout, conn.command(Data)).await?)
+    }
+
+    /// `MAIL`, then `RCPT` for each recipient, one reply at a time; the first refusal ends
+    /// it (`cause`: whose the sender is, for the hint). A delivery goes on with `DATA`,
+    /// `check`'s probe takes it back with `RSET`.
+    pub(super) async fn offer_envelope(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        mail: Mail,
+        cause: EnvelopeCause,
+        own_sender: bool,
+    ) -> Result<(), SmtpError> {
+        let io = self.opts.io_timeout;
         envelope_reply(
             SmtpStep::Mail,
-            self.sender_cause,
+            cause,
             own_sender,
             within(SmtpStep::Mail, io, conn.command(mail)).await?,
         )?;
@@ -116,7 +132,7 @@ impl SmtpDestination {
                 .await?,
             )?;
         }
-        data_reply(within(SmtpStep::Data, io, conn.command(Data)).await?)
+        Ok(())
     }
 
     /// `MAIL`, each `RCPT` and `DATA` written at once, then their replies read in order
