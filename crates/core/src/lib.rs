@@ -14,7 +14,7 @@ mod secret;
 mod traits;
 
 pub use error::{Classify, ErrorClass, requested_wait};
-pub use message::RawMessage;
+pub use message::{CONTENT_HASH_PREFIX, RawMessage};
 pub use net::{Login, TlsMode, shift_clock, unix_now};
 pub use oauth::{OAuthClient, OAuthProvider};
 pub use secret::Secret;

@@ -189,7 +189,8 @@ impl Sim<'_> {
             let sha = format!("sha{n}");
             let facts = MessageFacts {
                 message_id: None,
-                sha256: &sha,
+                content_hash: &sha,
+                sha256: None,
                 size: 100,
                 destination: "home",
             };

@@ -82,7 +82,8 @@ async fn a_hostile_message_id_and_reason_come_out_as_text() {
             &key,
             &MessageFacts {
                 message_id: Some(id),
-                sha256: "00",
+                content_hash: "00",
+                sha256: None,
                 size: 1,
                 destination: "home",
             },
@@ -125,7 +126,8 @@ async fn a_long_list_of_refusals_shows_the_most_recent_and_says_where_the_rest_a
         let sha = uid.to_string();
         let facts = MessageFacts {
             message_id: None,
-            sha256: &sha,
+            content_hash: &sha,
+            sha256: None,
             size: 1,
             destination: "home",
         };

@@ -92,8 +92,12 @@ pub enum Attempt {
 pub struct MessageFacts<'a> {
     /// The Message-ID header, if any.
     pub message_id: Option<&'a str>,
-    /// SHA-256 of the raw bytes, lowercase hex.
-    pub sha256: &'a str,
+    /// The fingerprint of the raw bytes (`RawMessage::content_hash`: `blake3:` and hex).
+    pub content_hash: &'a str,
+    /// Their SHA-256 in lowercase hex, the fingerprint of ledgers written before BLAKE3:
+    /// needed only where [`Store::has_sha256_rows`] says such rows exist under another
+    /// UIDVALIDITY of the folder; `None` elsewhere.
+    pub sha256: Option<&'a str>,
     /// Size in bytes.
     pub size: usize,
     /// Name of the destination it goes to.
@@ -218,11 +222,11 @@ impl Store {
             _ => {}
         }
         sqlx::query(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, \
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, attempts, \
              destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
              state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, \
-             sha256 = excluded.sha256, size = excluded.size, destination = excluded.destination, \
+             content_hash = excluded.content_hash, size = excluded.size, destination = excluded.destination, \
              updated_at = excluded.updated_at",
         )
         .bind(&key.account)
@@ -231,7 +235,7 @@ impl Store {
         .bind(uid)
         .bind(uidl)
         .bind(facts.message_id)
-        .bind(facts.sha256)
+        .bind(facts.content_hash)
         .bind(size)
         .bind(LedgerState::Attempt)
         .bind(1_i64)
@@ -260,11 +264,11 @@ impl Store {
     ) -> Result<Option<LedgerState>, StoreError> {
         let (uid, uidl) = key.columns();
         Ok(sqlx::query_scalar(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
              attempts, destination, first_seen, updated_at) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, CASE WHEN seen THEN 'duplicate' ELSE 'attempt' END, \
              NOT seen, ?9, ?10, ?10 FROM (SELECT EXISTS (SELECT 1 FROM ledger \
-             WHERE account = ?1 AND folder = ?2 AND sha256 = ?6 AND uidvalidity <> ?3 \
+             WHERE account = ?1 AND folder = ?2 AND content_hash IN (?6, ?11) AND uidvalidity <> ?3 \
              AND state = 'delivered' AND message_id IS ?7) AS seen) WHERE true \
              ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO NOTHING RETURNING state",
         )
@@ -273,12 +277,44 @@ impl Store {
         .bind(i64::from(key.uidvalidity))
         .bind(uid)
         .bind(uidl)
-        .bind(facts.sha256)
+        .bind(facts.content_hash)
         .bind(facts.message_id)
         .bind(size)
         .bind(facts.destination)
         .bind(now)
+        .bind(facts.sha256)
         .fetch_optional(&mut *self.hot().await?)
+        .await?)
+    }
+
+    /// Whether `folder` holds messages delivered under a UIDVALIDITY other than
+    /// `uidvalidity` whose fingerprint is a SHA-256 (written before BLAKE3): only then do
+    /// the messages found under `uidvalidity` need their SHA-256 too
+    /// ([`MessageFacts::sha256`]), so that one delivered before is still recognised.
+    /// Where the folder never changed its UIDVALIDITY (nearly always) the answer comes
+    /// from an empty index range.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn has_sha256_rows(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<bool, StoreError> {
+        // Two ranges of the key's index rather than `uidvalidity <> ?3`, which would read
+        // every row of the folder. ?4 is the prefix of a BLAKE3 fingerprint.
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM ledger WHERE account = ?1 AND folder = ?2 AND uidvalidity < ?3 \
+             AND state = 'delivered' AND content_hash <> '' AND substr(content_hash, 1, length(?4)) <> ?4) \
+             OR EXISTS (SELECT 1 FROM ledger WHERE account = ?1 AND folder = ?2 AND uidvalidity > ?3 \
+             AND state = 'delivered' AND content_hash <> '' AND substr(content_hash, 1, length(?4)) <> ?4)",
+        )
+        .bind(account)
+        .bind(folder)
+        .bind(i64::from(uidvalidity))
+        .bind(mailferry_core::CONTENT_HASH_PREFIX)
+        .fetch_one(&self.pool)
         .await?)
     }
 

@@ -104,7 +104,7 @@ impl Store {
         };
         let not_before = now + rule.pause(attempts);
         sqlx::query(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, \
+            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
              attempts, destination, last_error, first_seen, updated_at, not_before) \
              VALUES (?1, ?2, ?3, ?4, ?5, NULL, '', 0, ?9, 1, ?6, ?7, ?8, ?8, ?10) \
              ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \

@@ -17,7 +17,8 @@ fn key(uidvalidity: u32, uid: u32) -> LedgerKey {
 fn facts(sha: &str) -> MessageFacts<'_> {
     MessageFacts {
         message_id: Some("m@x"),
-        sha256: sha,
+        content_hash: sha,
+        sha256: None,
         size: 10,
         destination: "home",
     }

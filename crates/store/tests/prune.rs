@@ -31,7 +31,8 @@ async fn a_message_gone_from_the_source_for_30_days_leaves_the_ledger_and_still_
     for u in ["a", "b", "c", "d", "e"] {
         let facts = MessageFacts {
             message_id: None,
-            sha256: u,
+            content_hash: u,
+            sha256: None,
             size: 10,
             destination: "home",
         };
@@ -44,7 +45,8 @@ async fn a_message_gone_from_the_source_for_30_days_leaves_the_ledger_and_still_
     // An attempt left open is never dropped, gone or not.
     let open = MessageFacts {
         message_id: None,
-        sha256: "f",
+        content_hash: "f",
+        sha256: None,
         size: 10,
         destination: "home",
     };

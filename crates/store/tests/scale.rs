@@ -30,7 +30,8 @@ async fn the_kept_counts_follow_every_change_of_the_ledger() {
         let sha = uid.to_string();
         let facts = MessageFacts {
             message_id: None,
-            sha256: &sha,
+            content_hash: &sha,
+            sha256: None,
             size: 10,
             destination: "home",
         };
@@ -57,7 +58,8 @@ async fn the_kept_counts_follow_every_change_of_the_ledger() {
     // queue, and a row deleted (as pruning does).
     let again = MessageFacts {
         message_id: None,
-        sha256: "5",
+        content_hash: "5",
+        sha256: None,
         size: 10,
         destination: "home",
     };
@@ -150,7 +152,7 @@ async fn status_for_1000_accounts_with_a_month_of_runs_reads_one_query_per_table
     .expect("runs");
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 199999) \
-         INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, destination, first_seen, updated_at, last_error) \
+         INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, attempts, destination, first_seen, updated_at, last_error) \
          SELECT 'a' || (i % 1000), 'INBOX', 1, i, '', 'm' || i || '@x', 'h' || i, 1000, \
                 CASE WHEN i % 97 = 3 THEN 'refused' ELSE 'delivered' END, 1, 'home', ?1 - i * 10, ?1 - i * 10, \
                 CASE WHEN i % 97 = 3 THEN '550 no' ELSE NULL END FROM n",

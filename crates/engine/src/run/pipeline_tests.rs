@@ -295,17 +295,54 @@ async fn the_same_bytes_under_a_new_uidvalidity_are_a_duplicate() {
 }
 
 #[tokio::test]
+async fn a_message_recorded_with_its_sha256_before_blake3_is_a_duplicate_under_a_new_uidvalidity() {
+    // The row as a ledger written before BLAKE3 holds it: the SHA-256 as the fingerprint.
+    let b = bench().await;
+    let dest = FakeDestination::default();
+    let old = RawMessage::new(message(1, ""));
+    let sha256 = old.sha256_hex();
+    let facts = MessageFacts {
+        message_id: Some("m1@x"),
+        content_hash: &sha256,
+        sha256: None,
+        size: old.len(),
+        destination: "home",
+    };
+    b.store
+        .begin_attempt(&key(7, 1), &facts)
+        .await
+        .expect("attempt");
+    b.store
+        .mark_delivered(&key(7, 1), "250")
+        .await
+        .expect("delivered");
+    let again = FakeSource {
+        uidvalidity: 8,
+        messages: vec![(5, message(1, ""))],
+        broken: Vec::new(),
+    };
+    let r = b.run(again, &dest).await;
+    assert_eq!((r.counts.delivered, r.counts.skipped), (0, 1));
+    assert!(dest.held().is_empty(), "delivered a second time");
+    assert_eq!(
+        b.store.state_of(&key(8, 5)).await.expect("state"),
+        Some(LedgerState::Duplicate)
+    );
+}
+
+#[tokio::test]
 async fn a_crash_after_the_attempt_is_recorded_resends_or_finds_never_loses() {
     let b = bench().await;
     let facts = |sha: &'static str| MessageFacts {
         message_id: Some("m1@x"),
-        sha256: sha,
+        content_hash: sha,
+        sha256: None,
         size: 10,
         destination: "home",
     };
     // Crash between "attempt" and the delivery: nothing arrived.
     let m1 = RawMessage::new(message(1, ""));
-    let sha = m1.sha256_hex();
+    let sha = m1.content_hash();
     b.store
         .begin_attempt(&key(7, 1), &facts(Box::leak(sha.into_boxed_str())))
         .await
@@ -327,7 +364,7 @@ async fn a_crash_after_the_attempt_is_recorded_resends_or_finds_never_loses() {
     };
     let m2 = message(2, "");
     gmail_like.held.lock().expect("lock").push(m2.clone());
-    let sha2 = RawMessage::new(m2.clone()).sha256_hex();
+    let sha2 = RawMessage::new(m2.clone()).content_hash();
     b.store
         .begin_attempt(&key(7, 2), &facts(Box::leak(sha2.into_boxed_str())))
         .await

@@ -121,21 +121,24 @@ pub(super) async fn fetch_failed(
     }
 }
 
-/// Records the attempt, delivers, records the outcome.
+/// Records the attempt, delivers, records the outcome. `sha256_rows`: the folder holds
+/// fingerprints written before BLAKE3 under another UIDVALIDITY
+/// ([`Store::has_sha256_rows`]), so the message's SHA-256 is compared too.
 pub(super) async fn deliver_one<D: Destination>(
     key: &LedgerKey,
     message: &RawMessage,
     destination: &D,
     destination_name: &str,
     store: &Store,
+    sha256_rows: bool,
 ) -> Done {
     let mut resent = false;
     let outcome = deliver_and_record(
         key,
         message,
-        destination,
-        destination_name,
+        (destination, destination_name),
         store,
+        sha256_rows,
         &mut resent,
     )
     .await;
@@ -145,16 +148,18 @@ pub(super) async fn deliver_one<D: Destination>(
 async fn deliver_and_record<D: Destination>(
     key: &LedgerKey,
     message: &RawMessage,
-    destination: &D,
-    destination_name: &str,
+    (destination, destination_name): (&D, &str),
     store: &Store,
+    sha256_rows: bool,
     resent: &mut bool,
 ) -> Result<Outcome, Stop> {
     let message_id = message.message_id();
-    let sha256 = message.sha256_hex();
+    let content_hash = message.content_hash();
+    let sha256 = sha256_rows.then(|| message.sha256_hex());
     let facts = MessageFacts {
         message_id: message_id.as_deref(),
-        sha256: &sha256,
+        content_hash: &content_hash,
+        sha256: sha256.as_deref(),
         size: message.len(),
         destination: destination_name,
     };

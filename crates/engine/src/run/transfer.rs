@@ -170,6 +170,10 @@ async fn deliver_all<D: Destination>(
         ..
     } = *run;
     let concurrency = destination.concurrency().max(1);
+    let sha256_rows = store
+        .has_sha256_rows(&account.name, folder, uidvalidity)
+        .await
+        .map_err(Stop::Store)?;
     let mut inflight = FuturesUnordered::new();
     let mut open = true;
     let mut stop: Option<Stop> = None;
@@ -206,7 +210,7 @@ async fn deliver_all<D: Destination>(
                         uidvalidity,
                         key,
                     };
-                    inflight.push(one(key, message, permit, destination, destination_name, store));
+                    inflight.push(one(key, message, permit, (destination, destination_name), store, sha256_rows));
                 }
                 None => open = false,
             },
@@ -221,14 +225,14 @@ async fn one<D: Destination>(
     key: LedgerKey,
     message: Fetched,
     permit: OwnedSemaphorePermit,
-    destination: &D,
-    destination_name: &str,
+    (destination, destination_name): (&D, &str),
     store: &Store,
+    sha256_rows: bool,
 ) -> (u64, Done) {
     let (size, done) = match &message {
         Fetched::Message(m) => (
             m.len() as u64,
-            deliver_one(&key, m, destination, destination_name, store).await,
+            deliver_one(&key, m, destination, destination_name, store, sha256_rows).await,
         ),
         Fetched::Failed(reason) => (
             0,

@@ -253,7 +253,7 @@ pub(crate) fn accounts(a: &Args, n: usize) {
              SELECT 'a' || (i % {n}), unixepoch() - 2592000 + (i / {n}) * 600, unixepoch() - 2592000 + (i / {n}) * 600 + 2, \
              0, 0, CASE WHEN i % 50 = 7 THEN 'boom' ELSE NULL END FROM k; \
              WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {msgs}) \
-             INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, destination, first_seen, updated_at, last_error) \
+             INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, attempts, destination, first_seen, updated_at, last_error) \
              SELECT 'a' || (i % {n}), 'Archive', 1, i, '', 'old' || i || '@x', 'h' || i, 1000, \
              CASE WHEN i % 97 = 3 THEN 'refused' ELSE 'delivered' END, 1, 'home', unixepoch() - i * 150, unixepoch() - i * 150, \
              CASE WHEN i % 97 = 3 THEN '550 no' ELSE NULL END FROM k; \
