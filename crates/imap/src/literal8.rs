@@ -82,6 +82,26 @@ impl Rewriter {
         }
     }
 
+    /// Bytes of a literal still to come, when the reader is inside one (nothing held).
+    fn literal_left(&self) -> Option<u64> {
+        match self.state {
+            State::Literal(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of the current literal went past without [`Self::feed`].
+    fn passed(&mut self, n: usize) {
+        if let State::Literal(left) = self.state {
+            let left = left.saturating_sub(n as u64);
+            self.state = if left == 0 {
+                State::Line
+            } else {
+                State::Literal(left)
+            };
+        }
+    }
+
     fn step(&mut self, b: u8, out: &mut Vec<u8>) {
         self.lines
             .byte(b, b == b'\n' && matches!(self.state, State::Cr { .. }));
@@ -201,6 +221,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Literal8<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if let Some(left) = this.rewriter.literal_left() {
+                // A literal's bytes pass untouched: read straight into the reader's
+                // buffer, not through `scratch` and `ready` (two copies of every message
+                // byte before).
+                let want = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.remaining());
+                let mut direct = ReadBuf::new(buf.initialize_unfilled_to(want));
+                std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut direct))?;
+                let n = direct.filled().len();
+                buf.advance(n);
+                this.rewriter.passed(n);
+                return Poll::Ready(Ok(()));
+            }
             let mut raw = ReadBuf::new(&mut this.scratch);
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
             if raw.filled().is_empty() {
@@ -267,6 +301,57 @@ mod tests {
             b"* 1 FETCH (UID 1 BODY[] {15}\r\nx ~{2}\r\nyz ~{\r\n)\r\n* 3 FETCH (BODY[]<0> {0}\r\n)\r\n";
         for size in 1..=input.len() {
             assert_eq!(rewrite_in_chunks(input, size), want, "chunk size {size}");
+        }
+    }
+
+    /// Hands out at most `chunk` bytes per read.
+    struct Chunks {
+        data: Vec<u8>,
+        at: usize,
+        chunk: usize,
+    }
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self
+                .chunk
+                .min(self.data.len() - self.at)
+                .min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reader_passes_literals_straight_through_at_every_read_size() {
+        use tokio::io::AsyncReadExt as _;
+        let input: &[u8] = b"* 2 FETCH (UID 2 BODY[] ~{13}\r\nab\0cd~{3}\r\nxy)\r\n* 3 FETCH (BODY[] {4}\r\n{1}\r\n)\r\nc OK ~\r\n";
+        let want: &[u8] = b"* 2 FETCH (UID 2 BODY[] {13}\r\nab\0cd~{3}\r\nxy)\r\n* 3 FETCH (BODY[] {4}\r\n{1}\r\n)\r\nc OK ~\r\n";
+        for chunk in 1..=input.len() {
+            for size in 1..=9 {
+                let inner = Chunks {
+                    data: input.to_vec(),
+                    at: 0,
+                    chunk,
+                };
+                let mut reader = Literal8::new(inner, Replies::default());
+                let mut out = Vec::new();
+                let mut buf = vec![0; size];
+                loop {
+                    let n = reader.read(&mut buf).await.expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(out, want, "reads of {chunk}, buffer of {size}");
+            }
         }
     }
 
