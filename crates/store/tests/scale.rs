@@ -40,12 +40,24 @@ async fn the_kept_counts_follow_every_change_of_the_ledger() {
             .await
             .expect("begin");
     }
-    for uid in 1..=3 {
+    for uid in 1..=2 {
         store
             .mark_delivered(&key("a", uid), "250 ok")
             .await
             .expect("delivered");
     }
+    // A delivery recorded with the next message's attempt, in one statement.
+    let next = MessageFacts {
+        message_id: None,
+        content_hash: "7",
+        sha256: None,
+        size: 10,
+        destination: "home",
+    };
+    store
+        .mark_delivered_and_begin(&key("a", 3), "250 ok", &key("a", 7), &next)
+        .await
+        .expect("delivered and begun");
     store
         .mark_refused(&key("a", 4), "550 no")
         .await

@@ -101,6 +101,9 @@ struct FakeDestination {
     looks_up: bool,
     /// What `lookup` says when the message is not held (Absent or TooEarly).
     missing: Option<Lookup>,
+    /// One delivery at a time (as SMTP): each is recorded by the deliverer, with the
+    /// next message's attempt.
+    one_at_a_time: bool,
 }
 
 impl FakeDestination {
@@ -121,7 +124,7 @@ impl Destination for FakeDestination {
     type Error = FakeError;
 
     fn concurrency(&self) -> usize {
-        2
+        if self.one_at_a_time { 1 } else { 2 }
     }
 
     async fn deliver(&self, message: &RawMessage, _folder: &str) -> Result<Receipt, FakeError> {
@@ -273,6 +276,76 @@ async fn delivered_deferred_refused_and_settled_rows_are_never_reopened() {
     let r = b.run(source(twice), &dest).await;
     assert_eq!(r.counts.delivered, 0);
     assert_eq!(dest.held().len(), 2);
+}
+
+#[tokio::test]
+async fn one_at_a_time_each_delivery_is_recorded_with_the_next_attempt_and_none_is_lost() {
+    let b = bench().await;
+    let dest = FakeDestination {
+        one_at_a_time: true,
+        ..FakeDestination::default()
+    };
+    // Message 8 was left open by a crash (re-sent); 6 is not handed out; 3 and 4 are
+    // refused; 9 holds the bytes of 1 under another UIDVALIDITY below.
+    b.store
+        .begin_attempt(
+            &key(7, 8),
+            &MessageFacts {
+                message_id: Some("m8@x"),
+                content_hash: &RawMessage::new(message(8, "")).content_hash(),
+                sha256: None,
+                size: 10,
+                destination: "home",
+            },
+        )
+        .await
+        .expect("attempt");
+    let msgs = vec![
+        (1, message(1, "")),
+        (2, message(2, "")),
+        (3, message(3, "defer")),
+        (4, message(4, "refuse")),
+        (5, message(5, "")),
+        (6, message(6, "")),
+        (7, message(7, "")),
+        (8, message(8, "")),
+        (2, message(2, "")),
+    ];
+    let src = FakeSource {
+        uidvalidity: 7,
+        messages: msgs,
+        broken: vec![6],
+    };
+    let r = b.run(src, &dest).await;
+    assert_eq!((r.counts.delivered, r.resent), (5, 1));
+    assert_eq!(
+        b.states().await,
+        [
+            (1, LedgerState::Delivered),
+            (2, LedgerState::Delivered),
+            (3, LedgerState::Deferred),
+            (4, LedgerState::Refused),
+            (5, LedgerState::Delivered),
+            (6, LedgerState::Deferred),
+            (7, LedgerState::Delivered),
+            (8, LedgerState::Delivered),
+        ]
+    );
+    assert_eq!(dest.held().len(), 5, "each delivered once");
+    // Under a new UIDVALIDITY: a new message, then the bytes of 1 (begun in the same
+    // statement that records the new one): a duplicate.
+    let again = FakeSource {
+        uidvalidity: 8,
+        messages: vec![(1, message(10, "")), (2, message(1, ""))],
+        broken: Vec::new(),
+    };
+    let r = b.run(again, &dest).await;
+    assert_eq!((r.counts.delivered, r.counts.skipped), (1, 1));
+    assert_eq!(
+        b.store.state_of(&key(8, 2)).await.expect("state"),
+        Some(LedgerState::Duplicate)
+    );
+    assert_eq!(dest.held().len(), 6);
 }
 
 #[tokio::test]

@@ -3,15 +3,26 @@
 //! failure means for the message.
 
 use mailferry_core::{Classify, ErrorClass, RawMessage};
-use mailferry_store::{Attempt, FetchRetry, LedgerKey, MessageFacts, Store};
+use mailferry_store::{Attempt, FetchRetry, LedgerKey, LedgerState, MessageFacts, Store};
 use tracing::{debug, info, warn};
 
 use crate::report::{AccountReport, ErrorReport, MessageProblem, Stop};
 use mailferry_core::{Destination, Lookup};
 
+/// A delivery the destination accepted, not recorded yet: the deliverer records it at
+/// once, with the next message's attempt when that one is waiting ([`record_accepted`]).
+pub(super) struct Accepted {
+    pub(super) key: LedgerKey,
+    /// The destination's id for it (its reply).
+    pub(super) id: String,
+}
+
 /// What became of one message.
 pub(super) enum Outcome {
+    /// Accepted and recorded.
     Delivered,
+    /// Accepted, to be recorded (turns into `Delivered` once it is).
+    Accepted(Accepted),
     /// An interrupted delivery had arrived after all.
     Found,
     Duplicate,
@@ -35,7 +46,9 @@ pub(super) fn tally(done: Done, report: &mut AccountReport) -> Result<(), Stop> 
         report.resent += 1;
     }
     match done.outcome {
-        Ok(Outcome::Delivered) => report.counts.delivered += 1,
+        // The deliverer records an accepted delivery before it is counted: `Accepted`
+        // does not get here, and would count as what the destination said it was.
+        Ok(Outcome::Delivered | Outcome::Accepted(_)) => report.counts.delivered += 1,
         Ok(Outcome::Found) => {
             report.found += 1;
             report.counts.skipped += 1;
@@ -121,49 +134,96 @@ pub(super) async fn fetch_failed(
     }
 }
 
-/// Records the attempt, delivers, records the outcome. `sha256_rows`: the folder holds
-/// fingerprints written before BLAKE3 under another UIDVALIDITY
-/// ([`Store::has_sha256_rows`]), so the message's SHA-256 is compared too.
+/// What the ledger records of a message with its attempt, worked out once.
+pub(super) struct Prepared {
+    message_id: Option<String>,
+    content_hash: String,
+    sha256: Option<String>,
+}
+
+impl Prepared {
+    /// `sha256_rows`: the folder holds fingerprints written before BLAKE3 under another
+    /// UIDVALIDITY ([`Store::has_sha256_rows`]), so the SHA-256 is compared too.
+    pub(super) fn of(message: &RawMessage, sha256_rows: bool) -> Self {
+        Self {
+            message_id: message.message_id(),
+            content_hash: message.content_hash(),
+            sha256: sha256_rows.then(|| message.sha256_hex()),
+        }
+    }
+
+    pub(super) fn facts<'a>(&'a self, size: usize, destination: &'a str) -> MessageFacts<'a> {
+        MessageFacts {
+            message_id: self.message_id.as_deref(),
+            content_hash: &self.content_hash,
+            sha256: self.sha256.as_deref(),
+            size,
+            destination,
+        }
+    }
+}
+
+/// Records the attempt (unless `inserted` says its first statement ran already, with
+/// that result), delivers, records the outcome. With `defer_record` an accepted delivery
+/// comes back as [`Outcome::Accepted`] for the deliverer to record ([`record_accepted`]):
+/// only where nothing else is in flight, which could hold the ledger's connection.
 pub(super) async fn deliver_one<D: Destination>(
     key: &LedgerKey,
     message: &RawMessage,
-    destination: &D,
-    destination_name: &str,
+    (destination, destination_name): (&D, &str),
     store: &Store,
-    sha256_rows: bool,
+    (prepared, inserted, defer_record): (&Prepared, Option<Option<LedgerState>>, bool),
 ) -> Done {
     let mut resent = false;
+    let facts = prepared.facts(message.len(), destination_name);
     let outcome = deliver_and_record(
         key,
         message,
-        (destination, destination_name),
+        destination,
         store,
-        sha256_rows,
+        (&facts, inserted, defer_record),
         &mut resent,
     )
     .await;
     Done { outcome, resent }
 }
 
+/// Records `accepted` as delivered; with `next`'s attempt in the same statement when
+/// given, whose insert result comes back (see `Store::mark_delivered_and_begin`).
+pub(super) async fn record_accepted(
+    accepted: &Accepted,
+    next: Option<(&LedgerKey, &MessageFacts<'_>)>,
+    store: &Store,
+) -> Result<Option<Option<LedgerState>>, Stop> {
+    let inserted = match next {
+        Some((key, facts)) => Some(
+            store
+                .mark_delivered_and_begin(&accepted.key, &accepted.id, key, facts)
+                .await
+                .map_err(Stop::Store)?,
+        ),
+        None => {
+            store
+                .mark_delivered(&accepted.key, &accepted.id)
+                .await
+                .map_err(Stop::Store)?;
+            None
+        }
+    };
+    debug!(key = %accepted.key.key, reply = %accepted.id, "delivered");
+    Ok(inserted)
+}
+
 async fn deliver_and_record<D: Destination>(
     key: &LedgerKey,
     message: &RawMessage,
-    (destination, destination_name): (&D, &str),
+    destination: &D,
     store: &Store,
-    sha256_rows: bool,
+    (facts, inserted, defer_record): (&MessageFacts<'_>, Option<Option<LedgerState>>, bool),
     resent: &mut bool,
 ) -> Result<Outcome, Stop> {
-    let message_id = message.message_id();
-    let content_hash = message.content_hash();
-    let sha256 = sha256_rows.then(|| message.sha256_hex());
-    let facts = MessageFacts {
-        message_id: message_id.as_deref(),
-        content_hash: &content_hash,
-        sha256: sha256.as_deref(),
-        size: message.len(),
-        destination: destination_name,
-    };
-    if let Some(done) = begin(key, message, &facts, destination, store, resent).await? {
+    let message_id = facts.message_id.map(str::to_owned);
+    if let Some(done) = begin(key, message, (facts, inserted), destination, store, resent).await? {
         return Ok(done);
     }
     if message.is_blank() {
@@ -184,11 +244,14 @@ async fn deliver_and_record<D: Destination>(
     }
     match destination.deliver(message, &key.folder).await {
         Ok(receipt) => {
-            store
-                .mark_delivered(key, &receipt.id)
-                .await
-                .map_err(Stop::Store)?;
-            debug!(key = %key.key, reply = %receipt.id, "delivered");
+            let accepted = Accepted {
+                key: key.clone(),
+                id: receipt.id,
+            };
+            if defer_record {
+                return Ok(Outcome::Accepted(accepted));
+            }
+            record_accepted(&accepted, None, store).await?;
             Ok(Outcome::Delivered)
         }
         Err(e) if e.class().is_per_message() => refused(key, &e, message_id, store).await,
@@ -220,13 +283,17 @@ async fn deliver_and_record<D: Destination>(
 async fn begin<D: Destination>(
     key: &LedgerKey,
     message: &RawMessage,
-    facts: &MessageFacts<'_>,
+    (facts, inserted): (&MessageFacts<'_>, Option<Option<LedgerState>>),
     destination: &D,
     store: &Store,
     resent: &mut bool,
 ) -> Result<Option<Outcome>, Stop> {
     let message_id = facts.message_id.map(str::to_owned);
-    match store.begin_attempt(key, facts).await.map_err(Stop::Store)? {
+    let attempt = match inserted {
+        Some(inserted) => store.continue_attempt(key, facts, inserted).await,
+        None => store.begin_attempt(key, facts).await,
+    };
+    match attempt.map_err(Stop::Store)? {
         Attempt::Duplicate => {
             debug!(key = %key.key, "already delivered under an earlier UIDVALIDITY");
             return Ok(Some(Outcome::Duplicate));

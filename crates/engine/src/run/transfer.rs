@@ -2,7 +2,7 @@
 //! queue; each message is recorded in the ledger before and after its delivery.
 
 use mailferry_core::{ListedMessage, MessageKey, RawMessage, Source};
-use mailferry_store::{FetchRetry, LedgerKey, Store};
+use mailferry_store::{FetchRetry, LedgerKey, LedgerState, Store};
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
@@ -13,7 +13,10 @@ use crate::report::AccountReport;
 use mailferry_core::Destination;
 
 use super::Run;
-use super::record::{Done, FETCH_RETRY, Outcome, deliver_one, fetch_failed, tally};
+use super::record::{
+    Accepted, Done, FETCH_RETRY, Outcome, Prepared, deliver_one, fetch_failed, record_accepted,
+    tally,
+};
 use super::streak::Streak;
 use crate::report::Stop;
 
@@ -182,7 +185,21 @@ async fn deliver_all<D: Destination>(
         let take = open && stop.is_none() && !cancel.is_cancelled() && inflight.len() < concurrency;
         tokio::select! {
             Some((size, done)) = inflight.next(), if !inflight.is_empty() => {
-                let (size, done): (u64, Done) = (size, done);
+                let (size, mut done): (u64, Done) = (size, done);
+                if let Ok(Outcome::Accepted(accepted)) = &done.outcome {
+                    // Recorded at once (here only with one delivery at a time: nothing
+                    // else is in flight to hold the ledger's connection meanwhile); the
+                    // next message's attempt goes in the same statement when that message
+                    // is waiting already.
+                    let more = open && stop.is_none() && !cancel.is_cancelled();
+                    let next = if more { rx.try_recv().ok() } else { None };
+                    let (outcome, next) = record(accepted, next, run, folder, uidvalidity, sha256_rows).await;
+                    done.outcome = outcome;
+                    if let Some((key, message, permit, begun)) = next {
+                        report.counts.fetched += 1;
+                        inflight.push(one(key, message, permit, (destination, destination_name), store, (sha256_rows, begun)));
+                    }
+                }
                 observer.done(&account.name, size);
                 if let Some(t) = tracker.lock().await.as_mut() {
                     t.step().await;
@@ -204,13 +221,8 @@ async fn deliver_all<D: Destination>(
             item = rx.recv(), if take => match item {
                 Some((key, message, permit)) => {
                     report.counts.fetched += 1;
-                    let key = LedgerKey {
-                        account: account.name.clone(),
-                        folder: folder.to_owned(),
-                        uidvalidity,
-                        key,
-                    };
-                    inflight.push(one(key, message, permit, (destination, destination_name), store, sha256_rows));
+                    let key = ledger_key(account, folder, uidvalidity, key);
+                    inflight.push(one(key, message, permit, (destination, destination_name), store, (sha256_rows, None)));
                 }
                 None => open = false,
             },
@@ -220,20 +232,98 @@ async fn deliver_all<D: Destination>(
     stop.map_or(Ok(()), Err)
 }
 
+/// A queued message whose attempt may have begun: its first statement's result.
+type Next = (
+    LedgerKey,
+    Fetched,
+    OwnedSemaphorePermit,
+    Option<(Prepared, Option<LedgerState>)>,
+);
+
+/// Records an accepted delivery, with the attempt of `next` (the message waiting in the
+/// queue, if any) in the same statement; returns the outcome, and `next` to deliver.
+async fn record<D: Destination>(
+    accepted: &Accepted,
+    next: Option<Queued>,
+    run: &Run<'_, D>,
+    folder: &str,
+    uidvalidity: u32,
+    sha256_rows: bool,
+) -> (Result<Outcome, Stop>, Option<Next>) {
+    let Some((key, message, permit)) = next else {
+        let recorded = record_accepted(accepted, None, run.store).await;
+        return (recorded.map(|_| Outcome::Delivered), None);
+    };
+    let key = ledger_key(run.account, folder, uidvalidity, key);
+    let (recorded, prepared) = match &message {
+        Fetched::Message(m) => {
+            let prepared = Prepared::of(m, sha256_rows);
+            let facts = prepared.facts(m.len(), run.destination_name);
+            let recorded = record_accepted(accepted, Some((&key, &facts)), run.store).await;
+            (recorded, Some(prepared))
+        }
+        // A fetch failure has no attempt: recorded alone.
+        Fetched::Failed(_) | Fetched::TooLarge(_) => {
+            (record_accepted(accepted, None, run.store).await, None)
+        }
+    };
+    match recorded {
+        Ok(inserted) => {
+            let begun = prepared.zip(inserted);
+            (Ok(Outcome::Delivered), Some((key, message, permit, begun)))
+        }
+        // The statement failed as a whole: nothing of `next` was written; the run stops,
+        // and it waits at the source for the next one.
+        Err(stop) => (Err(stop), None),
+    }
+}
+
+/// What the fetcher queues for the deliverer.
+type Queued = (MessageKey, Fetched, OwnedSemaphorePermit);
+
+fn ledger_key(
+    account: &mailferry_config::AccountConfig,
+    folder: &str,
+    uidvalidity: u32,
+    key: MessageKey,
+) -> LedgerKey {
+    LedgerKey {
+        account: account.name.clone(),
+        folder: folder.to_owned(),
+        uidvalidity,
+        key,
+    }
+}
+
 /// One queued message's outcome, recorded: delivered (or not), or its fetch failure.
+/// `begun`: the first statement of its attempt ran already, with this result.
 async fn one<D: Destination>(
     key: LedgerKey,
     message: Fetched,
     permit: OwnedSemaphorePermit,
     (destination, destination_name): (&D, &str),
     store: &Store,
-    sha256_rows: bool,
+    (sha256_rows, begun): (bool, Option<(Prepared, Option<LedgerState>)>),
 ) -> (u64, Done) {
     let (size, done) = match &message {
-        Fetched::Message(m) => (
-            m.len() as u64,
-            deliver_one(&key, m, destination, destination_name, store, sha256_rows).await,
-        ),
+        Fetched::Message(m) => {
+            let (prepared, inserted) = match begun {
+                Some((prepared, inserted)) => (prepared, Some(inserted)),
+                None => (Prepared::of(m, sha256_rows), None),
+            };
+            // One at a time: nothing else in flight, so the deliverer can record it,
+            // with the next message's attempt.
+            let defer_record = destination.concurrency() <= 1;
+            let done = deliver_one(
+                &key,
+                m,
+                (destination, destination_name),
+                store,
+                (&prepared, inserted, defer_record),
+            )
+            .await;
+            (m.len() as u64, done)
+        }
         Fetched::Failed(reason) => (
             0,
             fetch_failed(&key, reason, destination_name, store, FETCH_RETRY).await,
