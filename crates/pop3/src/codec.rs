@@ -210,10 +210,18 @@ impl Parser {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Makes room for `additional` more bytes at once, when the size of what comes is known
-    /// (a `LIST` size before `RETR`), instead of growing step by step and copying.
-    pub fn reserve(&mut self, additional: usize) {
-        self.buf.reserve(additional.min(self.limit));
+    /// Makes room for a reply of about `size` bytes at once, when its size is known (a
+    /// `LIST` size before `RETR`), instead of growing step by step and copying. What was
+    /// consumed goes first, and what is buffered of it already counts, so that replies read
+    /// back to back (pipelining) do not grow the buffer by a message each time.
+    pub fn reserve(&mut self, size: usize) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.scanned = 0;
+        }
+        let size = size.min(self.limit);
+        self.buf.reserve(size.saturating_sub(self.buf.len()));
     }
 
     /// Bytes fed but not yet consumed by a reply.
@@ -276,18 +284,20 @@ impl Parser {
             return Err(Error::TooLarge(self.limit));
         }
         let remainder = data.len() - reply_end;
-        let mut body = if self.start == 0 && remainder <= COMPACT_AT {
-            // The buffer becomes the body (no copy of a large message): the little that
-            // follows the reply moves to a new buffer, the status line and terminator are
-            // cut off.
+        let mut body = if remainder <= (body_end - body_start).max(COMPACT_AT) {
+            // The buffer becomes the body (no copy of a large message): what follows the
+            // reply (pipelined replies, no more than the body) moves to a new buffer, and
+            // what came before it, the status line and terminator are cut off.
+            let start = self.start;
             let mut body = std::mem::take(&mut self.buf);
-            self.buf = body.split_off(reply_end);
+            self.buf = body.split_off(start + reply_end);
+            self.start = 0;
             self.scanned = 0;
-            body.truncate(body_end);
-            body.drain(..body_start);
+            body.truncate(start + body_end);
+            body.drain(..start + body_start);
             body
         } else {
-            // More replies follow (pipelining): copy this body out, keep the rest in place.
+            // More follows than this body holds: copy the body out, keep the rest in place.
             let body = data[body_start..body_end].to_vec();
             self.consume(reply_end);
             body

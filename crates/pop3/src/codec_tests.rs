@@ -247,3 +247,56 @@ fn unstuffing_removes_one_dot_after_every_lf_as_the_rule_reads() {
         }
     }
 }
+
+#[test]
+fn pipelined_replies_of_every_size_arrive_whole_however_they_are_read() {
+    // Large and small bodies back to back, as pipelined RETRs bring them: a body is
+    // taken with the buffer or copied out, whichever moves fewer bytes.
+    let sizes = [70_000, 200, 150_000, 10, 80_000, 3];
+    let bodies: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let line = format!("line {i} of a body\r\n.dot-stuffed in the wire\r\n");
+            line.into_bytes()
+                .into_iter()
+                .cycle()
+                .take(n)
+                .collect::<Vec<u8>>()
+        })
+        .map(|mut b| {
+            b.extend_from_slice(b"\r\n");
+            b
+        })
+        .collect();
+    let mut wire = Vec::new();
+    for b in &bodies {
+        wire.extend_from_slice(format!("+OK {} octets\r\n", b.len()).as_bytes());
+        let mut stuffed = Vec::new();
+        for (i, &c) in b.iter().enumerate() {
+            if c == b'.' && (i == 0 || b[i - 1] == b'\n') {
+                stuffed.push(b'.');
+            }
+            stuffed.push(c);
+        }
+        wire.extend_from_slice(&stuffed);
+        wire.extend_from_slice(b".\r\n");
+    }
+    for chunk in [1_000, 7_001, 65_536, wire.len()] {
+        let mut p = Parser::new(1 << 20);
+        let mut chunks = wire.chunks(chunk);
+        for want in &bodies {
+            p.reserve(want.len() + want.len() / 64 + 1024);
+            let got = loop {
+                match p.parse(Expect::MultiLine) {
+                    Ok(Reply::MultiLine { body, .. }) => break body,
+                    Ok(other) => panic!("{other:?}"),
+                    Err(Error::NeedsMoreData) => p.feed(chunks.next().expect("more input")),
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            assert_eq!(&got, want, "chunks of {chunk}");
+        }
+        assert_eq!(p.buffered(), 0);
+    }
+}
