@@ -144,6 +144,9 @@ enum Generated {
 }
 
 fn main() -> ExitCode {
+    // Before any thread or large buffer exists: memory of large messages goes back to
+    // the system after use (crates/alloc says why).
+    mailferry_alloc::tune();
     let Cli {
         config: path,
         log_json,
