@@ -134,8 +134,8 @@ fn the_status_page_shows_every_state_in_a_real_browser_and_never_runs_a_messages
     let db = b.state_dir().join("mailferry.db");
     sqlite(
         &db,
-        "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, sha256, size, state, attempts, destination, first_seen, updated_at, last_error) \
-         VALUES ('okay', 'INBOX', 1, 99, '', 'evil\"><script>document.body.setAttribute(''data-owned'',''yes'')</script>@x.example', 'ab', 10, 'refused', 1, 'home', 1, strftime('%s','now'), \
+        "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, attempts, destination, first_seen, updated_at, last_error) \
+         VALUES ('okay', 'INBOX', 1, 99, '', 'evil\"><script>document.body.setAttribute(''data-owned'',''yes'')</script>@x.example', 'blake3:ab', 10, 'refused', 1, 'home', 1, strftime('%s','now'), \
          '554 5.7.1 <img src=x onerror=\"document.title=''owned''\"> rejected')",
     );
 
