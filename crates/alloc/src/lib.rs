@@ -11,7 +11,10 @@
 //!
 //! `scripts/bench`, 3,000 messages of 1 KB-5 MB: peak RSS 22-27 MB -> 19-23 MB.
 //!
-//! This is the one crate with unsafe code (one call); the workspace forbids it elsewhere.
+//! With the feature `counting`, [`counting::Counting`] is an allocator that keeps the
+//! peak of the bytes in use, for tests that bound a step's memory.
+//!
+//! This is the one crate with unsafe code; the workspace forbids it elsewhere.
 
 /// Allocations at least this large are mapped on their own and unmapped when freed.
 pub const MMAP_THRESHOLD: usize = 1024 * 1024;
@@ -33,6 +36,83 @@ pub fn tune() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+#[cfg(feature = "counting")]
+pub mod counting {
+    //! The system allocator, counting: tests install it with `#[global_allocator]` and
+    //! read how many bytes were in use at most while a step ran, in every thread.
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static IN_USE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// [`System`], keeping the bytes in use and their peak.
+    pub struct Counting;
+
+    impl Counting {
+        /// Starts a new peak at what is in use now; returns that.
+        pub fn reset_peak() -> usize {
+            let now = IN_USE.load(Ordering::SeqCst);
+            PEAK.store(now, Ordering::SeqCst);
+            now
+        }
+
+        /// The most bytes in use since [`Self::reset_peak`].
+        pub fn peak() -> usize {
+            PEAK.load(Ordering::SeqCst)
+        }
+
+        fn grew(by: usize) {
+            let now = IN_USE.fetch_add(by, Ordering::SeqCst) + by;
+            PEAK.fetch_max(now, Ordering::SeqCst);
+        }
+
+        fn shrank(by: usize) {
+            IN_USE.fetch_sub(by, Ordering::SeqCst);
+        }
+    }
+
+    // SAFETY: every call goes to System with the caller's arguments unchanged, so System's
+    // guarantees hold; the counting only reads sizes.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract for alloc, passed on.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                Self::grew(layout.size());
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract for alloc_zeroed, passed on.
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                Self::grew(layout.size());
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract for dealloc, passed on.
+            unsafe { System.dealloc(ptr, layout) };
+            Self::shrank(layout.size());
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: the caller's contract for realloc, passed on.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                Self::shrank(layout.size());
+                Self::grew(new_size);
+            }
+            p
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use futures_util::TryStreamExt as _;
 use mailferry_core::MessageKey;
 use sqlx::Row;
 
@@ -173,10 +174,13 @@ impl Store {
         for state in states {
             query = query.bind(*state);
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|r| key_from_columns(r.get(0), r.get(1)))
-            .collect()
+        // Row by row into the set (a row held whole takes several times its key).
+        let mut rows = query.fetch(&self.pool);
+        let mut keys = HashSet::new();
+        while let Some(r) = rows.try_next().await? {
+            keys.insert(key_from_columns(r.get(0), r.get(1))?);
+        }
+        Ok(keys)
     }
 
     /// Records that the destination accepted `key`. Only after this returns may the source
