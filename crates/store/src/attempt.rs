@@ -1,8 +1,48 @@
 //! The attempt: the ledger row written before a message is sent, and the record of an
 //! accepted delivery written together with the next message's attempt.
 
+use sqlx::Sqlite;
+use sqlx::query::QueryScalar;
+use sqlx::sqlite::SqliteArguments;
+
 use crate::ledger::{Attempt, LedgerKey, LedgerState, MessageFacts};
 use crate::{Store, StoreError, now};
+
+/// The new row of a message seen for the first time, as a SELECT: an attempt, or a
+/// duplicate when the same bytes and Message-ID were delivered from the folder under
+/// another UIDVALIDITY. Parameters ?1-?11, bound by [`bind_new_row`]. A macro, so that
+/// both statements that insert it are one literal.
+macro_rules! new_row {
+    () => {
+        "SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, CASE WHEN seen THEN 'duplicate' ELSE 'attempt' END, \
+         NOT seen, ?9, NULL, ?10, ?10 FROM (SELECT EXISTS (SELECT 1 FROM ledger \
+         WHERE account = ?1 AND folder = ?2 AND content_hash IN (?6, ?11) AND uidvalidity <> ?3 \
+         AND state = 'delivered' AND message_id IS ?7) AS seen) WHERE true "
+    };
+}
+
+/// Binds [`new_row`]'s ?1-?11.
+fn bind_new_row<'q>(
+    query: QueryScalar<'q, Sqlite, LedgerState, SqliteArguments>,
+    key: &'q LedgerKey,
+    facts: &MessageFacts<'q>,
+    size: i64,
+    now: i64,
+) -> QueryScalar<'q, Sqlite, LedgerState, SqliteArguments> {
+    let (uid, uidl) = key.columns();
+    query
+        .bind(&key.account)
+        .bind(&key.folder)
+        .bind(i64::from(key.uidvalidity))
+        .bind(uid)
+        .bind(uidl)
+        .bind(facts.content_hash)
+        .bind(facts.message_id)
+        .bind(size)
+        .bind(facts.destination)
+        .bind(now)
+        .bind(facts.sha256)
+}
 
 impl Store {
     /// Records that `key` is about to be delivered, before anything is sent, so that a
@@ -104,29 +144,15 @@ impl Store {
         size: i64,
         now: i64,
     ) -> Result<Option<LedgerState>, StoreError> {
-        let (uid, uidl) = key.columns();
-        Ok(sqlx::query_scalar(
+        let query = sqlx::query_scalar(concat!(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
-             attempts, destination, first_seen, updated_at) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, CASE WHEN seen THEN 'duplicate' ELSE 'attempt' END, \
-             NOT seen, ?9, ?10, ?10 FROM (SELECT EXISTS (SELECT 1 FROM ledger \
-             WHERE account = ?1 AND folder = ?2 AND content_hash IN (?6, ?11) AND uidvalidity <> ?3 \
-             AND state = 'delivered' AND message_id IS ?7) AS seen) WHERE true \
-             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO NOTHING RETURNING state",
-        )
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .bind(facts.content_hash)
-        .bind(facts.message_id)
-        .bind(size)
-        .bind(facts.destination)
-        .bind(now)
-        .bind(facts.sha256)
-        .fetch_optional(&mut *self.hot().await?)
-        .await?)
+             attempts, destination, destination_id, first_seen, updated_at) ",
+            new_row!(),
+            "ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO NOTHING RETURNING state"
+        ));
+        Ok(bind_new_row(query, key, facts, size, now)
+            .fetch_optional(&mut *self.hot().await?)
+            .await?)
     }
 
     /// Whether `folder` holds messages delivered under a UIDVALIDITY other than
@@ -183,43 +209,29 @@ impl Store {
     ) -> Result<Option<LedgerState>, StoreError> {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
-        let (uid, uidl) = key.columns();
         let (done_uid, done_uidl) = done.columns();
-        let returned: Vec<LedgerState> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(concat!(
             "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
              attempts, destination, destination_id, first_seen, updated_at) \
              SELECT account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, 'delivered', \
              attempts, destination, ?16, first_seen, ?10 FROM ledger \
              WHERE account = ?12 AND folder = ?13 AND uidvalidity = ?14 AND uid = ?15 AND uidl = ?17 \
-             UNION ALL \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, CASE WHEN seen THEN 'duplicate' ELSE 'attempt' END, \
-             NOT seen, ?9, NULL, ?10, ?10 FROM (SELECT EXISTS (SELECT 1 FROM ledger \
-             WHERE account = ?1 AND folder = ?2 AND content_hash IN (?6, ?11) AND uidvalidity <> ?3 \
-             AND state = 'delivered' AND message_id IS ?7) AS seen) WHERE true \
-             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
+             UNION ALL ",
+            new_row!(),
+            "ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
              state = excluded.state, destination_id = excluded.destination_id, last_error = NULL, \
              updated_at = excluded.updated_at WHERE excluded.state = 'delivered' \
-             RETURNING state",
-        )
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .bind(facts.content_hash)
-        .bind(facts.message_id)
-        .bind(size)
-        .bind(facts.destination)
-        .bind(now)
-        .bind(facts.sha256)
-        .bind(&done.account)
-        .bind(&done.folder)
-        .bind(i64::from(done.uidvalidity))
-        .bind(done_uid)
-        .bind(destination_id)
-        .bind(done_uidl)
-        .fetch_all(&mut *self.hot().await?)
-        .await?;
+             RETURNING state"
+        ));
+        let returned: Vec<LedgerState> = bind_new_row(query, key, facts, size, now)
+            .bind(&done.account)
+            .bind(&done.folder)
+            .bind(i64::from(done.uidvalidity))
+            .bind(done_uid)
+            .bind(destination_id)
+            .bind(done_uidl)
+            .fetch_all(&mut *self.hot().await?)
+            .await?;
         // `done`'s row comes back as delivered; the new row as an attempt or a duplicate.
         Ok(returned
             .into_iter()

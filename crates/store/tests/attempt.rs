@@ -22,6 +22,14 @@ fn facts(hash: &str) -> MessageFacts<'_> {
     }
 }
 
+/// Opens the attempt of `key` (as the deliverer does before sending).
+async fn begin(store: &Store, key: LedgerKey, hash: &str) {
+    store
+        .begin_attempt(&key, &facts(hash))
+        .await
+        .expect("begin");
+}
+
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("state")).await.expect("open");
@@ -31,10 +39,7 @@ async fn store() -> (tempfile::TempDir, Store) {
 #[tokio::test]
 async fn the_delivery_is_recorded_and_the_next_attempt_begins() {
     let (_dir, store) = store().await;
-    store
-        .begin_attempt(&key(7, 1), &facts("h1"))
-        .await
-        .expect("begin");
+    begin(&store, key(7, 1), "h1").await;
     let inserted = store
         .mark_delivered_and_begin(
             &key(7, 1),
@@ -69,14 +74,8 @@ async fn the_delivery_is_recorded_and_the_next_attempt_begins() {
 async fn a_next_message_whose_row_exists_is_left_to_the_attempts_other_paths() {
     let (_dir, store) = store().await;
     // Message 2 was left open by a crash; message 1 is being delivered now.
-    store
-        .begin_attempt(&key(7, 2), &facts("h2"))
-        .await
-        .expect("begin");
-    store
-        .begin_attempt(&key(7, 1), &facts("h1"))
-        .await
-        .expect("begin");
+    begin(&store, key(7, 2), "h2").await;
+    begin(&store, key(7, 1), "h1").await;
     let inserted = store
         .mark_delivered_and_begin(&key(7, 1), "250", &key(7, 2), &facts("h2"))
         .await
@@ -98,18 +97,12 @@ async fn a_next_message_whose_row_exists_is_left_to_the_attempts_other_paths() {
 #[tokio::test]
 async fn the_next_message_is_a_duplicate_when_its_bytes_were_delivered_under_another_uidvalidity() {
     let (_dir, store) = store().await;
-    store
-        .begin_attempt(&key(6, 9), &facts("same"))
-        .await
-        .expect("begin");
+    begin(&store, key(6, 9), "same").await;
     store
         .mark_delivered(&key(6, 9), "250")
         .await
         .expect("delivered");
-    store
-        .begin_attempt(&key(7, 1), &facts("h1"))
-        .await
-        .expect("begin");
+    begin(&store, key(7, 1), "h1").await;
     let inserted = store
         .mark_delivered_and_begin(&key(7, 1), "250", &key(7, 2), &facts("same"))
         .await
@@ -127,10 +120,7 @@ async fn the_next_message_is_a_duplicate_when_its_bytes_were_delivered_under_ano
 #[tokio::test]
 async fn a_key_listed_twice_is_recorded_delivered_then_found_settled() {
     let (_dir, store) = store().await;
-    store
-        .begin_attempt(&key(7, 1), &facts("h1"))
-        .await
-        .expect("begin");
+    begin(&store, key(7, 1), "h1").await;
     let inserted = store
         .mark_delivered_and_begin(&key(7, 1), "250", &key(7, 1), &facts("h1"))
         .await
