@@ -235,7 +235,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Literal8<S> {
                 this.rewriter.passed(n);
                 return Poll::Ready(Ok(()));
             }
-            let mut raw = ReadBuf::new(&mut this.scratch);
+            // No more than the reader asked for: what it is not given waits below, in the
+            // stream's buffer, for the literal path. (64 KB at a time took the start of the
+            // next message along with every response line: async-imap copies what follows
+            // a response into a new buffer, so most of a small message was copied five times.)
+            let want = buf.remaining().clamp(1, this.scratch.len());
+            let mut raw = ReadBuf::new(&mut this.scratch[..want]);
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
             if raw.filled().is_empty() {
                 // End of stream; a held-back `~` is still a byte the server sent.
@@ -353,6 +358,28 @@ mod tests {
                 assert_eq!(out, want, "reads of {chunk}, buffer of {size}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_response_line_takes_from_the_stream_no_more_than_the_reader_asked_for() {
+        use tokio::io::AsyncReadExt as _;
+        let mut input = b"* 2 FETCH (UID 2 BODY[] {5000}\r\n".to_vec();
+        input.resize(input.len() + 5000, b'x');
+        input.extend_from_slice(b")\r\nc OK done\r\n");
+        let inner = Chunks {
+            data: input.clone(),
+            at: 0,
+            chunk: usize::MAX,
+        };
+        let mut reader = Literal8::new(inner, Replies::default());
+        let mut buf = vec![0; 100];
+        let n = reader.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], &input[..n]);
+        // The rest of the message stays in the stream for the literal path.
+        assert!(reader.inner.at <= 100, "took {} bytes", reader.inner.at);
+        let mut out = buf[..n].to_vec();
+        reader.read_to_end(&mut out).await.expect("read");
+        assert_eq!(out, input);
     }
 
     #[test]
