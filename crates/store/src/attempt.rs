@@ -1,9 +1,7 @@
 //! The attempt: the ledger row written before a message is sent, and the record of an
 //! accepted delivery written together with the next message's attempt.
 
-use sqlx::Sqlite;
-use sqlx::query::QueryScalar;
-use sqlx::sqlite::SqliteArguments;
+use rusqlite::{OptionalExtension as _, Statement};
 
 use crate::ledger::{Attempt, LedgerKey, LedgerState, MessageFacts};
 use crate::{Store, StoreError, now};
@@ -22,26 +20,25 @@ macro_rules! new_row {
 }
 
 /// Binds [`new_row`]'s ?1-?11.
-fn bind_new_row<'q>(
-    query: QueryScalar<'q, Sqlite, LedgerState, SqliteArguments>,
-    key: &'q LedgerKey,
-    facts: &MessageFacts<'q>,
+fn bind_new_row(
+    stmt: &mut Statement<'_>,
+    key: &LedgerKey,
+    facts: &MessageFacts<'_>,
     size: i64,
     now: i64,
-) -> QueryScalar<'q, Sqlite, LedgerState, SqliteArguments> {
+) -> rusqlite::Result<()> {
     let (uid, uidl) = key.columns();
-    query
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .bind(facts.content_hash)
-        .bind(facts.message_id)
-        .bind(size)
-        .bind(facts.destination)
-        .bind(now)
-        .bind(facts.sha256)
+    stmt.raw_bind_parameter(1, &key.account)?;
+    stmt.raw_bind_parameter(2, &key.folder)?;
+    stmt.raw_bind_parameter(3, i64::from(key.uidvalidity))?;
+    stmt.raw_bind_parameter(4, uid)?;
+    stmt.raw_bind_parameter(5, uidl)?;
+    stmt.raw_bind_parameter(6, facts.content_hash)?;
+    stmt.raw_bind_parameter(7, facts.message_id)?;
+    stmt.raw_bind_parameter(8, size)?;
+    stmt.raw_bind_parameter(9, facts.destination)?;
+    stmt.raw_bind_parameter(10, now)?;
+    stmt.raw_bind_parameter(11, facts.sha256)
 }
 
 impl Store {
@@ -82,51 +79,52 @@ impl Store {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
         let (uid, uidl) = key.columns();
+        let uidvalidity = i64::from(key.uidvalidity);
         // The row exists (deferred, left open by a crash, or settled): one read, and for a
         // deferred row one write that makes it an attempt again. The write cannot race
         // another writer of the same key: one process holds an account at a time.
-        let previous: Option<(LedgerState, i64)> = sqlx::query_as(
-            "SELECT state, updated_at FROM ledger \
-             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
-        )
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .fetch_optional(&mut *self.hot().await?)
-        .await?;
-        match previous {
-            // Left open: its age tells whether a destination's search can be trusted yet.
-            Some((LedgerState::Attempt, since)) => return Ok(Attempt::Interrupted { since }),
-            // A settled row is never reopened by a new attempt.
-            Some((state, _)) if state.is_settled() => return Ok(Attempt::Settled),
-            _ => {}
-        }
-        sqlx::query(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, attempts, \
-             destination, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
-             state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, \
-             content_hash = excluded.content_hash, size = excluded.size, destination = excluded.destination, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .bind(facts.message_id)
-        .bind(facts.content_hash)
-        .bind(size)
-        .bind(LedgerState::Attempt)
-        .bind(1_i64)
-        .bind(facts.destination)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *self.hot().await?)
-        .await?;
-        Ok(Attempt::Fresh)
+        self.hot(|c| {
+            let previous: Option<(LedgerState, i64)> = c
+                .prepare_cached(
+                    "SELECT state, updated_at FROM ledger \
+                     WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4 AND uidl = ?5",
+                )?
+                .query_row(
+                    (&key.account, &key.folder, uidvalidity, uid, uidl),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match previous {
+                // Left open: its age tells whether a destination's search can be trusted yet.
+                Some((LedgerState::Attempt, since)) => return Ok(Attempt::Interrupted { since }),
+                // A settled row is never reopened by a new attempt.
+                Some((state, _)) if state.is_settled() => return Ok(Attempt::Settled),
+                _ => {}
+            }
+            c.prepare_cached(
+                "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, attempts, \
+                 destination, first_seen, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?11) \
+                 ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
+                 state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, \
+                 content_hash = excluded.content_hash, size = excluded.size, destination = excluded.destination, \
+                 updated_at = excluded.updated_at",
+            )?
+            .execute((
+                &key.account,
+                &key.folder,
+                uidvalidity,
+                uid,
+                uidl,
+                facts.message_id,
+                facts.content_hash,
+                size,
+                LedgerState::Attempt,
+                facts.destination,
+                now,
+            ))?;
+            Ok(Attempt::Fresh)
+        })
+        .await
     }
 
     /// Inserts the row of a message seen for the first time, as an attempt or, for content
@@ -144,15 +142,18 @@ impl Store {
         size: i64,
         now: i64,
     ) -> Result<Option<LedgerState>, StoreError> {
-        let query = sqlx::query_scalar(concat!(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
-             attempts, destination, destination_id, first_seen, updated_at) ",
-            new_row!(),
-            "ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO NOTHING RETURNING state"
-        ));
-        Ok(bind_new_row(query, key, facts, size, now)
-            .fetch_optional(&mut *self.hot().await?)
-            .await?)
+        self.hot(|c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
+                 attempts, destination, destination_id, first_seen, updated_at) ",
+                new_row!(),
+                "ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO NOTHING RETURNING state"
+            ))?;
+            bind_new_row(&mut stmt, key, facts, size, now)?;
+            let mut rows = stmt.raw_query();
+            rows.next()?.map(|r| r.get(0)).transpose()
+        })
+        .await
     }
 
     /// Whether `folder` holds messages delivered under a UIDVALIDITY other than
@@ -210,31 +211,39 @@ impl Store {
         let now = now();
         let size = i64::try_from(facts.size).map_err(|_| StoreError::Range("size"))?;
         let (done_uid, done_uidl) = done.columns();
-        let query = sqlx::query_scalar(concat!(
-            "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
-             attempts, destination, destination_id, first_seen, updated_at) \
-             SELECT account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, 'delivered', \
-             attempts, destination, ?16, first_seen, ?10 FROM ledger \
-             WHERE account = ?12 AND folder = ?13 AND uidvalidity = ?14 AND uid = ?15 AND uidl = ?17 \
-             UNION ALL ",
-            new_row!(),
-            "ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
-             state = excluded.state, destination_id = excluded.destination_id, last_error = NULL, \
-             updated_at = excluded.updated_at WHERE excluded.state = 'delivered' \
-             RETURNING state"
-        ));
-        let returned: Vec<LedgerState> = bind_new_row(query, key, facts, size, now)
-            .bind(&done.account)
-            .bind(&done.folder)
-            .bind(i64::from(done.uidvalidity))
-            .bind(done_uid)
-            .bind(destination_id)
-            .bind(done_uidl)
-            .fetch_all(&mut *self.hot().await?)
-            .await?;
-        // `done`'s row comes back as delivered; the new row as an attempt or a duplicate.
-        Ok(returned
-            .into_iter()
-            .find(|state| *state != LedgerState::Delivered))
+        self.hot(|c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "INSERT INTO ledger (account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, state, \
+                 attempts, destination, destination_id, first_seen, updated_at) \
+                 SELECT account, folder, uidvalidity, uid, uidl, message_id, content_hash, size, 'delivered', \
+                 attempts, destination, ?16, first_seen, ?10 FROM ledger \
+                 WHERE account = ?12 AND folder = ?13 AND uidvalidity = ?14 AND uid = ?15 AND uidl = ?17 \
+                 UNION ALL ",
+                new_row!(),
+                "ON CONFLICT (account, folder, uidvalidity, uid, uidl) DO UPDATE SET \
+                 state = excluded.state, destination_id = excluded.destination_id, last_error = NULL, \
+                 updated_at = excluded.updated_at WHERE excluded.state = 'delivered' \
+                 RETURNING state"
+            ))?;
+            bind_new_row(&mut stmt, key, facts, size, now)?;
+            stmt.raw_bind_parameter(12, &done.account)?;
+            stmt.raw_bind_parameter(13, &done.folder)?;
+            stmt.raw_bind_parameter(14, i64::from(done.uidvalidity))?;
+            stmt.raw_bind_parameter(15, done_uid)?;
+            stmt.raw_bind_parameter(16, destination_id)?;
+            stmt.raw_bind_parameter(17, done_uidl)?;
+            // `done`'s row comes back as delivered; the new row as an attempt or a
+            // duplicate. Every row is read: the statement completes with the last.
+            let mut rows = stmt.raw_query();
+            let mut inserted = None;
+            while let Some(row) = rows.next()? {
+                let state: LedgerState = row.get(0)?;
+                if state != LedgerState::Delivered {
+                    inserted = Some(state);
+                }
+            }
+            Ok(inserted)
+        })
+        .await
     }
 }

@@ -222,18 +222,14 @@ impl Store {
     /// On a database failure.
     pub async fn renew_attempt(&self, key: &LedgerKey) -> Result<(), StoreError> {
         let (uid, uidl) = key.columns();
-        sqlx::query(
-            "UPDATE ledger SET attempts = attempts + 1, updated_at = ? \
-             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ? AND state = ?",
-        )
-        .bind(now())
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(uid)
-        .bind(uidl)
-        .bind(LedgerState::Attempt)
-        .execute(&mut *self.hot().await?)
+        let uidvalidity = i64::from(key.uidvalidity);
+        self.hot(|c| {
+            c.prepare_cached(
+                "UPDATE ledger SET attempts = attempts + 1, updated_at = ?1 \
+                 WHERE account = ?2 AND folder = ?3 AND uidvalidity = ?4 AND uid = ?5 AND uidl = ?6 AND state = ?7",
+            )?
+            .execute((now(), &key.account, &key.folder, uidvalidity, uid, uidl, LedgerState::Attempt))
+        })
         .await?;
         Ok(())
     }
@@ -264,20 +260,15 @@ impl Store {
         destination_id: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE ledger SET state = ?, destination_id = COALESCE(?, destination_id), last_error = ?, updated_at = ? \
-             WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ? AND uidl = ?",
-        )
-        .bind(state)
-        .bind(destination_id)
-        .bind(error)
-        .bind(now())
-        .bind(&key.account)
-        .bind(&key.folder)
-        .bind(i64::from(key.uidvalidity))
-        .bind(key.columns().0)
-        .bind(key.columns().1)
-        .execute(&mut *self.hot().await?)
+        let (uid, uidl) = key.columns();
+        let uidvalidity = i64::from(key.uidvalidity);
+        self.hot(|c| {
+            c.prepare_cached(
+                "UPDATE ledger SET state = ?1, destination_id = COALESCE(?2, destination_id), last_error = ?3, \
+                 updated_at = ?4 WHERE account = ?5 AND folder = ?6 AND uidvalidity = ?7 AND uid = ?8 AND uidl = ?9",
+            )?
+            .execute((state, destination_id, error, now(), &key.account, &key.folder, uidvalidity, uid, uidl))
+        })
         .await?;
         Ok(())
     }

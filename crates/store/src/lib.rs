@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection};
 
 mod attempt;
 mod history;
+mod hot;
 mod ledger;
 mod progress;
 mod prune;
@@ -44,6 +43,9 @@ pub use tokens::{IssuedTokens, StoredToken};
 
 /// The embedded migrations; run by [`Store::open`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// How long a statement waits for another writer before it fails.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The file name of the database inside the state directory.
 pub const DB_FILE: &str = "mailferry.db";
@@ -72,6 +74,9 @@ pub enum StoreError {
     /// A query failed.
     #[error("cannot update the state database")]
     Query(#[from] sqlx::Error),
+    /// A statement on the ledger's own connection failed.
+    #[error("cannot update the state database")]
+    Ledger(#[source] rusqlite::Error),
     /// Another mailferry process holds this state directory.
     #[error(
         "another mailferry process (the service?) is using the state directory {0}: to run accounts now beside it, use `mailferry run-now [NAME]`; otherwise stop it first (or give this one its own daemon.state-dir)"
@@ -110,8 +115,9 @@ pub struct RunCounts {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
-    /// The one connection the ledger's per-message statements use (see [`Store::hot`]).
-    hot: Arc<tokio::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
+    /// The ledger's own connection for the statements every message makes (see
+    /// [`Store::hot`]).
+    hot: Arc<hot::Hot>,
     /// An exclusive lock on `state_dir/lock`, held while any clone of the store lives, so
     /// that two processes never work through the same ledger at once (both would deliver
     /// the same new messages).
@@ -157,7 +163,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let open_err = |source| StoreError::Open {
             path: path.clone(),
@@ -176,8 +182,8 @@ impl Store {
         // No ping before each use: the database is a local file, a connection cannot go
         // stale, and the ping is one more round trip to SQLite's thread per statement.
         let pool = SqlitePoolOptions::new()
-            // Four for everyone, one kept for the ledger's per-message statements.
-            .max_connections(5)
+            // Four for everyone; the ledger's per-message statements have their own.
+            .max_connections(4)
             .test_before_acquire(false)
             .connect_with(options)
             .await
@@ -186,7 +192,7 @@ impl Store {
         drop(migrating);
         Ok(Self {
             pool,
-            hot: Arc::default(),
+            hot: Arc::new(hot::Hot::new(path.clone())),
             _lock: lock.map(Arc::new),
             dir: Some(state_dir.to_owned()),
         })
@@ -212,17 +218,6 @@ impl Store {
             .map_err(|e| prepare(std::io::Error::other(e)))?
             .map_err(prepare)?;
         Ok(RefreshLock { _file: Some(file) })
-    }
-
-    /// Wraps an existing pool (tests with `#[sqlx::test]`).
-    #[must_use]
-    pub fn from_pool(pool: SqlitePool) -> Self {
-        Self {
-            pool,
-            hot: Arc::default(),
-            _lock: None,
-            dir: None,
-        }
     }
 
     /// Starts a run of `account`; returns its id for [`Store::finish_run`].
@@ -269,24 +264,8 @@ impl Store {
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
         // The pool waits for every connection to come back.
-        drop(self.hot.lock().await.take());
+        self.hot.close();
         self.pool.close().await;
-    }
-
-    /// The connection kept for the statements every message makes (its attempt, its
-    /// outcome). A connection taken from the pool for each costs two more round trips to
-    /// SQLite's thread (the pool pings a connection as it comes back), and a page cache
-    /// emptied whenever another connection wrote; this one keeps its cache, and SQLite
-    /// writes one at a time anyway. Held for one statement at a time.
-    pub(crate) async fn hot(
-        &self,
-    ) -> Result<tokio::sync::MappedMutexGuard<'_, SqliteConnection>, StoreError> {
-        let mut slot = self.hot.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.pool.acquire().await?);
-        }
-        tokio::sync::MutexGuard::try_map(slot, |c| c.as_deref_mut())
-            .map_err(|_| StoreError::Range("hot connection"))
     }
 }
 

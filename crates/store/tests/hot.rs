@@ -1,0 +1,164 @@
+//! The statements every message makes run on the calling thread (they were handed to
+//! sqlx's worker thread and back, two thread switches each), without ever blocking it:
+//! a writer elsewhere makes them wait asynchronously, and the WAL is still checkpointed.
+
+use std::time::{Duration, Instant};
+
+use mailferry_core::MessageKey;
+use mailferry_store::{Attempt, LedgerKey, LedgerState, MessageFacts, Store};
+
+fn key(uid: u32) -> LedgerKey {
+    LedgerKey {
+        account: "a".into(),
+        folder: "INBOX".into(),
+        uidvalidity: 7,
+        key: MessageKey::Uid(uid),
+    }
+}
+
+fn facts(hash: &str) -> MessageFacts<'_> {
+    MessageFacts {
+        message_id: Some("m@x"),
+        content_hash: hash,
+        sha256: None,
+        size: 10,
+        destination: "home",
+    }
+}
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    (dir, store)
+}
+
+/// This thread's voluntary context switches so far (times it waited for something).
+fn waits_of_this_thread() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Delivers `n` messages as the deliverer does: each recorded with the next's attempt.
+async fn deliver(store: &Store, first: u32, n: u32) {
+    let hash = |uid: u32| format!("blake3:{uid:064x}");
+    let first_hash = hash(first);
+    assert_eq!(
+        store
+            .begin_attempt(&key(first), &facts(&first_hash))
+            .await
+            .expect("begin"),
+        Attempt::Fresh
+    );
+    for uid in first + 1..first + n {
+        let h = hash(uid);
+        let inserted = store
+            .mark_delivered_and_begin(&key(uid - 1), "250 ok", &key(uid), &facts(&h))
+            .await
+            .expect("record");
+        assert_eq!(inserted, Some(LedgerState::Attempt));
+    }
+    store
+        .mark_delivered(&key(first + n - 1), "250 ok")
+        .await
+        .expect("last");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_per_message_statements_run_on_the_calling_thread_without_waiting_for_another() {
+    let (_dir, store) = store().await;
+    // The first statements open the connection and prepare the statements.
+    deliver(&store, 1, 10).await;
+    let before = waits_of_this_thread();
+    deliver(&store, 100, 1000).await;
+    let waits = waits_of_this_thread() - before;
+    eprintln!("1,000 messages: {waits} waits");
+    // Through sqlx's worker thread every statement waited for its answer: at least 1,000.
+    // Here only the passive checkpoint every 200 writes goes through the pool.
+    assert!(
+        waits < 100,
+        "1,000 messages' statements waited {waits} times for another thread"
+    );
+    assert_eq!(
+        store.state_of(&key(1099)).await.expect("state"),
+        Some(LedgerState::Delivered)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_statement_waits_for_another_writer_without_blocking_the_thread() {
+    let (dir, store) = store().await;
+    // Another process (say, `mailferry auth` storing a token) holds the write lock.
+    let other = another_writer(dir.path()).await;
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        other.commit().await.expect("commit");
+    });
+    let started = Instant::now();
+    let attempt = store
+        .begin_attempt(&key(1), &facts("blake3:01"))
+        .await
+        .expect("begin waits for the lock, then succeeds");
+    let waited = started.elapsed();
+    ticker.abort();
+    release.await.expect("release");
+    assert_eq!(attempt, Attempt::Fresh);
+    assert!(
+        waited >= Duration::from_millis(350),
+        "it did not wait: {waited:?}"
+    );
+    // The thread went on with other work meanwhile: the ticker ran about 40 times.
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ticks >= 20,
+        "the thread was blocked: {ticks} ticks in {waited:?}"
+    );
+    assert_eq!(
+        store.state_of(&key(1)).await.expect("state"),
+        Some(LedgerState::Attempt)
+    );
+}
+
+/// A transaction on another connection that holds the database's write lock.
+async fn another_writer(dir: &std::path::Path) -> sqlx::Transaction<'static, sqlx::Sqlite> {
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("mailferry.db").display()))
+            .await
+            .expect("pool");
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+    sqlx::query("INSERT INTO runs (account, started_at) VALUES ('other', 1)")
+        .execute(&mut *tx)
+        .await
+        .expect("write");
+    tx
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_wal_is_checkpointed_while_messages_are_recorded() {
+    let (dir, store) = store().await;
+    deliver(&store, 1, 3000).await;
+    let wal = std::fs::metadata(dir.path().join("mailferry.db-wal"))
+        .expect("wal")
+        .len();
+    eprintln!("WAL after 3,000 messages: {wal} bytes");
+    // 3,000 messages write about 15,000 pages (60 MB) to the WAL; checkpointed every 200
+    // writes it is used again from its start.
+    assert!(
+        wal < 16 << 20,
+        "the WAL grew to {wal} bytes over 3,000 messages"
+    );
+    store.close().await;
+}
