@@ -103,7 +103,8 @@ impl Store {
         &self,
         mut op: impl FnMut(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let started = tokio::time::Instant::now();
+        // Real time, as SQLite's own busy timeout (a test's paused clock would end it at once).
+        let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(1);
         let result = loop {
             match self.hot.run(&mut op) {
