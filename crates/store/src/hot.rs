@@ -59,13 +59,11 @@ impl Hot {
             .conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(self.open()?);
-        }
-        match slot.as_ref() {
-            Some(conn) => op(conn),
-            None => Err(rusqlite::Error::InvalidQuery),
-        }
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            closed => closed.insert(self.open()?),
+        };
+        op(conn)
     }
 
     /// The database was created and migrated by the pool: opened read-write, never created.

@@ -122,8 +122,8 @@ pub struct Store {
     /// that two processes never work through the same ledger at once (both would deliver
     /// the same new messages).
     _lock: Option<Arc<std::fs::File>>,
-    /// The state directory (`None` for a bare pool in tests).
-    dir: Option<PathBuf>,
+    /// The state directory.
+    dir: PathBuf,
 }
 
 /// Held while a token is refreshed: no other process refreshes the same refresh token
@@ -131,7 +131,7 @@ pub struct Store {
 /// Released on drop.
 #[derive(Debug)]
 pub struct RefreshLock {
-    _file: Option<std::fs::File>,
+    _file: std::fs::File,
 }
 
 impl Store {
@@ -194,7 +194,7 @@ impl Store {
             pool,
             hot: Arc::new(hot::Hot::new(path.clone())),
             _lock: lock.map(Arc::new),
-            dir: Some(state_dir.to_owned()),
+            dir: state_dir.to_owned(),
         })
     }
 
@@ -204,10 +204,7 @@ impl Store {
     /// # Errors
     /// When the lock file cannot be opened or locked.
     pub async fn refresh_lock(&self) -> Result<RefreshLock, StoreError> {
-        let Some(dir) = &self.dir else {
-            return Ok(RefreshLock { _file: None });
-        };
-        let path = dir.join("refresh.lock");
+        let path = self.dir.join("refresh.lock");
         let prepare = |source| StoreError::Prepare {
             path: path.clone(),
             source,
@@ -217,7 +214,7 @@ impl Store {
             .await
             .map_err(|e| prepare(std::io::Error::other(e)))?
             .map_err(prepare)?;
-        Ok(RefreshLock { _file: Some(file) })
+        Ok(RefreshLock { _file: file })
     }
 
     /// Starts a run of `account`; returns its id for [`Store::finish_run`].
@@ -386,20 +383,14 @@ impl Store {
     /// # Errors
     /// When the file cannot be written or locked.
     pub fn announce_service(&self) -> Result<ServiceMark, StoreError> {
-        let Some(dir) = &self.dir else {
-            return Ok(ServiceMark {
-                file: None,
-                path: None,
-            });
-        };
-        let path = dir.join(SERVICE_PID);
+        let path = self.dir.join(SERVICE_PID);
         let file = lock_file(&path)?;
         let prepare = |source| StoreError::Prepare {
             path: path.clone(),
             source,
         };
         file.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => StoreError::Busy(dir.clone()),
+            std::fs::TryLockError::WouldBlock => StoreError::Busy(self.dir.clone()),
             std::fs::TryLockError::Error(source) => prepare(source),
         })?;
         file.set_len(0).map_err(prepare)?;
