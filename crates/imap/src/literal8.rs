@@ -18,7 +18,14 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use mailferry_tls::LowWater;
+
 use crate::completion::{Lines, Replies};
+
+/// The most of a literal that can have left the socket without reaching this reader: a
+/// partial TLS record (16 KB of plaintext at most) with room to spare. The read-ahead
+/// buffer under TLS is empty whenever the socket is waited for.
+const IN_FLIGHT: usize = 32 * 1024;
 
 /// Where the reader is in the server's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,16 +196,19 @@ pub(crate) struct Literal8<S> {
     /// How much of `ready` was handed out.
     taken: usize,
     scratch: Vec<u8>,
+    /// Where the socket is told how much of a literal is still to come.
+    low_water: LowWater,
 }
 
 impl<S> Literal8<S> {
-    pub(crate) fn new(inner: S, replies: Replies) -> Self {
+    pub(crate) fn new(inner: S, replies: Replies, low_water: LowWater) -> Self {
         Self {
             inner,
             rewriter: Rewriter::new(replies),
             ready: Vec::new(),
             taken: 0,
             scratch: vec![0; 64 * 1024],
+            low_water,
         }
     }
 }
@@ -225,9 +235,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Literal8<S> {
                 // A literal's bytes pass untouched: read straight into the reader's
                 // buffer, not through `scratch` and `ready` (two copies of every message
                 // byte before).
-                let want = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(buf.remaining());
+                let left = usize::try_from(left).unwrap_or(usize::MAX);
+                // Not woken before most of it is there: of the literal's bytes, at most a
+                // TLS record's worth may already be past the socket, undecrypted.
+                this.low_water.expect(left.saturating_sub(IN_FLIGHT));
+                let want = left.min(buf.remaining());
                 let mut direct = ReadBuf::new(buf.initialize_unfilled_to(want));
                 std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut direct))?;
                 let n = direct.filled().len();
@@ -239,6 +251,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Literal8<S> {
             // stream's buffer, for the literal path. (64 KB at a time took the start of the
             // next message along with every response line: async-imap copies what follows
             // a response into a new buffer, so most of a small message was copied five times.)
+            this.low_water.expect(0);
             let want = buf.remaining().clamp(1, this.scratch.len());
             let mut raw = ReadBuf::new(&mut this.scratch[..want]);
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
@@ -345,7 +358,7 @@ mod tests {
                     at: 0,
                     chunk,
                 };
-                let mut reader = Literal8::new(inner, Replies::default());
+                let mut reader = Literal8::new(inner, Replies::default(), LowWater::default());
                 let mut out = Vec::new();
                 let mut buf = vec![0; size];
                 loop {
@@ -371,7 +384,7 @@ mod tests {
             at: 0,
             chunk: usize::MAX,
         };
-        let mut reader = Literal8::new(inner, Replies::default());
+        let mut reader = Literal8::new(inner, Replies::default(), LowWater::default());
         let mut buf = vec![0; 100];
         let n = reader.read(&mut buf).await.expect("read");
         assert_eq!(&buf[..n], &input[..n]);

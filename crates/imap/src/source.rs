@@ -69,15 +69,20 @@ impl ImapSource {
     /// [`ImapError::LoginRefused`] when the credentials are rejected.
     pub async fn connect(opts: &ConnectOptions, login: Login<&str>) -> Result<Self, ImapError> {
         let io = opts.io_timeout;
-        let tcp = connect::tcp(opts).await?;
+        let (tcp, low_water) = mailferry_tls::Watermarked::new(connect::tcp(opts).await?);
         // Every read and write fails after io-timeout of silence (not of total time): a
         // large literal trickling in slowly is fine, a server that stops is not.
         // Binary literals (`~{n}`) are read as plain ones (see literal8.rs), and the
         // server's completions are seen (completion.rs).
         let replies = crate::completion::Replies::default();
         let (stream, limit) = match opts.tls {
-            TlsMode::Implicit => watched(Box::new(connect::tls(opts, tcp).await?), io, &replies),
-            TlsMode::None => watched(Box::new(tcp), io, &replies),
+            TlsMode::Implicit => watched(
+                Box::new(connect::tls(opts, tcp).await?),
+                io,
+                &replies,
+                low_water,
+            ),
+            TlsMode::None => watched(Box::new(tcp), io, &replies, low_water),
             TlsMode::StartTls => {
                 let mut plain = Client::new(tcp);
                 greeting(&mut plain, io).await?;
@@ -97,6 +102,7 @@ impl ImapSource {
                     Box::new(connect::tls(opts, plain.into_inner()).await?),
                     io,
                     &replies,
+                    low_water,
                 )
             }
         };
@@ -151,10 +157,11 @@ fn watched(
     inner: Stream,
     io: Duration,
     replies: &crate::completion::Replies,
+    low_water: mailferry_tls::LowWater,
 ) -> (Stream, mailferry_tls::IdleLimit) {
     let idle = mailferry_tls::Idle::new(inner, io);
     let limit = idle.limit();
-    let stream = crate::literal8::Literal8::new(idle, replies.clone());
+    let stream = crate::literal8::Literal8::new(idle, replies.clone(), low_water);
     (Box::new(stream), limit)
 }
 

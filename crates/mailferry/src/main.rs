@@ -145,8 +145,8 @@ enum Generated {
 
 fn main() -> ExitCode {
     // Before any thread or large buffer exists: memory of large messages goes back to
-    // the system after use (crates/alloc says why).
-    mailferry_alloc::tune();
+    // the system after use (crates/sys says why).
+    mailferry_sys::tune();
     let Cli {
         config: path,
         log_json,

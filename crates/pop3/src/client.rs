@@ -19,7 +19,6 @@ pub struct Client<S> {
     server: String,
     io_timeout: Duration,
     out: Vec<u8>,
-    read_buf: Vec<u8>,
     /// A reply was longer than the limit: the rest of it is still coming, so the session
     /// cannot go on.
     ended: bool,
@@ -70,7 +69,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             server,
             io_timeout,
             out: Vec::new(),
-            read_buf: vec![0; 64 * 1024],
             ended: false,
         }
     }
@@ -114,28 +112,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
                 Err(codec::Error::NeedsMoreData) => {}
                 Err(e) => return Err(Pop3Error::Protocol(e)),
             }
-            let n =
-                match tokio::time::timeout(self.io_timeout, self.stream.read(&mut self.read_buf))
-                    .await
-                {
-                    Err(_) => {
-                        return Err(Pop3Error::Timeout {
-                            step,
-                            after: self.io_timeout,
-                        });
-                    }
-                    Ok(Err(source)) => {
-                        return Err(Pop3Error::Io {
-                            server: self.server.clone(),
-                            source,
-                        });
-                    }
-                    Ok(Ok(n)) => n,
-                };
+            // Straight into the parser's buffer, where a message is gathered whole.
+            let read = self.stream.read_buf(self.parser.read_buffer());
+            let n = match tokio::time::timeout(self.io_timeout, read).await {
+                Err(_) => {
+                    return Err(Pop3Error::Timeout {
+                        step,
+                        after: self.io_timeout,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(Pop3Error::Io {
+                        server: self.server.clone(),
+                        source,
+                    });
+                }
+                Ok(Ok(n)) => n,
+            };
             if n == 0 {
                 return Err(Pop3Error::Closed(step));
             }
-            self.parser.feed(&self.read_buf[..n]);
         }
     }
 

@@ -177,6 +177,10 @@ pub enum Error {
 }
 
 /// Parses replies from bytes that arrive in chunks of any size.
+///
+/// Bytes come in through [`Self::feed`], or are read straight into the parser's own buffer
+/// ([`Self::read_buffer`]). A message that arrives over many reads is gathered at the front
+/// of that buffer, which then becomes the body: its bytes are not copied on the way.
 #[derive(Debug)]
 pub struct Parser {
     buf: Vec<u8>,
@@ -185,6 +189,8 @@ pub struct Parser {
     start: usize,
     /// Offset (from `start`) up to which the buffer was already searched for a terminator.
     scanned: usize,
+    /// The status line of a multi-line reply whose body is still arriving, at `start`.
+    open: Option<Status>,
     /// Longest multi-line reply accepted.
     limit: usize,
 }
@@ -197,17 +203,35 @@ impl Parser {
             buf: Vec::new(),
             start: 0,
             scanned: 0,
+            open: None,
             limit,
         }
     }
 
     /// Adds received bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read into, at its end (`AsyncReadExt::read_buf`): what is read there
+    /// counts as fed. Its room is what [`Self::reserve`] made for the reply; only when that
+    /// is (nearly) used up does it grow, by [`READ_ROOM`]: growing moves what is buffered,
+    /// and a message whose size was known should fill its room without moving.
+    pub fn read_buffer(&mut self) -> &mut Vec<u8> {
+        self.compact();
+        if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+            self.buf.reserve(READ_ROOM);
+        }
+        &mut self.buf
+    }
+
+    /// Drops consumed bytes from the front once they are all there is or have piled up.
+    fn compact(&mut self) {
         if self.start > 0 && (self.start == self.buf.len() || self.start >= COMPACT_AT) {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
     }
 
     /// Makes room for a reply of about `size` bytes at once, when its size is known (a
@@ -218,7 +242,6 @@ impl Parser {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
-            self.scanned = 0;
         }
         let size = size.min(self.limit);
         self.buf.reserve(size.saturating_sub(self.buf.len()));
@@ -236,6 +259,66 @@ impl Parser {
     /// [`Error::NeedsMoreData`] until a whole reply is buffered; the other variants when
     /// the bytes are not POP3 or exceed the limits (the connection is then unusable).
     pub fn parse(&mut self, expect: Expect) -> Result<Reply, Error> {
+        let status = match self.open.take() {
+            Some(status) => status,
+            None => match self.status_line(expect)? {
+                Ok(reply) => return Ok(reply),
+                Err(status) => status,
+            },
+        };
+        // The body, from `start`: the terminator is a line holding only `.`, after any line
+        // end: a server that serves stored LF-only mail as it is (Cyrus) ends it
+        // `...\n.\r\n`, and stuffs the dots of lines after a bare LF too.
+        let data = &self.buf[self.start..];
+        let end = if data.starts_with(b".\r\n") {
+            Some((0, 3))
+        } else {
+            find(data, b"\n.\r\n", self.scanned.saturating_sub(3)).map(|i| (i + 1, i + 4))
+        };
+        let Some((body_end, reply_end)) = end else {
+            if data.len() > self.limit {
+                return Err(Error::TooLarge(self.limit));
+            }
+            self.scanned = data.len();
+            if self.start > 0 {
+                // More is coming: gather the body at the front of the buffer, where it
+                // grows into the room reserved for it and is taken whole at the end. Only
+                // what has arrived moves, once.
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.open = Some(status);
+            return Err(Error::NeedsMoreData);
+        };
+        // Whole already (it came in one read): still longer than the limit.
+        if body_end > self.limit {
+            return Err(Error::TooLarge(self.limit));
+        }
+        let mut body = if self.start == 0 && data.len() - reply_end <= body_end.max(COMPACT_AT) {
+            // The buffer becomes the body: what follows the reply (pipelined replies, no
+            // more than the body) moves to a new buffer.
+            let mut body = std::mem::take(&mut self.buf);
+            self.buf = body.split_off(reply_end);
+            body.truncate(body_end);
+            body
+        } else {
+            // Among other replies (they came in one read): copy it out.
+            let body = data[..body_end].to_vec();
+            self.start += reply_end;
+            body
+        };
+        self.scanned = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        unstuff_in_place(&mut body);
+        Ok(Reply::MultiLine { status, body })
+    }
+
+    /// Reads the status line at `start`: a whole reply, or (`Err`) the status of a
+    /// multi-line one whose body follows at the new `start`.
+    fn status_line(&mut self, expect: Expect) -> Result<Result<Reply, Status>, Error> {
         let data = &self.buf[self.start..];
         let Some(line_end) = find(data, b"\r\n", 0) else {
             return if data.len() > MAX_LINE {
@@ -251,59 +334,16 @@ impl Parser {
         if expect == Expect::SaslOrStatus && (line == b"+" || line.starts_with(b"+ ")) {
             let data = String::from_utf8_lossy(line.get(2..).unwrap_or_default()).into_owned();
             self.consume(line_end + 2);
-            return Ok(Reply::Continue(data));
+            return Ok(Ok(Reply::Continue(data)));
         }
         let status = parse_status(line)?;
         if expect != Expect::MultiLine || !status.ok {
             self.consume(line_end + 2);
-            return Ok(Reply::Status(status));
+            return Ok(Ok(Reply::Status(status)));
         }
-        let body_start = line_end + 2;
-        // The terminator is a line holding only `.`, after any line end: a server that
-        // serves stored LF-only mail as it is (Cyrus) ends it `...\n.\r\n`, and stuffs the
-        // dots of lines after a bare LF too.
-        let end = if data[body_start..].starts_with(b".\r\n") {
-            Some((body_start, body_start + 3))
-        } else {
-            let from = self
-                .scanned
-                .max(body_start)
-                .saturating_sub(3)
-                .max(body_start);
-            find(data, b"\n.\r\n", from).map(|i| (i + 1, i + 4))
-        };
-        let Some((body_end, reply_end)) = end else {
-            self.scanned = data.len();
-            if data.len() - body_start > self.limit {
-                return Err(Error::TooLarge(self.limit));
-            }
-            return Err(Error::NeedsMoreData);
-        };
-        // Whole already (it came in one read): still longer than the limit.
-        if body_end - body_start > self.limit {
-            return Err(Error::TooLarge(self.limit));
-        }
-        let remainder = data.len() - reply_end;
-        let mut body = if remainder <= (body_end - body_start).max(COMPACT_AT) {
-            // The buffer becomes the body (no copy of a large message): what follows the
-            // reply (pipelined replies, no more than the body) moves to a new buffer, and
-            // what came before it, the status line and terminator are cut off.
-            let start = self.start;
-            let mut body = std::mem::take(&mut self.buf);
-            self.buf = body.split_off(start + reply_end);
-            self.start = 0;
-            self.scanned = 0;
-            body.truncate(start + body_end);
-            body.drain(..start + body_start);
-            body
-        } else {
-            // More follows than this body holds: copy the body out, keep the rest in place.
-            let body = data[body_start..body_end].to_vec();
-            self.consume(reply_end);
-            body
-        };
-        unstuff_in_place(&mut body);
-        Ok(Reply::MultiLine { status, body })
+        self.start += line_end + 2;
+        self.scanned = 0;
+        Ok(Err(status))
     }
 
     fn consume(&mut self, n: usize) {
@@ -315,6 +355,13 @@ impl Parser {
         }
     }
 }
+
+/// How much [`Parser::read_buffer`] grows by when it has to.
+pub const READ_ROOM: usize = 64 * 1024;
+
+/// Less room than this and [`Parser::read_buffer`] grows (reads smaller than this are not
+/// worth their system call).
+const MIN_ROOM: usize = 512;
 
 /// Consumed bytes are dropped from the buffer's front once this many have piled up.
 const COMPACT_AT: usize = 64 * 1024;

@@ -300,3 +300,48 @@ fn pipelined_replies_of_every_size_arrive_whole_however_they_are_read() {
         assert_eq!(p.buffered(), 0);
     }
 }
+
+/// A message read over many reads into [`Parser::read_buffer`] stays where it was read:
+/// the buffer becomes the body, and only what came with the status line moves (before, the
+/// whole body moved over the status line once complete, after a copy out of a read buffer).
+#[test]
+fn a_body_read_over_many_reads_is_taken_where_it_was_read() {
+    let body: Vec<u8> = b"Subject: x\r\n\r\n"
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(b'y', 300_000))
+        .chain(*b"\r\n")
+        .collect();
+    let mut wire = b"+OK 300016 octets\r\n".to_vec();
+    wire.extend_from_slice(&body);
+    wire.extend_from_slice(b".\r\n+OK next\r\n");
+    let mut p = Parser::new(1 << 20);
+    // As the client does: the LIST size, a 64th more for stuffing, and 1 KB.
+    p.reserve(body.len() + body.len() / 64 + 1024);
+    // Where each read's bytes landed, as (offset in the body, address).
+    let mut landed = Vec::new();
+    let mut reply = None;
+    for chunk in wire.chunks(16 * 1024) {
+        let buf = p.read_buffer();
+        let at = buf.len();
+        buf.extend_from_slice(chunk);
+        landed.push((at, buf.as_ptr() as usize + at));
+        match p.parse(Expect::MultiLine) {
+            Ok(r) => {
+                reply = Some(r);
+                break;
+            }
+            Err(Error::NeedsMoreData) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let Some(Reply::MultiLine { body: got, .. }) = reply else {
+        panic!("no body");
+    };
+    assert_eq!(got, body);
+    // From the second read on, every read's bytes are where the body has them.
+    for &(at, address) in &landed[1..] {
+        assert_eq!(got.as_ptr() as usize + at, address, "read at {at} moved");
+    }
+    assert!(matches!(p.parse(Expect::Status), Ok(Reply::Status(s)) if s.ok));
+}

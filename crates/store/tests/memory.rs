@@ -8,9 +8,9 @@
 
 use std::collections::HashSet;
 
-use mailferry_alloc::counting::Counting;
 use mailferry_core::MessageKey;
 use mailferry_store::Store;
+use mailferry_sys::counting::Counting;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

@@ -51,6 +51,10 @@ pub struct ImapScript {
     pub bye_after: Option<(usize, String)>,
     /// UIDs flagged `\Seen` (the listing shows them; `UID STORE +FLAGS (\Seen)` adds).
     pub seen: Vec<u32>,
+    /// Replies go out in pieces of this many bytes, this long apart, as a server sends a
+    /// large message: a stream of small writes (Dovecot 2.3 sends a body as TLS records of
+    /// 4 KB, one write each: strace of `scripts/bench`), not one burst.
+    pub pieces: Option<(usize, std::time::Duration)>,
 }
 
 /// Which commands a [`Refusal`] answers.
@@ -277,6 +281,7 @@ fn refusal(script: &Mutex<ImapScript>, command: Command, uids: &[u32]) -> Option
 }
 
 fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     let mut out = stream.try_clone()?;
     let mut lines = BufReader::new(stream);
     let first = script
@@ -460,7 +465,15 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
         log.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .bytes_sent += reply.len() as u64;
-        out.write_all(&reply)?;
+        match s.pieces {
+            Some((size, pause)) => {
+                for piece in reply.chunks(size.max(1)) {
+                    out.write_all(piece)?;
+                    std::thread::sleep(pause);
+                }
+            }
+            None => out.write_all(&reply)?,
+        }
     }
 }
 

@@ -12,8 +12,10 @@
 #![warn(missing_docs)]
 
 mod idle;
+mod lowat;
 
 pub use idle::{Idle, Limit as IdleLimit};
+pub use lowat::{LowWater, MAX_MARK, Watermarked};
 
 use std::io;
 use std::sync::Arc;

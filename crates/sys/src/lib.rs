@@ -1,7 +1,8 @@
-//! Fixes glibc's mmap threshold, so that memory of a large message goes back to the
-//! system once the message is delivered.
+//! The system calls std does not wrap, each behind a safe function: glibc's mmap threshold
+//! ([`tune`]) and a socket's receive low-water mark ([`set_recv_lowat`]).
 //!
-//! glibc serves allocations of 128 KiB or more with their own mapping and unmaps them on
+//! [`tune`] fixes glibc's mmap threshold, so that memory of a large message goes back to the
+//! system once the message is delivered. glibc serves allocations of 128 KiB or more with their own mapping and unmaps them on
 //! free, but after the first such free it raises that threshold to the freed size (up to
 //! 32 MiB), and with it the heap's trim threshold to twice that. From then on every
 //! buffer of that size comes from the heap and stays resident after use: one 5 MB
@@ -116,6 +117,47 @@ pub mod counting {
     }
 }
 
+/// Sets the receive low-water mark of the socket `fd` (`SO_RCVLOWAT`, socket(7)): the
+/// reader is not woken, by epoll or a blocking read, before that many bytes are queued.
+/// Linux caps it at half the socket's largest receive buffer.
+///
+/// # Errors
+/// The system call's error (`EBADF`, `ENOTSOCK`, ...).
+#[cfg(target_os = "linux")]
+pub fn set_recv_lowat(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let Ok(len) = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: the pointer and length describe `value`, which outlives the call, and the
+    // kernel only reads it; the descriptor is borrowed, so it is open.
+    #[allow(unsafe_code)]
+    let done = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast(),
+            len,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the mark is left as it is.
+///
+/// # Errors
+/// Never.
+#[cfg(not(target_os = "linux"))]
+pub fn set_recv_lowat(_fd: std::os::fd::BorrowedFd<'_>, _bytes: usize) -> std::io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -124,5 +166,36 @@ mod tests {
             super::tune(),
             cfg!(all(target_os = "linux", target_env = "gnu"))
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_read_waits_for_the_low_water_mark() {
+        use std::io::{Read as _, Write as _};
+        use std::os::fd::AsFd as _;
+        use std::time::{Duration, Instant};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut sender =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut receiver, _) = listener.accept().expect("accept");
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+
+        // Ten bytes queued, a mark of 1,000: the read waits out its timeout, then takes them.
+        super::set_recv_lowat(receiver.as_fd(), 1000).expect("SO_RCVLOWAT");
+        sender.write_all(b"0123456789").expect("write");
+        let started = Instant::now();
+        assert_eq!(receiver.read(&mut buf).expect("read"), 10);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+
+        // The default mark: at once.
+        super::set_recv_lowat(receiver.as_fd(), 1).expect("SO_RCVLOWAT");
+        sender.write_all(b"abc").expect("write");
+        let started = Instant::now();
+        assert_eq!(receiver.read(&mut buf).expect("read"), 3);
+        assert!(started.elapsed() < Duration::from_millis(250));
     }
 }
