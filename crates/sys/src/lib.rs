@@ -1,16 +1,22 @@
-//! The system calls std does not wrap, each behind a safe function: glibc's mmap threshold
-//! ([`tune`]) and a socket's receive low-water mark ([`set_recv_lowat`]).
+//! The system calls std does not wrap, each behind a safe function: glibc's allocator
+//! thresholds ([`tune`]) and a socket's receive low-water mark ([`set_recv_lowat`]).
 //!
-//! [`tune`] fixes glibc's mmap threshold, so that memory of a large message goes back to the
-//! system once the message is delivered. glibc serves allocations of 128 KiB or more with their own mapping and unmaps them on
-//! free, but after the first such free it raises that threshold to the freed size (up to
-//! 32 MiB), and with it the heap's trim threshold to twice that. From then on every
-//! buffer of that size comes from the heap and stays resident after use: one 5 MB
-//! message and the service holds about 10 MB more for good (a 25 MB one: up to 64 MB).
-//! Setting the threshold turns that adjustment off (mallopt(3)): allocations of 1 MiB or
-//! more are mapped and unmapped, smaller ones (most mail) are reused from the heap.
+//! [`tune`] fixes glibc's mmap threshold, so that memory of a large message goes back to
+//! the system once the message is delivered. glibc serves allocations of 128 KiB or more
+//! with their own mapping and unmaps them on free, but after the first such free it raises
+//! that threshold to the freed size (up to 32 MiB), and with it the heap's trim threshold to
+//! twice that. From then on every buffer of that size comes from the heap and stays
+//! resident after use: one 5 MB message and the service holds about 10 MB more for good (a
+//! 25 MB one: up to 64 MB). Setting the threshold turns that adjustment off (mallopt(3)):
+//! allocations of 1 MiB or more are mapped and unmapped, smaller ones (most mail) are
+//! reused from the heap. `scripts/bench`, 3,000 messages of 1 KB-5 MB: peak RSS 22-27 MB
+//! -> 19-23 MB.
 //!
-//! `scripts/bench`, 3,000 messages of 1 KB-5 MB: peak RSS 22-27 MB -> 19-23 MB.
+//! Fixing it leaves the trim threshold at its default, 128 KiB: the free memory at the top
+//! of the heap is given back whenever it exceeds that, so a message of a few hundred KB
+//! delivered there was given back and faulted in again, page by page, for the next. It is
+//! [`TRIM_THRESHOLD`] instead: the heap keeps up to that much free at its top for the next
+//! message (DECISIONS.md has the measurements).
 //!
 //! With the feature `counting`, [`counting::Counting`] is an allocator that keeps the
 //! peak of the bytes in use, for tests that bound a step's memory.
@@ -20,19 +26,26 @@
 /// Allocations at least this large are mapped on their own and unmapped when freed.
 pub const MMAP_THRESHOLD: usize = 1024 * 1024;
 
-/// Applies [`MMAP_THRESHOLD`]. Call once, first thing in `main`, before other threads
-/// start. Does nothing where the C library is not glibc. Returns whether it took effect.
+/// Free memory at the top of the heap is given back to the system only beyond this.
+pub const TRIM_THRESHOLD: usize = 2 * 1024 * 1024;
+
+/// Applies [`MMAP_THRESHOLD`] and [`TRIM_THRESHOLD`]. Call once, first thing in `main`,
+/// before other threads start. Does nothing where the C library is not glibc. Returns
+/// whether both took effect.
 pub fn tune() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let Ok(threshold) = libc::c_int::try_from(MMAP_THRESHOLD) else {
-            return false;
+        let set = |parameter: libc::c_int, value: usize| {
+            let Ok(value) = libc::c_int::try_from(value) else {
+                return false;
+            };
+            // SAFETY: mallopt only changes a parameter of the allocator, and is safe to
+            // call at any time; it returns 0 when it does not take the value.
+            #[allow(unsafe_code)]
+            let done = unsafe { libc::mallopt(parameter, value) };
+            done == 1
         };
-        // SAFETY: mallopt only changes a parameter of the allocator, and is safe to call
-        // at any time; it returns 0 when it does not take the value.
-        #[allow(unsafe_code)]
-        let done = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, threshold) };
-        done == 1
+        set(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) & set(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
