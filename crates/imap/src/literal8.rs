@@ -9,7 +9,9 @@
 //!
 //! Only what the server sends is rewritten; writes pass through. Every response line
 //! (never a literal's bytes) is also shown to [`Lines`], which records tagged completions
-//! and `BYE` (see completion.rs).
+//! and `BYE` (see completion.rs). While a literal's bytes pass, the socket is told how many
+//! are still to come ([`LowWater`]): it wakes the reader once per 64 KB of a large message,
+//! not once per TLS record the server writes.
 //!
 //! [RFC 3516]: https://www.rfc-editor.org/rfc/rfc3516
 
@@ -21,11 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use mailferry_tls::LowWater;
 
 use crate::completion::{Lines, Replies};
-
-/// The most of a literal that can have left the socket without reaching this reader: a
-/// partial TLS record (16 KB of plaintext at most) with room to spare. The read-ahead
-/// buffer under TLS is empty whenever the socket is waited for.
-const IN_FLIGHT: usize = 32 * 1024;
 
 /// Where the reader is in the server's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,9 +233,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Literal8<S> {
                 // buffer, not through `scratch` and `ready` (two copies of every message
                 // byte before).
                 let left = usize::try_from(left).unwrap_or(usize::MAX);
-                // Not woken before most of it is there: of the literal's bytes, at most a
-                // TLS record's worth may already be past the socket, undecrypted.
-                this.low_water.expect(left.saturating_sub(IN_FLIGHT));
+                // Not woken before most of it is there.
+                this.low_water.expect(left);
                 let want = left.min(buf.remaining());
                 let mut direct = ReadBuf::new(buf.initialize_unfilled_to(want));
                 std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut direct))?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
+use mailferry_tls::LowWater;
+
 use crate::codec::{self, Command, Expect, Parser, Reply, Status};
 use crate::error::Pop3Error;
 
@@ -19,6 +21,8 @@ pub struct Client<S> {
     server: String,
     io_timeout: Duration,
     out: Vec<u8>,
+    /// Told how much of a message is still to come, when the stream is a socket's.
+    low_water: Option<LowWater>,
     /// A reply was longer than the limit: the rest of it is still coming, so the session
     /// cannot go on.
     ended: bool,
@@ -69,8 +73,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             server,
             io_timeout,
             out: Vec::new(),
+            low_water: None,
             ended: false,
         }
+    }
+
+    /// Tells the socket under the stream how much of a message is still to come (a
+    /// [`mailferry_tls::Watermarked`] socket's handle), so that it wakes the reader less
+    /// often while a message arrives.
+    pub fn watch_socket(&mut self, low_water: LowWater) {
+        self.low_water = Some(low_water);
     }
 
     /// The stream, for a TLS upgrade after `STLS`.
@@ -106,11 +118,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     }
 
     async fn read(&mut self, step: &'static str, expect: Expect) -> Result<Reply, Pop3Error> {
+        self.read_message(step, expect, 0).await
+    }
+
+    /// [`Self::read`] of a reply about `announced` bytes long (a `LIST` size, which may be
+    /// an estimate: the socket is told so).
+    async fn read_message(
+        &mut self,
+        step: &'static str,
+        expect: Expect,
+        announced: usize,
+    ) -> Result<Reply, Pop3Error> {
         loop {
             match self.parser.parse(expect) {
                 Ok(reply) => return Ok(reply),
                 Err(codec::Error::NeedsMoreData) => {}
                 Err(e) => return Err(Pop3Error::Protocol(e)),
+            }
+            if let Some(low) = &self.low_water {
+                low.estimate(announced.saturating_sub(self.parser.buffered()));
             }
             // Straight into the parser's buffer, where a message is gathered whole.
             let read = self.stream.read_buf(self.parser.read_buffer());
@@ -325,11 +351,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
                 continue;
             }
             self.parser.reserve(room(*size));
-            let reply = if pipelined {
-                self.read("RETR", Expect::MultiLine).await
-            } else {
-                self.command("RETR", Command::Retr(*n)).await
-            };
+            if !pipelined {
+                self.write_commands("RETR", &[Command::Retr(*n)]).await?;
+            }
+            let announced = usize::try_from(*size).unwrap_or(0);
+            let reply = self
+                .read_message("RETR", Expect::MultiLine, announced)
+                .await;
             let got = match reply {
                 Err(Pop3Error::Protocol(codec::Error::TooLarge(_))) => {
                     self.ended = true;

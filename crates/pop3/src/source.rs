@@ -86,6 +86,7 @@ impl Pop3Source {
         let tcp = mailferry_tls::tcp(&opts.host, opts.port, opts.connect_timeout)
             .await
             .map_err(io_err)?;
+        let (tcp, low_water) = mailferry_tls::Watermarked::new(tcp);
         let config = || mailferry_tls::client_config(opts.ca_pem.as_deref()).map_err(io_err);
         let mut client: Client<Box<dyn Io>> = match opts.tls {
             TlsMode::None => {
@@ -122,6 +123,7 @@ impl Pop3Source {
                 Client::resume(Box::new(tls), server.clone(), opts.io_timeout)
             }
         };
+        client.watch_socket(low_water);
         let capa = client.capa().await?;
         let sasl: Vec<&str> = capa
             .iter()

@@ -51,9 +51,8 @@ pub struct ImapScript {
     pub bye_after: Option<(usize, String)>,
     /// UIDs flagged `\Seen` (the listing shows them; `UID STORE +FLAGS (\Seen)` adds).
     pub seen: Vec<u32>,
-    /// Replies go out in pieces of this many bytes, this long apart, as a server sends a
-    /// large message: a stream of small writes (Dovecot 2.3 sends a body as TLS records of
-    /// 4 KB, one write each: strace of `scripts/bench`), not one burst.
+    /// Replies go out in pieces of this many bytes, this long apart (see
+    /// `write_in_pieces`).
     pub pieces: Option<(usize, std::time::Duration)>,
 }
 
@@ -465,15 +464,7 @@ fn session(stream: TcpStream, script: &Mutex<ImapScript>, log: &Mutex<Log>) -> s
         log.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .bytes_sent += reply.len() as u64;
-        match s.pieces {
-            Some((size, pause)) => {
-                for piece in reply.chunks(size.max(1)) {
-                    out.write_all(piece)?;
-                    std::thread::sleep(pause);
-                }
-            }
-            None => out.write_all(&reply)?,
-        }
+        crate::write_in_pieces(&mut out, &reply, s.pieces)?;
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Pop3Script {
     pub greeting: Option<String>,
     /// The next this many `PASS` commands get this reply (`-ERR ...`).
     pub pass_err: Option<(u32, String)>,
+    /// Replies go out in pieces of this many bytes, this long apart (see
+    /// `write_in_pieces`).
+    pub pieces: Option<(usize, std::time::Duration)>,
 }
 
 impl Pop3Script {
@@ -121,6 +124,7 @@ fn session(
     script: &Mutex<Pop3Script>,
     commands: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     let mut out = stream.try_clone()?;
     let mut lines = BufReader::new(stream);
     let greeting = script
@@ -219,7 +223,8 @@ fn session(
             }
             _ => b"-ERR what\r\n".to_vec(),
         };
+        let pieces = s.pieces;
         drop(s);
-        out.write_all(&reply)?;
+        crate::write_in_pieces(&mut out, &reply, pieces)?;
     }
 }

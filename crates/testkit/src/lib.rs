@@ -123,3 +123,22 @@ fn spawn_python(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
         });
     (child, port)
 }
+
+/// How a fake server sends a reply: in one write, or (`Some((size, pause))`) in pieces of
+/// `size` bytes, `pause` apart, as a server sends a large message: a stream of small
+/// writes (Dovecot 2.3 sends a body as TLS records of 4 KB, one write each: strace of
+/// `scripts/bench`), not one burst.
+pub(crate) fn write_in_pieces(
+    out: &mut impl std::io::Write,
+    reply: &[u8],
+    pieces: Option<(usize, std::time::Duration)>,
+) -> std::io::Result<()> {
+    let Some((size, pause)) = pieces else {
+        return out.write_all(reply);
+    };
+    for piece in reply.chunks(size.max(1)) {
+        out.write_all(piece)?;
+        std::thread::sleep(pause);
+    }
+    Ok(())
+}

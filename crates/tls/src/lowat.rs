@@ -4,15 +4,19 @@
 //! reader waiting in epoll is woken for each: for a 100 KB message about 16 wake-ups, each
 //! an `epoll_wait` that sleeps, a switch back and a `recvfrom` (a third of the CPU
 //! `scripts/bench` measured per gigabyte). When the reader knows that many more bytes are
-//! coming (an IMAP literal announces its length), it asks, through a [`LowWater`] handle,
-//! not to be woken before that many are there: the socket's receive low-water mark
-//! (`SO_RCVLOWAT`, socket(7)), which Linux honours for epoll as well as for blocking reads.
+//! coming, it asks, through a [`LowWater`] handle, not to be woken before that many are
+//! there: the socket's receive low-water mark (`SO_RCVLOWAT`, socket(7)), which Linux
+//! honours for epoll as well as for blocking reads.
 //!
 //! The mark is set only when a read finds the socket empty, and only when it changes; what
-//! the kernel already holds is read as usual. It never asks for more than will come: the
-//! reader states a floor of bytes still to arrive (see [`LowWater::expect`]), and the mark
-//! stays below that floor and below [`MAX_MARK`], so that a slow link still shows progress
-//! well within `io-timeout`.
+//! the kernel already holds is read as usual. The mark stays below [`MAX_MARK`], so that a
+//! slow link still shows progress well within `io-timeout`. Two kinds of knowledge set it:
+//! - a count that is sure ([`LowWater::expect`]: an IMAP literal announces its length):
+//!   the mark stays below the bytes still to come, so it never waits for bytes that do not;
+//! - a count that may be wrong ([`LowWater::estimate`]: a POP3 `LIST` size, an estimate on
+//!   Exchange and Yahoo): the mark is kept for at most [`PATIENCE`] of waiting, then it is
+//!   1 until the next read brings something. A size that is too large costs that much
+//!   time once per message, never a stall.
 
 use std::io;
 use std::os::fd::AsFd as _;
@@ -20,28 +24,56 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// The largest mark set: at the default `io-timeout` (120 s) a link of 0.5 KB/s still
 /// shows progress in time.
 pub const MAX_MARK: usize = 64 * 1024;
 
+/// How long a mark from an estimate is kept while nothing comes.
+pub const PATIENCE: Duration = Duration::from_millis(20);
+
 /// Below this a mark saves too little to be worth its system call.
 const MIN_MARK: usize = 8 * 1024;
 
-/// Tells a [`Watermarked`] stream, from above any buffering layers, how many bytes are
-/// sure to arrive before the reader needs to be woken. Clones share the value.
+/// The most of the reader's bytes that can have left the socket without reaching it: the
+/// part of a TLS record that has come but is not complete yet (a record holds at most 16 KB
+/// of plaintext: RFC 8446 section 5.1, RFC 5246 section 6.2.1), with 1 KB to spare. (The
+/// read-ahead buffer under TLS is empty whenever the socket is waited for, and rustls
+/// hands out every whole record it holds before the socket is read.) A mark is this much
+/// below what the reader is still to get.
+const IN_FLIGHT: usize = 17 * 1024;
+
+/// The flag of [`LowWater`]'s value that makes it an estimate.
+const ESTIMATE: usize = 1 << (usize::BITS - 1);
+
+/// Tells a [`Watermarked`] stream, from above any buffering layers, how many bytes are to
+/// arrive before the reader needs to be woken. Clones share the value.
 #[derive(Debug, Clone, Default)]
 pub struct LowWater(Arc<AtomicUsize>);
 
 impl LowWater {
-    /// At least `bytes` more bytes will arrive on the socket that the reader wants before
-    /// anything else: wake it only when that many are there (or [`MAX_MARK`]). 0: wake it
-    /// for any byte.
+    /// The reader is still to get at least `bytes` before it can do anything else: wake it
+    /// only when most of them are on the socket (or [`MAX_MARK`]). 0: for any byte.
     pub fn expect(&self, bytes: usize) {
-        self.0.store(bytes, Ordering::Relaxed);
+        self.0.store(bytes.min(ESTIMATE - 1), Ordering::Relaxed);
+    }
+
+    /// About `bytes` more are to arrive, by a count that may be wrong: as
+    /// [`Self::expect`], for at most [`PATIENCE`] of waiting.
+    pub fn estimate(&self, bytes: usize) {
+        self.0
+            .store(bytes.min(ESTIMATE - 1) | ESTIMATE, Ordering::Relaxed);
+    }
+
+    /// The bytes, and whether they are an estimate.
+    fn get(&self) -> (usize, bool) {
+        let value = self.0.load(Ordering::Relaxed);
+        (value & !ESTIMATE, value & ESTIMATE != 0)
     }
 }
 
@@ -52,6 +84,11 @@ pub struct Watermarked {
     wanted: LowWater,
     /// The mark the socket has (1 is the kernel's default).
     set: usize,
+    /// While a mark from an estimate is waited on: when it stops being trusted. Kept
+    /// between waits (reset, not reallocated); `None` before the first.
+    patience: Option<Pin<Box<Sleep>>>,
+    /// `patience` runs for the current wait (it is reset when a read brings something).
+    waiting: bool,
 }
 
 impl Watermarked {
@@ -64,6 +101,8 @@ impl Watermarked {
                 tcp,
                 wanted: wanted.clone(),
                 set: 1,
+                patience: None,
+                waiting: false,
             },
             wanted,
         )
@@ -75,15 +114,32 @@ impl Watermarked {
         &self.tcp
     }
 
-    /// Sets the mark the handle asks for, if it differs from the socket's. A failure
-    /// leaves the mark as it was: the kernel's default of 1 is always safe.
-    fn follow(&mut self) {
-        let wanted = self.wanted.0.load(Ordering::Relaxed);
-        let mark = if wanted < MIN_MARK {
+    /// Sets the mark the handle asks for, if it differs from the socket's; an estimate's
+    /// only until its patience runs out. A failure leaves the mark as it was: the kernel's
+    /// default of 1 is always safe.
+    fn follow(&mut self, cx: &mut Context<'_>) {
+        let (wanted, estimate) = self.wanted.get();
+        let wanted = wanted.saturating_sub(IN_FLIGHT);
+        let mut mark = if wanted < MIN_MARK {
             1
         } else {
             wanted.min(MAX_MARK)
         };
+        if estimate && mark > 1 {
+            if !self.waiting {
+                let deadline = Instant::now() + PATIENCE;
+                match &mut self.patience {
+                    Some(timer) => timer.as_mut().reset(deadline),
+                    None => self.patience = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                self.waiting = true;
+            }
+            if let Some(timer) = &mut self.patience
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                mark = 1;
+            }
+        }
         if mark != self.set && mailferry_sys::set_recv_lowat(self.tcp.as_fd(), mark).is_ok() {
             self.set = mark;
         }
@@ -101,7 +157,9 @@ impl AsyncRead for Watermarked {
         if polled.is_pending() {
             // After the read found nothing: setting the mark signals readiness itself when
             // enough is already queued, so no wake-up is lost between the two.
-            this.follow();
+            this.follow(cx);
+        } else {
+            this.waiting = false;
         }
         polled
     }
@@ -170,33 +228,42 @@ mod tests {
         reads
     }
 
+    /// Writes `pieces` pieces of 1,000 bytes, 2 ms apart; gives the writer back.
+    fn feed(
+        mut writer: std::net::TcpStream,
+        pieces: usize,
+    ) -> std::thread::JoinHandle<std::net::TcpStream> {
+        std::thread::spawn(move || {
+            for _ in 0..pieces {
+                writer.write_all(&[b'x'; 1000]).expect("write");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            writer
+        })
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_reader_is_woken_once_the_expected_bytes_are_there_not_for_each_piece() {
-        for (expect, most) in [(0, usize::MAX), (30_000, 3)] {
-            let (mut reader, low, mut writer) = pair().await;
-            low.expect(expect);
-            let feeding = std::thread::spawn(move || {
-                for _ in 0..30 {
-                    writer.write_all(&[b'x'; 1000]).expect("write");
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                writer
-            });
-            let reads = reads_for(&mut reader, 30_000).await;
-            drop(feeding.join().expect("thread"));
-            if expect == 0 {
-                // Without a mark, a read for (nearly) every piece: what the mark saves.
-                assert!(reads > 10, "{reads} reads without a mark");
-            } else {
-                assert!(reads <= most, "{reads} reads for 30 pieces with a mark");
-            }
-        }
+        // 60 pieces of 1,000 bytes. Without a mark, a read for (nearly) every piece: what
+        // the mark saves.
+        let (mut reader, _low, writer) = pair().await;
+        let feeding = feed(writer, 60);
+        let reads = reads_for(&mut reader, 60_000).await;
+        drop(feeding.join().expect("thread"));
+        assert!(reads > 30, "{reads} reads without a mark");
+        // Expecting them: woken when all but IN_FLIGHT are there, then for the rest.
+        let (mut reader, low, writer) = pair().await;
+        low.expect(60_000);
+        let feeding = feed(writer, 60);
+        let reads = reads_for(&mut reader, 60_000 - IN_FLIGHT).await;
+        drop(feeding.join().expect("thread"));
+        assert!(reads <= 3, "{reads} reads for 43 pieces with a mark");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn lowering_the_mark_wakes_a_reader_whose_bytes_are_already_there() {
         let (mut reader, low, mut writer) = pair().await;
-        low.expect(50_000);
+        low.expect(50_000 + IN_FLIGHT);
         let mut got = Vec::with_capacity(10_000);
         // The socket is found empty: the mark is set.
         let waited = tokio::time::timeout(Duration::from_millis(50), reader.read_buf(&mut got));
@@ -214,13 +281,41 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn an_estimate_that_is_too_large_costs_its_patience_not_a_stall() {
+        // A POP3 size three times the message's (Exchange's estimates: DESIGN.md): 10,000
+        // bytes come, 50,000 more were announced.
+        let (mut reader, low, mut writer) = pair().await;
+        low.estimate(50_000 + IN_FLIGHT);
+        let mut got = Vec::with_capacity(10_000);
+        let waited = tokio::time::timeout(Duration::from_millis(50), reader.read_buf(&mut got));
+        assert!(waited.await.is_err(), "nothing was sent");
+        writer.write_all(&[b'x'; 10_000]).expect("write");
+        let started = std::time::Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(5), reader.read_buf(&mut got));
+        assert_eq!(read.await.expect("woken").expect("read"), 10_000);
+        let took = started.elapsed();
+        assert!(took < PATIENCE * 10, "woken after {took:?}");
+        assert_eq!(
+            reader.set, 1,
+            "the estimate is not trusted past its patience"
+        );
+        // The next estimate is trusted again, for its patience: the mark is set.
+        low.estimate(30_000 + IN_FLIGHT);
+        let waited = tokio::time::timeout(PATIENCE / 4, reader.read_buf(&mut got));
+        assert!(waited.await.is_err(), "nothing was sent");
+        assert_eq!(reader.set, 30_000);
+        writer.write_all(&[b'x'; 30_000]).expect("write");
+        assert_eq!(reads_for(&mut reader, 30_000).await, 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn the_mark_is_capped_and_small_ones_are_not_set() {
         let (mut reader, low, mut writer) = pair().await;
         let mut got = Vec::new();
         for (expect, set) in [
             (10 * MAX_MARK, MAX_MARK),
-            (MIN_MARK - 1, 1),
-            (MIN_MARK, MIN_MARK),
+            (MIN_MARK - 1 + IN_FLIGHT, 1),
+            (MIN_MARK + IN_FLIGHT, MIN_MARK),
         ] {
             low.expect(expect);
             let wait = tokio::time::timeout(Duration::from_millis(50), reader.read_buf(&mut got));
