@@ -4,17 +4,7 @@ use std::time::Duration;
 
 use mailferry_core::{MessageKey, Source as _};
 use mailferry_imap::{ConnectOptions, ImapSource, Login, TlsMode};
-use mailferry_testkit::{FakeImap, ImapScript};
-
-/// This thread's voluntary context switches so far (times it waited for something).
-fn waits_of_this_thread() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("voluntary_ctxt_switches")
-}
+use mailferry_testkit::{FakeImap, ImapScript, waits_of_this_thread};
 
 /// A 1 MiB message, sent as Dovecot sends one: 4 KB writes.
 #[tokio::test(flavor = "current_thread")]

@@ -5,17 +5,7 @@ use std::time::{Duration, Instant};
 
 use mailferry_core::{MessageKey, Source as _};
 use mailferry_pop3::{ConnectOptions, Login, Pop3Source, TlsMode};
-use mailferry_testkit::{FakePop3, Pop3Script};
-
-/// This thread's voluntary context switches so far (times it waited for something).
-fn waits_of_this_thread() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("voluntary_ctxt_switches")
-}
+use mailferry_testkit::{FakePop3, Pop3Script, waits_of_this_thread};
 
 /// A message of about 1 MiB.
 fn large() -> Vec<u8> {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use mailferry_core::MessageKey;
 use mailferry_store::{Attempt, LedgerKey, LedgerState, MessageFacts, Store};
+use mailferry_testkit::waits_of_this_thread;
 
 fn key(uid: u32) -> LedgerKey {
     LedgerKey {
@@ -30,16 +31,6 @@ async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).await.expect("open");
     (dir, store)
-}
-
-/// This thread's voluntary context switches so far (times it waited for something).
-fn waits_of_this_thread() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("voluntary_ctxt_switches")
 }
 
 /// Delivers `n` messages as the deliverer does: each recorded with the next's attempt.

@@ -142,3 +142,19 @@ pub(crate) fn write_in_pieces(
     }
     Ok(())
 }
+
+/// This thread's voluntary context switches so far: the times it waited for something (a
+/// socket, another thread). Tests that bound how often a step sleeps read it before and
+/// after, on a current-thread runtime.
+///
+/// # Panics
+/// Where `/proc/thread-self/status` does not say (not Linux).
+#[must_use]
+pub fn waits_of_this_thread() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
