@@ -49,7 +49,7 @@ impl Hot {
     }
 
     /// Runs `op` on the connection, opening it first if needed.
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         op: &mut impl FnMut(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
@@ -93,7 +93,7 @@ impl Hot {
 }
 
 impl Store {
-    /// Runs `op`, one statement or a read and a write, on the ledger's own connection on
+    /// Runs `op`, one statement or one transaction, on the ledger's own connection on
     /// this thread; tries it again while another writer holds the database, for up to the
     /// pool's busy timeout. `op` must be safe to run again after a busy error: a statement
     /// that failed so changed nothing.

@@ -108,12 +108,6 @@ impl Watermarked {
         )
     }
 
-    /// The stream.
-    #[must_use]
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.tcp
-    }
-
     /// Sets the mark the handle asks for, if it differs from the socket's; an estimate's
     /// only until its patience runs out. A failure leaves the mark as it was: the kernel's
     /// default of 1 is always safe.
