@@ -294,10 +294,21 @@ impl Parser {
         if body_end > self.limit {
             return Err(Error::TooLarge(self.limit));
         }
-        let mut body = if self.start == 0 && data.len() - reply_end <= body_end.max(COMPACT_AT) {
+        let after = data.len() - reply_end;
+        let take = if self.start == 0 {
+            after <= body_end.max(COMPACT_AT)
+        } else {
+            // It came whole in one read, after its status line (and perhaps replies taken
+            // already): a large one moves over them in place rather than being copied
+            // out, which would hold it twice and leave its room with the parser.
+            body_end >= COMPACT_AT && after <= body_end
+        };
+        let mut body = if take {
             // The buffer becomes the body: what follows the reply (pipelined replies, no
             // more than the body) moves to a new buffer.
             let mut body = std::mem::take(&mut self.buf);
+            body.drain(..self.start);
+            self.start = 0;
             self.buf = body.split_off(reply_end);
             body.truncate(body_end);
             body

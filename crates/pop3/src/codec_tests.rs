@@ -345,3 +345,36 @@ fn a_body_read_over_many_reads_is_taken_where_it_was_read() {
     }
     assert!(matches!(p.parse(Expect::Status), Ok(Reply::Status(s)) if s.ok));
 }
+
+/// A large message that arrives whole in one read (a server that got ahead: the socket held
+/// all of it) becomes the body in the buffer it was read into, and the parser keeps none of
+/// that room: before, the body was copied out and the buffer kept its capacity, so the
+/// message was in memory twice and the room stayed allocated for the messages after it
+/// (peak RSS 24 -> 28 MB in `scripts/bench` on a loaded machine).
+#[test]
+fn a_large_body_read_in_one_piece_is_not_copied() {
+    let body: Vec<u8> = b"Subject: x\r\n\r\n"
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(b'y', 300_000))
+        .chain(*b"\r\n")
+        .collect();
+    let mut wire = b"+OK 300016 octets\r\n".to_vec();
+    wire.extend_from_slice(&body);
+    wire.extend_from_slice(b".\r\n+OK next\r\n");
+    let mut p = Parser::new(1 << 20);
+    p.reserve(body.len() + body.len() / 64 + 1024);
+    let buf = p.read_buffer();
+    buf.extend_from_slice(&wire);
+    let (read_into, room) = (buf.as_ptr() as usize, buf.capacity());
+    let Ok(Reply::MultiLine { body: got, .. }) = p.parse(Expect::MultiLine) else {
+        panic!("no body");
+    };
+    assert_eq!(got, body);
+    assert_eq!(got.as_ptr() as usize, read_into, "the body was copied out");
+    assert!(
+        p.read_buffer().capacity() < room / 4,
+        "the parser kept the message's room"
+    );
+    assert!(matches!(p.parse(Expect::Status), Ok(Reply::Status(s)) if s.ok));
+}
