@@ -301,11 +301,8 @@ fn pipelined_replies_of_every_size_arrive_whole_however_they_are_read() {
     }
 }
 
-/// A message read over many reads into [`Parser::read_buffer`] stays where it was read:
-/// the buffer becomes the body, and only what came with the status line moves (before, the
-/// whole body moved over the status line once complete, after a copy out of a read buffer).
-#[test]
-fn a_body_read_over_many_reads_is_taken_where_it_was_read() {
+/// A 300 KB message as `RETR` brings it, followed by another reply: (body, wire).
+fn large_reply() -> (Vec<u8>, Vec<u8>) {
     let body: Vec<u8> = b"Subject: x\r\n\r\n"
         .iter()
         .copied()
@@ -315,6 +312,15 @@ fn a_body_read_over_many_reads_is_taken_where_it_was_read() {
     let mut wire = b"+OK 300016 octets\r\n".to_vec();
     wire.extend_from_slice(&body);
     wire.extend_from_slice(b".\r\n+OK next\r\n");
+    (body, wire)
+}
+
+/// A message read over many reads into [`Parser::read_buffer`] stays where it was read:
+/// the buffer becomes the body, and only what came with the status line moves (before, the
+/// whole body moved over the status line once complete, after a copy out of a read buffer).
+#[test]
+fn a_body_read_over_many_reads_is_taken_where_it_was_read() {
+    let (body, wire) = large_reply();
     let mut p = Parser::new(1 << 20);
     // As the client does: the LIST size, a 64th more for stuffing, and 1 KB.
     p.reserve(body.len() + body.len() / 64 + 1024);
@@ -353,15 +359,7 @@ fn a_body_read_over_many_reads_is_taken_where_it_was_read() {
 /// (peak RSS 24 -> 28 MB in `scripts/bench` on a loaded machine).
 #[test]
 fn a_large_body_read_in_one_piece_is_not_copied() {
-    let body: Vec<u8> = b"Subject: x\r\n\r\n"
-        .iter()
-        .copied()
-        .chain(std::iter::repeat_n(b'y', 300_000))
-        .chain(*b"\r\n")
-        .collect();
-    let mut wire = b"+OK 300016 octets\r\n".to_vec();
-    wire.extend_from_slice(&body);
-    wire.extend_from_slice(b".\r\n+OK next\r\n");
+    let (body, wire) = large_reply();
     let mut p = Parser::new(1 << 20);
     p.reserve(body.len() + body.len() / 64 + 1024);
     let buf = p.read_buffer();
