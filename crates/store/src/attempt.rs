@@ -141,7 +141,7 @@ impl Store {
         self.continue_attempt(key, facts, inserted).await
     }
 
-    /// [`Self::begin_attempt`] after its first statement ran (here, or inside
+    /// [`Self::begin_attempt`] after its first step ran (here, or inside
     /// [`Self::mark_delivered_and_begin`]): `inserted` is what that insert returned (the
     /// new row's state, `None` when the row existed).
     ///

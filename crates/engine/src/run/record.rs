@@ -163,7 +163,7 @@ impl Prepared {
     }
 }
 
-/// Records the attempt (unless `inserted` says its first statement ran already, with
+/// Records the attempt (unless `inserted` says its first step ran already, with
 /// that result), delivers, records the outcome. With `defer_record` an accepted delivery
 /// comes back as [`Outcome::Accepted`] for the deliverer to record ([`record_accepted`]):
 /// only where nothing else is in flight, which could hold the ledger's connection.
@@ -188,7 +188,7 @@ pub(super) async fn deliver_one<D: Destination>(
     Done { outcome, resent }
 }
 
-/// Records `accepted` as delivered; with `next`'s attempt in the same statement when
+/// Records `accepted` as delivered; with `next`'s attempt in the same transaction when
 /// given, whose insert result comes back (see `Store::mark_delivered_and_begin`).
 pub(super) async fn record_accepted(
     accepted: &Accepted,

@@ -189,7 +189,7 @@ async fn deliver_all<D: Destination>(
                 if let Ok(Outcome::Accepted(accepted)) = &done.outcome {
                     // Recorded at once (here only with one delivery at a time: nothing
                     // else is in flight to hold the ledger's connection meanwhile); the
-                    // next message's attempt goes in the same statement when that message
+                    // next message's attempt goes in the same transaction when that message
                     // is waiting already.
                     let more = open && stop.is_none() && !cancel.is_cancelled();
                     let next = if more { rx.try_recv().ok() } else { None };
@@ -232,7 +232,7 @@ async fn deliver_all<D: Destination>(
     stop.map_or(Ok(()), Err)
 }
 
-/// A queued message whose attempt may have begun: its first statement's result.
+/// A queued message whose attempt may have begun: its first step's result.
 type Next = (
     LedgerKey,
     Fetched,
@@ -241,7 +241,7 @@ type Next = (
 );
 
 /// Records an accepted delivery, with the attempt of `next` (the message waiting in the
-/// queue, if any) in the same statement; returns the outcome, and `next` to deliver.
+/// queue, if any) in the same transaction; returns the outcome, and `next` to deliver.
 async fn record<D: Destination>(
     accepted: &Accepted,
     next: Option<Queued>,
@@ -272,7 +272,7 @@ async fn record<D: Destination>(
             let begun = prepared.zip(inserted);
             (Ok(Outcome::Delivered), Some((key, message, permit, begun)))
         }
-        // The statement failed as a whole: nothing of `next` was written; the run stops,
+        // The transaction failed as a whole: nothing of `next` was written; the run stops,
         // and it waits at the source for the next one.
         Err(stop) => (Err(stop), None),
     }
@@ -296,7 +296,7 @@ fn ledger_key(
 }
 
 /// One queued message's outcome, recorded: delivered (or not), or its fetch failure.
-/// `begun`: the first statement of its attempt ran already, with this result.
+/// `begun`: the first step of its attempt ran already, with this result.
 async fn one<D: Destination>(
     key: LedgerKey,
     message: Fetched,
