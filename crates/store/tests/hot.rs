@@ -153,3 +153,43 @@ async fn the_wal_is_checkpointed_while_messages_are_recorded() {
     );
     store.close().await;
 }
+
+/// The pool's own writes (a long import's progress, every 25 messages) leave the WAL to
+/// the ledger's checkpoint every 200 writes. With SQLite's default they checkpointed it
+/// whenever it held over 1,000 pages, which the ledger's writes pass within 200 messages:
+/// about three checkpoints (six fsyncs) where one was meant (`scripts/bench`, 2,000
+/// messages: 70 fsyncs).
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_through_the_pool_leaves_the_checkpoint_to_the_ledger() {
+    let (dir, store) = store().await;
+    // 150 messages: about 900 WAL frames of the ledger's, fewer than 200 writes.
+    deliver(&store, 1, 150).await;
+    store
+        .save_progress("a", "INBOX", 1_000, 10, 1)
+        .await
+        .expect("progress");
+    let db = || {
+        std::fs::metadata(dir.path().join("mailferry.db"))
+            .expect("db")
+            .len()
+    };
+    let before = db();
+    for done in 11..20 {
+        store
+            .save_progress("a", "INBOX", 1_000, done, 1)
+            .await
+            .expect("progress");
+    }
+    deliver(&store, 1_000, 30).await;
+    store
+        .save_progress("a", "INBOX", 1_000, 20, 1)
+        .await
+        .expect("progress");
+    // A checkpoint would have copied the ledger's pages into the database file.
+    assert_eq!(
+        db(),
+        before,
+        "a write through the pool checkpointed the WAL"
+    );
+    store.close().await;
+}
