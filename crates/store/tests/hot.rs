@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mailferry_core::MessageKey;
 use mailferry_store::{Attempt, LedgerKey, LedgerState, MessageFacts, Store};
-use mailferry_testkit::waits_of_this_thread;
+use mailferry_testkit::{waits_of_this_thread, writes_of_this_thread};
 
 fn key(uid: u32) -> LedgerKey {
     LedgerKey {
@@ -190,6 +190,29 @@ async fn a_write_through_the_pool_leaves_the_checkpoint_to_the_ledger() {
         db(),
         before,
         "a write through the pool checkpointed the WAL"
+    );
+    store.close().await;
+}
+
+/// SQLite appends each WAL frame with two writes, its header and its page: a message's
+/// transaction (about five frames) was ten `pwrite` calls. The ledger's connection gathers
+/// a transaction's frames and writes them at once (crates/sys `wal`).
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_is_recorded_with_one_write() {
+    let (_dir, store) = store().await;
+    deliver(&store, 1, 10).await;
+    let before = writes_of_this_thread();
+    // 150 messages: fewer than the 200 writes between checkpoints, which are the pool's.
+    deliver(&store, 100, 150).await;
+    let writes = writes_of_this_thread() - before;
+    eprintln!("150 messages: {writes} write calls");
+    assert!(
+        writes <= 160,
+        "150 messages took {writes} write calls on the ledger's thread"
+    );
+    assert_eq!(
+        store.state_of(&key(249)).await.expect("state"),
+        Some(LedgerState::Delivered)
     );
     store.close().await;
 }

@@ -53,6 +53,9 @@ pub fn tune() -> bool {
     }
 }
 
+#[cfg(feature = "wal")]
+pub mod wal;
+
 #[cfg(feature = "counting")]
 pub mod counting {
     //! The system allocator, counting: tests install it with `#[global_allocator]` and

@@ -151,10 +151,24 @@ pub(crate) fn write_in_pieces(
 /// Where `/proc/thread-self/status` does not say (not Linux).
 #[must_use]
 pub fn waits_of_this_thread() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+    this_thread("status", "voluntary_ctxt_switches:")
+}
+
+/// This thread's write system calls so far (`write`, `pwrite`, `writev`, ...): tests that
+/// bound how many a step makes read it before and after, on a current-thread runtime.
+///
+/// # Panics
+/// Where `/proc/thread-self/io` does not say (not Linux, or no task I/O accounting).
+#[must_use]
+pub fn writes_of_this_thread() -> u64 {
+    this_thread("io", "syscw:")
+}
+
+/// The number after `field` in `/proc/thread-self/FILE`.
+fn this_thread(file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/thread-self/{file}")).expect(file);
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().parse().ok())
-        .expect("voluntary_ctxt_switches")
+        .expect(field)
 }
