@@ -1,5 +1,6 @@
 //! The system calls std does not wrap, each behind a safe function: glibc's allocator
-//! thresholds ([`tune`]) and a socket's receive low-water mark ([`set_recv_lowat`]).
+//! thresholds ([`tune`]) and a socket's receive low-water mark ([`set_recv_lowat`]); and
+//! the one foreign interface mailferry implements, an SQLite VFS (feature `wal`).
 //!
 //! [`tune`] fixes glibc's mmap threshold, so that memory of a large message goes back to
 //! the system once the message is delivered. glibc serves allocations of 128 KiB or more
@@ -17,6 +18,9 @@
 //! delivered there was given back and faulted in again, page by page, for the next. It is
 //! [`TRIM_THRESHOLD`] instead: the heap keeps up to that much free at its top for the next
 //! message (DECISIONS.md has the measurements).
+//!
+//! With the feature `wal`, [`wal`] is the SQLite VFS of the ledger's connection: it hands
+//! the frames of a transaction to the WAL file in one write instead of two per frame.
 //!
 //! With the feature `counting`, [`counting::Counting`] is an allocator that keeps the
 //! peak of the bytes in use, for tests that bound a step's memory.
