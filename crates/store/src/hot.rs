@@ -71,6 +71,7 @@ impl Hot {
     /// checkpoints.
     fn open(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // Through the VFS that writes a transaction's WAL frames at once (crates/sys wal).
         let conn = match mailferry_sys::wal::register() {
             Ok(vfs) => Connection::open_with_flags_and_vfs(&self.path, flags, vfs)?,
             Err(code) => {
@@ -85,12 +86,6 @@ impl Hot {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // The first read opens the WAL file; then the database file can be told which it
-        // is, and the frames of each transaction go to it in one write (crates/sys wal).
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-        if !mailferry_sys::wal::pair(&conn) {
-            tracing::debug!("the ledger's WAL frames are written one by one");
-        }
         Ok(conn)
     }
 
