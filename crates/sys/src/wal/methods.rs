@@ -9,6 +9,7 @@ use libsqlite3_sys as ffi;
 
 use super::{Kind, WRITTEN_AT_BARRIER, file};
 
+/// The default VFS's `$method` on its file; `$missing` when it has none.
 macro_rules! forward {
     ($this:expr, $method:ident ($($arg:expr),*), $missing:expr) => {
         match $this.real_methods().$method {
@@ -17,6 +18,17 @@ macro_rules! forward {
             None => $missing,
         }
     };
+}
+
+/// [`forward!`] once `$this.$first()` (what a WAL file gathered, written) succeeded.
+macro_rules! forward_after {
+    ($this:expr, $first:ident, $method:ident ($($arg:expr),*), $missing:expr) => {{
+        let rc = $this.$first();
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        forward!($this, $method($($arg),*), $missing)
+    }};
 }
 
 unsafe extern "C" fn close(f: *mut ffi::sqlite3_file) -> c_int {
@@ -48,11 +60,12 @@ unsafe extern "C" fn read(
 ) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_gathered();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(this, xRead(buf, amt, offset), ffi::SQLITE_IOERR_READ)
+    forward_after!(
+        this,
+        write_gathered,
+        xRead(buf, amt, offset),
+        ffi::SQLITE_IOERR_READ
+    )
 }
 
 unsafe extern "C" fn write(
@@ -64,11 +77,12 @@ unsafe extern "C" fn write(
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
     if !this.gathers() {
-        let rc = this.write_gathered();
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        return forward!(this, xWrite(buf, amt, offset), ffi::SQLITE_IOERR_WRITE);
+        return forward_after!(
+            this,
+            write_gathered,
+            xWrite(buf, amt, offset),
+            ffi::SQLITE_IOERR_WRITE
+        );
     }
     let Ok(len) = usize::try_from(amt) else {
         return ffi::SQLITE_IOERR_WRITE;
@@ -81,31 +95,29 @@ unsafe extern "C" fn write(
 unsafe extern "C" fn truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_gathered();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(this, xTruncate(size), ffi::SQLITE_IOERR_TRUNCATE)
+    forward_after!(
+        this,
+        write_gathered,
+        xTruncate(size),
+        ffi::SQLITE_IOERR_TRUNCATE
+    )
 }
 
 unsafe extern "C" fn sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_gathered();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(this, xSync(flags), ffi::SQLITE_IOERR_FSYNC)
+    forward_after!(this, write_gathered, xSync(flags), ffi::SQLITE_IOERR_FSYNC)
 }
 
 unsafe extern "C" fn file_size(f: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_gathered();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(this, xFileSize(size), ffi::SQLITE_IOERR_FSTAT)
+    forward_after!(
+        this,
+        write_gathered,
+        xFileSize(size),
+        ffi::SQLITE_IOERR_FSTAT
+    )
 }
 
 unsafe extern "C" fn lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -133,11 +145,12 @@ unsafe extern "C" fn check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut c_
 unsafe extern "C" fn file_control(f: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_gathered();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(this, xFileControl(op, arg), ffi::SQLITE_NOTFOUND)
+    forward_after!(
+        this,
+        write_gathered,
+        xFileControl(op, arg),
+        ffi::SQLITE_NOTFOUND
+    )
 }
 
 unsafe extern "C" fn sector_size(f: *mut ffi::sqlite3_file) -> c_int {
@@ -161,12 +174,9 @@ unsafe extern "C" fn shm_map(
 ) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_peer();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(
+    forward_after!(
         this,
+        write_peer,
         xShmMap(region, size, extend, out),
         ffi::SQLITE_IOERR_SHMMAP
     )
@@ -180,11 +190,12 @@ unsafe extern "C" fn shm_lock(
 ) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_peer();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(this, xShmLock(offset, n, flags), ffi::SQLITE_IOERR_SHMLOCK)
+    forward_after!(
+        this,
+        write_peer,
+        xShmLock(offset, n, flags),
+        ffi::SQLITE_IOERR_SHMLOCK
+    )
 }
 
 unsafe extern "C" fn shm_barrier(f: *mut ffi::sqlite3_file) {
@@ -205,11 +216,7 @@ unsafe extern "C" fn shm_barrier(f: *mut ffi::sqlite3_file) {
 unsafe extern "C" fn shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
     // SAFETY: SQLite calls methods on open files only.
     let this = unsafe { file(f) };
-    let rc = this.write_peer();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    forward!(this, xShmUnmap(delete), ffi::SQLITE_OK)
+    forward_after!(this, write_peer, xShmUnmap(delete), ffi::SQLITE_OK)
 }
 
 unsafe extern "C" fn fetch(
