@@ -47,7 +47,7 @@ const C_NAME: &CStr = c"mailferry-wal";
 /// A WAL frame header's size; bytes 4 to 8 of it are the database size after a commit,
 /// zero in every other frame.
 const FRAME_HEADER: usize = 24;
-const FRAME_HEADER_LEN: i64 = 24;
+const FRAME_HEADER_LEN: i64 = FRAME_HEADER as i64;
 
 /// Gathered bytes are written once they reach this (a transaction that spills its cache).
 const MAX_GATHERED: usize = 256 * 1024;
