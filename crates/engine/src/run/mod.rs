@@ -14,6 +14,7 @@ use crate::tokens::TokenKeeper;
 use mailferry_core::Destination;
 
 mod folder;
+mod inflight;
 mod progress;
 mod record;
 mod streak;

@@ -104,6 +104,10 @@ struct FakeDestination {
     /// One delivery at a time (as SMTP): each is recorded by the deliverer, with the
     /// next message's attempt.
     one_at_a_time: bool,
+    /// Each delivery waits this many times for `peer` to answer (an SMTP session's round
+    /// trips: the run is woken from outside, as by a socket).
+    steps: u32,
+    peer: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl FakeDestination {
@@ -128,6 +132,13 @@ impl Destination for FakeDestination {
     }
 
     async fn deliver(&self, message: &RawMessage, _folder: &str) -> Result<Receipt, FakeError> {
+        for _ in 0..self.steps {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            if let Some(peer) = &self.peer {
+                peer.send(answer).expect("peer");
+            }
+            answered.await.expect("answered");
+        }
         let text = String::from_utf8_lossy(message.as_bytes()).into_owned();
         if text.contains("X-Fake: defer") {
             return Err(err("451 later", ErrorClass::Deferred, false));
@@ -195,6 +206,11 @@ async fn bench() -> Bench {
 
 impl Bench {
     async fn run(&self, source: FakeSource, dest: &FakeDestination) -> AccountReport {
+        self.run_polled(source, dest).await.0
+    }
+
+    /// [`Self::run`], and how many times the run was polled.
+    async fn run_polled(&self, source: FakeSource, dest: &FakeDestination) -> (AccountReport, u32) {
         let cancel = CancellationToken::new();
         let opts = RunOptions::default();
         let run = Run {
@@ -209,10 +225,19 @@ impl Bench {
             cancel: &cancel,
         };
         let mut report = AccountReport::default();
-        if let Err(e) = gather_all(&run, source, &mut report).await {
+        let mut polls = 0;
+        let result = {
+            let mut gather = std::pin::pin!(gather_all(&run, source, &mut report));
+            std::future::poll_fn(|cx| {
+                polls += 1;
+                gather.as_mut().poll(cx)
+            })
+            .await
+        };
+        if let Err(e) = result {
             report.error = Some(e.report());
         }
-        report
+        (report, polls)
     }
 
     async fn states(&self) -> Vec<(u32, LedgerState)> {
@@ -534,4 +559,37 @@ async fn a_few_new_messages_go_oldest_first_and_a_backlog_newest_first() {
         .map(|n| message(n, ""))
         .collect();
     assert_eq!(order, expected);
+}
+
+#[tokio::test]
+async fn one_delivery_at_a_time_polls_the_run_once_for_each_step_of_its_session() {
+    // An SMTP session is a few round trips a message, each a wake-up of the run by its
+    // socket. A FuturesUnordered of one woke the run a second time after each (it yields
+    // whenever it has polled all it holds): twice the polls (810 here), and an
+    // `epoll_wait` each.
+    let b = bench().await;
+    let (peer, mut asks) =
+        tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
+    // The server: answers each step a millisecond later, from another thread.
+    std::thread::spawn(move || {
+        while let Some(answer) = asks.blocking_recv() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let _ = answer.send(());
+        }
+    });
+    let (messages, steps) = (20, 20);
+    let dest = FakeDestination {
+        one_at_a_time: true,
+        steps,
+        peer: Some(peer),
+        ..FakeDestination::default()
+    };
+    let msgs = (1..=messages).map(|n| (n, message(n, ""))).collect();
+    let (r, polls) = b.run_polled(source(msgs), &dest).await;
+    assert_eq!(r.counts.delivered, u64::from(messages));
+    let wakes = messages * steps;
+    assert!(
+        polls < wakes * 5 / 4,
+        "{polls} polls of the run for {wakes} wake-ups by the destination"
+    );
 }

@@ -5,14 +5,13 @@ use mailferry_core::{ListedMessage, MessageKey, RawMessage, Source};
 use mailferry_store::{FetchRetry, LedgerKey, LedgerState, Store};
 use std::sync::Arc;
 
-use futures_util::StreamExt as _;
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::report::AccountReport;
 use mailferry_core::Destination;
 
 use super::Run;
+use super::inflight::Inflight;
 use super::record::{
     Accepted, Done, FETCH_RETRY, Outcome, Prepared, deliver_one, fetch_failed, record_accepted,
     tally,
@@ -177,7 +176,7 @@ async fn deliver_all<D: Destination>(
         .has_sha256_rows(&account.name, folder, uidvalidity)
         .await
         .map_err(Stop::Store)?;
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight = Inflight::new(concurrency);
     let mut open = true;
     let mut stop: Option<Stop> = None;
     let mut streak = Streak::default();
