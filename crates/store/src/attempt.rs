@@ -327,8 +327,9 @@ mod tests {
     /// same on every machine, unlike time): each message's record with the next one's
     /// attempt. One `INSERT ... SELECT ... UNION ALL` upsert with `RETURNING`, and the
     /// counts' triggers as an insert of the missing row and an update, took 504 steps a
-    /// message; plain statements in one transaction, and upserts in the triggers, take 332
-    /// (465 with only the triggers changed).
+    /// message; plain statements in one transaction, and upserts in the triggers, 332 (465
+    /// with only the triggers changed); the state's CHECK as comparisons, not an IN list
+    /// with its temporary index built at each insert and update, 297.
     #[tokio::test]
     async fn a_delivery_and_the_next_attempt_take_few_sqlite_steps() {
         const MESSAGES: u32 = 200;
@@ -377,7 +378,7 @@ mod tests {
             .sum();
         let per_message = steps / i64::from(MESSAGES);
         assert!(
-            per_message <= 400,
+            per_message <= 315,
             "{per_message} SQLite steps per delivered message"
         );
     }
