@@ -1,13 +1,24 @@
 //! Raw messages as they came from the source.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
+use mail_parser::{HeaderName, MessageParser};
 use sha2::{Digest, Sha256};
 
 /// What begins every [`RawMessage::content_hash`]; a ledger fingerprint without it is a
 /// SHA-256 written before.
 pub const CONTENT_HASH_PREFIX: &str = "blake3:";
+
+/// A parser of `Message-ID` alone, built once: the ledger reads it from every message, and
+/// a parser of every field (mail-parser's default) parsed each address, date and encoded
+/// word of the header to throw them away. Other fields are passed over as they are.
+static MESSAGE_ID_ONLY: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .header_id(HeaderName::MessageId)
+        .default_header_ignore()
+});
 
 /// One message's bytes exactly as the source served them. mailferry never rewrites them;
 /// only a destination's wire format may transform them on the way out (SMTP's CRLF and
@@ -85,7 +96,8 @@ impl RawMessage {
     /// The Message-ID header without angle brackets, if the message has a parseable one.
     #[must_use]
     pub fn message_id(&self) -> Option<String> {
-        self.header_message()
+        MESSAGE_ID_ONLY
+            .parse_headers(&self.bytes)
             .and_then(|m| m.message_id().map(str::to_owned))
     }
 
@@ -122,7 +134,7 @@ impl RawMessage {
 
     /// Parses the header block only; the body is never needed here.
     fn header_message(&self) -> Option<mail_parser::Message<'_>> {
-        mail_parser::MessageParser::new().parse_headers(&self.bytes)
+        MessageParser::new().parse_headers(&self.bytes)
     }
 }
 
@@ -157,6 +169,38 @@ mod tests {
         let empty = RawMessage::new(Vec::new());
         assert_eq!(empty.envelope_sender(), None);
         assert!(empty.is_empty());
+    }
+
+    /// The Message-ID as mail-parser's parser of every field finds it, from headers made
+    /// to trip a parser that passes over the other fields.
+    #[test]
+    fn message_id_alone_is_found_as_the_whole_header_parse_finds_it() {
+        let headers: &[&[u8]] = &[
+            b"Message-ID: <a@b>\r\n\r\nbody",
+            b"Message-ID:\r\n <folded@b>\r\n\r\n",
+            b"Message-Id: bare@b\r\n\r\n",
+            b"message-id: <lower@b>\n\n",
+            b"Message-ID: <first@b>\r\nMessage-ID: <second@b>\r\n\r\n",
+            b"Subject: =?utf-8?q?Message-ID:_<no@b>?=\r\n Message-ID: <in-a-fold@b>\r\nMessage-ID: <real@b>\r\n\r\n",
+            b"From: \"Message-ID: <quoted@b>\" <a@b>,\r\n\tc@d\r\nReceived: from x (y [1.2.3.4]); Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <after@b>\r\n\r\n",
+            b"Garbage line without colon\r\nMessage-ID: <after-garbage@b>\r\n\r\n",
+            b"To: a@b\r\n\r\nMessage-ID: <in-the-body@b>\r\n",
+            b"Message-ID: <>\r\n\r\n",
+            b"Message-ID: <a@b> (comment)\r\n\r\n",
+            b"",
+            b"\r\n\r\n",
+        ];
+        for &h in headers {
+            let whole = MessageParser::new()
+                .parse_headers(h)
+                .and_then(|m| m.message_id().map(str::to_owned));
+            assert_eq!(
+                RawMessage::new(h.to_vec()).message_id(),
+                whole,
+                "{:?}",
+                String::from_utf8_lossy(h)
+            );
+        }
     }
 
     #[test]

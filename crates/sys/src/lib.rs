@@ -63,13 +63,15 @@ pub mod wal;
 #[cfg(feature = "counting")]
 pub mod counting {
     //! The system allocator, counting: tests install it with `#[global_allocator]` and
-    //! read how many bytes were in use at most while a step ran, in every thread.
+    //! read how many bytes were in use at most while a step ran, and how many allocations
+    //! it made, in every thread.
 
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     static IN_USE: AtomicUsize = AtomicUsize::new(0);
     static PEAK: AtomicUsize = AtomicUsize::new(0);
+    static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
     /// [`System`], keeping the bytes in use and their peak.
     pub struct Counting;
@@ -87,7 +89,13 @@ pub mod counting {
             PEAK.load(Ordering::SeqCst)
         }
 
+        /// Allocations so far (a `realloc` counts as one).
+        pub fn allocations() -> usize {
+            ALLOCATIONS.load(Ordering::SeqCst)
+        }
+
         fn grew(by: usize) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
             let now = IN_USE.fetch_add(by, Ordering::SeqCst) + by;
             PEAK.fetch_max(now, Ordering::SeqCst);
         }
