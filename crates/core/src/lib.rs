@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod lazy;
 mod message;
 mod net;
 mod oauth;
@@ -14,6 +15,7 @@ mod secret;
 mod traits;
 
 pub use error::{Classify, ErrorClass, requested_wait};
+pub use lazy::LazyReads;
 pub use message::{CONTENT_HASH_PREFIX, RawMessage};
 pub use net::{Login, TlsMode, shift_clock, unix_now};
 pub use oauth::{OAuthClient, OAuthProvider};

@@ -170,6 +170,12 @@ pub trait Source: Send {
         async { Ok(Vec::new()) }
     }
 
+    /// The handle through which the run lets this source's reads wait for its next wake
+    /// ([`crate::LazyReads`]); `None` where the source's reads cannot (the default).
+    fn lazy_reads(&self) -> Option<crate::LazyReads> {
+        None
+    }
+
     /// What this source wants remembered for its next session, after [`Source::open`]
     /// (POP3: whether messages are keyed by UIDL or by a header hash). The engine stores it
     /// and hands it back through the adapter's constructor.

@@ -161,6 +161,13 @@ impl Source for AnySource {
         }
     }
 
+    fn lazy_reads(&self) -> Option<mailferry_core::LazyReads> {
+        match self {
+            Self::Imap(s) => s.lazy_reads(),
+            Self::Pop3(s) => s.lazy_reads(),
+        }
+    }
+
     async fn close(self) -> Result<(), SourceError> {
         each!(self, s => s.close())
     }

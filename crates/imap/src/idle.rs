@@ -73,6 +73,7 @@ impl ImapSource {
             seen,
             limit,
             listed_uidnext,
+            lazy,
         } = self;
         let mut handle = session.idle();
         timed("IDLE", io, handle.init()).await?;
@@ -134,6 +135,7 @@ impl ImapSource {
             seen,
             limit,
             listed_uidnext,
+            lazy,
         };
         Ok((source, event.unwrap_or(IdleEvent::Changed)))
     }

@@ -36,6 +36,8 @@ pub struct ImapSource {
     pub(crate) limit: mailferry_tls::IdleLimit,
     /// The UIDNEXT each folder had when it was last listed (IDLE compares).
     pub(crate) listed_uidnext: HashMap<String, Option<u32>>,
+    /// Whether the socket's reads may wait for the run's next wake.
+    pub(crate) lazy: mailferry_core::LazyReads,
 }
 
 impl std::fmt::Debug for ImapSource {
@@ -70,6 +72,7 @@ impl ImapSource {
     pub async fn connect(opts: &ConnectOptions, login: Login<&str>) -> Result<Self, ImapError> {
         let io = opts.io_timeout;
         let (tcp, low_water) = mailferry_tls::Watermarked::new(connect::tcp(opts).await?);
+        let lazy = low_water.lazy_reads();
         // Every read and write fails after io-timeout of silence (not of total time): a
         // large literal trickling in slowly is fine, a server that stops is not.
         // Binary literals (`~{n}`) are read as plain ones (see literal8.rs), and the
@@ -130,6 +133,7 @@ impl ImapSource {
             seen: std::collections::HashSet::new(),
             limit,
             listed_uidnext: HashMap::new(),
+            lazy,
         })
     }
 
@@ -167,6 +171,10 @@ fn watched(
 
 impl Source for ImapSource {
     type Error = ImapError;
+
+    fn lazy_reads(&self) -> Option<mailferry_core::LazyReads> {
+        Some(self.lazy.clone())
+    }
 
     async fn open(&mut self, folder: &str) -> Result<FolderState, ImapError> {
         self.usable()?;

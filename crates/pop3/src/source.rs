@@ -34,6 +34,8 @@ pub struct Pop3Source {
     /// Bodies this session that were exactly as long as `LIST` announced: evidence that
     /// the server's sizes are exact, so that a shorter body was cut (see [`whole`]).
     exact: u32,
+    /// Whether the socket's reads may wait for the run's next wake.
+    lazy: mailferry_core::LazyReads,
 }
 
 /// How a maildrop's messages are keyed.
@@ -87,6 +89,7 @@ impl Pop3Source {
             .await
             .map_err(io_err)?;
         let (tcp, low_water) = mailferry_tls::Watermarked::new(tcp);
+        let lazy = low_water.lazy_reads();
         let config = || mailferry_tls::client_config(opts.ca_pem.as_deref()).map_err(io_err);
         let mut client: Client<Box<dyn Io>> = match opts.tls {
             TlsMode::None => {
@@ -160,6 +163,7 @@ impl Pop3Source {
             keys: None,
             max_message: crate::MAX_MESSAGE,
             exact: 0,
+            lazy,
         })
     }
 
@@ -258,6 +262,10 @@ fn header_key(headers: Vec<u8>) -> String {
 
 impl Source for Pop3Source {
     type Error = Pop3Error;
+
+    fn lazy_reads(&self) -> Option<mailferry_core::LazyReads> {
+        Some(self.lazy.clone())
+    }
 
     async fn open(&mut self, _folder: &str) -> Result<FolderState, Pop3Error> {
         let listed = self.client.list().await?;

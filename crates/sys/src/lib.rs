@@ -177,10 +177,41 @@ pub fn set_recv_lowat(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std::io:
     }
 }
 
+/// Reads what the socket `fd` holds now into `buf`, without waiting (`recv(2)` with
+/// `MSG_DONTWAIT`), whatever its low-water mark: `WouldBlock` when it holds nothing.
+///
+/// # Errors
+/// The system call's.
+#[cfg(target_os = "linux")]
+pub fn recv_now(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: the pointer and length describe `buf`, which the kernel writes at most up to
+    // its length; the descriptor is borrowed, so it is open.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+}
+
 /// Elsewhere the mark is left as it is.
 ///
 /// # Errors
 /// Never.
+/// Elsewhere nothing is read this way: the socket is left to the runtime.
+///
+/// # Errors
+/// Always `WouldBlock`.
+#[cfg(not(target_os = "linux"))]
+pub fn recv_now(_fd: std::os::fd::BorrowedFd<'_>, _buf: &mut [u8]) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::WouldBlock.into())
+}
+
 #[cfg(not(target_os = "linux"))]
 pub fn set_recv_lowat(_fd: std::os::fd::BorrowedFd<'_>, _bytes: usize) -> std::io::Result<()> {
     Ok(())

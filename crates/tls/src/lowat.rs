@@ -17,6 +17,14 @@
 //!   Exchange and Yahoo): the mark is kept for at most [`PATIENCE`] of waiting, then it is
 //!   1 until the next read brings something. A size that is too large costs that much
 //!   time once per message, never a stall.
+//!
+//! While the run's reads are lazy ([`LazyReads`], on while a delivery is in flight) the
+//! mark is [`MAX_MARK`] whatever the reader expects, for at most [`PATIENCE`] of waiting:
+//! the run is woken soon anyway (by the destination's reply), and every poll takes what
+//! the socket holds below the mark, straight from the socket (tokio's readiness knows
+//! nothing of bytes that made no event). Dovecot writes a message in records of 4 KB, and
+//! a run that waited for each of them while its delivery also waited slept once more for
+//! most messages.
 
 use std::io;
 use std::os::fd::AsFd as _;
@@ -30,12 +38,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use mailferry_core::LazyReads;
+
 /// The largest mark set: at the default `io-timeout` (120 s) a link of 0.5 KB/s still
 /// shows progress in time.
 pub const MAX_MARK: usize = 64 * 1024;
 
-/// How long a mark from an estimate is kept while nothing comes.
+/// How long a mark from an estimate, or a lazy read's, is kept while nothing comes.
 pub const PATIENCE: Duration = Duration::from_millis(20);
+
+/// At most this much of a buffer not yet initialised is made ready for a lazy read (one
+/// that the socket was not asked to wake for): a TLS layer hands over initialised buffers.
+const LAZY_READ: usize = 16 * 1024;
 
 /// Below this a mark saves too little to be worth its system call.
 const MIN_MARK: usize = 8 * 1024;
@@ -52,27 +66,38 @@ const IN_FLIGHT: usize = 17 * 1024;
 const ESTIMATE: usize = 1 << (usize::BITS - 1);
 
 /// Tells a [`Watermarked`] stream, from above any buffering layers, how many bytes are to
-/// arrive before the reader needs to be woken. Clones share the value.
+/// arrive before the reader needs to be woken, and holds the run's [`LazyReads`]. Clones
+/// share both.
 #[derive(Debug, Clone, Default)]
-pub struct LowWater(Arc<AtomicUsize>);
+pub struct LowWater {
+    wanted: Arc<AtomicUsize>,
+    lazy: LazyReads,
+}
 
 impl LowWater {
     /// The reader is still to get at least `bytes` before it can do anything else: wake it
     /// only when most of them are on the socket (or [`MAX_MARK`]). 0: for any byte.
     pub fn expect(&self, bytes: usize) {
-        self.0.store(bytes.min(ESTIMATE - 1), Ordering::Relaxed);
+        self.wanted
+            .store(bytes.min(ESTIMATE - 1), Ordering::Relaxed);
     }
 
     /// About `bytes` more are to arrive, by a count that may be wrong: as
     /// [`Self::expect`], for at most [`PATIENCE`] of waiting.
     pub fn estimate(&self, bytes: usize) {
-        self.0
+        self.wanted
             .store(bytes.min(ESTIMATE - 1) | ESTIMATE, Ordering::Relaxed);
+    }
+
+    /// The handle that makes this stream's reads lazy, for the run (`Source::lazy_reads`).
+    #[must_use]
+    pub fn lazy_reads(&self) -> LazyReads {
+        self.lazy.clone()
     }
 
     /// The bytes, and whether they are an estimate.
     fn get(&self) -> (usize, bool) {
-        let value = self.0.load(Ordering::Relaxed);
+        let value = self.wanted.load(Ordering::Relaxed);
         (value & !ESTIMATE, value & ESTIMATE != 0)
     }
 }
@@ -109,17 +134,24 @@ impl Watermarked {
     }
 
     /// Sets the mark the handle asks for, if it differs from the socket's; an estimate's
-    /// only until its patience runs out. A failure leaves the mark as it was: the kernel's
-    /// default of 1 is always safe.
+    /// or a lazy read's only until its patience runs out. A failure leaves the mark as it
+    /// was: the kernel's default of 1 is always safe.
     fn follow(&mut self, cx: &mut Context<'_>) {
         let (wanted, estimate) = self.wanted.get();
         let wanted = wanted.saturating_sub(IN_FLIGHT);
-        let mut mark = if wanted < MIN_MARK {
+        let sure = if wanted < MIN_MARK || estimate {
             1
         } else {
             wanted.min(MAX_MARK)
         };
-        if estimate && mark > 1 {
+        let mut mark = if self.wanted.lazy.is_on() {
+            MAX_MARK
+        } else if wanted < MIN_MARK {
+            1
+        } else {
+            wanted.min(MAX_MARK)
+        };
+        if mark > sure {
             if !self.waiting {
                 let deadline = Instant::now() + PATIENCE;
                 match &mut self.patience {
@@ -131,7 +163,7 @@ impl Watermarked {
             if let Some(timer) = &mut self.patience
                 && timer.as_mut().poll(cx).is_ready()
             {
-                mark = 1;
+                mark = sure;
             }
         }
         if mark != self.set && mailferry_sys::set_recv_lowat(self.tcp.as_fd(), mark).is_ok() {
@@ -149,6 +181,21 @@ impl AsyncRead for Watermarked {
         let this = &mut *self;
         let polled = Pin::new(&mut this.tcp).poll_read(cx, buf);
         if polled.is_pending() {
+            if this.wanted.lazy.is_on() {
+                // Bytes below a lazy mark made no event, so tokio takes the socket for
+                // empty: they are taken from it directly, at this wake for something else.
+                let ready = buf.initialized().len() - buf.filled().len();
+                let room = buf.remaining().min(ready.max(LAZY_READ));
+                match mailferry_sys::recv_now(this.tcp.as_fd(), buf.initialize_unfilled_to(room)) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        this.waiting = false;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
             // After the read found nothing: setting the mark signals readiness itself when
             // enough is already queued, so no wake-up is lost between the two.
             this.follow(cx);
@@ -300,6 +347,80 @@ mod tests {
         assert_eq!(reader.set, 30_000);
         writer.write_all(&[b'x'; 30_000]).expect("write");
         assert_eq!(reads_for(&mut reader, 30_000).await, 1);
+    }
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `reader` once with `waker`; the bytes it brought, if it was ready.
+    fn poll_once(reader: &mut Watermarked, waker: &Arc<Wakes>) -> Option<usize> {
+        let waker = std::task::Waker::from(Arc::clone(waker));
+        let mut cx = Context::from_waker(&waker);
+        let mut bytes = [0u8; 8192];
+        let mut buf = ReadBuf::new(&mut bytes);
+        match Pin::new(reader).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(r) => {
+                r.expect("read");
+                Some(buf.filled().len())
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    /// What a run saves while a delivery is in flight: 4 KB of the next message arrive in
+    /// pieces (as Dovecot writes them) and wake nothing; the run's next wake (the delivery's
+    /// reply) takes them. With nothing else to wake it, the reader is woken after the
+    /// patience. Without lazy reads each piece wakes the reader (the control).
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn lazy_reads_take_a_trickle_at_the_next_wake_and_wake_after_their_patience() {
+        for lazy in [false, true] {
+            let (mut reader, low, mut writer) = pair().await;
+            low.lazy_reads().set(lazy);
+            let wakes = Arc::new(Wakes::default());
+            assert_eq!(poll_once(&mut reader, &wakes), None, "nothing was sent");
+            for _ in 0..4 {
+                writer.write_all(&[b'x'; 1000]).expect("write");
+            }
+            tokio::time::sleep(PATIENCE / 4).await;
+            let woken = wakes.0.load(Ordering::SeqCst);
+            if !lazy {
+                assert!(woken > 0, "without lazy reads the pieces wake the reader");
+                continue;
+            }
+            assert_eq!(woken, 0, "woken by 4 KB while reads are lazy");
+            assert_eq!(reader.set, MAX_MARK);
+            // The run's next wake, for its delivery: what came is taken.
+            let mut got = 0;
+            while got < 4000 {
+                got += poll_once(&mut reader, &wakes).expect("what came is taken");
+            }
+            assert_eq!(
+                poll_once(&mut reader, &wakes),
+                None,
+                "nothing more was sent"
+            );
+            // No other wake comes: after the patience the reader is woken, and the mark is
+            // what the reader asked for (1: any byte).
+            tokio::time::sleep(PATIENCE * 2).await;
+            assert!(
+                wakes.0.load(Ordering::SeqCst) > 0,
+                "not woken after the patience"
+            );
+            assert_eq!(
+                poll_once(&mut reader, &wakes),
+                None,
+                "nothing more was sent"
+            );
+            assert_eq!(reader.set, 1);
+            writer.write_all(b"x").expect("write");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

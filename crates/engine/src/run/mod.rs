@@ -15,6 +15,7 @@ use mailferry_core::Destination;
 
 mod folder;
 mod inflight;
+mod lazy;
 mod progress;
 mod record;
 mod streak;
@@ -268,5 +269,7 @@ async fn gather_all<S: Source, D: Destination>(
     result.and(closed)
 }
 
+#[cfg(test)]
+mod pipeline_fakes;
 #[cfg(test)]
 mod pipeline_tests;

@@ -2,272 +2,10 @@
 //! (SQLite in a temporary directory), no servers. Every ledger transition, and a crash
 //! between each step (an attempt left open, found or not at the destination).
 
-use std::sync::Mutex;
+use mailferry_core::{Lookup, RawMessage};
+use mailferry_store::{LedgerState, MessageFacts};
 
-use mailferry_core::{
-    Classify, Destination, ErrorClass, FetchFailure, Fetched, FolderState, ListedMessage, Lookup,
-    MessageKey, RawMessage, Receipt, Source, SourceAction,
-};
-use mailferry_store::{LedgerKey, LedgerState, MessageFacts, Store};
-use tokio_util::sync::CancellationToken;
-
-use super::{Run, RunOptions, gather_all};
-use crate::report::AccountReport;
-
-#[derive(Debug, thiserror::Error)]
-#[error("fake: {what}")]
-struct FakeError {
-    what: String,
-    class: ErrorClass,
-    arrived: bool,
-}
-
-impl Classify for FakeError {
-    fn class(&self) -> ErrorClass {
-        self.class
-    }
-    fn may_have_arrived(&self) -> bool {
-        self.arrived
-    }
-}
-
-/// A folder of messages under one UIDVALIDITY; `broken` UIDs are not handed out.
-struct FakeSource {
-    uidvalidity: u32,
-    messages: Vec<(u32, Vec<u8>)>,
-    broken: Vec<u32>,
-}
-
-impl Source for FakeSource {
-    type Error = FakeError;
-
-    async fn open(&mut self, _folder: &str) -> Result<FolderState, FakeError> {
-        Ok(FolderState {
-            uidvalidity: self.uidvalidity,
-            messages: self
-                .messages
-                .iter()
-                .map(|(u, m)| ListedMessage {
-                    key: MessageKey::Uid(*u),
-                    size: m.len() as u64,
-                    received: None,
-                })
-                .collect(),
-            uidnext: None,
-            complete: true,
-        })
-    }
-
-    async fn fetch(
-        &mut self,
-        keys: &[MessageKey],
-    ) -> Result<Vec<(MessageKey, Fetched)>, FakeError> {
-        Ok(keys
-            .iter()
-            .filter_map(|k| {
-                let MessageKey::Uid(u) = k else { return None };
-                let (_, m) = self.messages.iter().find(|(x, _)| x == u)?;
-                let got = if self.broken.contains(u) {
-                    Err(FetchFailure::temporary("NIL body"))
-                } else {
-                    Ok(RawMessage::new(m.clone()))
-                };
-                Some((k.clone(), got))
-            })
-            .collect())
-    }
-
-    async fn settle(
-        &mut self,
-        _: &str,
-        _: u32,
-        _: &[MessageKey],
-        _: &SourceAction,
-    ) -> Result<(), FakeError> {
-        Ok(())
-    }
-
-    async fn close(self) -> Result<(), FakeError> {
-        Ok(())
-    }
-}
-
-/// Keeps what it is given; answers by a marker in the message: `X-Fake: defer`,
-/// `refuse`, `unconfirmed` (stored, then an error that may mean it arrived), `down` (the
-/// destination fails, nothing stored).
-#[derive(Default)]
-struct FakeDestination {
-    held: Mutex<Vec<Vec<u8>>>,
-    looks_up: bool,
-    /// What `lookup` says when the message is not held (Absent or TooEarly).
-    missing: Option<Lookup>,
-    /// One delivery at a time (as SMTP): each is recorded by the deliverer, with the
-    /// next message's attempt.
-    one_at_a_time: bool,
-    /// Each delivery waits this many times for `peer` to answer (an SMTP session's round
-    /// trips: the run is woken from outside, as by a socket).
-    steps: u32,
-    peer: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
-}
-
-impl FakeDestination {
-    fn held(&self) -> Vec<Vec<u8>> {
-        self.held.lock().expect("lock").clone()
-    }
-}
-
-fn err(what: &str, class: ErrorClass, arrived: bool) -> FakeError {
-    FakeError {
-        what: what.into(),
-        class,
-        arrived,
-    }
-}
-
-impl Destination for FakeDestination {
-    type Error = FakeError;
-
-    fn concurrency(&self) -> usize {
-        if self.one_at_a_time { 1 } else { 2 }
-    }
-
-    async fn deliver(&self, message: &RawMessage, _folder: &str) -> Result<Receipt, FakeError> {
-        for _ in 0..self.steps {
-            let (answer, answered) = tokio::sync::oneshot::channel();
-            if let Some(peer) = &self.peer {
-                peer.send(answer).expect("peer");
-            }
-            answered.await.expect("answered");
-        }
-        let text = String::from_utf8_lossy(message.as_bytes()).into_owned();
-        if text.contains("X-Fake: defer") {
-            return Err(err("451 later", ErrorClass::Deferred, false));
-        }
-        if text.contains("X-Fake: refuse") {
-            return Err(err("550 no", ErrorClass::Refused, false));
-        }
-        if text.contains("X-Fake: down") {
-            return Err(err("connection refused", ErrorClass::Transient, false));
-        }
-        self.held
-            .lock()
-            .expect("lock")
-            .push(message.as_bytes().to_vec());
-        if text.contains("X-Fake: unconfirmed") {
-            return Err(err("500 after the upload", ErrorClass::Transient, true));
-        }
-        Ok(Receipt { id: "ok".into() })
-    }
-
-    fn can_look_up(&self) -> bool {
-        self.looks_up
-    }
-
-    async fn lookup(&self, message: &RawMessage, _: &str, _: i64) -> Result<Lookup, FakeError> {
-        if self.held().iter().any(|m| m == message.as_bytes()) {
-            return Ok(Lookup::Found("found".into()));
-        }
-        Ok(self.missing.clone().unwrap_or(Lookup::Absent))
-    }
-}
-
-fn message(n: u32, marker: &str) -> Vec<u8> {
-    let extra = if marker.is_empty() {
-        String::new()
-    } else {
-        format!("X-Fake: {marker}\r\n")
-    };
-    format!("Message-ID: <m{n}@x>\r\nSubject: {n}\r\n{extra}\r\nbody {n}\r\n").into_bytes()
-}
-
-struct Bench {
-    _dir: tempfile::TempDir,
-    store: Store,
-    config: mailferry_config::Config,
-}
-
-async fn bench() -> Bench {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("p"), "pw").expect("pass");
-    let path = dir.path().join("m.toml");
-    std::fs::write(
-        &path,
-        "[daemon]\nstate-dir = \"state\"\n[[destination]]\nname = \"home\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nenvelope-to = [\"me@home.example\"]\n[[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\ntls = \"none\"\nusername = \"u\"\nauth = { method = \"password\", password-file = \"p\" }\ndestination = \"home\"\n",
-    )
-    .expect("config");
-    let config = mailferry_config::load(&path).expect("valid");
-    let store = Store::open(&dir.path().join("state")).await.expect("store");
-    Bench {
-        _dir: dir,
-        store,
-        config,
-    }
-}
-
-impl Bench {
-    async fn run(&self, source: FakeSource, dest: &FakeDestination) -> AccountReport {
-        self.run_polled(source, dest).await.0
-    }
-
-    /// [`Self::run`], and how many times the run was polled.
-    async fn run_polled(&self, source: FakeSource, dest: &FakeDestination) -> (AccountReport, u32) {
-        let cancel = CancellationToken::new();
-        let opts = RunOptions::default();
-        let run = Run {
-            until: None,
-            account: &self.config.accounts[0],
-            max_message: 1 << 20,
-            store: &self.store,
-            destination: dest,
-            destination_name: "home",
-            opts: &opts,
-            observer: &(),
-            cancel: &cancel,
-        };
-        let mut report = AccountReport::default();
-        let mut polls = 0;
-        let result = {
-            let mut gather = std::pin::pin!(gather_all(&run, source, &mut report));
-            std::future::poll_fn(|cx| {
-                polls += 1;
-                gather.as_mut().poll(cx)
-            })
-            .await
-        };
-        if let Err(e) = result {
-            report.error = Some(e.report());
-        }
-        (report, polls)
-    }
-
-    async fn states(&self) -> Vec<(u32, LedgerState)> {
-        let mut out = Vec::new();
-        for uid in 1..=9 {
-            let key = key(7, uid);
-            if let Some(s) = self.store.state_of(&key).await.expect("state") {
-                out.push((uid, s));
-            }
-        }
-        out
-    }
-}
-
-fn key(uidvalidity: u32, uid: u32) -> LedgerKey {
-    LedgerKey {
-        account: "a".into(),
-        folder: "INBOX".into(),
-        uidvalidity,
-        key: MessageKey::Uid(uid),
-    }
-}
-
-fn source(messages: Vec<(u32, Vec<u8>)>) -> FakeSource {
-    FakeSource {
-        uidvalidity: 7,
-        messages,
-        broken: Vec::new(),
-    }
-}
+use super::pipeline_fakes::{FakeDestination, FakeSource, bench, key, message, source};
 
 #[tokio::test]
 async fn delivered_deferred_refused_and_settled_rows_are_never_reopened() {
@@ -340,6 +78,7 @@ async fn one_at_a_time_each_delivery_is_recorded_with_the_next_attempt_and_none_
         uidvalidity: 7,
         messages: msgs,
         broken: vec![6],
+        lazy: None,
     };
     let r = b.run(src, &dest).await;
     assert_eq!((r.counts.delivered, r.resent), (5, 1));
@@ -363,6 +102,7 @@ async fn one_at_a_time_each_delivery_is_recorded_with_the_next_attempt_and_none_
         uidvalidity: 8,
         messages: vec![(1, message(10, "")), (2, message(1, ""))],
         broken: Vec::new(),
+        lazy: None,
     };
     let r = b.run(again, &dest).await;
     assert_eq!((r.counts.delivered, r.counts.skipped), (1, 1));
@@ -382,6 +122,7 @@ async fn the_same_bytes_under_a_new_uidvalidity_are_a_duplicate() {
         uidvalidity: 8,
         messages: vec![(5, message(1, ""))],
         broken: Vec::new(),
+        lazy: None,
     };
     let r = b.run(again, &dest).await;
     assert_eq!((r.counts.delivered, r.counts.skipped), (0, 1));
@@ -418,6 +159,7 @@ async fn a_message_recorded_with_its_sha256_before_blake3_is_a_duplicate_under_a
         uidvalidity: 8,
         messages: vec![(5, message(1, ""))],
         broken: Vec::new(),
+        lazy: None,
     };
     let r = b.run(again, &dest).await;
     assert_eq!((r.counts.delivered, r.counts.skipped), (0, 1));
@@ -526,6 +268,7 @@ async fn a_message_the_source_will_not_hand_out_is_deferred_and_rests_before_its
             uidvalidity: 7,
             messages: vec![(1, message(1, "")), (2, message(2, ""))],
             broken: vec![2],
+            lazy: None,
         };
         let r = b.run(src, &dest).await;
         // Deferred at its failure; then resting (not asked for, not counted) meanwhile.

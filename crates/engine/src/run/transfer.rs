@@ -12,6 +12,7 @@ use mailferry_core::Destination;
 
 use super::Run;
 use super::inflight::Inflight;
+use super::lazy::WhileDelivering;
 use super::record::{
     Accepted, Done, FETCH_RETRY, Outcome, Prepared, deliver_one, fetch_failed, record_accepted,
     tally,
@@ -57,6 +58,7 @@ pub(super) async fn transfer<S: Source, D: Destination>(
     // what was fetched and ends; when the deliverer stops, the fetcher's next send fails.
     let incomplete = std::sync::atomic::AtomicBool::new(false);
     let incomplete = &incomplete;
+    let lazy = WhileDelivering::new(source.lazy_reads());
     let fetcher = fetch_all(run, source, too_large, new, budget, tx, incomplete);
     // Deliveries run up to the destination's concurrency (SMTP: one at a time on its one
     // connection; the Gmail API: several, paced by its rate limiter).
@@ -64,7 +66,7 @@ pub(super) async fn transfer<S: Source, D: Destination>(
         super::progress::Tracker::start(store, &account.name, folder, planned).await,
     );
     let tracker = &tracker;
-    let deliverer = deliver_all(run, folder, uidvalidity, rx, tracker, report);
+    let deliverer = deliver_all(run, folder, uidvalidity, rx, tracker, report, &lazy);
     let (fetched, delivered) = tokio::join!(fetcher, deliverer);
     delivered?;
     fetched?;
@@ -161,6 +163,7 @@ async fn deliver_all<D: Destination>(
     mut rx: mpsc::Receiver<(MessageKey, Fetched, OwnedSemaphorePermit)>,
     tracker: &tokio::sync::Mutex<Option<super::progress::Tracker<'_>>>,
     report: &mut AccountReport,
+    lazy: &WhileDelivering,
 ) -> Result<(), Stop> {
     let Run {
         account,
@@ -181,6 +184,7 @@ async fn deliver_all<D: Destination>(
     let mut stop: Option<Stop> = None;
     let mut streak = Streak::default();
     loop {
+        lazy.delivering(!inflight.is_empty()).await;
         let take = open && stop.is_none() && !cancel.is_cancelled() && inflight.len() < concurrency;
         tokio::select! {
             Some((size, done)) = inflight.next(), if !inflight.is_empty() => {
