@@ -44,7 +44,9 @@ mod tests {
 
     use mailferry_core::LazyReads;
 
-    use super::super::pipeline_fakes::{FakeDestination, bench, message, source};
+    use super::super::pipeline_fakes::{
+        FakeDestination, bench, message, peer_answering_later, source,
+    };
 
     /// Every delivery runs with the source's reads lazy (its reply wakes the run); the
     /// first fetch, with nothing in flight, finds them off (nothing else would wake the
@@ -65,20 +67,11 @@ mod tests {
         };
         let mut src = source((1..=30).map(|n| (n, big(n))).collect());
         src.lazy = Some((lazy.clone(), Arc::clone(&fetches)));
-        // Each delivery waits for a server that answers a millisecond later, from another
-        // thread (as a socket wakes the run).
-        let (peer, mut asks) =
-            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
-        std::thread::spawn(move || {
-            while let Some(answer) = asks.blocking_recv() {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                let _ = answer.send(());
-            }
-        });
+        // Each delivery waits twice for a server that answers from another thread.
         let dest = FakeDestination {
             one_at_a_time: true,
             steps: 2,
-            peer: Some(peer),
+            peer: Some(peer_answering_later()),
             lazy: Some((lazy.clone(), Mutex::new(Vec::new()))),
             ..FakeDestination::default()
         };

@@ -115,10 +115,27 @@ pub(super) struct FakeDestination {
     /// Each delivery waits this many times for `peer` to answer (an SMTP session's round
     /// trips: the run is woken from outside, as by a socket).
     pub(super) steps: u32,
-    pub(super) peer: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
+    pub(super) peer: Option<Peer>,
     /// The source's lazy reads, with what each delivery found them.
     pub(super) lazy: Option<(LazyReads, Mutex<Vec<bool>>)>,
 }
+
+/// A server for [`FakeDestination::peer`]: answers each step a millisecond later, from
+/// another thread (as a socket wakes the run).
+pub(super) fn peer_answering_later() -> Peer {
+    let (peer, mut asks) =
+        tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
+    std::thread::spawn(move || {
+        while let Some(answer) = asks.blocking_recv() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let _ = answer.send(());
+        }
+    });
+    peer
+}
+
+/// Where a [`FakeDestination`] asks its server to answer a step.
+pub(super) type Peer = tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>;
 
 impl FakeDestination {
     pub(super) fn held(&self) -> Vec<Vec<u8>> {

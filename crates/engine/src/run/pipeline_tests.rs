@@ -5,7 +5,9 @@
 use mailferry_core::{Lookup, RawMessage};
 use mailferry_store::{LedgerState, MessageFacts};
 
-use super::pipeline_fakes::{FakeDestination, FakeSource, bench, key, message, source};
+use super::pipeline_fakes::{
+    FakeDestination, FakeSource, bench, key, message, peer_answering_later, source,
+};
 
 #[tokio::test]
 async fn delivered_deferred_refused_and_settled_rows_are_never_reopened() {
@@ -311,20 +313,11 @@ async fn one_delivery_at_a_time_polls_the_run_once_for_each_step_of_its_session(
     // whenever it has polled all it holds): twice the polls (810 here), and an
     // `epoll_wait` each.
     let b = bench().await;
-    let (peer, mut asks) =
-        tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
-    // The server: answers each step a millisecond later, from another thread.
-    std::thread::spawn(move || {
-        while let Some(answer) = asks.blocking_recv() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            let _ = answer.send(());
-        }
-    });
     let (messages, steps) = (20, 20);
     let dest = FakeDestination {
         one_at_a_time: true,
         steps,
-        peer: Some(peer),
+        peer: Some(peer_answering_later()),
         ..FakeDestination::default()
     };
     let msgs = (1..=messages).map(|n| (n, message(n, ""))).collect();
