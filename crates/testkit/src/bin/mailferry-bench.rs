@@ -521,6 +521,10 @@ struct Timed {
     /// CPU seconds in user space and in the kernel.
     user: f64,
     system: f64,
+    /// Times the process slept (voluntary context switches) and minor page faults: counts
+    /// that show a change of a few percent where this machine's CPU time does not.
+    sleeps: f64,
+    faults: f64,
 }
 
 /// Runs `cmd` under GNU time. `MAILFERRY_BENCH_WRAP` puts a profiler between the two
@@ -529,7 +533,7 @@ fn timed(cmd: &mut Command) -> Timed {
     let out_file = tempfile::NamedTempFile::new().expect("tempfile");
     let mut time = Command::new("/usr/bin/time");
     time.arg("-f")
-        .arg("%e %M %U %S")
+        .arg("%e %M %U %S %w %R")
         .arg("-o")
         .arg(out_file.path());
     if let Ok(wrap) = std::env::var("MAILFERRY_BENCH_WRAP") {
@@ -555,6 +559,7 @@ fn timed(cmd: &mut Command) -> Timed {
             .unwrap_or(f64::NAN)
     };
     let (secs, rss, user, system) = (number(), number(), number(), number());
+    let (sleeps, faults) = (number(), number());
     // %M is a whole number of KiB.
     let rss_kb = format!("{rss:.0}").parse().unwrap_or(0);
     if !status.success() {
@@ -565,6 +570,8 @@ fn timed(cmd: &mut Command) -> Timed {
         rss_kb,
         user,
         system,
+        sleeps,
+        faults,
     }
 }
 
@@ -575,7 +582,7 @@ fn mb(bytes: usize) -> f64 {
 fn report(who: &str, messages: usize, bytes: usize, t: &Timed) {
     let gb = bytes as f64 / 1e9;
     println!(
-        "{who:>16}: {messages} messages in {:.1}s = {:.0} messages/s, {:.1} MB/s, peak RSS {:.1} MB (target 24 MB); CPU {:.2} s per GB (user {:.2} + system {:.2}; target 4)",
+        "{who:>16}: {messages} messages in {:.1}s = {:.0} messages/s, {:.1} MB/s, peak RSS {:.1} MB (target 24 MB); CPU {:.2} s per GB (user {:.2} + system {:.2}; target 4); a message: {:.2} sleeps, {:.1} page faults",
         t.secs,
         messages as f64 / t.secs,
         mb(bytes) / t.secs,
@@ -583,5 +590,7 @@ fn report(who: &str, messages: usize, bytes: usize, t: &Timed) {
         (t.user + t.system) / gb,
         t.user / gb,
         t.system / gb,
+        t.sleeps / messages.max(1) as f64,
+        t.faults / messages.max(1) as f64,
     );
 }
