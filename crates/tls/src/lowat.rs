@@ -139,17 +139,18 @@ impl Watermarked {
     fn follow(&mut self, cx: &mut Context<'_>) {
         let (wanted, estimate) = self.wanted.get();
         let wanted = wanted.saturating_sub(IN_FLIGHT);
-        let sure = if wanted < MIN_MARK || estimate {
+        let counted = if wanted < MIN_MARK {
             1
         } else {
             wanted.min(MAX_MARK)
         };
+        // What the reader's count makes sure of (an estimate, nothing); a mark above it is
+        // kept for the patience only.
+        let sure = if estimate { 1 } else { counted };
         let mut mark = if self.wanted.lazy.is_on() {
             MAX_MARK
-        } else if wanted < MIN_MARK {
-            1
         } else {
-            wanted.min(MAX_MARK)
+            counted
         };
         if mark > sure {
             if !self.waiting {
