@@ -22,6 +22,11 @@ mod service;
 mod state;
 mod status;
 
+/// Large message buffers get their pages in one call rather than a fault each
+/// (crates/sys populate.rs).
+#[global_allocator]
+static ALLOCATOR: mailferry_sys::populate::Populating = mailferry_sys::populate::Populating;
+
 /// Gathers mail from your other mailboxes into the one you read.
 #[derive(Debug, Parser)]
 #[command(name = "mailferry", version, about)]

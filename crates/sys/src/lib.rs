@@ -1,5 +1,6 @@
 //! The system calls std does not wrap, each behind a safe function: glibc's allocator
-//! thresholds ([`tune`]) and a socket's receive low-water mark ([`set_recv_lowat`]); and
+//! thresholds ([`tune`]), a large block's pages at once ([`populate`]) and a socket's
+//! receive low-water mark ([`set_recv_lowat`]); and
 //! the one foreign interface mailferry implements, an SQLite VFS (feature `wal`).
 //!
 //! [`tune`] fixes glibc's mmap threshold, so that memory of a large message goes back to
@@ -18,6 +19,9 @@
 //! delivered there was given back and faulted in again, page by page, for the next. It is
 //! [`TRIM_THRESHOLD`] instead: the heap keeps up to that much free at its top for the next
 //! message (DECISIONS.md has the measurements).
+//!
+//! [`populate::Populating`], the service's allocator, gives a block of 1 MiB or more (a
+//! large message's buffer) its pages in one call instead of a page fault each.
 //!
 //! With the feature `wal`, [`wal`] is the SQLite VFS of the ledger's connection: it hands
 //! the frames of a transaction to the WAL file in one write instead of two per frame.
@@ -56,6 +60,8 @@ pub fn tune() -> bool {
         false
     }
 }
+
+pub mod populate;
 
 #[cfg(feature = "wal")]
 pub mod wal;
