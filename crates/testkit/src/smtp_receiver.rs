@@ -122,15 +122,34 @@ impl SmtpReceiver {
         Self { child, dir, port }
     }
 
-    /// Everything accepted so far, in arrival order.
-    #[must_use]
-    pub fn messages(&self) -> Vec<Received> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+    /// The files in the receiver's directory with this extension.
+    fn files(&self, extension: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.path())
             .expect("read receiver dir")
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
+            .filter(|p| p.extension().is_some_and(|e| e == extension))
+            .collect()
+    }
+
+    /// How many messages were accepted so far (without reading them).
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.files("eml").len()
+    }
+
+    /// Forgets every message accepted so far (a benchmark's passes would otherwise fill
+    /// the disk).
+    pub fn clear(&self) {
+        for p in self.files("eml").into_iter().chain(self.files("json")) {
+            std::fs::remove_file(&p).expect("remove a received message");
+        }
+    }
+
+    /// Everything accepted so far, in arrival order.
+    #[must_use]
+    pub fn messages(&self) -> Vec<Received> {
+        let mut names = self.files("eml");
         names.sort();
         names
             .into_iter()

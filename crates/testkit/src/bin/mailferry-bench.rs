@@ -17,10 +17,18 @@ use mailferry_testkit::{Dovecot, PASSWORD, SmtpReceiver, USER, fixtures};
 
 #[path = "mailferry-bench/many.rs"]
 mod many;
+#[path = "mailferry-bench/measure.rs"]
+mod measure;
+
+use measure::{Pass, mb, report, timed};
 
 struct Args {
     messages: usize,
     binary: PathBuf,
+    /// `--against PATH`: another build (the code before a change), run in alternation.
+    against: Option<PathBuf>,
+    /// `--rounds N`: every pass this many times (binaries alternating), then a summary.
+    rounds: usize,
     fetchmail: bool,
     plain_smtp: bool,
     /// `--postfix`: deliver to a private Postfix (PIPELINING, STARTTLS) instead of aiosmtpd.
@@ -46,6 +54,8 @@ fn args() -> Args {
     let mut a = Args {
         messages: 10_000,
         binary: PathBuf::from("target/release/mailferry"),
+        against: None,
+        rounds: 0,
         fetchmail: false,
         plain_smtp: false,
         postfix: false,
@@ -70,6 +80,14 @@ fn args() -> Args {
                 messages_given = true;
             }
             "--binary" => a.binary = it.next().map(PathBuf::from).expect("--binary PATH"),
+            "--against" => a.against = it.next().map(PathBuf::from),
+            "--rounds" => {
+                a.rounds = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .expect("--rounds N (1 or more)");
+            }
             "--fetchmail" => a.fetchmail = true,
             "--plain-smtp" => a.plain_smtp = true,
             "--postfix" => a.postfix = true,
@@ -101,6 +119,10 @@ fn args() -> Args {
                 panic!("unknown argument {other}; use --messages N, --binary PATH, --fetchmail")
             }
         }
+    }
+    if a.rounds == 0 {
+        // Two rounds when comparing: one alone says little on a noisy machine.
+        a.rounds = if a.against.is_some() { 2 } else { 1 };
     }
     if a.gmail && !messages_given {
         // At Gmail's 10 imports/s, 10,000 messages take 17 minutes.
@@ -361,7 +383,20 @@ fn main() {
         return;
     }
     let mut received = 0;
-    for (n, (label, account)) in passes.iter().enumerate() {
+    let binaries: Vec<&std::path::Path> = std::iter::once(a.binary.as_path())
+        .chain(a.against.as_deref())
+        .collect();
+    let compare = binaries.len() > 1 || a.rounds > 1;
+    let mut results = Vec::new();
+    let runs =
+        (1..=a.rounds).flat_map(|round| binaries.iter().enumerate().map(move |b| (round, b)));
+    for (n, (round, (b, binary), (label, account))) in runs
+        .flat_map(|r| passes.iter().map(move |p| (r.0, r.1, p)))
+        .enumerate()
+    {
+        if compare && passes.first().is_some_and(|p| p.0 == *label) {
+            println!("round {round}: {}", binary.display());
+        }
         // A fresh state per pass: each pass imports the whole mailbox (kept at the source).
         let config = dir.path().join(format!("bench{n}.toml"));
         std::fs::write(
@@ -390,14 +425,14 @@ destination = "rx"
         )
         .expect("write config");
         let t = timed(
-            Command::new(&a.binary)
+            Command::new(binary)
                 .arg("once")
                 .arg("--config")
                 .arg(&config),
         );
         let now = match &postfix {
             Some(p) => p.wait_delivered(POSTFIX_RCPT, received + a.messages).len(),
-            None => smtp.messages().len(),
+            None => smtp.count(),
         };
         report(label, now - received, total, &t);
         assert_eq!(
@@ -406,6 +441,21 @@ destination = "rx"
             "{label}: not every message arrived"
         );
         received = now;
+        if postfix.is_none() {
+            // A GB a pass: gone before the next.
+            smtp.clear();
+            received = 0;
+        }
+        results.push(Pass {
+            binary: b,
+            mode: label,
+            messages: a.messages,
+            bytes: total,
+            timed: t,
+        });
+    }
+    if compare {
+        measure::summary(&binaries, &results);
     }
 
     if a.fetchmail {
@@ -431,7 +481,7 @@ destination = "rx"
                 .arg(dir.path().join("fetchmail.pid"))
                 .env("HOME", dir.path()),
         );
-        let got = smtp.messages().len() - received;
+        let got = smtp.count() - received;
         report("fetchmail", got, total * got / a.messages.max(1), &t);
     }
 }
@@ -510,87 +560,4 @@ destination = "gmail"
         );
     }
     assert_eq!(got, a.messages, "not every message arrived");
-}
-
-/// What GNU time measured of one process.
-struct Timed {
-    /// Wall seconds.
-    secs: f64,
-    /// Peak RSS in KiB.
-    rss_kb: u64,
-    /// CPU seconds in user space and in the kernel.
-    user: f64,
-    system: f64,
-    /// Times the process slept (voluntary context switches) and minor page faults: counts
-    /// that show a change of a few percent where this machine's CPU time does not.
-    sleeps: f64,
-    faults: f64,
-}
-
-/// Runs `cmd` under GNU time. `MAILFERRY_BENCH_WRAP` puts a profiler between the two
-/// (`perf record -o /tmp/perf.data --`, `strace -c -f -o /tmp/syscalls`).
-fn timed(cmd: &mut Command) -> Timed {
-    let out_file = tempfile::NamedTempFile::new().expect("tempfile");
-    let mut time = Command::new("/usr/bin/time");
-    time.arg("-f")
-        .arg("%e %M %U %S %w %R")
-        .arg("-o")
-        .arg(out_file.path());
-    if let Ok(wrap) = std::env::var("MAILFERRY_BENCH_WRAP") {
-        time.args(wrap.split_whitespace());
-    }
-    time.arg(cmd.get_program()).args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            time.env(k, v);
-        }
-    }
-    let status = time
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run /usr/bin/time (apt-get install time)");
-    let text = std::fs::read_to_string(out_file.path()).expect("time output");
-    let last = text.lines().last().unwrap_or_default();
-    let mut parts = last.split_whitespace();
-    let mut number = || {
-        parts
-            .next()
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    let (secs, rss, user, system) = (number(), number(), number(), number());
-    let (sleeps, faults) = (number(), number());
-    // %M is a whole number of KiB.
-    let rss_kb = format!("{rss:.0}").parse().unwrap_or(0);
-    if !status.success() {
-        println!("  (exit status {status})");
-    }
-    Timed {
-        secs,
-        rss_kb,
-        user,
-        system,
-        sleeps,
-        faults,
-    }
-}
-
-fn mb(bytes: usize) -> f64 {
-    bytes as f64 / 1_000_000.0
-}
-
-fn report(who: &str, messages: usize, bytes: usize, t: &Timed) {
-    let gb = bytes as f64 / 1e9;
-    println!(
-        "{who:>16}: {messages} messages in {:.1}s = {:.0} messages/s, {:.1} MB/s, peak RSS {:.1} MB (target 24 MB); CPU {:.2} s per GB (user {:.2} + system {:.2}; target 4); a message: {:.2} sleeps, {:.1} page faults",
-        t.secs,
-        messages as f64 / t.secs,
-        mb(bytes) / t.secs,
-        t.rss_kb as f64 / 1024.0,
-        (t.user + t.system) / gb,
-        t.user / gb,
-        t.system / gb,
-        t.sleeps / messages.max(1) as f64,
-        t.faults / messages.max(1) as f64,
-    );
 }
