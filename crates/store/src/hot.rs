@@ -1,5 +1,5 @@
 //! The ledger's own connection, for the statements every message makes (its attempt, its
-//! outcome), run on the calling task's thread.
+//! outcome) and a long import's progress every 25, run on the calling task's thread.
 //!
 //! Through sqlx each statement is handed to SQLite's worker thread and its answer handed
 //! back: two thread switches and a futex wait on this machine's kind of VM, about a quarter

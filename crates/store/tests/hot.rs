@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mailferry_core::MessageKey;
 use mailferry_store::{Attempt, LedgerKey, LedgerState, MessageFacts, Store};
-use mailferry_testkit::{waits_of_this_thread, writes_of_this_thread};
+use mailferry_testkit::{reads_of_this_thread, waits_of_this_thread, writes_of_this_thread};
 
 fn key(uid: u32) -> LedgerKey {
     LedgerKey {
@@ -154,8 +154,8 @@ async fn the_wal_is_checkpointed_while_messages_are_recorded() {
     store.close().await;
 }
 
-/// The pool's own writes (a long import's progress, every 25 messages) leave the WAL to
-/// the ledger's checkpoint every 200 writes. With SQLite's default they checkpointed it
+/// The pool's own writes (a run's start and end, a token, a notice) leave the WAL to the
+/// ledger's checkpoint every 200 writes. With SQLite's default they checkpointed it
 /// whenever it held over 1,000 pages, which the ledger's writes pass within 200 messages:
 /// about three checkpoints (six fsyncs) where one was meant (`scripts/bench`, 2,000
 /// messages: 70 fsyncs).
@@ -164,33 +164,76 @@ async fn a_write_through_the_pool_leaves_the_checkpoint_to_the_ledger() {
     let (dir, store) = store().await;
     // 150 messages: about 900 WAL frames of the ledger's, fewer than 200 writes.
     deliver(&store, 1, 150).await;
-    store
-        .save_progress("a", "INBOX", 1_000, 10, 1)
-        .await
-        .expect("progress");
+    store.start_run("a").await.expect("a run");
     let db = || {
         std::fs::metadata(dir.path().join("mailferry.db"))
             .expect("db")
             .len()
     };
     let before = db();
-    for done in 11..20 {
-        store
-            .save_progress("a", "INBOX", 1_000, done, 1)
-            .await
-            .expect("progress");
+    for _ in 0..9 {
+        store.start_run("a").await.expect("a run");
     }
     deliver(&store, 1_000, 30).await;
-    store
-        .save_progress("a", "INBOX", 1_000, 20, 1)
-        .await
-        .expect("progress");
+    store.start_run("a").await.expect("a run");
     // A checkpoint would have copied the ledger's pages into the database file.
     assert_eq!(
         db(),
         before,
         "a write through the pool checkpointed the WAL"
     );
+    store.close().await;
+}
+
+/// A long import saves its progress every 25 messages. Through the pool each save waited
+/// for sqlx's worker thread, and, written by another connection, made the ledger's
+/// connection read its pages again at the next message (about a dozen reads a save).
+#[tokio::test(flavor = "current_thread")]
+async fn an_imports_progress_is_saved_without_another_thread_or_stale_pages() {
+    let (_dir, store) = store().await;
+    deliver(&store, 1, 10).await;
+    store
+        .save_progress("a", "INBOX", 10_000, 0, 1)
+        .await
+        .expect("progress");
+    deliver(&store, 20, 10).await;
+    // 1,000 messages, as 40 runs of 25, without saves and then with one after each: the
+    // waits and reads of the first (the pool's checkpoint every 200 writes) are the
+    // second's too.
+    let import = async |first: u32, save: bool| {
+        let (waits, reads) = (waits_of_this_thread(), reads_of_this_thread());
+        for n in 1..=40u32 {
+            deliver(&store, first + n * 25, 25).await;
+            if save {
+                store
+                    .save_progress("a", "INBOX", 10_000, u64::from(n) * 25, 1)
+                    .await
+                    .expect("progress");
+            }
+        }
+        (
+            waits_of_this_thread() - waits,
+            reads_of_this_thread() - reads,
+        )
+    };
+    let (waits, reads) = import(100, false).await;
+    let (saving_waits, saving_reads) = import(10_000, true).await;
+    eprintln!(
+        "1,000 messages: {waits} waits, {reads} reads; with 40 progress saves {saving_waits} and {saving_reads}"
+    );
+    assert!(
+        saving_waits < waits + 10,
+        "40 progress saves waited {} times more for another thread",
+        saving_waits.saturating_sub(waits)
+    );
+    assert!(
+        saving_reads < reads + 40,
+        "the ledger's connection read {} times more over 40 progress saves",
+        saving_reads.saturating_sub(reads)
+    );
+    let progress = store.progress(Some("a")).await.expect("progress");
+    assert_eq!(progress.len(), 1);
+    assert_eq!((progress[0].done, progress[0].total), (1_000, 10_000));
     store.close().await;
 }
 

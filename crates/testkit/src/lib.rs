@@ -164,6 +164,16 @@ pub fn writes_of_this_thread() -> u64 {
     this_thread("io", "syscw:")
 }
 
+/// This thread's read system calls so far (`read`, `pread`, ...): a connection whose cache
+/// another connection's write made stale reads its pages again.
+///
+/// # Panics
+/// Where `/proc/thread-self/io` does not say (not Linux, or no task I/O accounting).
+#[must_use]
+pub fn reads_of_this_thread() -> u64 {
+    this_thread("io", "syscr:")
+}
+
 /// The number after `field` in `/proc/thread-self/FILE`.
 fn this_thread(file: &str, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/thread-self/{file}")).expect(file);
