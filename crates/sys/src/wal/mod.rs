@@ -197,6 +197,14 @@ pub fn written_at_barrier() -> u64 {
     WRITTEN_AT_BARRIER.load(Ordering::Relaxed)
 }
 
+/// The bytes SQLite holds in this process, every connection's caches and statements
+/// included (`sqlite3_memory_used`), for tests that bound them.
+#[must_use]
+pub fn sqlite_memory_used() -> i64 {
+    // SAFETY: sqlite3_memory_used only reads a counter of the library.
+    unsafe { ffi::sqlite3_memory_used() }
+}
+
 /// Registers the VFS (once; not as the default). Returns SQLite's error code if it could
 /// not.
 ///
