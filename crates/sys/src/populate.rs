@@ -105,7 +105,8 @@ unsafe impl GlobalAlloc for Populating {
         // A block that doubles is a buffer growing as it goes (Vec's and BytesMut's
         // amortised growth): most of the new half may never be written (async-imap's
         // buffer doubles for the few bytes after a literal), so its pages come as they
-        // are. A large block that grows keeps its pages: glibc moves them (mremap).
+        // are written. So do those a large block grows by: glibc moves its pages rather
+        // than copying them (mremap), and what it grows for is not known.
         if new_size < POPULATE_FROM
             || new_size <= old
             || Some(new_size) == old.checked_mul(2)
