@@ -388,21 +388,20 @@ fn main() {
         .collect();
     let compare = binaries.len() > 1 || a.rounds > 1;
     let mut results = Vec::new();
-    let runs =
-        (1..=a.rounds).flat_map(|round| binaries.iter().enumerate().map(move |b| (round, b)));
-    for (n, (round, (b, binary), (label, account))) in runs
-        .flat_map(|r| passes.iter().map(move |p| (r.0, r.1, p)))
-        .enumerate()
-    {
-        if compare && passes.first().is_some_and(|p| p.0 == *label) {
-            println!("round {round}: {}", binary.display());
-        }
-        // A fresh state per pass: each pass imports the whole mailbox (kept at the source).
-        let config = dir.path().join(format!("bench{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"[daemon]
+    let mut n = 0;
+    for round in 1..=a.rounds {
+        for (b, binary) in binaries.iter().enumerate() {
+            if compare {
+                println!("round {round}: {}", binary.display());
+            }
+            for (label, account) in &passes {
+                n += 1;
+                // A fresh state per pass: each pass imports the whole mailbox (kept at the source).
+                let config = dir.path().join(format!("bench{n}.toml"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        r#"[daemon]
 state-dir = "state{n}"
 [[destination]]
 name = "rx"
@@ -421,38 +420,40 @@ username = "{USER}"
 auth = {{ method = "password", password-file = "pass" }}
 destination = "rx"
 "#,
-            ),
-        )
-        .expect("write config");
-        let t = timed(
-            Command::new(binary)
-                .arg("once")
-                .arg("--config")
-                .arg(&config),
-        );
-        let now = match &postfix {
-            Some(p) => p.wait_delivered(POSTFIX_RCPT, received + a.messages).len(),
-            None => smtp.count(),
-        };
-        report(label, now - received, total, &t);
-        assert_eq!(
-            now - received,
-            a.messages,
-            "{label}: not every message arrived"
-        );
-        received = now;
-        if postfix.is_none() {
-            // A GB a pass: gone before the next.
-            smtp.clear();
-            received = 0;
+                    ),
+                )
+                .expect("write config");
+                let t = timed(
+                    Command::new(binary)
+                        .arg("once")
+                        .arg("--config")
+                        .arg(&config),
+                );
+                let now = match &postfix {
+                    Some(p) => p.wait_delivered(POSTFIX_RCPT, received + a.messages).len(),
+                    None => smtp.count(),
+                };
+                report(label, now - received, total, &t);
+                assert_eq!(
+                    now - received,
+                    a.messages,
+                    "{label}: not every message arrived"
+                );
+                received = now;
+                if postfix.is_none() {
+                    // A GB a pass: gone before the next.
+                    smtp.clear();
+                    received = 0;
+                }
+                results.push(Pass {
+                    binary: b,
+                    mode: label,
+                    messages: a.messages,
+                    bytes: total,
+                    timed: t,
+                });
+            }
         }
-        results.push(Pass {
-            binary: b,
-            mode: label,
-            messages: a.messages,
-            bytes: total,
-            timed: t,
-        });
     }
     if compare {
         measure::summary(&binaries, &results);
