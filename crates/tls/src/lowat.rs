@@ -19,7 +19,7 @@
 //!   time once per message, never a stall.
 //!
 //! While the run's reads are lazy ([`LazyReads`], on while a delivery is in flight) the
-//! mark is [`MAX_MARK`] whatever the reader expects, for at most [`PATIENCE`] of waiting:
+//! mark is [`LAZY_MARK`] whatever the reader expects, for at most [`PATIENCE`] of waiting:
 //! the run is woken soon anyway (by the destination's reply), and every poll takes what
 //! the socket holds below the mark, straight from the socket (tokio's readiness knows
 //! nothing of bytes that made no event). Dovecot writes a message in records of 4 KB, and
@@ -43,6 +43,14 @@ use mailferry_core::LazyReads;
 /// The largest mark set: at the default `io-timeout` (120 s) a link of 0.5 KB/s still
 /// shows progress in time.
 pub const MAX_MARK: usize = 64 * 1024;
+
+/// The mark while reads are lazy: a fetch batch's worth (1 MiB). It is kept for the
+/// patience only, so a slow link waits no longer for it than for a small one. A receiver
+/// that takes 3 ms to answer a message's data (aiosmtpd) lets Dovecot send more than 64 KB
+/// meanwhile: with [`MAX_MARK`] here the reader was woken for it, about half a sleep more a
+/// message in `scripts/bench`. Linux grows the socket's receive buffer to hold the mark,
+/// and caps the mark at half the largest buffer (`tcp_rmem`: 3 MB by default).
+pub const LAZY_MARK: usize = 1024 * 1024;
 
 /// How long a mark from an estimate, or a lazy read's, is kept while nothing comes.
 pub const PATIENCE: Duration = Duration::from_millis(20);
@@ -148,7 +156,7 @@ impl Watermarked {
         // kept for the patience only.
         let sure = if estimate { 1 } else { counted };
         let mut mark = if self.wanted.lazy.is_on() {
-            MAX_MARK
+            LAZY_MARK
         } else {
             counted
         };
@@ -375,31 +383,45 @@ mod tests {
         }
     }
 
-    /// What a run saves while a delivery is in flight: 4 KB of the next message arrive in
-    /// pieces (as Dovecot writes them) and wake nothing; the run's next wake (the delivery's
-    /// reply) takes them. With nothing else to wake it, the reader is woken after the
-    /// patience. Without lazy reads each piece wakes the reader (the control).
+    /// What a run saves while a delivery is in flight: 200 KB of the next messages arrive
+    /// in pieces (as Dovecot writes them) and wake nothing; the run's next wake (the
+    /// delivery's reply) takes them. With nothing else to wake it, the reader is woken after
+    /// the patience. Without lazy reads the pieces wake the reader (the control). (With a
+    /// lazy mark of 64 KB, as before, the 200 KB woke it: about half a sleep more for each
+    /// message of `scripts/bench`, whose receiver takes 3 ms to answer a message's data.)
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn lazy_reads_take_a_trickle_at_the_next_wake_and_wake_after_their_patience() {
+        const SENT: usize = 200 * 1000;
         for lazy in [false, true] {
-            let (mut reader, low, mut writer) = pair().await;
+            let (mut reader, low, writer) = pair().await;
             low.lazy_reads().set(lazy);
             let wakes = Arc::new(Wakes::default());
             assert_eq!(poll_once(&mut reader, &wakes), None, "nothing was sent");
-            for _ in 0..4 {
-                writer.write_all(&[b'x'; 1000]).expect("write");
-            }
+            // From a thread, in real time: a write the socket could not take would block
+            // this one.
+            let (sent, done) = std::sync::mpsc::channel();
+            let feeding = std::thread::spawn(move || {
+                let mut writer = writer;
+                for _ in 0..SENT / 1000 {
+                    writer.write_all(&[b'x'; 1000]).expect("write");
+                }
+                let _ = sent.send(());
+                writer
+            });
+            done.recv_timeout(Duration::from_secs(10))
+                .expect("the socket took 200 KB unread");
+            let mut writer = feeding.join().expect("thread");
             tokio::time::sleep(PATIENCE / 4).await;
             let woken = wakes.0.load(Ordering::SeqCst);
             if !lazy {
                 assert!(woken > 0, "without lazy reads the pieces wake the reader");
                 continue;
             }
-            assert_eq!(woken, 0, "woken by 4 KB while reads are lazy");
-            assert_eq!(reader.set, MAX_MARK);
+            assert_eq!(woken, 0, "woken by 200 KB while reads are lazy");
+            assert_eq!(reader.set, LAZY_MARK);
             // The run's next wake, for its delivery: what came is taken.
             let mut got = 0;
-            while got < 4000 {
+            while got < SENT {
                 got += poll_once(&mut reader, &wakes).expect("what came is taken");
             }
             assert_eq!(
