@@ -5,6 +5,9 @@
 //! to Gmail's (10 imports/s), and shows whether the delivery rate sits at the quota.
 //! With `--postfix`, delivers to a private Postfix (which offers PIPELINING) instead of
 //! aiosmtpd.
+//! With `--floor` (and `--plain-smtp`), each round also runs `mailferry-floor`: the least a
+//! program can do to move the mailbox over the same connections, to show what the wire
+//! alone costs on this machine.
 //! A benchmark, not a test: it asserts only that everything arrived.
 
 #![allow(clippy::print_stdout, missing_docs)]
@@ -30,6 +33,8 @@ struct Args {
     /// `--rounds N`: every pass this many times (binaries alternating), then a summary.
     rounds: usize,
     fetchmail: bool,
+    /// `--floor`: a pass of `mailferry-floor` each round (IMAP to plain SMTP).
+    floor: bool,
     plain_smtp: bool,
     /// `--postfix`: deliver to a private Postfix (PIPELINING, STARTTLS) instead of aiosmtpd.
     postfix: bool,
@@ -57,6 +62,7 @@ fn args() -> Args {
         against: None,
         rounds: 0,
         fetchmail: false,
+        floor: false,
         plain_smtp: false,
         postfix: false,
         pop3: false,
@@ -89,6 +95,7 @@ fn args() -> Args {
                     .expect("--rounds N (1 or more)");
             }
             "--fetchmail" => a.fetchmail = true,
+            "--floor" => a.floor = true,
             "--plain-smtp" => a.plain_smtp = true,
             "--postfix" => a.postfix = true,
             "--pop3" => a.pop3 = true,
@@ -124,6 +131,10 @@ fn args() -> Args {
         // Two rounds when comparing: one alone says little on a noisy machine.
         a.rounds = if a.against.is_some() { 2 } else { 1 };
     }
+    assert!(
+        !a.floor || (a.plain_smtp && !a.postfix),
+        "--floor delivers to aiosmtpd without TLS: add --plain-smtp, leave out --postfix"
+    );
     if a.gmail && !messages_given {
         // At Gmail's 10 imports/s, 10,000 messages take 17 minutes.
         a.messages = 300;
@@ -386,7 +397,11 @@ fn main() {
     let binaries: Vec<&std::path::Path> = std::iter::once(a.binary.as_path())
         .chain(a.against.as_deref())
         .collect();
-    let compare = binaries.len() > 1 || a.rounds > 1;
+    let compare = binaries.len() > 1 || a.rounds > 1 || a.floor;
+    // Beside this program: `scripts/bench` builds the test kit's binaries together.
+    let floor = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("mailferry-floor");
     let mut results = Vec::new();
     let mut n = 0;
     for round in 1..=a.rounds {
@@ -454,9 +469,34 @@ destination = "rx"
                 });
             }
         }
+        if a.floor {
+            let t = timed(Command::new(&floor).args([
+                dovecot.imaps_port.to_string(),
+                ca.clone(),
+                USER.to_owned(),
+                PASSWORD.to_owned(),
+                smtp.port.to_string(),
+                "bench@home.example".to_owned(),
+            ]));
+            let got = smtp.count();
+            report("floor IMAP", got, total, &t);
+            assert_eq!(got, a.messages, "floor IMAP: not every message arrived");
+            smtp.clear();
+            results.push(Pass {
+                binary: binaries.len(),
+                mode: "floor IMAP",
+                messages: a.messages,
+                bytes: total,
+                timed: t,
+            });
+        }
     }
     if compare {
-        measure::summary(&binaries, &results);
+        let mut all = binaries.clone();
+        if a.floor {
+            all.push(&floor);
+        }
+        measure::summary(&all, &results);
     }
 
     if a.fetchmail {

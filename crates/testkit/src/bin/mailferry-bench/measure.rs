@@ -118,11 +118,15 @@ pub(crate) fn summary(binaries: &[&std::path::Path], passes: &[Pass]) {
         }
     }
     for mode in modes {
+        let mut first = true;
         for (b, binary) in binaries.iter().enumerate() {
             let mine: Vec<&Pass> = passes
                 .iter()
                 .filter(|p| p.mode == mode && p.binary == b)
                 .collect();
+            if mine.is_empty() {
+                continue;
+            }
             let cpu: Vec<f64> = mine
                 .iter()
                 .map(|p| (p.timed.user + p.timed.system) / (p.bytes as f64 / 1e9))
@@ -136,7 +140,7 @@ pub(crate) fn summary(binaries: &[&std::path::Path], passes: &[Pass]) {
             let rounds: Vec<String> = cpu.iter().map(|c| format!("{c:.2}")).collect();
             println!(
                 "{:>16} {}: {} ({:.2}); {sleeps:.2} sleeps; {:.1} MB",
-                if b == 0 { mode } else { "" },
+                if std::mem::take(&mut first) { mode } else { "" },
                 binary.display(),
                 rounds.join(" "),
                 median(cpu.clone()),
