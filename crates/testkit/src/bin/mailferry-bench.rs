@@ -405,7 +405,14 @@ fn main() {
     let mut results = Vec::new();
     let mut n = 0;
     for round in 1..=a.rounds {
-        for (b, binary) in binaries.iter().enumerate() {
+        // Every other round in the other order (A B, B A, ...): a machine that speeds up or
+        // slows down during the run favours neither build.
+        let mut order: Vec<(usize, &std::path::Path)> =
+            binaries.iter().copied().enumerate().collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for (b, binary) in order {
             if compare {
                 println!("round {round}: {}", binary.display());
             }

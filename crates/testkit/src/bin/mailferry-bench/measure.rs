@@ -107,8 +107,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Per mode and binary: CPU per GB of every round in order and their median, sleeps a
-/// message (median) and the largest peak RSS. Rounds alternate the binaries, so a slow
-/// stretch of the machine falls on both.
+/// message (median) and the largest peak RSS. Rounds alternate the binaries (every other
+/// one in the other order), so a slow stretch of the machine falls on both.
 pub(crate) fn summary(binaries: &[&std::path::Path], passes: &[Pass]) {
     println!("CPU per GB round by round (median), sleeps a message (median), largest peak RSS:");
     let mut modes: Vec<&str> = Vec::new();
