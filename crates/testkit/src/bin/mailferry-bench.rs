@@ -485,7 +485,7 @@ destination = "rx"
                 USER.to_owned(),
                 PASSWORD.to_owned(),
                 smtp.port.to_string(),
-                "bench@home.example".to_owned(),
+                rcpt.clone(),
             ]));
             let got = smtp.count();
             report("floor IMAP", got, total, &t);
